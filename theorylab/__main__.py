@@ -1,0 +1,3 @@
+from theorylab.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""The notebook API: build a config, train, probe, check claims, get DataFrames.
+
+    import theorylab as tl
+    cfg = tl.config("icl", alpha=0.6)                 # typed, validated, frozen
+    run = tl.train("icl", [cfg.replace(seed=s) for s in range(8)])
+    run.params["W_O"].shape                           # [8, m, d]
+    tl.check("icl", seeds=5)                          # verdict DataFrame
+    tl.results(study="icl")                           # every stored cell as a DataFrame
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from theorylab.core.claims import ClaimContext, run_claims
+from theorylab.core.config import StudyConfig
+from theorylab.core.ensemble import resolve_device
+from theorylab.core.progress import QUIET, Bars
+from theorylab.core.store import DEFAULT_STORE, Store
+from theorylab.core.study import get_study, study_names
+from theorylab.core.sweep import stack_params, train_cells
+
+DEFAULT_SEEDS = {"quick": 5, "full": 10}
+
+
+@dataclass
+class Trained:
+    configs: list[StudyConfig]
+    params: dict[str, torch.Tensor]  # [E, ...]
+    metrics: pd.DataFrame  # one row per model
+    curves: dict[str, pd.DataFrame]  # curve name -> one column per seed, indexed by step
+
+
+def config(study: str, size: str = "quick", **overrides: Any) -> StudyConfig:
+    return get_study(study).config(size, **overrides)
+
+
+def _store(store: str | Path | Store | None) -> Store:
+    if isinstance(store, Store):
+        return store
+    return Store(store or DEFAULT_STORE)
+
+
+def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Path | Store | None = None,
+          device: str = "auto", progress: bool = False) -> Trained:
+    """Trains the configs as ensembles (skipping any already in the store) and returns their weights."""
+    st = get_study(study)
+    cfgs = [cfgs] if isinstance(cfgs, StudyConfig) else list(cfgs)
+    dev = resolve_device(device)
+    with Bars(progress) if progress else QUIET as bars:
+        cells = train_cells(st, cfgs, _store(store), dev, bars)
+    first = cells[cfgs[0].hash].curves
+    curves = {name: pd.DataFrame({c.hash[:8]: cells[c.hash].curves[name] for c in cfgs}, index=first["step"])
+              for name in first if name != "step"}
+    metrics = pd.DataFrame([{"config_hash": c.hash, **cells[c.hash].metrics} for c in cfgs])
+    return Trained(cfgs, stack_params(cells, cfgs, dev), metrics, curves)
+
+
+def check(study: str, size: str = "quick", seeds: int | None = None, device: str = "auto",
+          store: str | Path | Store | None = None, claims: list[str] | None = None, **overrides: Any) -> pd.DataFrame:
+    st = get_study(study)
+    st.config(size, **overrides)  # fail early on bad input
+    ctx = ClaimContext(st, size, seeds or DEFAULT_SEEDS[size], resolve_device(device), _store(store), overrides)
+    rows = [{"claim": r.claim.id, "theorem": r.claim.theorem, "verdict": r.verdict, "passed": r.passed,
+             "summary": r.summary, "seconds": r.seconds, "numbers": r.outcome.numbers if r.outcome else None}
+            for r in run_claims(ctx, claims)]
+    return pd.DataFrame(rows)
+
+
+def results(store: str | Path | Store | None = None, study: str | None = None) -> pd.DataFrame:
+    return _store(store).cells_df(study)
+
+
+__all__ = ["DEFAULT_SEEDS", "Trained", "check", "config", "get_study", "results", "study_names", "train"]

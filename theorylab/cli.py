@@ -1,0 +1,152 @@
+"""The theorylab command line: list, run, check, report (and the commands other modules register)."""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from theorylab.api import DEFAULT_SEEDS
+from theorylab.core.claims import ClaimContext, run_claims
+from theorylab.core.config import ConfigError, parse_assignments
+from theorylab.core.ensemble import resolve_device
+from theorylab.core.progress import Bars
+from theorylab.core.report import machine_description, verdict_table, write_report
+from theorylab.core.store import DEFAULT_STORE, Store
+from theorylab.core.study import Study, get_study, study_names
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Runnable theory of efficient learning in shallow Transformers.")
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+SizeOpt = Annotated[str, typer.Option("--size", help="quick (seconds-minutes on CPU) or full (paper scale)")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto")]
+SeedsOpt = Annotated[Optional[int], typer.Option("--seeds", help="independent seeds (default: 5 quick, 10 full)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a config field: key=value (repeatable)")]
+StoreOpt = Annotated[Path, typer.Option("--store", help="results store (SQLite file)")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: list[str] | None, store: Path):
+    """Validates every input before anything trains."""
+    try:
+        study = get_study(study_name)
+        overrides = parse_assignments(sets)
+        study.config(size, **overrides)
+        n = DEFAULT_SEEDS.get(size, 5) if seeds is None else seeds
+        if n < 1:
+            raise ConfigError(f"--seeds must be >= 1 (got {n})")
+        dev = resolve_device(device)
+    except (ConfigError, KeyError, ValueError) as e:
+        fail(str(e).strip("'\""))
+    return study, overrides, n, dev, Store(store)
+
+
+def _rows(study: Study, results) -> list[dict]:
+    return [{"study": study.name, "claim": r.claim.id, "theorem": r.claim.theorem, "statement": r.claim.statement,
+             "verdict": r.verdict, "summary": r.summary, "seconds": r.seconds,
+             "numbers": r.outcome.numbers if r.outcome else {"error": r.error},
+             "figures": r.outcome.figures if r.outcome else {}} for r in results]
+
+
+def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None):
+    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store)
+    with Bars(enabled=True) as bars:
+        ctx = ClaimContext(study, size, n, dev, st, overrides, bars)
+        results = run_claims(ctx, claim_ids)
+    return study, n, dev, _rows(study, results)
+
+
+@app.command("list")
+def list_studies() -> None:
+    """Studies and their claims."""
+    for name in study_names():
+        s = get_study(name)
+        out.print(f"[bold]{name}[/]: {s.title} ({s.paper})")
+        for c in s.claims:
+            out.print(f"  {c.id:<24} {c.theorem:<14} {c.statement}")
+
+
+@app.command()
+def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: SeedsOpt = None,
+        set: SetOpt = None, store: StoreOpt = DEFAULT_STORE,
+        out_dir: Annotated[Optional[Path], typer.Option("--out", help="results folder")] = None) -> None:
+    """Train the study's models, check every claim, write figures and a report."""
+    s, n, dev, rows = _run_study(study, size, seeds, device, set, store)
+    out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
+    folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = write_report(s, rows, folder, {"size": size, "seeds": n, "machine": machine_description(str(dev))})
+    out.print(f"report: [bold]{path}[/]  (figures beside it)")
+
+
+@app.command()
+def check(study: Annotated[Optional[str], typer.Argument(help="a study; all studies if omitted")] = None,
+          size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: SeedsOpt = None, set: SetOpt = None,
+          store: StoreOpt = DEFAULT_STORE,
+          claim: Annotated[Optional[list[str]], typer.Option("--claim", help="only these claim ids")] = None) -> None:
+    """Run claims only and print the verdict table; exit code 1 if any claim fails."""
+    rows = []
+    for name in [study] if study else study_names():
+        rows += _run_study(name, size, seeds, device, set, store, claim)[3]
+    out.print(verdict_table(rows, f"claims ({size})"))
+    if any(r["verdict"] != "holds" for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
+           out_dir: Annotated[Optional[Path], typer.Option("--out", help="results folder")] = None) -> None:
+    """Redraw figures and the report from the claims stored by the latest run (no training)."""
+    try:
+        s = get_study(study)
+    except KeyError as e:
+        fail(str(e).strip("'\""))
+    stored = Store(store).latest_claims(s.name, size)
+    if not stored:
+        fail(f"no stored {size} claims for '{study}' in {store}; run `theorylab run {study} --size {size}` first")
+    by_id = {c.id: c for c in s.claims}
+    rows = [{"study": s.name, "claim": r["claim"], "theorem": by_id[r["claim"]].theorem if r["claim"] in by_id else "",
+             "statement": by_id[r["claim"]].statement if r["claim"] in by_id else "", "verdict": r["verdict"],
+             "summary": r["summary"], "seconds": r["seconds"], "numbers": r["numbers"], "figures": r["figures"]}
+            for r in stored]
+    folder = out_dir or Path(store).parent / s.name / ("report-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    path = write_report(s, rows, folder, {"size": size, "seeds": stored[0]["seeds"], "machine": "as stored"})
+    out.print(verdict_table(rows, f"{s.name} ({size}, stored)"))
+    out.print(f"report: [bold]{path}[/]")
+
+
+def _register_extensions() -> None:
+    """Commands owned by other modules (sweeps, checkpoint merging) plug in here."""
+    import importlib
+
+    for module in ("theorylab.core.sweep_cli", "theorylab.hf.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_extensions()
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

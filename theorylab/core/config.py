@@ -1,0 +1,128 @@
+"""Typed, frozen configs; overrides from strings; stable hashes; clear errors.
+
+A study's config is a frozen pydantic model that rejects unknown keys. Its hash (over the study name
+and every field, seed included) names a grid cell everywhere: in the store, in the random streams
+(core.rng), on other machines. Fields listed in `ensemble_scalars` may differ between models trained
+together as one ensemble (they become [E] tensors); every other field must be equal inside a group.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, ClassVar, TypeVar
+
+import annotated_types as at
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+C = TypeVar("C", bound="StudyConfig")
+
+
+class ConfigError(ValueError):
+    """A config value is unknown or out of range. The message names the field and the allowed range."""
+
+
+class StudyConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    study: ClassVar[str] = "base"
+    # Fields that may vary between the models of one ensemble (they become [E] tensors).
+    ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed"})
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+    def group_key(self) -> str:
+        """Cells with equal group keys share tensor shapes and program: they train as one ensemble."""
+        shared = {k: v for k, v in self.model_dump(mode="json").items() if k not in self.ensemble_scalars}
+        return _digest({"study": self.study, **shared})
+
+    def replace(self: C, **changes: Any) -> C:
+        return make_config(type(self), {**self.model_dump(), **changes})
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def config_hash(cfg: StudyConfig) -> str:
+    return _digest({"study": cfg.study, **cfg.model_dump(mode="json")})
+
+
+def allowed_range(cls: type[StudyConfig], name: str) -> str:
+    """Human-readable allowed values of a field, from its declared constraints and type."""
+    info = cls.model_fields[name]
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in info.metadata:
+        if isinstance(m, at.Ge):
+            lo = m.ge
+        elif isinstance(m, at.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, at.Le):
+            hi = m.le
+        elif isinstance(m, at.Lt):
+            hi, hi_open = m.lt, True
+    ann = getattr(info.annotation, "__name__", str(info.annotation))
+    if lo is None and hi is None:
+        return f"a value of type {ann}"
+    left = "(" if lo_open or lo is None else "["
+    right = ")" if hi_open or hi is None else "]"
+    return f"{ann} in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def _format_errors(cls: type[StudyConfig], err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = str(e["loc"][0]) if e["loc"] else ""
+        if e["type"] == "extra_forbidden":
+            known = ", ".join(sorted(cls.model_fields))
+            lines.append(f"unknown field '{field}' for study '{cls.study}'. Known fields: {known}")
+        elif field in cls.model_fields:
+            lines.append(
+                f"field '{field}': {e['msg']} (got {e.get('input')!r}); allowed: {allowed_range(cls, field)}"
+            )
+        else:
+            lines.append(e["msg"].removeprefix("Value error, "))
+    return f"invalid {cls.study} config:\n  " + "\n  ".join(lines)
+
+
+def make_config(cls: type[C], values: dict[str, Any]) -> C:
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(cls, err)) from None
+
+
+def parse_assignments(items: list[str] | None, what: str = "--set") -> dict[str, Any]:
+    """['alpha=0.8', 'l_ts=[4,8]'] -> {'alpha': 0.8, 'l_ts': [4, 8]} (values parsed as YAML scalars/lists)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} expects key=value, got {item!r}")
+        out[key.strip()] = parse_value(raw.strip())
+    return out
+
+
+def parse_value(raw: str) -> Any:
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def ensure_fields(cls: type[StudyConfig], keys: list[str] | set[str], what: str) -> None:
+    unknown = sorted(set(keys) - set(cls.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"{what}: unknown field(s) {', '.join(map(repr, unknown))} for study '{cls.study}'. "
+            f"Known fields: {', '.join(sorted(cls.model_fields))}"
+        )

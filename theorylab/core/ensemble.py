@@ -1,0 +1,51 @@
+"""Ensemble helpers: devices, per-model scalars as [E] tensors, the batched SGD step."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.config import ConfigError, StudyConfig
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device must be one of cpu, cuda, auto (got {device!r})")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(device)
+
+
+def shared_value(cfgs: Sequence[StudyConfig], name: str):
+    """A field every model of the ensemble must share (a shape or program field)."""
+    values = {repr(getattr(c, name)) for c in cfgs}
+    if len(values) != 1:
+        raise ValueError(f"field '{name}' differs inside one ensemble ({sorted(values)}); it is not an ensemble scalar")
+    return getattr(cfgs[0], name)
+
+
+def scalar_tensor(cfgs: Sequence[StudyConfig], name: str, device, dtype=torch.float32) -> torch.Tensor:
+    """[E] tensor of a per-model scalar field."""
+    return torch.tensor([float(getattr(c, name)) for c in cfgs], dtype=dtype, device=device)
+
+
+def expand_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[E] -> [E, 1, 1, ...] broadcastable against `like` ([E, ...])."""
+    return x.reshape(x.shape[0], *([1] * (like.dim() - 1)))
+
+
+@torch.no_grad()
+def sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: torch.Tensor,
+             active: torch.Tensor) -> torch.Tensor:
+    """In-place p <- p - lr_e * g for active models. Models whose gradient is not finite are
+    deactivated instead of updated; returns the new active mask [E]."""
+    for g in grads.values():
+        active = active & torch.isfinite(g).flatten(1).all(1)
+    step = lr * active  # [E]
+    for name, g in grads.items():
+        params[name].sub_(expand_to(step, g) * torch.nan_to_num(g))
+    return active

@@ -1,0 +1,68 @@
+"""Verdict tables (terminal) and study reports (Markdown + PNG figures)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+from rich.table import Table  # noqa: E402
+
+from theorylab.core.study import Study  # noqa: E402
+
+
+def machine_description(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import os
+
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def verdict_table(rows: list[dict], title: str = "claims") -> Table:
+    """rows: dicts with study, claim, theorem, verdict, summary, seconds."""
+    t = Table(title=title, show_lines=False)
+    for col in ("study", "claim", "theorem", "verdict", "measured", "s"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        style = "green" if r["verdict"] == "holds" else "bold red"
+        t.add_row(r["study"], r["claim"], r["theorem"], f"[{style}]{r['verdict']}[/]", r["summary"],
+                  f"{r['seconds']:.1f}")
+    return t
+
+
+def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict) -> Path:
+    """Draws every figure the claims returned and writes report.md; returns the report's path.
+    claim_rows: dicts with claim, theorem, statement, verdict, summary, numbers, figures, seconds."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure_files: list[tuple[str, str]] = []
+    for r in claim_rows:
+        for name, data in (r.get("figures") or {}).items():
+            plot = study.plots.get(name)
+            if plot is None:
+                continue
+            path = out_dir / f"{name}.png"
+            plot(data, path)
+            figure_files.append((name, path.name))
+    lines = [f"# {study.title}", "", f"Paper: {study.paper}", "",
+             f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by theorylab "
+             f"(size `{meta.get('size')}`, {meta.get('seeds')} seeds, {meta.get('machine')}).", "",
+             "| claim | theorem | verdict | measured | seconds |", "|---|---|---|---|---|"]
+    for r in claim_rows:
+        lines.append(f"| {r['claim']} | {r['theorem']} | **{r['verdict']}** | {r['summary']} | {r['seconds']:.1f} |")
+    lines += ["", "## Claims", ""]
+    for r in claim_rows:
+        lines += [f"### {r['claim']} ({r['theorem']}): {r['verdict']}", "", r.get("statement", ""), "",
+                  f"Measured: {r['summary']}", "", "```json",
+                  json.dumps(r.get("numbers", {}), indent=1, default=str)[:6000], "```", ""]
+    if figure_files:
+        lines += ["## Figures", ""]
+        lines += [f"![{name}]({fname})" for name, fname in figure_files]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,108 @@
+"""Sparsifying task vectors: magnitude top-k and random drop-and-rescale (DARE).
+
+Conventions (mergekit's, so configs carry over):
+- ``density`` is the fraction of entries KEPT: exactly floor(density * n) entries per tensor (per model
+  with ``model_axis``) survive magnitude trimming. Ties at the threshold are broken by flat position
+  (first kept), so the count is exact and the result does not depend on chunking.
+- Random (DARE, Yu et al. 2024): each entry is kept with probability ``density`` (drop rate p = 1 - density)
+  and, with ``rescale=True`` (DARE's default), kept entries are divided by ``density`` so the expected
+  task vector is unchanged. Magnitude trimming does not rescale by default (TIES does not).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .rng import derive_seed, uniform
+from .state import check_fraction, count_of, per_model_flat
+
+SparsifyMethod = Literal["magnitude", "random"]
+
+
+@dataclass(frozen=True)
+class MagnitudeRule:
+    """Per-model keep rule for one whole tensor: keep |x| > threshold, plus the first ``tie_quota``
+    entries with |x| == threshold in flat order. threshold, tie_quota: [E] (E = 1 without model axis)."""
+
+    threshold: Tensor
+    tie_quota: Tensor
+
+
+def magnitude_rule(delta: Tensor, density: float, model_axis: bool = False) -> MagnitudeRule:
+    """Compute the keep rule from the whole tensor (the statistic must see every entry)."""
+    check_fraction(density, "density")
+    a = per_model_flat(delta, model_axis).abs().float()  # [E, n]
+    n = a.shape[1]
+    k = count_of(density, n)
+    if k == 0:
+        inf = torch.full((a.shape[0],), float("inf"))
+        return MagnitudeRule(inf, torch.zeros(a.shape[0], dtype=torch.int64))
+    thr = a.kthvalue(n - k + 1, dim=1).values  # k-th largest, [E]
+    greater = (a > thr[:, None]).sum(dim=1)
+    return MagnitudeRule(thr, k - greater)
+
+
+def magnitude_mask(delta: Tensor, rule: MagnitudeRule, model_axis: bool = False,
+                   ties_seen: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Boolean keep mask for ``delta`` (the whole tensor or a row chunk of it, in flat order).
+
+    ties_seen: [E] count of threshold ties met in earlier chunks; returned updated.
+    """
+    a = per_model_flat(delta, model_axis).abs().float()  # [E, n]
+    thr = rule.threshold[:, None]
+    seen = torch.zeros_like(rule.tie_quota) if ties_seen is None else ties_seen
+    tie = a == thr
+    tie_rank = tie.cumsum(dim=1) + seen[:, None]  # 1-based rank of each tie across chunks
+    keep = (a > thr) | (tie & (tie_rank <= rule.tie_quota[:, None]))
+    return keep.reshape(delta.shape), seen + tie.sum(dim=1)
+
+
+def topk_mask(delta: Tensor, density: float, model_axis: bool = False) -> Tensor:
+    """Keep exactly floor(density * n) largest-|x| entries (per model with model_axis)."""
+    return magnitude_mask(delta, magnitude_rule(delta, density, model_axis), model_axis)[0]
+
+
+def random_mask(delta: Tensor, density: float, seed: int | Tensor, model_axis: bool = False,
+                offset: int = 0) -> Tensor:
+    """Keep each entry with probability ``density``, drawn from uniform(seed, flat index + offset).
+
+    seed: int, or an [E] tensor of per-model seeds with model_axis (model e then gets exactly the mask it
+    would get alone with seed[e]). offset: flat index of the chunk's first entry within the tensor.
+    """
+    check_fraction(density, "density")
+    flat = per_model_flat(delta, model_axis)
+    s = torch.as_tensor(seed, dtype=torch.int64)
+    if model_axis and s.dim() == 0:
+        s = s.expand(flat.shape[0])
+    u = uniform(s, flat.shape[1], offset)
+    return (u < density).reshape(delta.shape)
+
+
+def sparsify(delta: Tensor, density: float, method: SparsifyMethod = "magnitude", *, rescale: bool | None = None,
+             seed: int | Tensor = 0, model_axis: bool = False) -> Tensor:
+    """Sparsified copy of one task-vector tensor. rescale=None means: True for random (DARE), False for
+    magnitude. With rescale, kept entries are divided by density."""
+    if method == "magnitude":
+        keep = topk_mask(delta, density, model_axis)
+    elif method == "random":
+        keep = random_mask(delta, density, seed, model_axis)
+    else:
+        raise ValueError(f"sparsify method must be 'magnitude' or 'random', got {method!r}")
+    out = delta * keep
+    if (method == "random" if rescale is None else rescale) and density > 0:
+        out = out / density
+    return out
+
+
+def dare(delta: Tensor, drop_rate: float, seed: int | Tensor = 0, model_axis: bool = False) -> Tensor:
+    """DARE in the paper's terms: drop with probability p, rescale survivors by 1 / (1 - p)."""
+    check_fraction(drop_rate, "drop_rate", high=0.999999)
+    return sparsify(delta, 1.0 - drop_rate, "random", rescale=True, seed=seed, model_axis=model_axis)
+
+
+def task_seed(seed: int | Tensor, task: int, tensor_name: str) -> Tensor:
+    """Independent streams per task and per tensor from one user seed (scalar or [E])."""
+    return derive_seed(seed, task, tensor_name)

@@ -1,0 +1,235 @@
+"""Hugging Face model folders on local disk: streaming reads, atomic sharded writes.
+
+Reads ``model.safetensors``, sharded ``model.safetensors.index.json`` + shards, and ``pytorch_model.bin``
+(also its sharded index). Writes sharded safetensors + index and the source folder's config/tokenizer
+files into a temporary folder beside the target and renames it into place, so a failure leaves nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .safetensors_io import SafetensorsFile, SafetensorsWriter, TensorInfo
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+class CheckpointReader:
+    """Tensor-by-tensor access to a local HF model folder (or a single weights file).
+
+    ``info(name)`` gives shape/dtype without reading data; ``read_rows(name, a, b)`` reads a row block.
+    For safetensors nothing stays resident between reads. ``pytorch_model.bin`` is opened with
+    torch.load(mmap=True, weights_only=True): tensors are paged in on access (the legacy format cannot
+    be read without mmap, so its touched pages count towards RSS until the reader is closed).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"model path {self.path} does not exist")
+        self._files: dict[str, SafetensorsFile] = {}
+        self._bins: dict[str, dict[str, Tensor]] = {}
+        self._where: dict[str, str] = {}  # tensor name -> file path
+        self._open_all()
+
+    def _open_all(self) -> None:
+        p = self.path
+        if p.is_file():
+            files = [p]
+        elif (p / "model.safetensors.index.json").exists():
+            files = self._indexed(p / "model.safetensors.index.json")
+        elif (p / "model.safetensors").exists():
+            files = [p / "model.safetensors"]
+        elif (p / "pytorch_model.bin.index.json").exists():
+            files = self._indexed(p / "pytorch_model.bin.index.json")
+        elif (p / "pytorch_model.bin").exists():
+            files = [p / "pytorch_model.bin"]
+        else:
+            raise FileNotFoundError(f"{p}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+        for f in files:
+            key = str(f)
+            if f.suffix == ".safetensors":
+                st = SafetensorsFile(f)
+                self._files[key] = st
+                names = list(st.infos)
+            else:
+                sd = torch.load(f, map_location="cpu", mmap=True, weights_only=True)
+                self._bins[key] = sd
+                names = list(sd)
+            for n in names:
+                if n in self._where:
+                    raise ValueError(f"tensor {n!r} appears in both {self._where[n]} and {key}")
+                self._where[n] = key
+
+    @staticmethod
+    def _indexed(index: Path) -> list[Path]:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [index.parent / f for f in dict.fromkeys(weight_map.values())]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def info(self, name: str) -> TensorInfo:
+        f = self._where[name]
+        if f in self._files:
+            return self._files[f].infos[name]
+        t = self._bins[f][name]
+        return TensorInfo(name, tuple(t.shape), t.dtype)
+
+    def read_rows(self, name: str, start: int, stop: int) -> Tensor:
+        f = self._where[name]
+        if f in self._files:
+            return self._files[f].read_rows(name, start, stop)
+        t = self._bins[f][name]
+        return (t[start:stop] if t.dim() else t).clone()
+
+    def read(self, name: str) -> Tensor:
+        return self.read_rows(name, 0, self.info(name).rows)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        self._bins.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Whole state dict in memory (small models, tests, the Python API)."""
+    with CheckpointReader(path) as r:
+        return {n: r.read(n) for n in r.names}
+
+
+def plan_shards(infos: list[TensorInfo], max_shard_bytes: int) -> list[list[TensorInfo]]:
+    """Greedy: tensors in order, a new shard when the next tensor would overflow (a tensor larger than the
+    limit gets a shard of its own), like transformers' save_pretrained."""
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_size must be > 0 bytes, got {max_shard_bytes}")
+    shards: list[list[TensorInfo]] = [[]]
+    size = 0
+    for info in infos:
+        if shards[-1] and size + info.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(info)
+        size += info.nbytes
+    return shards
+
+
+class ShardedWriter:
+    """Writes planned tensors, in order, into model.safetensors or model-0000i-of-0000n.safetensors + index."""
+
+    def __init__(self, folder: Path, infos: list[TensorInfo], max_shard_bytes: int = 2 * 1024**3):
+        self.folder = folder
+        self.shards = plan_shards(infos, max_shard_bytes)
+        n = len(self.shards)
+        self.filenames = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self._shard_of = {info.name: i for i, shard in enumerate(self.shards) for info in shard}
+        self._current: SafetensorsWriter | None = None
+        self._current_index = -1
+
+    def write(self, name: str, block: Tensor) -> None:
+        i = self._shard_of.get(name)
+        if i is None:
+            raise ValueError(f"tensor {name!r} was not planned for output")
+        if i != self._current_index:
+            if i < self._current_index:
+                raise ValueError(f"tensor {name!r} arrives after its shard was closed")
+            self._open(i)
+        self._current.write(name, block)
+
+    def _open(self, i: int) -> None:
+        if self._current is not None:
+            self._current.close()
+        for skipped in range(self._current_index + 1, i):  # a shard whose tensors never came
+            raise ValueError(f"no tensor was written to shard {self.filenames[skipped]}")
+        self._current = SafetensorsWriter(self.folder / self.filenames[i], self.shards[i])
+        self._current_index = i
+
+    def close(self) -> None:
+        if self._current_index != len(self.shards) - 1:
+            raise ValueError(f"only {self._current_index + 1} of {len(self.shards)} shards were written")
+        self._current.close()
+        if len(self.shards) > 1:
+            index = {"metadata": {"total_size": sum(i.nbytes for s in self.shards for i in s)},
+                     "weight_map": {info.name: self.filenames[i] for i, s in enumerate(self.shards) for info in s}}
+            (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; rename it to ``target`` on success, delete it on failure."""
+    target = Path(target).resolve()
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"output folder {target} already exists (pass overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_support_files(src: str | os.PathLike, dst: Path, dtype: torch.dtype | None = None) -> list[str]:
+    """Copy config/tokenizer/generation files (everything that is not weights); record a cast dtype in
+    config.json so transformers loads the output in it."""
+    src = Path(src)
+    copied = []
+    if not src.is_dir():
+        return copied
+    for f in sorted(src.iterdir()):
+        if not f.is_file() or f.name.endswith(WEIGHT_SUFFIXES) or f.name in WEIGHT_INDEXES:
+            continue
+        shutil.copy2(f, dst / f.name)
+        copied.append(f.name)
+    cfg = dst / "config.json"
+    if dtype is not None and cfg.exists():
+        data = json.loads(cfg.read_text())
+        name = str(dtype).removeprefix("torch.")
+        for key in ("torch_dtype", "dtype"):
+            if key in data:
+                data[key] = name
+        if "torch_dtype" not in data and "dtype" not in data:
+            data["dtype"] = name
+        cfg.write_text(json.dumps(data, indent=2) + "\n")
+    return copied
+
+
+def save_state_dict(state: dict[str, Tensor], folder: str | os.PathLike, *, support_from: str | os.PathLike | None = None,
+                    max_shard_bytes: int = 2 * 1024**3, overwrite: bool = False) -> Path:
+    """Atomically write an in-memory state dict as a HF folder (sharded safetensors + support files)."""
+    infos = [TensorInfo(n, tuple(t.shape), t.dtype) for n, t in state.items()]
+    with atomic_output_dir(folder, overwrite) as tmp:
+        w = ShardedWriter(tmp, infos, max_shard_bytes)
+        for n, t in state.items():
+            w.write(n, t)
+        w.close()
+        if support_from is not None:
+            copy_support_files(support_from, tmp)
+    return Path(folder).resolve()

@@ -1,0 +1,18 @@
+"""In-context learning on a one-layer nonlinear Transformer (Li, Wang, Lu, Cui, Chen; ICML 2024)."""
+from theorylab.core.study import Study, register_study
+
+
+@register_study("icl")
+def study() -> Study:
+    from theorylab.studies.icl.claims import CLAIMS
+    from theorylab.studies.icl.config import FULL, QUICK, ICLConfig
+    from theorylab.studies.icl.plots import PLOTS
+    from theorylab.studies.icl.train import bytes_per_model, train_group
+
+    return Study(
+        name="icl",
+        title="How Do Nonlinear Transformers Learn and Generalize in In-Context Learning?",
+        paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607)",
+        config_cls=ICLConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+    )

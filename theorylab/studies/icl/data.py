@@ -1,0 +1,137 @@
+"""The ICL data model (section 1.1): patterns, tasks, prompts. Everything is batched over models [E].
+
+A prompt is contexts C [E, B, L, D] with columns p_i = (x_i; y_i) and a query Q [E, B, D] = (x_q; 0),
+with label z [E, B] in {-1, +1}. x = mu + kappa nu; y = +-q.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.rng import EnsembleRNG
+from theorylab.studies.icl.config import ICLConfig
+
+
+@dataclass
+class Prompts:
+    C: torch.Tensor  # [E, B, L, D] context columns
+    Q: torch.Tensor  # [E, B, D] query column
+    z: torch.Tensor  # [E, B] query label in {-1, +1}
+    ctx_pattern: torch.Tensor  # [E, B, L] index of each context's relevant pattern
+    query_pattern: torch.Tensor  # [E, B]
+
+
+@dataclass
+class World:
+    """The fixed objects of a data model: pattern sets, tasks, label embedding (per model)."""
+    relevant: torch.Tensor  # [E, P, d_X] relevant patterns (IDR or ODR)
+    irrelevant: torch.Tensor  # [E, M2, d_X] irrelevant patterns (IDI or ODI)
+    tasks: torch.Tensor  # [T, 2] ordered pattern pairs (a, b): +1 on a, -1 on b
+    q: torch.Tensor  # [d_Y] label embedding
+    kappa: torch.Tensor  # [E]
+
+
+def all_tasks(P: int) -> list[tuple[int, int]]:
+    return [(a, b) for a in range(P) for b in range(P) if a != b]
+
+
+def split_tasks(cfg: ICLConfig) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(T_tr, unseen in-domain test tasks)."""
+    train = [(a, b) for a, b in all_tasks(cfg.M1) if (b - a) % cfg.M1 in cfg.task_offsets]
+    test = [t for t in all_tasks(cfg.M1) if t not in train]
+    return train, test
+
+
+def idr_patterns(cfgs: Sequence[ICLConfig], device) -> torch.Tensor:
+    """[E, M1, d_X]: mu_j = beta e_j."""
+    M1, d_X = shared_value(cfgs, "M1"), shared_value(cfgs, "d_X")
+    beta = scalar_tensor(cfgs, "beta", device)
+    return beta[:, None, None] * torch.eye(M1, d_X, device=device).expand(len(cfgs), M1, d_X)
+
+
+def idi_patterns(cfgs: Sequence[ICLConfig], device) -> torch.Tensor:
+    """[E, M2, d_X]: nu_k = e_{M1+k}, orthogonal to every IDR pattern."""
+    M1, M2, d_X = (shared_value(cfgs, k) for k in ("M1", "M2", "d_X"))
+    eye = torch.eye(d_X, device=device)[M1 : M1 + M2]
+    return eye.expand(len(cfgs), M2, d_X).clone()
+
+
+def odr_patterns(cfgs: Sequence[ICLConfig], S1: torch.Tensor, device) -> torch.Tensor:
+    """[E, M1_ood, d_X]: mu'_j combines IDR patterns mu_{2j}, mu_{2j+1} with coefficients summing to S1.
+
+    literal: S1 (c mu_a + (1-c) mu_b), not renormalised (the calibration note: only this makes S1 matter);
+    unit: c1, c2 = (S1 +- sqrt(2 - S1^2)) / 2, orthonormal for every S1 <= sqrt(2)."""
+    M1_ood = shared_value(cfgs, "M1_ood")
+    construction = shared_value(cfgs, "ood_construction")
+    mu = idr_patterns(cfgs, device)
+    if construction == "literal":
+        c = scalar_tensor(cfgs, "ood_mix", device)
+        c1, c2 = S1 * c, S1 * (1 - c)
+    else:
+        root = torch.sqrt(torch.clamp(2 - S1**2, min=0))
+        c1, c2 = (S1 + root) / 2, (S1 - root) / 2
+    return c1[:, None, None] * mu[:, 0 : 2 * M1_ood : 2] + c2[:, None, None] * mu[:, 1 : 2 * M1_ood : 2]
+
+
+def odi_patterns(cfgs: Sequence[ICLConfig], rng: EnsembleRNG, device) -> torch.Tensor:
+    """[E, M2, d_X]: nu'_k = R nu_k with a random orthogonal R inside span{nu} (so ODI in span(IDI))."""
+    R = rng.orthogonal(shared_value(cfgs, "M2"), "odi_rotation").to(device)  # [E, M2, M2]
+    return torch.einsum("ekj,ejd->ekd", R, idi_patterns(cfgs, device))
+
+
+def label_embedding(cfgs: Sequence[ICLConfig], device) -> torch.Tensor:
+    q = torch.zeros(shared_value(cfgs, "d_Y"), device=device)
+    q[0] = 1.0
+    return q
+
+
+def in_domain_world(cfgs: Sequence[ICLConfig], device, tasks: list[tuple[int, int]]) -> World:
+    return World(idr_patterns(cfgs, device), idi_patterns(cfgs, device),
+                 torch.tensor(tasks, device=device), label_embedding(cfgs, device),
+                 scalar_tensor(cfgs, "kappa", device))
+
+
+def out_of_domain_world(cfgs: Sequence[ICLConfig], rng: EnsembleRNG, device, S1: torch.Tensor | None = None) -> World:
+    S1 = scalar_tensor(cfgs, "S1", device) if S1 is None else S1.to(device)
+    return World(odr_patterns(cfgs, S1, device), odi_patterns(cfgs, rng, device),
+                 torch.tensor(all_tasks(shared_value(cfgs, "M1_ood")), device=device),
+                 label_embedding(cfgs, device), scalar_tensor(cfgs, "kappa", device))
+
+
+def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, L: int, *stream) -> Prompts:
+    """Prompts for tasks drawn uniformly from world.tasks (slide 18): each context's relevant pattern is
+    a or b with probability alpha/2 each, otherwise one of the other patterns uniformly; labels are
+    +1 on a, -1 on b, and a fresh fair coin elsewhere. The query's pattern is a or b, equally likely."""
+    E, P, _ = world.relevant.shape
+    dev = world.relevant.device
+    task = world.tasks[rng.randint(world.tasks.shape[0], (B,), *stream, "task").to(dev)]  # [E, B, 2]
+    a, b = task[..., 0], task[..., 1]
+    lo, hi = torch.minimum(a, b)[..., None], torch.maximum(a, b)[..., None]
+    u = rng.uniform((B, L), *stream, "which").to(dev)
+    al = alpha[:, None, None]
+    other = rng.randint(max(P - 2, 1), (B, L), *stream, "other").to(dev)
+    other = other + (other >= lo).long()
+    other = other + (other >= hi).long()
+    pat = torch.where(u < al / 2, a[..., None], torch.where(u < al, b[..., None], other))  # [E, B, L]
+    coin = rng.sign((B, L), *stream, "coin").to(dev)
+    y = torch.where(pat == a[..., None], 1.0, torch.where(pat == b[..., None], -1.0, coin))  # [E, B, L]
+    q_is_a = rng.uniform((B,), *stream, "query").to(dev) < 0.5
+    q_pat = torch.where(q_is_a, a, b)
+    z = torch.where(q_is_a, 1.0, -1.0)
+
+    def features(patterns: torch.Tensor, tag: str) -> torch.Tensor:  # patterns [E, B, n] -> x [E, B, n, d_X]
+        n = patterns.shape[-1]
+        k = rng.randint(world.irrelevant.shape[1], (B, n), *stream, tag, "nu").to(dev)
+        kap = (2 * rng.uniform((B, n), *stream, tag, "kappa").to(dev) - 1) * world.kappa[:, None, None]
+        mu = torch.gather(world.relevant, 1, patterns.reshape(E, -1, 1).expand(-1, -1, world.relevant.shape[-1]))
+        nu = torch.gather(world.irrelevant, 1, k.reshape(E, -1, 1).expand(-1, -1, world.irrelevant.shape[-1]))
+        return (mu + kap.reshape(E, -1, 1) * nu).reshape(E, B, n, -1)
+
+    x_ctx = features(pat, "ctx")
+    x_q = features(q_pat[..., None], "query")[:, :, 0]
+    C = torch.cat([x_ctx, y[..., None] * world.q], dim=-1)  # p_i = (x_i; y_i)
+    Q = torch.cat([x_q, torch.zeros(E, B, world.q.shape[0], device=dev)], dim=-1)  # p_query = (x_q; 0)
+    return Prompts(C, Q, z, pat, q_pat)

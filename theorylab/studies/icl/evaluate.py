@@ -1,0 +1,112 @@
+"""Evaluation and probes of trained ICL ensembles: errors on unseen in-domain and out-of-domain tasks,
+attention concentration (Prop. 1), neuron embeddings (Prop. 2), W_O row pruning (Thm 3)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.rng import EnsembleRNG, key_from_hash
+from theorylab.studies.icl.config import ICLConfig
+from theorylab.studies.icl.data import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
+from theorylab.studies.icl.model import error, forward, hinge
+
+_MAX_ELEMENTS = 1 << 25  # per evaluation chunk: bounds memory for large ensembles
+
+
+def rng_for(cfgs: Sequence[ICLConfig], device) -> EnsembleRNG:
+    return EnsembleRNG([key_from_hash(c.hash) for c in cfgs], device)
+
+
+def unseen_world(cfgs: Sequence[ICLConfig], device) -> World:
+    return in_domain_world(cfgs, device, split_tasks(cfgs[0])[1])
+
+
+def ood_world(cfgs: Sequence[ICLConfig], device, S1: float | torch.Tensor | None = None) -> World:
+    S1t = None if S1 is None else torch.as_tensor(S1, dtype=torch.float32).expand(len(cfgs))
+    return out_of_domain_world(cfgs, rng_for(cfgs, device), device, S1t)
+
+
+def same_pattern_mass(attn: torch.Tensor, ctx_pattern: torch.Tensor, query_pattern: torch.Tensor) -> torch.Tensor:
+    """[E, B, L] attention -> [E]: mean over prompts of the attention on contexts sharing the query's pattern."""
+    L = ctx_pattern.shape[-1]
+    same = (ctx_pattern == query_pattern[..., None]).float()
+    return (attn[..., :L] * same).sum(-1).mean(-1)
+
+
+@torch.no_grad()
+def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ICLConfig], world: World, *, alpha_test=None,
+             L: int | None = None, n: int | None = None, stream: tuple = ("eval",)) -> dict[str, torch.Tensor]:
+    """Error, hinge loss and same-pattern attention mass [E] on fresh test prompts of `world`."""
+    E = len(cfgs)
+    dev = world.relevant.device
+    L = L or shared_value(cfgs, "l_ts")
+    n = n or shared_value(cfgs, "n_test")
+    if alpha_test is None:
+        alpha_test = scalar_tensor(cfgs, "alpha_test", dev)
+    alpha_test = torch.as_tensor(alpha_test, dtype=torch.float32, device=dev).expand(E)
+    attend_query = shared_value(cfgs, "attend_query")
+    rng = rng_for(cfgs, dev)
+    D = world.relevant.shape[-1] + world.q.shape[0]
+    per_chunk = max(1, _MAX_ELEMENTS // (E * (L + 1) * D))
+    sums = {"error": torch.zeros(E, device=dev), "loss": torch.zeros(E, device=dev), "attn_same": torch.zeros(E, device=dev)}
+    done = 0
+    for i in range(math.ceil(n / per_chunk)):
+        b = min(per_chunk, n - done)
+        pr = sample_prompts(world, rng, alpha_test, b, L, *stream, L, i)
+        F, probes = forward(params, pr.C, pr.Q, attend_query, probes=True)
+        sums["error"] += error(F, pr.z) * b
+        sums["loss"] += hinge(F, pr.z) * b
+        sums["attn_same"] += same_pattern_mass(probes["attn"], pr.ctx_pattern, pr.query_pattern) * b
+        done += b
+    return {k: v / n for k, v in sums.items()}
+
+
+def error_vs_length(params, cfgs, world, lengths: Sequence[int], alpha_test=None, n=None, stream=("curve",)):
+    """{L: error [E]} for each test prompt length."""
+    return {L: evaluate(params, cfgs, world, alpha_test=alpha_test, L=L, n=n, stream=stream)["error"] for L in lengths}
+
+
+def neuron_embeddings(params: dict[str, torch.Tensor], cfgs: Sequence[ICLConfig]) -> dict[str, torch.Tensor]:
+    """Rows w_i of W_O W_V [E, m, D], split into feature part (first d_X) and label part (last d_Y):
+    norms and angles to mu_bar (mean IDR pattern) and to q (section 1.7, probe 3)."""
+    d_X, M1 = shared_value(cfgs, "d_X"), shared_value(cfgs, "M1")
+    rows = params["W_O"] @ params["W_V"]  # [E, m, D]
+    feat, lab = rows[..., :d_X], rows[..., d_X:]
+    mu_bar = torch.zeros(d_X, device=rows.device)
+    mu_bar[:M1] = 1.0 / M1
+    q = torch.zeros(lab.shape[-1], device=rows.device)
+    q[0] = 1.0
+
+    def angle(v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        cos = (v @ ref) / (v.norm(dim=-1) * ref.norm()).clamp_min(1e-12)
+        return torch.arccos(cos.clamp(-1, 1))
+
+    return {"feature_norm": feat.norm(dim=-1), "feature_angle": angle(feat, mu_bar),
+            "label_norm": lab.norm(dim=-1), "label_angle": angle(lab, q), "a_sign": torch.sign(params["a"]),
+            "row_norm": rows.norm(dim=-1)}
+
+
+def prune_rows(params: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Zero the rows of W_O where keep [E, m] is False (neuron pruning, Thm 3)."""
+    return {**params, "W_O": params["W_O"] * keep[..., None].to(params["W_O"].dtype)}
+
+
+def pruning_mask(params: dict[str, torch.Tensor], rate: float, how: str, rng: EnsembleRNG | None = None,
+                 stream: tuple = ()) -> torch.Tensor:
+    """keep [E, m]: remove round(rate m) rows of W_O, chosen by `how`:
+    'smallest' / 'largest' row norm (magnitude pruning), or 'random'."""
+    E, m, _ = params["W_O"].shape
+    k = int(round(rate * m))
+    if how == "random":
+        assert rng is not None, "random pruning needs an rng"
+        score = rng.uniform((m,), "prune", *stream).to(params["W_O"].device)
+    else:
+        norms = params["W_O"].norm(dim=-1)
+        score = norms if how == "smallest" else -norms
+    order = torch.argsort(score, dim=-1)  # the first k are removed
+    keep = torch.ones(E, m, dtype=torch.bool, device=params["W_O"].device)
+    keep.scatter_(1, order[:, :k], False)
+    return keep
