@@ -55,6 +55,11 @@ def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict
              "| claim | theorem | verdict | measured | seconds |", "|---|---|---|---|---|"]
     for r in claim_rows:
         lines.append(f"| {r['claim']} | {r['theorem']} | **{r['verdict']}** | {r['summary']} | {r['seconds']:.1f} |")
+    tables = [(name, md) for r in claim_rows for name, md in ((r.get("numbers") or {}).get("tables") or {}).items()]
+    if tables:  # a claim may return Markdown tables as numbers["tables"] = {title: markdown}
+        lines += ["", "## Tables", ""]
+        for name, md in tables:
+            lines += [f"### {name}", "", md, ""]
     lines += ["", "## Claims", ""]
     for r in claim_rows:
         lines += [f"### {r['claim']} ({r['theorem']}): {r['verdict']}", "", r.get("statement", ""), "",

@@ -4,13 +4,15 @@ A cell (one config hash) is written in one transaction when its ensemble group f
 with its final weights, so a killed run resumes at the next unfinished group and never holds a
 half-written or duplicated cell (the hash is the primary key). Several processes may write to one
 store: SQLite serialises the short write transactions and readers never block writers in WAL mode.
+`Store(":memory:")` is a private in-process store (one shared connection), for throwaway runs.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,66 +74,83 @@ class Cell:
 
 class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE):
+        self.memory = str(path) == ":memory:"
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
+        # an in-memory database lives as long as its connection, so it keeps exactly one
+        self._memory_con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False) if self.memory else None
+        if not self.memory:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._con() as con:
+            if not self.memory:
+                con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
+        if self._memory_con is not None:
+            return self._memory_con
         con = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
-        con.execute("PRAGMA busy_timeout=120000")
-        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA busy_timeout=120000")  # concurrent sweeps wait for each other's commits
+        con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process never loses a commit
         return con
 
-    # ----------------------------------------------------------------- cells
-    def done(self, hashes: Iterable[str]) -> set[str]:
-        hashes = list(hashes)
-        found: set[str] = set()
-        with self._connect() as con:
-            for i in range(0, len(hashes), 900):
-                chunk = hashes[i : i + 900]
-                q = f"SELECT config_hash FROM cells WHERE config_hash IN ({','.join('?' * len(chunk))})"
-                found.update(r[0] for r in con.execute(q, chunk))
-        return found
-
-    def put_cells(self, cells: Sequence[Cell]) -> int:
-        """Writes cells (and their weights) in one transaction; existing hashes are left alone."""
-        now = time.time()
+    @contextmanager
+    def _con(self) -> Iterator[sqlite3.Connection]:
         con = self._connect()
         try:
-            con.execute("BEGIN IMMEDIATE")
-            written = 0
-            for c in cells:
-                cur = con.execute(
-                    "INSERT OR IGNORE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (c.config_hash, c.study, c.group_key, json.dumps(c.config), json.dumps(c.metrics),
-                     json.dumps(c.curves), c.status, c.seconds, c.device, now),
-                )
-                if cur.rowcount and c.params is not None:
-                    blob = st_save({k: v.detach().cpu().contiguous() for k, v in c.params.items()})
-                    con.execute("INSERT OR REPLACE INTO params VALUES (?,?)", (c.config_hash, blob))
-                written += cur.rowcount
-            con.execute("COMMIT")
-            return written
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            yield con
         finally:
-            con.close()
+            if con is not self._memory_con:
+                con.close()
+
+    def _in_chunks(self, con, query: str, keys: Sequence[str]):
+        """Rows of `query` (with one `{}` for the placeholders) over keys, 900 at a time (SQLite's
+        limit on bound variables)."""
+        for i in range(0, len(keys), 900):
+            chunk = list(keys[i : i + 900])
+            yield from con.execute(query.format(",".join("?" * len(chunk))), chunk)
+
+    # ----------------------------------------------------------------- cells
+    def done(self, hashes: Iterable[str], with_params: bool = False) -> set[str]:
+        """The hashes already stored (with weights, if `with_params`)."""
+        table = "params" if with_params else "cells"
+        with self._con() as con:
+            q = f"SELECT config_hash FROM {table} WHERE config_hash IN ({{}})"
+            return {r[0] for r in self._in_chunks(con, q, list(hashes))}
+
+    def put_cells(self, cells: Sequence[Cell]) -> int:
+        """Writes cells (and their weights) in one transaction; existing rows are left alone, so a
+        cell written twice (a resumed or a concurrent sweep) is stored once. Returns new cells."""
+        now = time.time()
+        with self._con() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                written = 0
+                for c in cells:
+                    cur = con.execute(
+                        "INSERT OR IGNORE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (c.config_hash, c.study, c.group_key, json.dumps(c.config), json.dumps(c.metrics),
+                         json.dumps(c.curves), c.status, c.seconds, c.device, now),
+                    )
+                    written += cur.rowcount
+                    if c.params is not None:  # also fills in weights of a cell first stored without them
+                        blob = st_save({k: v.detach().cpu().contiguous() for k, v in c.params.items()})
+                        con.execute("INSERT OR IGNORE INTO params VALUES (?,?)", (c.config_hash, blob))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return written
 
     def get_cells(self, hashes: Sequence[str], with_params: bool = False) -> dict[str, Cell]:
         out: dict[str, Cell] = {}
-        with self._connect() as con:
-            for i in range(0, len(hashes), 900):
-                chunk = list(hashes[i : i + 900])
-                q = f"SELECT * FROM cells WHERE config_hash IN ({','.join('?' * len(chunk))})"
-                for r in con.execute(q, chunk):
-                    out[r[0]] = Cell(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), json.loads(r[5]),
-                                     r[6], r[7], r[8])
-                if with_params:
-                    q = f"SELECT config_hash, blob FROM params WHERE config_hash IN ({','.join('?' * len(chunk))})"
-                    for h, blob in con.execute(q, chunk):
+        hashes = list(hashes)
+        with self._con() as con:
+            for r in self._in_chunks(con, "SELECT * FROM cells WHERE config_hash IN ({})", hashes):
+                out[r[0]] = Cell(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), json.loads(r[5]), r[6], r[7], r[8])
+            if with_params:
+                q = "SELECT config_hash, blob FROM params WHERE config_hash IN ({})"
+                for h, blob in self._in_chunks(con, q, hashes):
+                    if h in out:
                         out[h].params = st_load(blob)
         return out
 
@@ -143,7 +162,7 @@ class Store:
             q += " WHERE study = ?"
             args = (study,)
         rows = []
-        with self._connect() as con:
+        with self._con() as con:
             for h, st, cfg, met, status, sec, dev, created in con.execute(q, args):
                 metrics = {k: v for k, v in json.loads(met).items() if not isinstance(v, (list, dict))}
                 rows.append({"config_hash": h, "study": st, "status": status, "seconds": sec, "device": dev,
@@ -151,7 +170,7 @@ class Store:
         return pd.DataFrame(rows)
 
     def count(self, study: str | None = None) -> int:
-        with self._connect() as con:
+        with self._con() as con:
             if study:
                 return con.execute("SELECT COUNT(*) FROM cells WHERE study=?", (study,)).fetchone()[0]
             return con.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
@@ -159,7 +178,7 @@ class Store:
     # ---------------------------------------------------------------- claims
     def put_claim(self, study: str, claim: str, size: str, seeds: int, passed: bool, verdict: str,
                   summary: str, numbers: dict, figures: dict, seconds: float) -> None:
-        with self._connect() as con:
+        with self._con() as con:
             con.execute(
                 "INSERT INTO claims (study, claim, size, seeds, passed, verdict, summary, numbers, figures,"
                 " seconds, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -172,10 +191,11 @@ class Store:
         q = "SELECT * FROM claims WHERE study = ?" + (" AND size = ?" if size else "") + " ORDER BY id"
         args = (study, size) if size else (study,)
         latest: dict[str, dict] = {}
-        with self._connect() as con:
-            con.row_factory = sqlite3.Row
-            for r in con.execute(q, args):
-                d = dict(r)
+        with self._con() as con:
+            cur = con.execute(q, args)
+            names = [c[0] for c in cur.description]
+            for r in cur:
+                d = dict(zip(names, r))
                 d["numbers"], d["figures"] = json.loads(d["numbers"]), json.loads(d["figures"])
                 latest[d["claim"]] = d
         return list(latest.values())

@@ -1,19 +1,27 @@
-"""Grid cells -> shape groups -> ensemble chunks -> trained cells in the store.
+"""Grid cells -> shape groups -> ensemble chunks -> backend (local | ray) -> trained cells in the store.
 
-`train_cells` is the one path by which anything gets trained: a single run (E = 1), the seeds of a
-claim, or a sweep of 100,000 cells. Cells already in the store are skipped, so every entry point
-resumes for free.
+`sweep` is the one path by which anything gets trained: a single run (E = 1), the seeds of a claim
+(`train_cells`), or a sweep of 100,000 cells. Cells already in the store are skipped, so every entry
+point resumes for free. Only one chunk's tensors exist at a time (per worker): configs are cheap,
+ensembles are sized to the device's free memory.
 """
 from __future__ import annotations
 
+import math
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
-import psutil
 import torch
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
+from theorylab.core.backends import LocalBackend
 from theorylab.core.config import StudyConfig
-from theorylab.core.progress import QUIET, Bars
+from theorylab.core.progress import QUIET, Bars, console
 from theorylab.core.store import Cell, Store
 from theorylab.core.study import GroupResult, Study
 
@@ -26,20 +34,35 @@ def group_cells(cfgs: Sequence[StudyConfig]) -> list[list[StudyConfig]]:
     return list(groups.values())
 
 
-def memory_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
-    return int(psutil.virtual_memory().available * 0.3)
-
-
-def chunk_size(study: Study, cfg: StudyConfig, device: torch.device, max_models: int | None) -> int:
+def chunk_size(study: Study, cfg: StudyConfig, budget: int, max_models: int | None = None) -> int:
+    """Models of `cfg`'s group that fit in `budget` bytes at once (at least 1)."""
     per_model = study.bytes_per_model(cfg) if study.bytes_per_model else 1 << 20
-    fit = max(1, memory_budget(device) // max(1, per_model))
+    fit = max(1, budget // max(1, per_model))
     return int(min(fit, max_models or fit))
 
 
-def result_cells(study: Study, chunk: Sequence[StudyConfig], res: GroupResult, device: torch.device,
+def plan_chunks(study: Study, cfgs: Sequence[StudyConfig], budget: int, max_models: int | None = None,
+                workers: int = 1) -> list[list[StudyConfig]]:
+    """Groups split into chunks that fit the budget, and into at least `workers` chunks when the group
+    has that many cells (so every Ray worker gets work). Sizes differ by at most one (no small remainder)."""
+    chunks = []
+    for group in group_cells(cfgs):
+        cap = chunk_size(study, group[0], budget, max_models)
+        n = max(math.ceil(len(group) / cap), min(workers, len(group)))
+        size, extra = divmod(len(group), n)
+        start = 0
+        for i in range(n):
+            stop = start + size + (i < extra)
+            chunks.append(group[start:stop])
+            start = stop
+    return chunks
+
+
+def model_steps(cfg: StudyConfig) -> int:
+    return int(getattr(cfg, "steps", 1))
+
+
+def result_cells(study: Study, chunk: Sequence[StudyConfig], res: GroupResult, device: torch.device | str,
                  keep_params: bool = True) -> list[Cell]:
     cells = []
     for i, cfg in enumerate(chunk):
@@ -49,25 +72,58 @@ def result_cells(study: Study, chunk: Sequence[StudyConfig], res: GroupResult, d
     return cells
 
 
-def pending_chunks(study: Study, cfgs: Sequence[StudyConfig], store: Store, device: torch.device,
-                   max_models: int | None = None) -> list[list[StudyConfig]]:
-    """The ensemble chunks still to train (unique cells not yet in the store)."""
+def _still_pending(chunks: Iterable[list[StudyConfig]], store: Store, with_params: bool) -> Iterator[list[StudyConfig]]:
+    """Re-checks the store just before a chunk is handed out: another sweep writing to the same store
+    may have finished some of its cells meanwhile."""
+    for chunk in chunks:
+        done = store.done([c.hash for c in chunk], with_params)
+        rest = [c for c in chunk if c.hash not in done]
+        if rest:
+            yield rest
+
+
+@dataclass
+class SweepSummary:
+    cells: int  # unique cells asked for
+    skipped: int  # already in the store at the start
+    trained: int  # trained by this sweep
+    written: int  # new rows this sweep wrote (less than trained if a concurrent sweep got there first)
+    chunks: int
+    model_steps: int
+    seconds: float
+
+
+def sweep(study: Study, cfgs: Sequence[StudyConfig], store: Store, backend=None, *, max_models: int | None = None,
+          bars: Bars = QUIET, keep_params: bool = True, with_params: bool = False,
+          progress: "SweepProgress | None" = None) -> SweepSummary:
+    """Trains the cells of `cfgs` that the store lacks, writing each chunk in one transaction as it
+    finishes. `with_params`: a stored cell without weights counts as missing (claims need weights).
+    `progress` (a SweepProgress) replaces `bars` with one bar for the whole sweep."""
+    t0 = time.perf_counter()
+    backend = backend or LocalBackend(torch.device("cpu"))
     unique = list({c.hash: c for c in cfgs}.values())
-    done = store.done(c.hash for c in unique)
-    chunks = []
-    for group in group_cells([c for c in unique if c.hash not in done]):
-        n = chunk_size(study, group[0], device, max_models)
-        chunks += [group[i : i + n] for i in range(0, len(group), n)]
-    return chunks
+    done = store.done([c.hash for c in unique], with_params)
+    todo = [c for c in unique if c.hash not in done]
+    chunks = plan_chunks(study, todo, backend.budget(), max_models, backend.workers) if todo else []
+    if progress is not None:
+        progress.start(len(unique), len(done), sum(model_steps(c) for c in todo))
+        bars = progress
+    trained = written = steps = 0
+    for chunk, res in backend.map(study, _still_pending(chunks, store, with_params), bars):
+        written += store.put_cells(result_cells(study, chunk, res, backend.device, keep_params))
+        trained += len(chunk)
+        n_steps = sum(model_steps(c) for c in chunk)
+        steps += n_steps
+        if progress is not None:
+            progress.chunk_done(len(chunk), n_steps)
+    return SweepSummary(len(unique), len(done), trained, written, len(chunks), steps, time.perf_counter() - t0)
 
 
 def train_cells(study: Study, cfgs: Sequence[StudyConfig], store: Store, device: torch.device,
                 bars: Bars = QUIET, max_models: int | None = None, with_params: bool = True) -> dict[str, Cell]:
-    """Trains whatever of `cfgs` the store lacks, chunk by chunk, each chunk written as it finishes;
-    returns every requested cell (with weights when asked)."""
-    for chunk in pending_chunks(study, cfgs, store, device, max_models):
-        res = study.train_group(chunk, device, bars)
-        store.put_cells(result_cells(study, chunk, res, device))
+    """Trains whatever of `cfgs` the store lacks (locally) and returns every requested cell (with
+    weights when asked)."""
+    sweep(study, cfgs, store, LocalBackend(device), max_models=max_models, bars=bars, with_params=with_params)
     return store.get_cells([c.hash for c in cfgs], with_params=with_params)
 
 
@@ -75,3 +131,54 @@ def stack_params(cells: dict[str, Cell], cfgs: Sequence[StudyConfig], device: to
     """Weights of `cfgs` (from trained cells) stacked on a leading model axis: [E, ...]."""
     first = cells[cfgs[0].hash].params
     return {k: torch.stack([cells[c.hash].params[k] for c in cfgs]).to(device) for k in first}
+
+
+# ------------------------------------------------------------------------------------------ progress
+class _ModelStepRate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed  # the task counts model-steps
+        return Text(f"{speed:,.0f} model-steps/s" if speed else "", style="progress.data.speed")
+
+
+class SweepProgress(Bars):
+    """One bar for a whole sweep: cells done / total, model-steps per second, ETA.
+
+    The bar counts model-steps (what the ETA is made of); a chunk's own step callbacks move it while
+    the chunk trains, so the rate is live even when a chunk takes minutes. It stands in for `Bars`
+    where a study's train_group expects one (`task(...)` yields a step callback)."""
+
+    def __init__(self, enabled: bool = True):  # Bars' entry/exit, its own columns
+        self.enabled = enabled
+        self.cells = self.total_cells = self.base = 0
+        self._progress = Progress(TextColumn("sweep"), BarColumn(), TextColumn("{task.fields[cells]}"),
+                                  _ModelStepRate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                  console=console, disable=not enabled)
+        self._task = None
+
+    def start(self, total_cells: int, done_cells: int, total_steps: int) -> None:
+        self.cells, self.total_cells = done_cells, total_cells
+        self._task = self._progress.add_task("sweep", total=max(1, total_steps), cells=self._cells_text())
+
+    def _cells_text(self) -> str:
+        return f"{self.cells:,}/{self.total_cells:,} cells"
+
+    @contextmanager
+    def task(self, description: str, total: int, models: int = 1):
+        last = [0.0]
+
+        def advance_to(step: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 0.2:  # rich redraws are costly inside a hot loop
+                self._progress.update(self._task, completed=self.base + step * models)
+                last[0] = now
+
+        yield advance_to
+
+    def chunk_done(self, cells: int, steps: int) -> None:
+        self.cells += cells
+        self.base += steps
+        self._progress.update(self._task, completed=self.base, cells=self._cells_text())
+
+
+def export_hint(store: Path | str, study: str) -> str:
+    return f"theorylab export --format parquet --study {study} --store {store} --out {study}.parquet"

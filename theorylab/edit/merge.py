@@ -18,13 +18,14 @@ vectors; with equal weights the two agree).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Callable, Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from .params import ParamValue, count_layers, resolve
-from .sparsify import MagnitudeRule, SparsifyMethod, magnitude_mask, magnitude_rule, random_mask, task_seed
+from .sparsify import (MagnitudeRule, SparsifyMethod, magnitude_mask, magnitude_rule, magnitude_rule_chunked, random_mask,
+                       task_seed)
 from .state import DEFAULT_LAYER_PATTERN, StateDict, check_fraction, is_editable, per_model_value
 
 SignConsensus = Literal["sum", "count"]
@@ -79,9 +80,17 @@ class TensorMerge:
     def needs_full_deltas(self) -> bool:
         return not self.is_identity and self.knobs.sparsify_method == "magnitude" and any(self.sparse_tasks)
 
-    def prepare(self, task: int, full_delta: Tensor) -> None:
-        if self.sparse_tasks[task] and self.knobs.sparsify_method == "magnitude":
-            self.rules[task] = magnitude_rule(full_delta, self.densities[task], self.model_axis)
+    def prepare(self, task: int, delta: Tensor | Callable[[], Iterable[Tensor]]) -> None:
+        """delta: the task's whole delta tensor, or (one model only) a function returning its chunks
+        afresh on each call (streaming: the threshold is then found in O(chunk) memory)."""
+        if not (self.sparse_tasks[task] and self.knobs.sparsify_method == "magnitude"):
+            return
+        if callable(delta):
+            if self.model_axis:
+                raise ValueError("chunked deltas are for single models; pass the whole tensor with model_axis")
+            self.rules[task] = magnitude_rule_chunked(delta, self.densities[task])
+        else:
+            self.rules[task] = magnitude_rule(delta, self.densities[task], self.model_axis)
 
     def _sparsify(self, t: int, delta: Tensor, offset: int) -> Tensor:
         if not self.sparse_tasks[t]:

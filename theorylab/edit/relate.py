@@ -34,7 +34,8 @@ class CosineAccumulator:
             store[group] = store.get(group, 0.0) + float(v)
 
     def cosines(self) -> dict[str, float]:
-        out = {g: self.dot[g] / max((self.aa[g] * self.bb[g]) ** 0.5, 1e-300) for g in self.dot}
+        order = sorted(self.dot, key=group_order)
+        out = {g: self.dot[g] / max((self.aa[g] * self.bb[g]) ** 0.5, 1e-300) for g in order}
         tot = (sum(self.aa.values()) * sum(self.bb.values())) ** 0.5
         out["overall"] = sum(self.dot.values()) / max(tot, 1e-300)
         return out
@@ -43,6 +44,11 @@ class CosineAccumulator:
 def group_name(name: str, layer_pattern: str = DEFAULT_LAYER_PATTERN) -> str:
     i = layer_index(name, layer_pattern)
     return f"layer {i}" if i is not None else "other"
+
+
+def group_order(g: str) -> tuple[int, int]:
+    """Sort key: "layer 0", "layer 1", ..., then "other"."""
+    return (0, int(g.split()[1])) if g.startswith("layer ") else (1, 0)
 
 
 def task_vector_cosines(tv_a: Mapping[str, Tensor], tv_b: Mapping[str, Tensor],

@@ -11,7 +11,7 @@ Conventions (mergekit's, so configs carry over):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Iterable, Literal
 
 import torch
 from torch import Tensor
@@ -43,6 +43,45 @@ def magnitude_rule(delta: Tensor, density: float, model_axis: bool = False) -> M
     thr = a.kthvalue(n - k + 1, dim=1).values  # k-th largest, [E]
     greater = (a > thr[:, None]).sum(dim=1)
     return MagnitudeRule(thr, k - greater)
+
+
+def magnitude_rule_chunked(chunks: Callable[[], Iterable[Tensor]], density: float) -> MagnitudeRule:
+    """The same rule as magnitude_rule (one model), from a re-iterable source of chunks, in O(chunk) memory.
+
+    Why: the k-th largest |x| of a 65M-entry embedding via kthvalue needs several full float32 copies.
+    Non-negative float32 values order like their int32 bit patterns, so two histogram passes (high 16
+    bits, then the low 15 bits inside the bucket holding the k-th value) give the exact threshold.
+    """
+    check_fraction(density, "density")
+    hist = torch.zeros(1 << 16, dtype=torch.int64)
+    n = 0
+    for c in chunks():
+        bits = _abs_bits(c)
+        hist += torch.bincount(bits >> 15, minlength=1 << 16)
+        n += bits.numel()
+    k = count_of(density, n)
+    if k == 0:
+        return MagnitudeRule(torch.full((1,), float("inf")), torch.zeros(1, dtype=torch.int64))
+    bucket, above = _bucket_of_kth(hist, k)
+    low = torch.zeros(1 << 15, dtype=torch.int64)
+    for c in chunks():
+        bits = _abs_bits(c)
+        low += torch.bincount(bits[(bits >> 15) == bucket] & 0x7FFF, minlength=1 << 15)
+    sub, above_in_bucket = _bucket_of_kth(low, k - above)
+    thr = torch.tensor([(bucket << 15) | sub], dtype=torch.int32).view(torch.float32)
+    return MagnitudeRule(thr, torch.tensor([k - above - above_in_bucket]))
+
+
+def _abs_bits(c: Tensor) -> Tensor:
+    return c.detach().reshape(-1).float().abs().view(torch.int32).long()
+
+
+def _bucket_of_kth(hist: Tensor, k: int) -> tuple[int, int]:
+    """Bucket holding the k-th largest value, and how many values lie in higher buckets."""
+    from_top = hist.flip(0).cumsum(0)
+    i = int(torch.searchsorted(from_top, torch.tensor(k)))
+    bucket = hist.numel() - 1 - i
+    return bucket, int(from_top[i] - hist[bucket])
 
 
 def magnitude_mask(delta: Tensor, rule: MagnitudeRule, model_axis: bool = False,

@@ -22,6 +22,7 @@ class Prompts:
     z: torch.Tensor  # [E, B] query label in {-1, +1}
     ctx_pattern: torch.Tensor  # [E, B, L] index of each context's relevant pattern
     query_pattern: torch.Tensor  # [E, B]
+    task: torch.Tensor  # [E, B, 2] the prompt's pattern pair (a, b)
 
 
 @dataclass
@@ -134,4 +135,4 @@ def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, 
     x_q = features(q_pat[..., None], "query")[:, :, 0]
     C = torch.cat([x_ctx, y[..., None] * world.q], dim=-1)  # p_i = (x_i; y_i)
     Q = torch.cat([x_q, torch.zeros(E, B, world.q.shape[0], device=dev)], dim=-1)  # p_query = (x_q; 0)
-    return Prompts(C, Q, z, pat, q_pat)
+    return Prompts(C, Q, z, pat, q_pat, task)

@@ -27,7 +27,7 @@ def bytes_per_model(cfg: ICLConfig) -> int:
 
 def _subset(p: Prompts, idx: torch.Tensor) -> Prompts:
     take = lambda t: torch.gather(t, 1, idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
-    return Prompts(take(p.C), take(p.Q), take(p.z), take(p.ctx_pattern), take(p.query_pattern))
+    return Prompts(*(take(t) for t in (p.C, p.Q, p.z, p.ctx_pattern, p.query_pattern, p.task)))
 
 
 def train_group(cfgs: Sequence[ICLConfig], device: torch.device, bars: Bars) -> GroupResult:

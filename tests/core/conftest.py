@@ -1,0 +1,50 @@
+"""Fixtures for the sweep / store / grid / backend / bench tests (tiny ICL configs)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+# Small enough that a cell trains in a fraction of a second on one CPU core.
+TINY = {"steps": 30, "n_test": 50, "B": 16, "curve_points": 4}
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return dict(TINY)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core machine, two OpenMP threads per process under load
+    spin-wait and run tens of times slower; results do not depend on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def sweep_cmd():
+    """sweep_cmd(store, grid, *extra) -> argv of `theorylab sweep icl` with the tiny config."""
+    def make(store, grid, *extra) -> list[str]:
+        args = [sys.executable, "-m", "theorylab", "sweep", "icl", "--device", "cpu", "--store", str(store), "--quiet"]
+        for g in grid:
+            args += ["--grid", g]
+        for k, v in TINY.items():
+            args += ["--set", f"{k}={v}"]
+        return args + list(extra)
+    return make
+
+
+@pytest.fixture
+def cli_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+@pytest.fixture
+def run_cli(cli_env):
+    def run(args, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(args, env=cli_env, capture_output=True, text=True, timeout=300, **kw)
+    return run

@@ -1,0 +1,35 @@
+"""The benchmark runs and reports what BENCHMARKS.md quotes (tiny sizes: a smoke test, not a timing)."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from theorylab.cli import app
+from theorylab.core.bench import icl_train_seconds, run_bench
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+KEYS = {"ensemble_model_steps_per_s", "naive_model_steps_per_s", "ratio", "device", "models"}
+
+
+def test_run_bench_reports_rates_and_ratio():
+    res = run_bench(torch.device("cpu"), models=4, steps=3, naive_models=2, repeats=1)
+    assert KEYS <= set(res) and res["models"] == 4 and res["naive_models_timed"] == 2
+    assert res["ensemble_model_steps_per_s"] > 0 and res["naive_model_steps_per_s"] > 0
+    assert res["ratio"] == pytest.approx(res["ensemble_model_steps_per_s"] / res["naive_model_steps_per_s"])
+    assert res["device"].startswith("cpu")
+
+
+def test_bench_cli_json():
+    res = CliRunner().invoke(app, ["bench", "--device", "cpu", "--models", "2", "--steps", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert KEYS <= set(json.loads(res.output.strip().splitlines()[-1]))
+    res = CliRunner().invoke(app, ["bench", "--device", "cpu", "--models", "0"])
+    assert res.exit_code == 2 and "--models" in res.output
+
+
+def test_bench_trains_the_reference_config():
+    from theorylab.studies.icl.config import ICLConfig
+
+    cfg = ICLConfig(B=64, l_tr=20, d_X=30, d_Y=10, m=64)
+    assert cfg.d == 40 and icl_train_seconds([cfg], torch.device("cpu"), 1) > 0

@@ -1,0 +1,41 @@
+import torch
+
+from theorylab.core.train import curve_steps, train_ensemble
+
+
+def _quadratic_loss(target):
+    def loss_fn(p, step):
+        loss = ((p["w"] - target) ** 2).sum(-1)
+        return {"loss": loss}
+    return loss_fn
+
+
+def test_per_model_learning_rates_and_independence():
+    target = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [3.0, 3.0]])
+    lr = torch.tensor([0.1, 0.2, 0.05])
+    res = train_ensemble({"w": torch.zeros(3, 2)}, ["w"], _quadratic_loss(target), lr, 200)
+    assert torch.allclose(res.params["w"], target, atol=1e-3)
+    solo = train_ensemble({"w": torch.zeros(1, 2)}, ["w"], _quadratic_loss(target[1:2]), lr[1:2], 200)
+    assert torch.allclose(solo.params["w"][0], res.params["w"][1], atol=1e-7)
+
+
+def test_nan_in_one_model_freezes_it_and_spares_the_others():
+    target = torch.tensor([[1.0], [2.0], [3.0]])
+
+    def loss_fn(p, step):
+        loss = ((p["w"] - target) ** 2).sum(-1)
+        if step >= 5:  # model 1 blows up from step 5 on
+            loss = loss + torch.tensor([0.0, float("nan"), 0.0]) * p["w"].sum(-1)
+        return {"loss": loss}
+
+    res = train_ensemble({"w": torch.zeros(3, 1)}, ["w"], loss_fn, torch.full((3,), 0.1), 100, curve_points=10)
+    assert res.diverged_at.tolist() == [-1, 5, -1]
+    assert torch.isfinite(res.params["w"]).all()
+    assert torch.allclose(res.params["w"][[0, 2]], target[[0, 2]], atol=1e-3)
+    assert 0 < float(res.params["w"][1]) < 2  # frozen where it was at step 5
+    assert res.curves["loss"].shape == (len(res.curve_steps), 3)
+
+
+def test_curve_steps_cover_both_ends():
+    assert curve_steps(100, 10)[0] == 0 and curve_steps(100, 10)[-1] == 100
+    assert curve_steps(7, 50) == list(range(8))

@@ -1,0 +1,58 @@
+import torch
+
+from theorylab.core.rng import EnsembleRNG
+from theorylab.studies.icl.config import ICLConfig
+from theorylab.studies.icl.data import (idi_patterns, idr_patterns, in_domain_world, odi_patterns, odr_patterns,
+                                        sample_prompts, split_tasks)
+
+dev = torch.device("cpu")
+
+
+def test_patterns_are_orthonormal_and_ood_patterns_follow_the_spec():
+    cfgs = [ICLConfig(S1=0.6), ICLConfig(S1=1.3, seed=3)]
+    mu, nu = idr_patterns(cfgs, dev), idi_patterns(cfgs, dev)
+    both = torch.cat([mu, nu], dim=1)  # [E, M1+M2, d_X]
+    assert torch.allclose(both @ both.transpose(1, 2), torch.eye(30).expand(2, 30, 30))
+    S1 = torch.tensor([0.6, 1.3])
+    odr = odr_patterns(cfgs, S1, dev)  # literal construction: coefficients on mu sum to S1
+    coef = odr @ mu.transpose(1, 2)  # [E, M1', M1]
+    assert torch.allclose(coef.sum(-1), S1[:, None].expand(2, 3), atol=1e-6)
+    assert torch.allclose(odr @ nu.transpose(1, 2), torch.zeros(2, 3, 24))
+    odi = odi_patterns(cfgs, EnsembleRNG([1, 2]), dev)
+    assert torch.allclose(odi @ odi.transpose(1, 2), torch.eye(24).expand(2, 24, 24), atol=1e-5)
+    in_span = (odi @ nu.transpose(1, 2)) @ nu  # projection onto span{nu}
+    assert torch.allclose(in_span, odi, atol=1e-5)
+    unit = odr_patterns([ICLConfig(ood_construction="unit", S1=1.3)], torch.tensor([1.3]), dev)
+    assert torch.allclose(unit @ unit.transpose(1, 2), torch.eye(3)[None], atol=1e-5)
+
+
+def test_training_tasks_cover_every_pattern_and_label():
+    train, test = split_tasks(ICLConfig())
+    assert len(train) == 18 and len(test) == 12 and not set(train) & set(test)
+    for j in range(6):
+        assert sum(a == j for a, _ in train) == 3 and sum(b == j for _, b in train) == 3
+
+
+def test_prompt_statistics_per_model_alpha():
+    cfgs = [ICLConfig(alpha=0.3), ICLConfig(alpha=0.8, seed=1), ICLConfig(alpha=1.0, seed=2)]
+    world = in_domain_world(cfgs, dev, split_tasks(cfgs[0])[0])
+    alpha = torch.tensor([0.3, 0.8, 1.0])
+    pr = sample_prompts(world, EnsembleRNG([11, 12, 13]), alpha, 4000, 20, "test")
+    y = pr.C[..., 30]  # label slot (q = e_1 of the label part)
+    x = pr.C[..., :30]
+    a, b = pr.task[..., :1], pr.task[..., 1:]
+    relevant = ((pr.ctx_pattern == a) | (pr.ctx_pattern == b)).float().mean((1, 2))
+    assert torch.allclose(relevant, alpha, atol=0.01)  # fraction of contexts with the task's patterns ~ alpha
+    q_pat = pr.query_pattern[..., None]
+    assert torch.allclose((pr.ctx_pattern == q_pat).float().mean((1, 2)), alpha / 2, atol=0.01)
+    irrelevant_labels = y[(pr.ctx_pattern != a) & (pr.ctx_pattern != b)]
+    assert irrelevant_labels.mean().abs() < 0.03  # random, balanced labels on irrelevant contexts
+    assert (pr.z == 1).float().mean().sub(0.5).abs() < 0.02  # query labels balanced
+    assert ((y == 1) | (y == -1)).all()
+    assert (y[pr.ctx_pattern == a] == 1).all() and (y[pr.ctx_pattern == b] == -1).all()
+    assert (pr.z == torch.where(pr.query_pattern == pr.task[..., 0], 1.0, -1.0)).all()
+    # x = mu + kappa nu with |kappa| <= 0.4: the relevant coordinate is exactly 1, the noise bounded
+    mu_coord = torch.gather(x, -1, pr.ctx_pattern[..., None])[..., 0]
+    assert torch.allclose(mu_coord, torch.ones_like(mu_coord))
+    assert x[..., 6:].abs().max() <= 0.4 + 1e-6 and (x[..., 6:] != 0).sum(-1).le(1).all()
+    assert (pr.Q[..., 30:] == 0).all()

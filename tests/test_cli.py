@@ -1,0 +1,46 @@
+"""The command line as a user meets it (typer's runner, in-process)."""
+import re
+
+from typer.testing import CliRunner
+
+from theorylab.cli import app
+
+runner = CliRunner()
+TINY = ["--set", "steps=40", "--set", "n_test=100", "--seeds", "2", "--device", "cpu"]
+
+
+def test_list_shows_studies_and_claims():
+    r = runner.invoke(app, ["list"])
+    assert r.exit_code == 0 and "icl" in r.output and "thm3_pruning" in r.output
+
+
+def test_bad_input_fails_early_naming_the_field(tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    r = runner.invoke(app, ["run", "icl", "--set", "alpha=2", "--store", store])
+    assert r.exit_code == 2 and "alpha" in r.output and "(0, 1]" in r.output
+    r = runner.invoke(app, ["run", "icl", "--set", "nope=1", "--store", store])
+    assert r.exit_code == 2 and "nope" in r.output
+    r = runner.invoke(app, ["run", "icl", "--size", "huge", "--store", store])
+    assert r.exit_code == 2 and "quick" in r.output
+    r = runner.invoke(app, ["run", "nosuchstudy", "--store", store])
+    assert r.exit_code == 2 and "icl" in r.output
+    assert not (tmp_path / "icl").exists()  # nothing trained, nothing written
+
+
+def test_run_writes_report_and_figures_then_report_redraws_from_the_store(tmp_path):
+    store = tmp_path / "s.sqlite"
+    r = runner.invoke(app, ["run", "icl", *TINY, "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    path = re.search(r"report: (\S+report\.md)", r.output.replace("\n", "")).group(1)
+    folder = tmp_path / "icl"
+    reports = list(folder.glob("*/report.md"))
+    assert len(reports) == 1 and str(reports[0]).endswith(path.split("/")[-2] + "/report.md")
+    assert {p.name for p in reports[0].parent.glob("*.png")} >= {"attention_concentration.png", "pruning.png"}
+    r = runner.invoke(app, ["report", "icl", "--store", str(store), "--out", str(tmp_path / "again")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "again" / "report.md").read_text().count("| thm") >= 3
+
+
+def test_check_exits_1_when_a_claim_fails(tmp_path):
+    r = runner.invoke(app, ["check", "icl", *TINY, "--claim", "thm1_in_domain", "--store", str(tmp_path / "s.sqlite")])
+    assert r.exit_code == 1 and "FAILS" in r.output

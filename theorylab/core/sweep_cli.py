@@ -1,0 +1,117 @@
+"""Commands `sweep`, `export` and `bench`, registered on the main CLI by theorylab.cli.
+
+The option conventions (--size --device --set --store) and helpers come from theorylab.cli; they are
+imported inside `register` because theorylab.cli imports this module while it is being built.
+"""
+# no `from __future__ import annotations`: typer reads the option types of the nested commands at runtime
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from theorylab.core.config import ConfigError, parse_assignments
+
+
+def to_file(df: pd.DataFrame, fmt: str, out: Path) -> None:
+    """Writes a results frame as parquet or csv. List/dict/None-mixed config values (e.g. a tuple
+    field) become JSON text so every column has one type, whichever studies share the file."""
+    df = df.copy()
+    for col in df.columns[df.dtypes == object]:
+        if df[col].map(lambda v: isinstance(v, (list, tuple, dict))).any():
+            df[col] = df[col].map(lambda v: None if v is None else json.dumps(v))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        df.to_parquet(out, index=False)
+    else:
+        df.to_csv(out, index=False)
+
+
+def register(app: typer.Typer) -> None:
+    from theorylab import api
+    from theorylab.cli import DeviceOpt, SetOpt, SizeOpt, StoreOpt, fail, out
+    from theorylab.core.store import DEFAULT_STORE, Store
+    from theorylab.core.study import get_study
+
+    @app.command("sweep")
+    def sweep_cmd(
+        study: str,
+        grid: Annotated[Optional[list[str]], typer.Option("--grid", help="key=v1,v2,... or key=lo..hi (inclusive integers); repeatable")] = None,
+        seeds: Annotated[int, typer.Option("--seeds", help="seed offsets per grid cell (seed, seed+1, ...)")] = 1,
+        size: SizeOpt = "quick", device: DeviceOpt = "auto", set: SetOpt = None, store: StoreOpt = DEFAULT_STORE,
+        backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (a Ray cluster)")] = "local",
+        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (ray.init(address=...)); 'local' starts one here")] = None,
+        max_models: Annotated[Optional[int], typer.Option("--max-models", help="cap on models per ensemble chunk (default: what fits in memory)")] = None,
+        weights: Annotated[bool, typer.Option("--weights/--no-weights", help="store each cell's final weights")] = True,
+        quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    ) -> None:
+        """Train every cell of a grid as grouped ensembles; resumable (finished cells are skipped)."""
+        from theorylab.core.backends import make_backend
+        from theorylab.core.grid import expand_grid, parse_grid
+        from theorylab.core.sweep import SweepProgress, export_hint, sweep
+
+        try:  # everything is validated before anything trains
+            s = get_study(study)
+            cfgs = expand_grid(s, size, parse_assignments(set), parse_grid(grid), seeds)
+            if max_models is not None and max_models < 1:
+                raise ConfigError(f"--max-models must be >= 1 (got {max_models})")
+            runner = make_backend(backend, device, address)
+        except (ConfigError, KeyError, ValueError) as e:
+            fail(str(e).strip("'\""))
+        st = Store(store)
+        with SweepProgress(enabled=not quiet) as progress:
+            summary = sweep(s, cfgs, st, runner, max_models=max_models, keep_params=weights, progress=progress)
+        rate = summary.model_steps / summary.seconds if summary.seconds > 0 else 0.0
+        out.print(f"{s.name}: {summary.cells:,} cells: {summary.trained:,} trained, {summary.skipped:,} already in the "
+                  f"store, in {summary.seconds:,.1f} s ({summary.chunks} ensemble chunks, {rate:,.0f} model-steps/s, "
+                  f"{runner.name} backend on {runner.device})")
+        out.print(f"store: [bold]{st.path}[/]")
+        out.print(f"export: {export_hint(st.path, s.name)}")
+
+    @app.command("export")
+    def export_cmd(
+        out_file: Annotated[Path, typer.Option("--out", help="file to write")],
+        fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+        study: Annotated[Optional[str], typer.Option("--study", help="only this study's cells")] = None,
+        store: StoreOpt = DEFAULT_STORE,
+    ) -> None:
+        """Write the store's cells as a table: one row per cell (config_hash, config fields, final metrics)."""
+        if fmt not in ("parquet", "csv"):
+            fail(f"--format must be parquet or csv (got {fmt!r})")
+        if not Path(store).exists():
+            fail(f"no store at {store}; pass --store PATH")
+        df = api.results(store, study)
+        if df.empty:
+            fail(f"no cells{' of study ' + repr(study) if study else ''} in {store}")
+        to_file(df, fmt, out_file)
+        out.print(f"wrote {len(df):,} rows x {len(df.columns)} columns to [bold]{out_file}[/]")
+
+    @app.command("bench")
+    def bench_cmd(
+        device: DeviceOpt = "auto",
+        models: Annotated[int, typer.Option("--models", help="ensemble size E")] = 64,
+        steps: Annotated[int, typer.Option("--steps", help="SGD steps timed")] = 200,
+        naive_models: Annotated[Optional[int], typer.Option("--naive-models", help="models timed one at a time (default min(E, 8)); the rate is per model-step either way")] = None,
+        compile: Annotated[bool, typer.Option("--compile", help="torch.compile the ensemble step (CUDA)")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    ) -> None:
+        """Model-steps per second of the ICL reference config: ensemble path vs one model at a time."""
+        from theorylab.core.bench import run_bench
+        from theorylab.core.ensemble import resolve_device
+
+        try:
+            dev = resolve_device(device)
+            if models < 1 or steps < 1:
+                raise ConfigError("--models and --steps must be >= 1")
+            res = run_bench(dev, models, steps, naive_models, compile=compile)
+        except (ConfigError, ValueError) as e:
+            fail(str(e))
+        if as_json:
+            print(json.dumps(res))
+            return
+        out.print(f"ICL reference config (B=64, l=20, d_X+d_Y=40, m=64), {steps} SGD steps, device {res['device']}")
+        out.print(f"  ensemble (E={models}):      {res['ensemble_model_steps_per_s']:>12,.0f} model-steps/s")
+        out.print(f"  one model at a time ({res['naive_models_timed']}): {res['naive_model_steps_per_s']:>12,.0f} model-steps/s")
+        out.print(f"  ratio: {res['ratio']:.1f}x")

@@ -1,0 +1,77 @@
+"""``theorylab merge`` and ``theorylab relate``; the main CLI calls ``register(app)``."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError
+
+
+def parse_size(text: str) -> int:
+    """'2GB', '500MB', '1.5GiB' or a byte count -> bytes."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?i?B?)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise typer.BadParameter(f"shard size must look like 2GB, 500MB or a byte count, got {text!r}")
+    unit = (m.group(2) or "B").upper().replace("I", "").rstrip("B") or "B"
+    return int(float(m.group(1)) * {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[unit])
+
+
+def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML config", exists=True, dir_okay=False)],
+          out_dir: Annotated[Path, typer.Argument(help="output folder (written atomically)")],
+          overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
+          max_shard_size: Annotated[str, typer.Option(help="largest output shard, e.g. 2GB")] = "2GB",
+          progress: Annotated[bool, typer.Option(help="show a progress bar over tensors")] = True) -> None:
+    """Merge checkpoints per a mergekit-style YAML (task_arithmetic, ties, dare_linear, dare_ties, ...)."""
+    from .merge import merge_checkpoints
+
+    console = Console()
+    try:
+        report = merge_checkpoints(config, out_dir, max_shard_bytes=parse_size(max_shard_size), overwrite=overwrite,
+                                   progress=progress, console=Console(stderr=True))
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(report.table())
+    console.print(f"wrote {report.n_tensors} tensors to {report.out_dir}")
+
+
+def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the task to keep)")],
+           model_b: Annotated[Path, typer.Argument(help="fine-tuned model B (the task to add or negate)")],
+           base: Annotated[Path, typer.Option("--base", help="the common pre-trained model")],
+           probe_inputs: Annotated[Optional[Path], typer.Option(help=".txt (one input per line), .pt or .safetensors with input_ids")] = None,
+           tolerance: Annotated[float, typer.Option(help="|alpha| below this counts as irrelevant")] = 0.1) -> None:
+    """Estimate the task relation of two fine-tuned models and recommend add vs negate and a lambda range."""
+    from .relate import relate_checkpoints
+
+    console = Console()
+    try:
+        rep = relate_checkpoints(model_a, model_b, base, probe_inputs, tolerance=tolerance)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2)
+    t = Table(title="cosine of task vectors")
+    t.add_column("layer")
+    t.add_column("cosine", justify="right")
+    for g, c in rep.cosines.items():
+        t.add_row(g, f"{c:+.4f}")
+    console.print(t)
+    if rep.alpha_hat_centred is not None:
+        console.print(f"alpha-hat on probe inputs: raw {rep.alpha_hat_raw:+.4f}, centred on base {rep.alpha_hat_centred:+.4f}")
+    r = rep.recommendation
+    fmt = lambda rng: "not advised" if rng is None else f"[{rng[0]:.2f}, {rng[1]:.2f}]"
+    console.print(f"relation: [bold]{r.relation}[/bold] (alpha = {r.alpha:+.3f})")
+    console.print(f"add  (base + tau_A + lam tau_B): lam in {fmt(r.add_lambda)}")
+    console.print(f"negate (unlearn B, keep A):      lam in {fmt(r.negate_lambda)}")
+    console.print(f"guidance (one-layer theory, Thms 4-6; validate on your data): {r.advice}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("merge")(merge)
+    app.command("relate")(relate)

@@ -1,0 +1,79 @@
+"""The one-layer Transformer of eq. (7), ensemble-first.
+
+    f(X; Psi) = (1/P) sum_l a^T ReLU( sum_s V x_s softmax_l(x_s^T W x_l) ),   Psi = (W, V); a fixed
+
+Weights W [*, E, d, d], V [*, E, m, d], a [*, E, m]: a leading model axis E, and optionally more leading
+axes (e.g. a lambda grid [G, E, ...]) that broadcast against one data batch X [E, B, P, d].
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.rng import EnsembleRNG
+from theorylab.studies.task_vectors.config import TaskVectorConfig
+
+TRAINABLE = ["W", "V"]  # a is fixed (section 1.2)
+
+
+def readout(cfgs: Sequence[TaskVectorConfig], device) -> torch.Tensor:
+    """[E, m]: a_i = +s for i < m/2, -s otherwise; s = 1/m or 1/sqrt(m)."""
+    m = shared_value(cfgs, "m")
+    s = 1.0 / m if shared_value(cfgs, "a_scale") == "1/m" else 1.0 / math.sqrt(m)
+    a = torch.full((m,), s, device=device)
+    a[m // 2 :] *= -1
+    return a.expand(len(cfgs), m).clone()
+
+
+def init_params(cfgs: Sequence[TaskVectorConfig], rng: EnsembleRNG, device) -> dict[str, torch.Tensor]:
+    """Random Psi0 (option A): W ~ w_init N(0, 1), V ~ v_init N(0, 1)."""
+    d, m = shared_value(cfgs, "d"), shared_value(cfgs, "m")
+    w0 = scalar_tensor(cfgs, "w_init", device)[:, None, None]
+    v0 = scalar_tensor(cfgs, "v_init", device)[:, None, None]
+    return {"W": w0 * rng.normal((d, d), "init", "W").to(device),
+            "V": v0 * rng.normal((m, d), "init", "V").to(device),
+            "a": readout(cfgs, device)}
+
+
+def forward(params: dict[str, torch.Tensor], X: torch.Tensor, probes: bool = False):
+    """X [E, B, P, d] -> f [*, E, B] (eq. 7); with probes also the attention [*, E, B, P(s), P(l)]."""
+    W, V, a = params["W"], params["V"], params["a"]
+    E, B, P, d = X.shape
+    lead = W.shape[:-3]
+    XW = (X.reshape(E, B * P, d) @ W).reshape(*lead, E, B, P, d)  # x_s^T W                  [*, E, B, P, d]
+    S = XW @ X.transpose(-1, -2)  # S[s, l] = x_s^T W x_l                                      [*, E, B, P, P]
+    A = torch.softmax(S, dim=-2)  # softmax_l over s, one column per query l                   [*, E, B, P, P]
+    Z = A.transpose(-1, -2) @ X  # sum_s x_s softmax_l(.)                                      [*, E, B, P, d]
+    H = torch.relu(Z.reshape(*lead, E, B * P, d) @ V.transpose(-1, -2))  # ReLU(V z_l)          [*, E, B*P, m]
+    f = (H @ a[..., None]).reshape(*lead, E, B, P).sum(-1) / P  # (1/P) sum_l a^T ReLU(.), eq. (7)  [*, E, B]
+    return (f, A) if probes else f
+
+
+def forward_reference(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """Eq. (7) one model and one sequence at a time, written as the paper writes it (for tests)."""
+    E, B, P, _ = X.shape
+    out = torch.empty(E, B, dtype=X.dtype)
+    for e in range(E):
+        W, V, a = params["W"][e], params["V"][e], params["a"][e]
+        for b in range(B):
+            x = X[e, b]
+            total = 0.0
+            for l in range(P):
+                att = torch.softmax(torch.stack([x[s] @ W @ x[l] for s in range(P)]), 0)
+                h = sum(V @ x[s] * att[s] for s in range(P))
+                total = total + a @ torch.relu(h)
+            out[e, b] = total / P
+    return out
+
+
+def hinge(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[*, E, B] -> [*, E]: mean of max(0, 1 - y f)."""
+    return torch.clamp(1 - y * f, min=0).mean(-1)
+
+
+def error(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[*, E, B] -> [*, E]: P[y f <= 0]."""
+    return (y * f <= 0).float().mean(-1)

@@ -1,0 +1,59 @@
+"""The figures: loss vs lambda per correlation type (Thms 4-5) and the OOD heatmap with region (8)
+outlined (Thm 6; seed 004 Fig. 27)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def loss_vs_lambda(d: dict, path) -> None:
+    names = {"0.0": "irrelevant", "0.6": "aligned", "-0.6": "contradictory"}
+    alphas = list(d["curves"])
+    fig, axes = plt.subplots(2, len(alphas), figsize=(4 * len(alphas), 6), sharex=True)
+    lams = np.array(d["lams"])
+    for j, a in enumerate(alphas):
+        c = d["curves"][a]
+        for i, k in enumerate(("loss", "error")):
+            ax = axes[i, j]
+            ax.plot(lams, c[f"T1_{k}"], "-o", ms=3, label="T1")
+            ax.plot(lams, c[f"T2_{k}"], "-s", ms=3, label="T2")
+            if float(a) >= 0:
+                ax.axvline(1 - float(a) + d["beta"], c="k", ls="--", lw=1, label="1 - alpha + beta (Thm 4)")
+            ax.axvline(0, c="gray", lw=0.5)
+            ax.set(ylabel="hinge loss" if k == "loss" else "sign error")
+            if i == 0:
+                ax.set_title(f"{names.get(a, '')} (alpha = {a})")
+            else:
+                ax.set_xlabel("lambda in Psi0 + dPsi_T1 + lambda dPsi_T2")
+    axes[0, 0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def ood_heatmap(d: dict, path) -> None:
+    lams = np.array(d["lams"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    ext = [lams[0], lams[-1], lams[0], lams[-1]]
+    acc = 1 - np.array(d["error"]).T  # rows: lambda2, cols: lambda1
+    for ax, val, title, cmap in ((axes[0], acc, "accuracy on T'", "RdBu_r"),
+                                 (axes[1], np.array(d["loss"]).T, "hinge loss on T'", "viridis_r")):
+        im = ax.imshow(val, origin="lower", extent=ext, aspect="auto", cmap=cmap)
+        fig.colorbar(im, ax=ax)
+        ax.contour(lams, lams, np.array(d["region"]).T, levels=[0.5], colors="k", linewidths=1.5)
+        if title.startswith("hinge"):
+            ax.contour(lams, lams, np.array(d["loss"]).T, levels=[d["success_loss"]], colors="w", linestyles="--")
+        ax.plot(1, 0, "ko", label="Psi*_T1 (1, 0)")
+        ax.plot(*d["best"], "gx", ms=10, mew=2, label="best")
+        g = d["gamma"]
+        ax.set(xlabel="lambda_1", ylabel="lambda_2",
+               title=f"{title}\nblack: region (8), c={d['c']}, gamma=({g[0]:.2f}, {g[1]:.2f})")
+    axes[0].legend(fontsize=7, loc="lower left")
+    _save(fig, path)
+
+
+PLOTS = {"loss_vs_lambda": loss_vs_lambda, "ood_heatmap": ood_heatmap}
