@@ -102,6 +102,14 @@ def out_of_domain_world(cfgs: Sequence[ICLConfig], rng: EnsembleRNG, device, S1:
                  label_embedding(cfgs, device), scalar_tensor(cfgs, "kappa", device))
 
 
+def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table [E, P, d], index [E, ...] -> [E, N, d]: per-model row lookup through one flat index
+    (several times faster on CPU than gather with an expanded index; same values)."""
+    E, P, d = table.shape
+    flat = index.reshape(E, -1) + torch.arange(E, device=index.device)[:, None] * P
+    return table.reshape(E * P, d)[flat]
+
+
 def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, L: int, *stream) -> Prompts:
     """Prompts for tasks drawn uniformly from world.tasks (slide 18): each context's relevant pattern is
     a or b with probability alpha/2 each, otherwise one of the other patterns uniformly; labels are
@@ -127,9 +135,9 @@ def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, 
         n = patterns.shape[-1]
         k = rng.randint(world.irrelevant.shape[1], (B, n), *stream, tag, "nu").to(dev)
         kap = (2 * rng.uniform((B, n), *stream, tag, "kappa").to(dev) - 1) * world.kappa[:, None, None]
-        mu = torch.gather(world.relevant, 1, patterns.reshape(E, -1, 1).expand(-1, -1, world.relevant.shape[-1]))
-        nu = torch.gather(world.irrelevant, 1, k.reshape(E, -1, 1).expand(-1, -1, world.irrelevant.shape[-1]))
-        return (mu + kap.reshape(E, -1, 1) * nu).reshape(E, B, n, -1)
+        mu = _rows(world.relevant, patterns)  # [E, B*n, d_X]
+        nu = _rows(world.irrelevant, k)
+        return torch.addcmul(mu, kap.reshape(E, -1, 1), nu).reshape(E, B, n, -1)
 
     x_ctx = features(pat, "ctx")
     x_q = features(q_pat[..., None], "query")[:, :, 0]
