@@ -56,3 +56,14 @@ def test_prompt_statistics_per_model_alpha():
     assert torch.allclose(mu_coord, torch.ones_like(mu_coord))
     assert x[..., 6:].abs().max() <= 0.4 + 1e-6 and (x[..., 6:] != 0).sum(-1).le(1).all()
     assert (pr.Q[..., 30:] == 0).all()
+
+
+def test_scatter_fast_path_writes_the_same_prompts_as_the_general_path():
+    cfgs = [ICLConfig(kappa=0.3), ICLConfig(beta=2.0, seed=1)]
+    world = in_domain_world(cfgs, dev, split_tasks(cfgs[0])[0])
+    assert world.relevant_basis is not None and world.irrelevant_basis is not None
+    alpha = torch.tensor([0.6, 0.9])
+    fast = sample_prompts(world, EnsembleRNG([5, 6]), alpha, 64, 12, "train", 7)
+    world.relevant_basis = world.irrelevant_basis = None  # forces the row-lookup path
+    general = sample_prompts(world, EnsembleRNG([5, 6]), alpha, 64, 12, "train", 7)
+    assert torch.equal(fast.C, general.C) and torch.equal(fast.Q, general.Q) and torch.equal(fast.z, general.z)

@@ -34,6 +34,20 @@ class World:
     q: torch.Tensor  # [d_Y] label embedding
     kappa: torch.Tensor  # [E]
 
+    def __post_init__(self) -> None:
+        self.relevant_basis = _scaled_basis(self.relevant)
+        self.irrelevant_basis = _scaled_basis(self.irrelevant)
+
+
+def _scaled_basis(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """table [E, P, d] -> (column [E, P], value [E, P]) when every row is value * e_column (the in-domain
+    patterns are), else None. Prompts are then written by scatter instead of row lookups (same numbers)."""
+    nonzero = table != 0
+    if bool((nonzero.sum(-1) > 1).any()):
+        return None
+    col = nonzero.float().argmax(-1)  # an all-zero row maps to column 0 with value 0
+    return col, torch.gather(table, -1, col[..., None])[..., 0]
+
 
 def all_tasks(P: int) -> list[tuple[int, int]]:
     return [(a, b) for a in range(P) for b in range(P) if a != b]
@@ -131,16 +145,27 @@ def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, 
     q_pat = torch.where(q_is_a, a, b)
     z = torch.where(q_is_a, 1.0, -1.0)
 
-    def features(patterns: torch.Tensor, tag: str) -> torch.Tensor:  # patterns [E, B, n] -> x [E, B, n, d_X]
+    d_X, D = world.relevant.shape[-1], world.relevant.shape[-1] + world.q.shape[0]
+
+    def features(out: torch.Tensor, patterns: torch.Tensor, tag: str) -> None:
+        """Writes x = mu_pattern + kappa nu (random nu, kappa) into out[..., :d_X]; out [E, B, n, D] is zero."""
         n = patterns.shape[-1]
         k = rng.randint(world.irrelevant.shape[1], (B, n), *stream, tag, "nu").to(dev)
         kap = (2 * rng.uniform((B, n), *stream, tag, "kappa").to(dev) - 1) * world.kappa[:, None, None]
+        if world.relevant_basis is not None and world.irrelevant_basis is not None:
+            flat = out.view(E, B * n, D)
+            (mu_col, mu_val), (nu_col, nu_val) = world.relevant_basis, world.irrelevant_basis
+            flat.scatter_(-1, _rows(mu_col[..., None], patterns), _rows(mu_val[..., None], patterns))
+            flat.scatter_add_(-1, _rows(nu_col[..., None], k), kap.reshape(E, -1, 1) * _rows(nu_val[..., None], k))
+            return
         mu = _rows(world.relevant, patterns)  # [E, B*n, d_X]
         nu = _rows(world.irrelevant, k)
-        return torch.addcmul(mu, kap.reshape(E, -1, 1), nu).reshape(E, B, n, -1)
+        out[..., :d_X] = torch.addcmul(mu, kap.reshape(E, -1, 1), nu).reshape(E, B, n, d_X)
 
-    x_ctx = features(pat, "ctx")
-    x_q = features(q_pat[..., None], "query")[:, :, 0]
-    C = torch.cat([x_ctx, y[..., None] * world.q], dim=-1)  # p_i = (x_i; y_i)
-    Q = torch.cat([x_q, torch.zeros(E, B, world.q.shape[0], device=dev)], dim=-1)  # p_query = (x_q; 0)
+    C = torch.zeros(E, B, L, D, device=dev)  # p_i = (x_i; y_i)
+    features(C, pat, "ctx")
+    C[..., d_X:] = y[..., None] * world.q
+    Q = torch.zeros(E, B, 1, D, device=dev)  # p_query = (x_q; 0)
+    features(Q, q_pat[..., None], "query")
+    Q = Q[:, :, 0]
     return Prompts(C, Q, z, pat, q_pat, task)
