@@ -37,3 +37,28 @@ def test_ray_matches_local(local_ray, tmp_path, tiny, one_thread):
         for k, w in local[h].params.items():
             torch.testing.assert_close(w, remote[h].params[k], atol=1e-5, rtol=0)
     assert sweep(icl, cfgs, st, backend).trained == 0  # resumes like local
+
+
+def test_sweep_cli_joins_an_existing_cluster_by_address(tmp_path, sweep_cmd):
+    """`theorylab sweep --backend ray --address ADDR` against a cluster another process started."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}  # a plain local test cluster
+    head = subprocess.Popen(
+        [sys.executable, "-c", "import ray, sys, time; ctx = ray.init(num_cpus=2, include_dashboard=False); "
+         "print(ctx.address_info['address'], flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the Ray head did not start"
+        store = tmp_path / "cluster.sqlite"
+        args = sweep_cmd(store, ["seed=0..2"], "--backend", "ray", "--address", address)
+        run = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        df = Store(store).cells_df("icl")
+        assert len(df) == 3 and sorted(df["seed"]) == [0, 1, 2] and set(df["device"]) == {"cpu"}
+    finally:
+        head.stdin.close()
+        head.wait(timeout=60)
