@@ -2,7 +2,8 @@
 arithmetic, TIES, DARE, magnitude pruning), low-rank and row-sparse task vectors, LwPTV layer masks,
 and theory-guided coefficients. Every per-tensor statistic accepts ``model_axis`` for ensembles."""
 from .lowrank import kept_rank, low_rank, low_rank_state
-from .lwptv import SCORES, LayerMasks, apply_layer_masks, cross_task, layer_groups, lwptv_masks, relative_update, salient_mass
+from .lwptv import (SCORES, LayerMasks, apply_layer_masks, cross_task, layer_groups, lwptv_masks, masks_from_scores,
+                    relative_update, salient_mass)
 from .merge import MERGE_METHODS, MergeKnobs, MergeMethod, TensorMerge, get_merge_method, merge, merge_tensor, register_merge_method
 from .params import resolve
 from .prune import prune_rows, prune_rows_state, row_keep_mask

@@ -109,7 +109,13 @@ def lwptv_masks(task_vectors: Sequence[Mapping[str, Tensor]], base: StateDict, r
     groups = layer_groups([n for n in base if is_editable(base[n])], layer_pattern)
     if not groups:
         raise ValueError(f"no tensor name matches layer_pattern {layer_pattern!r}")
-    s = fn(task_vectors, base, groups, model_axis)  # [T, L(, E)]
+    return masks_from_scores(fn(task_vectors, base, groups, model_axis), groups, ratio, threshold=threshold, mode=mode)
+
+
+def masks_from_scores(s: Tensor, groups: Groups, ratio: float | None = 0.2, *, threshold: float | None = None,
+                      mode: Literal["per_task", "global"] = "per_task") -> LayerMasks:
+    """Masks from saliency scores s [T, L] (or [T, L, E]) of the blocks in ``groups`` (in order); shared by
+    the in-memory path above and the streaming checkpoint merge (theorylab.hf.lwptv)."""
     if threshold is not None:
         keep = s > threshold
     else:

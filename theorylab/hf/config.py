@@ -2,7 +2,8 @@
 
 Accepted (mergekit's names): merge_method, base_model, models[].model, models[].parameters.{weight,
 density}, parameters.{weight, density, normalize, rescale, lambda, int8_mask}, dtype, out_dtype.
-theorylab additions: parameters.seed (DARE masks), parameters.sign_consensus ("sum"/"count").
+theorylab additions: parameters.seed (DARE masks), parameters.sign_consensus ("sum"/"count"),
+parameters.lwptv (layer-wise pruning of the task vectors before any merge method; see LwptvParameters).
 A parameter value may be a number, a list of numbers (gradient over blocks) or filter rules
 [{filter: "self_attn", value: 0.5}, {value: 1.0}]. Unknown keys are rejected, naming the field.
 Computation is always float32 (or float64 for float64 inputs); ``dtype``/``out_dtype`` only cast the output.
@@ -53,6 +54,18 @@ class ModelEntry(_Frozen):
     parameters: ModelParameters = ModelParameters()
 
 
+class LwptvParameters(_Frozen):
+    """LwPTV (Zhang et al. 2025): per task, the least salient blocks keep the base weights.
+    ratio: fraction of blocks pruned per task (or threshold: prune blocks with score <= threshold);
+    score: salient_mass (default; top_k sets its global magnitude quantile), relative_update, cross_task;
+    mode: per_task masks, or global (a block keeps the base only where every task prunes it)."""
+    ratio: float | None = Field(0.2, ge=0.0, le=1.0)
+    threshold: float | None = None
+    score: Literal["salient_mass", "relative_update", "cross_task"] = "salient_mass"
+    mode: Literal["per_task", "global"] = "per_task"
+    top_k: float = Field(0.2, gt=0.0, le=1.0)
+
+
 class GlobalParameters(_Frozen):
     weight: Param | None = None
     density: Param | None = None
@@ -62,6 +75,7 @@ class GlobalParameters(_Frozen):
     int8_mask: bool | None = None  # mergekit memory option; theorylab's masks are bool already: ignored
     seed: int = 0
     sign_consensus: Literal["sum", "count"] | None = None
+    lwptv: LwptvParameters | None = None
 
 
 class MergeConfig(_Frozen):

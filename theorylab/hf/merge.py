@@ -23,6 +23,7 @@ from ..edit.relate import group_name, group_order
 from ..edit.state import DEFAULT_LAYER_PATTERN
 from .checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir, copy_support_files
 from .config import ConfigError, MergeConfig, load_config, param_value, resolve_model_path
+from .lwptv import checkpoint_masks
 from .safetensors_io import TensorInfo
 
 
@@ -33,6 +34,7 @@ class MergeReport:
     notes: list[str] = field(default_factory=list)
     edit_sq: dict[str, float] = field(default_factory=dict)  # layer group -> ||merged - base||^2
     base_sq: dict[str, float] = field(default_factory=dict)
+    lwptv_pruned: dict[str, list[int]] = field(default_factory=dict)  # model -> blocks kept at the base (LwPTV)
 
     def table(self) -> Table:
         t = Table(title=f"edit norms per layer ({self.out_dir.name})")
@@ -94,6 +96,7 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
         infos = [TensorInfo(n, base.info(n).shape, out_dtype if out_dtype and base.info(n).dtype.is_floating_point
                             else base.info(n).dtype) for n in base.names]
         report = MergeReport(Path(out_dir).resolve(), len(infos), notes)
+        masked_tasks = _lwptv(config, base, models, entries, report, layer_pattern, chunk_elems)
         density_ignored = False
         with atomic_output_dir(out_dir, overwrite) as tmp, _progress(progress, console) as bar:
             task = bar.add_task("merging", total=len(infos))
@@ -116,7 +119,7 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
                     weights.append(float(w))
                     densities.append(d)
                 _merge_one(name, base, models, writer, out_info, weights, densities, knobs, config, chunk_elems,
-                           report, layer_pattern)
+                           report, layer_pattern, masked_tasks.get(name, frozenset()))
                 bar.advance(task)
             writer.close()
             copy_support_files(base_path, tmp, out_dtype)
@@ -136,8 +139,29 @@ def _check_layout(base: CheckpointReader, other: CheckpointReader, label: str) -
             raise ConfigError(f"{label}: tensor {n!r} has shape {other.info(n).shape}, base has {base.info(n).shape}")
 
 
+def _lwptv(config, base, models, entries, report, layer_pattern, chunk_elems) -> dict[str, frozenset[int]]:
+    """Tensor name -> indices of the models whose task vector LwPTV zeroes there (empty without lwptv)."""
+    p = config.parameters.lwptv
+    if p is None:
+        return {}
+    masks = checkpoint_masks(base, models, score=p.score, ratio=None if p.threshold is not None else p.ratio,
+                             threshold=p.threshold, mode=p.mode, top_k=p.top_k, layer_pattern=layer_pattern,
+                             chunk_elems=chunk_elems)
+    masked: dict[str, set[int]] = {}
+    for t, (i, path, _) in enumerate(entries):
+        pruned = masks.pruned_layers(t)
+        report.lwptv_pruned[f"models[{i}] ({path.name})"] = pruned
+        for layer in pruned:
+            for name in masks.groups[layer]:
+                masked.setdefault(name, set()).add(t)
+    report.notes.append("LwPTV (" + p.score + "): blocks kept at the base per model: " + "; ".join(
+        f"{m}: {', '.join(map(str, layers)) or 'none'}" for m, layers in report.lwptv_pruned.items()))
+    return {n: frozenset(ts) for n, ts in masked.items()}
+
+
 def _merge_one(name, base, models, writer, out_info, weights, densities, knobs, config, chunk_elems, report,
-               layer_pattern) -> None:
+               layer_pattern, masked: frozenset[int] = frozenset()) -> None:
+    """masked: models whose task vector is zero in this tensor (LwPTV), so every merge method sees tau = 0."""
     info = base.info(name)
     step = _rows_per_chunk(info, chunk_elems)
     if not info.dtype.is_floating_point:  # integer buffers: copied from the base
@@ -147,14 +171,16 @@ def _merge_one(name, base, models, writer, out_info, weights, densities, knobs, 
     tm = TensorMerge(name, weights, densities, knobs, lam=config.parameters.lambda_, seed=config.parameters.seed)
     if tm.needs_full_deltas:
         for t, m in enumerate(models):
-            tm.prepare(t, lambda m=m: _delta_chunks(base, m, name, info, step))
+            tm.prepare(t, lambda m=m, t=t: _delta_chunks(base, m, name, info, step, t in masked))
     group = group_name(name, layer_pattern)
     edit_sq = base_sq = 0.0
     for a in range(0, info.rows, step):
         b = min(a + step, info.rows)
         base_rows = base.read_rows(name, a, b)
         work = torch.promote_types(info.dtype, torch.float32)
-        deltas = [] if tm.is_identity else [m.read_rows(name, a, b).to(work) - base_rows.to(work) for m in models]
+        deltas = [] if tm.is_identity else [
+            torch.zeros(base_rows.shape, dtype=work) if t in masked else m.read_rows(name, a, b).to(work) - base_rows.to(work)
+            for t, m in enumerate(models)]
         merged = tm.chunk(base_rows, deltas, offset=a * info.row_elems).to(out_info.dtype)
         writer.write(name, merged)
         edit_sq += float((merged.double() - base_rows.double()).pow(2).sum())
@@ -163,12 +189,13 @@ def _merge_one(name, base, models, writer, out_info, weights, densities, knobs, 
     report.base_sq[group] = report.base_sq.get(group, 0.0) + base_sq
 
 
-def _delta_chunks(base, model, name, info, step):
+def _delta_chunks(base, model, name, info, step, masked: bool = False):
     """Row blocks of model - base, read afresh from disk (the magnitude threshold makes two passes)."""
     work = torch.promote_types(info.dtype, torch.float32)
     for a in range(0, info.rows, step):
         b = min(a + step, info.rows)
-        yield model.read_rows(name, a, b).to(work) - base.read_rows(name, a, b).to(work)
+        base_rows = base.read_rows(name, a, b).to(work)
+        yield torch.zeros_like(base_rows) if masked else model.read_rows(name, a, b).to(work) - base_rows
 
 
 def _progress(enabled: bool, console: Console) -> Progress:
