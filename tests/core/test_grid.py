@@ -94,3 +94,14 @@ def test_chunks_fit_the_budget_and_spread_over_workers():
     assert [len(ch) for ch in plan_chunks(icl, cells, budget=1 << 40, max_models=6)] == [5, 5, 5, 5]
     m16 = [c for c in cells if c.m == 16]
     assert [len(ch) for ch in plan_chunks(icl, m16, budget=1 << 40, workers=4)] == [3, 3, 2, 2]  # one per Ray worker
+
+
+def test_a_100000_cell_sweep_is_planned_in_chunks_that_fit_the_budget():
+    icl = get_study("icl")
+    cells = expand_grid(icl, "quick", {}, {"seed": list(range(25_000)), "alpha": [0.4, 0.6, 0.8, 1.0]})
+    assert len(cells) == 100_000
+    budget = 256 * 1024**2
+    chunks = plan_chunks(icl, cells, budget=budget)
+    assert sum(len(ch) for ch in chunks) == 100_000 and len({c.hash for ch in chunks for c in ch}) == 100_000
+    assert all(len(ch) * icl.bytes_per_model(ch[0]) <= budget for ch in chunks)
+    assert any(len({c.alpha for c in ch}) > 1 for ch in chunks)  # alpha is an [E] scalar: mixed within a chunk
