@@ -42,3 +42,18 @@ def test_lambda_search_finds_best_coefficient():
     # irrelevant pair, default grid spans the recommended addition range [1, 1.5]
     res = search_lambda_for_pair(base, tv_a, tv_b, lambda sd: float(sd["w"][1]))
     assert res.best_lambda == pytest.approx(1.5)
+
+
+def test_coefficient_grids_and_region8():
+    from theorylab.edit.coefficients import lam_grid, pair_lambdas, plane_lambdas, region8
+
+    lams = lam_grid(0.5)
+    assert lams[0] == -2.0 and lams[-1] == 3.0 and len(lams) == 11
+    assert pair_lambdas([0.5]).tolist() == [[1.0, 0.5]]
+    plane = plane_lambdas(lams, lams)
+    assert plane.shape == (121, 2) and plane[1].tolist() == [-2.0, -1.5]
+    inside = region8(lams, torch.tensor([0.8, -0.6]), beta=0.1, c=0.2)
+    for (l1, l2), ok in zip(plane.tolist(), inside.tolist()):  # (8a), (8b), (8c) by hand
+        expect = 0.8 * l1 - 0.6 * l2 >= 1.2 and 0.64 * l1 + 0.36 * l2 >= 1.2 and max(abs(l1), abs(l2)) * 0.1 <= 0.2
+        assert ok == expect, (l1, l2)
+    assert inside.any() and not inside.all()

@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-
-def _save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+from theorylab.core.plots import save_figure
 
 
 def attention_concentration(d: dict, path) -> None:  # slide Fig. 9
@@ -21,7 +16,7 @@ def attention_concentration(d: dict, path) -> None:  # slide Fig. 9
     ax.set(xlabel="SGD step", ylabel="attention on same-pattern contexts", ylim=(0, 1.02),
            title="Prop. 1: attention concentration")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def neuron_embeddings(d: dict, path) -> None:  # slide Figs. 10-11
@@ -36,7 +31,7 @@ def neuron_embeddings(d: dict, path) -> None:  # slide Figs. 10-11
                            c=color, s=18, alpha=0.7, label=f"{stage}, a_i {'>' if s > 0 else '<'} 0")
         ax.set(xlabel=f"{ref} (rad)", ylabel="norm", title=f"{part} part of W_O W_V rows", xlim=(0, np.pi))
     axes[1].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _log_curves(ax, lengths, curves, eps):
@@ -53,7 +48,7 @@ def ood_error_vs_S1(d: dict, path) -> None:  # slide Fig. 18
     _log_curves(ax, d["lengths"], {f"S1={k}": v for k, v in d["curves"].items()}, d["eps"])
     ax.set_title("Thm 2: OOD error vs S1")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def error_vs_alpha_test(d: dict, path) -> None:  # slide Fig. 19
@@ -61,7 +56,7 @@ def error_vs_alpha_test(d: dict, path) -> None:  # slide Fig. 19
     _log_curves(ax, d["lengths"], d["curves"], d["eps"])
     ax.set_title("error vs alpha' (in-domain and OOD)")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def pruning(d: dict, path) -> None:  # slide Figs. 22-23
@@ -78,7 +73,7 @@ def pruning(d: dict, path) -> None:  # slide Figs. 22-23
     twin.plot(np.arange(len(norms)) / len(norms) * 100, norms, c="gray", alpha=0.5)
     twin.set_ylabel("sorted W_O row norm (gray)")
     axes[0].set_title("Thm 3: magnitude vs random pruning (OOD)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 PLOTS = {"attention_concentration": attention_concentration, "neuron_embeddings": neuron_embeddings,

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 
 from theorylab.core.claims import Claim, ClaimContext, Outcome
+from theorylab.edit.coefficients import lam_grid, pair_lambdas, plane_lambdas, region8
 from theorylab.studies.task_vectors.data import ood_gammas
-from theorylab.studies.task_vectors.evaluate import (Experiment, evaluate_grid, experiment, lam_grid, low_rank_tvs,
-                                                     pair_lambdas, plane_lambdas, pruned_tvs)
+from theorylab.studies.task_vectors.evaluate import Experiment, evaluate_grid, experiment, low_rank_tvs, pruned_tvs
 from theorylab.studies.task_vectors.lwptv_demo import lwptv_table
 
 ALPHAS = (0.0, 0.6, -0.6)  # irrelevant, aligned, contradictory (the calibration note's pairs)
@@ -151,15 +151,6 @@ def check_thm5(ctx: ClaimContext, variant: str) -> dict:
     return {"passed": ok, "by_alpha": out}
 
 
-def region8(lams: list[float], gammas: torch.Tensor, beta: float, c: float = C_REGION) -> torch.Tensor:
-    """[G] bool over plane_lambdas(lams, lams): conditions (8a)-(8c) with gamma_i measured."""
-    g = plane_lambdas(lams, lams)  # [G, 2]
-    a = (g * gammas).sum(1) >= 1 + c  # (8a) sum_i lambda_i gamma_i >= 1 + c
-    b = (g * gammas**2).sum(1) >= 1 + c  # (8b) sum_i lambda_i gamma_i^2 >= 1 + c
-    cc = (g.abs() * beta <= c).all(1)  # (8c) |lambda_i| beta <= c
-    return a & b & cc
-
-
 def check_thm6(ctx: ClaimContext, variant: str) -> dict:
     ex, idx = setup(ctx)
     cols = idx[0.0]
@@ -168,7 +159,7 @@ def check_thm6(ctx: ClaimContext, variant: str) -> dict:
     e = float(torch.cat([eps["T1"][cols], eps["T2"][cols]]).mean())
     beta = 1.0 / ex.cfgs[0].d
     gam = ood_gammas([ex.cfgs[i] for i in cols], ex.a.device).mean(0)  # measured (gamma1, gamma2, kappa)
-    theory = region8(d["lams"], gam[:2], beta)
+    theory = region8(d["lams"], gam[:2], beta, C_REGION)
     loss, err = d["loss"].mean(1), d["error"].mean(1)  # [G]
     success = loss <= EPS_FACTOR * e
     agree = float((theory == success).float().mean())

@@ -77,25 +77,12 @@ def evaluate_grid(ex: Experiment, lambdas: torch.Tensor, task: str) -> dict[str,
     E, n, P, _ = b.X.shape
     m = ex.a.shape[-1]
     per_chunk = max(1, _MAX_ELEMENTS // (E * n * P * max(P, m)))
-    loss, err = [], []
+    # written into preallocated outputs: a list of small per-chunk results, each allocated after the chunk's
+    # large activations, keeps glibc from reusing freed heap and grew RSS to > 20 GB on the full-size plane
+    loss = torch.empty(lambdas.shape[0], E, device=b.X.device)
+    err = torch.empty_like(loss)
     for i in range(0, lambdas.shape[0], per_chunk):
         f = forward(merged(ex, lambdas[i : i + per_chunk]), b.X)  # [g, E, n]
-        loss.append(hinge(f, b.y))
-        err.append(error(f, b.y))
-    return {"loss": torch.cat(loss), "error": torch.cat(err)}
-
-
-def lam_grid(step: float, lo: float = -2.0, hi: float = 3.0) -> list[float]:
-    n = int(round((hi - lo) / step))
-    return [round(lo + i * step, 6) for i in range(n + 1)]
-
-
-def pair_lambdas(lams: Sequence[float]) -> torch.Tensor:
-    """Psi0 + dPsi_T1 + lambda dPsi_T2 (Thms 4-5) for each lambda: [G, 2]."""
-    return torch.tensor([[1.0, lam] for lam in lams])
-
-
-def plane_lambdas(l1: Sequence[float], l2: Sequence[float]) -> torch.Tensor:
-    """Psi0 + lambda_1 dPsi_T1 + lambda_2 dPsi_T2 over the grid l1 x l2 (Thm 6): [len(l1) * len(l2), 2]."""
-    g1, g2 = torch.meshgrid(torch.tensor(l1), torch.tensor(l2), indexing="ij")
-    return torch.stack([g1.reshape(-1), g2.reshape(-1)], dim=1)
+        loss[i : i + per_chunk] = hinge(f, b.y)
+        err[i : i + per_chunk] = error(f, b.y)
+    return {"loss": loss, "error": err}

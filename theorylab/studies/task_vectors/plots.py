@@ -5,11 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-
-def _save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+from theorylab.core.plots import save_figure
 
 
 def loss_vs_lambda(d: dict, path) -> None:
@@ -32,7 +28,7 @@ def loss_vs_lambda(d: dict, path) -> None:
             else:
                 ax.set_xlabel("lambda in Psi0 + dPsi_T1 + lambda dPsi_T2")
     axes[0, 0].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def ood_heatmap(d: dict, path) -> None:
@@ -53,7 +49,7 @@ def ood_heatmap(d: dict, path) -> None:
         ax.set(xlabel="lambda_1", ylabel="lambda_2",
                title=f"{title}\nblack: region (8), c={d['c']}, gamma=({g[0]:.2f}, {g[1]:.2f})")
     axes[0].legend(fontsize=7, loc="lower left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 PLOTS = {"loss_vs_lambda": loss_vs_lambda, "ood_heatmap": ood_heatmap}

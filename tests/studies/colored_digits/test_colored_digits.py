@@ -1,0 +1,135 @@
+"""Colored-digits study: data statistics, the ViT ensemble against models trained alone, the frozen head,
+the lambda = 0 merge, and the claims end to end (small grid by default; quick size behind -m slow)."""
+import math
+
+import pytest
+import torch
+
+from theorylab.core.claims import ClaimContext, run_claims
+from theorylab.core.config import ConfigError, make_config
+from theorylab.core.progress import QUIET
+from theorylab.core.study import get_study
+from theorylab.studies.colored_digits.config import ColoredDigitsConfig
+from theorylab.studies.colored_digits.data import digits, rng_for, task_data
+from theorylab.studies.colored_digits.evaluate import evaluate_grid, experiment, merged
+from theorylab.studies.colored_digits.model import body_keys, init_params, logits
+from theorylab.studies.colored_digits.train import task_key, train_group
+
+CPU = torch.device("cpu")
+TINY = dict(pretrain_steps=4, steps=3, B=16)
+
+
+def cfgs(n=3, **kw):
+    return [ColoredDigitsConfig(seed=s, **kw) for s in range(n)]
+
+
+def test_split_fixed_and_disjoint():
+    d = digits(4)
+    (xtr, ytr), (xte, yte) = d["train"], d["test"]
+    assert (len(ytr), len(yte)) == (1347, 450)
+    assert float(xtr.max()) <= 1.0 and float(xtr.min()) >= 0.0
+    # no test image appears in the training set (rows compared exactly)
+    tr = {tuple(r.tolist()) for r in xtr.flatten(1)}
+    assert sum(tuple(r.tolist()) in tr for r in xte.flatten(1)) <= 2  # load_digits has a couple of exact duplicates
+    assert abs(float((ytr % 2 == 1).float().mean()) - 0.5) < 0.03 and abs(float((yte % 2 == 1).float().mean()) - 0.5) < 0.03
+
+
+@pytest.mark.parametrize("p", [0.95, 0.5, 0.9, 0.05, 0.45])
+def test_colour_agreement_matches_p(p):
+    cs = cfgs(5)
+    td = task_data(cs, "train", p, CPU)  # 5 x 1347 draws
+    agree = (td.red == (td.y > 0)).float().mean()
+    assert abs(float(agree) - p) < 4 * math.sqrt(p * (1 - p) / td.red.numel()) + 1e-3
+    # the image sits in the channel of its colour (red = channel 0)
+    mass = td.X.clamp_min(0).sum((-1, -2))  # [E, N, 2] (noise is zero-mean; digit mass dominates)
+    assert bool(((mass[..., 0] > mass[..., 1]) == td.red).float().mean() > 0.99)
+    # reproducible: same configs -> same colours; another seed -> other colours
+    assert torch.equal(task_data(cs, "train", p, CPU).red, td.red)
+    if 0 < p < 1:
+        assert not torch.equal(td.red[0], td.red[1])
+
+
+def test_leading_grid_axis_broadcasts():
+    cs = cfgs(2)
+    p = init_params(cs, rng_for(cs, CPU), CPU)
+    X = task_data(cs, "test", 0.9, CPU).X[:, :7]
+    body = {k: p[k] for k in body_keys(p)}
+    grid = {k: torch.stack([v, 0.5 * v]) for k, v in body.items()}  # [2, E, ...]
+    out = logits(grid, p["head.w"], X, 2, 2)
+    assert out.shape == (2, 2, 7, 2)
+    assert torch.allclose(out[1], logits({k: 0.5 * v for k, v in body.items()}, p["head.w"], X, 2, 2), atol=1e-5)
+
+
+def test_ensemble_equals_alone_and_head_frozen():
+    cs = cfgs(3, **TINY)
+    together = train_group(cs, CPU, QUIET).params
+    alone = train_group(cs[1:2], CPU, QUIET).params
+    assert set(together) == set(alone)
+    for k in together:
+        assert torch.allclose(together[k][1], alone[k][0], atol=1e-5), k
+    # the head is drawn once from head_seed: identical across seeds, equal to its init, never fine-tuned
+    head = together["psi0/head.w"]
+    assert torch.equal(head[0], head[2])
+    assert torch.equal(head, init_params(cs, rng_for(cs, CPU), CPU)["head.w"])
+    assert not any(k.startswith("ft/") and "head" in k for k in together)
+    # fine-tuning did move the body
+    p = cs[0].p_T1
+    assert not torch.equal(together[task_key(p) + "blocks.0.attn.qkv.w"], together["psi0/blocks.0.attn.qkv.w"])
+
+
+def test_lambda_zero_merge_is_psi0_plus_dpsi_t1():
+    cs = cfgs(2, **TINY)
+    params = train_group(cs, CPU, QUIET).params
+    ex = experiment(cs, params, CPU)
+    p1, p2 = cs[0].p_T1, cs[0].p_contradictory
+    w = merged(ex, (p1, p2), torch.tensor([[1.0, 0.0]]))
+    ref = ex.tvs[p1].apply_to(ex.base)
+    for k in ref:
+        assert torch.equal(w[k][0], ref[k]), k
+        assert torch.allclose(w[k][0], params[task_key(p1) + k], atol=1e-6), k
+    acc = evaluate_grid(ex, (p1, p2), torch.tensor([[1.0, 0.0], [0.0, 0.0]]), (p1,))[p1]
+    assert acc.shape == (2, 2) and bool(((acc >= 0) & (acc <= 1)).all())
+
+
+@pytest.mark.parametrize("field,value", [("patch", 3), ("width", 33), ("p_T1", 1.5), ("lr", 0.0)])
+def test_bad_config_names_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        make_config(ColoredDigitsConfig, {field: value})
+
+
+def _check_outcomes(res, seeds):
+    assert all(r.outcome is not None for r in res.values()), {k: r.error for k, r in res.items()}
+    assert set(res) == {"alpha_hat_order", "multitask_lambda", "contradictory_no_joint", "unlearning", "ood_best",
+                        "lwptv_ood"}
+    tables = {k: t for r in res.values() for k, t in r.outcome.numbers.get("tables", {}).items()}
+    assert any("Fig. 23" in k for k in tables) and any("Fig. 24" in k for k in tables) and any("LwPTV" in k for k in tables)
+    t = res["multitask_lambda"].outcome.numbers["table"]
+    for kind in ("irrelevant", "aligned", "contradictory"):
+        for mode in ("multi-task", "unlearning"):
+            v = t[kind][mode]
+            assert 0 <= v["T1"] <= 1 and 0 <= v["T2"] <= 1 and len(v["per_seed_lambda"]) == seeds
+        assert -1 <= t[kind]["alpha_hat"] <= 1
+    o = res["ood_best"].outcome
+    assert all(math.isfinite(x) for x in o.numbers["gamma"]) and 0 <= o.numbers["best_acc"] <= 1
+    assert "ood_heatmap" in o.figures and "acc_vs_lambda" in res["unlearning"].outcome.figures
+    assert all(0 <= r["OOD"] <= 1 for r in res["lwptv_ood"].outcome.numbers["rows"])
+
+
+def test_claims_end_to_end_small(tmp_path):
+    """5 seeds, the default models but a coarse lambda grid (0.5) and shorter pre-training: structure only."""
+    ctx = ClaimContext(get_study("colored_digits"), "quick", 5, CPU,
+                       overrides={"lam_step": 0.5, "pretrain_steps": 100})
+    res = {r.claim.id: r for r in run_claims(ctx)}
+    _check_outcomes(res, 5)
+    from theorylab.core.report import write_report
+    rows = [{"claim": r.claim.id, "theorem": r.claim.theorem, "statement": r.claim.statement, "verdict": r.verdict,
+             "summary": r.summary, "numbers": r.outcome.numbers, "figures": r.outcome.figures, "seconds": r.seconds}
+            for r in res.values()]
+    path = write_report(ctx.study, rows, tmp_path, {"size": "quick", "seeds": 5, "machine": "test"})
+    assert (tmp_path / "ood_heatmap.png").exists() and "Fig. 23" in path.read_text()
+
+
+@pytest.mark.slow
+def test_claims_quick_size():
+    ctx = ClaimContext(get_study("colored_digits"), "quick", 5, CPU)
+    _check_outcomes({r.claim.id: r for r in run_claims(ctx)}, 5)

@@ -1,0 +1,18 @@
+"""Colored digits: the Colored-MNIST task-vector experiment of Li et al. (ICLR 2025) on 8x8 digits and a small ViT."""
+from theorylab.core.study import Study, register_study
+
+
+@register_study("colored_digits")
+def study() -> Study:
+    from theorylab.studies.colored_digits.claims import CLAIMS
+    from theorylab.studies.colored_digits.config import FULL, QUICK, ColoredDigitsConfig
+    from theorylab.studies.colored_digits.plots import PLOTS
+    from theorylab.studies.colored_digits.train import bytes_per_model, train_group
+
+    return Study(
+        name="colored_digits",
+        title="When is Task Vector Provably Effective for Model Editing? (colored digits, small ViT; seed Figs. 23-24)",
+        paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
+        config_cls=ColoredDigitsConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+    )

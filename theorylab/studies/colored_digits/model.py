@@ -1,0 +1,115 @@
+"""A small ViT, ensemble-first: every weight has a leading model axis E, optionally more leading axes
+(a lambda grid [G, E, ...]) that broadcast against one data batch X [E, B, 2, 8, 8].
+
+    patches (p x p, 2 channels) -> linear + pos -> depth x [LN, MHSA, +res, LN, MLP(GELU), +res]
+    -> LN(mean over tokens) -> frozen shared 2-way head (no bias)
+
+Names follow timm ("blocks.0.attn.qkv.w"), so LwPTV's DEFAULT_LAYER_PATTERN groups the blocks. The body
+(BODY keys) is what fine-tuning changes and what task vectors hold; "head.w" is drawn once from head_seed
+and frozen (the theory's fixed read-out a); "pre_head.*" is the 10-way head of the proxy pre-training.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from theorylab.core.ensemble import shared_value
+from theorylab.core.rng import EnsembleRNG, stream_id
+from theorylab.studies.colored_digits.config import ColoredDigitsConfig
+
+HEADS = ("head.w", "pre_head.w", "pre_head.b")
+
+
+def shapes(cfg: ColoredDigitsConfig) -> dict[str, tuple[int, ...]]:
+    """Per-model parameter shapes (without E)."""
+    D, n, din = cfg.width, (8 // cfg.patch) ** 2, 2 * cfg.patch**2
+    out = {"patch.w": (din, D), "patch.b": (D,), "pos": (n, D)}
+    for l in range(cfg.depth):
+        b = f"blocks.{l}."
+        out.update({b + "ln1.w": (D,), b + "ln1.b": (D,), b + "attn.qkv.w": (D, 3 * D), b + "attn.qkv.b": (3 * D,),
+                    b + "attn.proj.w": (D, D), b + "attn.proj.b": (D,), b + "ln2.w": (D,), b + "ln2.b": (D,),
+                    b + "mlp.fc1.w": (D, cfg.mlp), b + "mlp.fc1.b": (cfg.mlp,), b + "mlp.fc2.w": (cfg.mlp, D),
+                    b + "mlp.fc2.b": (D,)})
+    out.update({"norm.w": (D,), "norm.b": (D,), "head.w": (D, 2), "pre_head.w": (D, 10), "pre_head.b": (10,)})
+    return out
+
+
+def body_keys(params: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k in params if k not in HEADS]
+
+
+def init_params(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device) -> dict[str, torch.Tensor]:
+    """Random init, [E, ...] each: weights N(0, 1/fan_in), pos N(0, 0.02^2), LN (1, 0), biases 0.
+    head.w: one draw from head_seed, identical for every model."""
+    cfg, E = cfgs[0], len(cfgs)
+    head_rng = EnsembleRNG([stream_id("head", shared_value(cfgs, "head_seed"))] * E, device)
+    out = {}
+    for k, shp in shapes(cfg).items():
+        if k.endswith("ln1.w") or k.endswith("ln2.w") or k == "norm.w":
+            out[k] = torch.ones(E, *shp, device=device)
+        elif k == "pos":
+            out[k] = 0.02 * rng.normal(shp, "init", k).to(device)
+        elif k.endswith(".w"):
+            r = head_rng if k == "head.w" else rng
+            out[k] = r.normal(shp, "init", k).to(device) / math.sqrt(shp[0])
+        else:
+            out[k] = torch.zeros(E, *shp, device=device)
+    return out
+
+
+def _lin(x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
+    """x [*, E, B, N, i] @ W [*, E, i, o] + b [*, E, o] -> [*, E, B, N, o] (one matmul per model)."""
+    B, N = x.shape[-3:-1]
+    y = x.flatten(-3, -2) @ p[name + ".w"] + p[name + ".b"][..., None, :]  # [*, E, B*N, o]
+    return y.unflatten(-2, (B, N))
+
+
+def _ln(x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
+    """LayerNorm over the last dim; x [*, E, B, (N,) D], weights [*, E, D]."""
+    extra = x.dim() - p[name + ".w"].dim()  # data dims between E and D
+    w, b = (p[f"{name}.{s}"].reshape(*p[name + ".w"].shape[:-1], *([1] * extra), -1) for s in "wb")
+    return F.layer_norm(x, x.shape[-1:]) * w + b
+
+
+def patches(X: torch.Tensor, patch: int) -> torch.Tensor:
+    """[E, B, C, 8, 8] -> [E, B, N, C*p*p], tokens in row-major patch order."""
+    E, B, C, H, W = X.shape
+    x = X.reshape(E, B, C, H // patch, patch, W // patch, patch).permute(0, 1, 3, 5, 2, 4, 6)
+    return x.reshape(E, B, (H // patch) * (W // patch), C * patch * patch)
+
+
+def features(p: dict[str, torch.Tensor], X: torch.Tensor, patch: int, heads: int) -> torch.Tensor:
+    """X [E, B, 2, 8, 8] -> pooled features z [*, E, B, D]."""
+    h = _lin(patches(X, patch), p, "patch") + p["pos"].unsqueeze(-3)  # [*, E, B, N, D]
+    depth = sum(1 for k in p if k.endswith("attn.qkv.w"))
+    for l in range(depth):
+        b = f"blocks.{l}."
+        qkv = _lin(_ln(h, p, b + "ln1"), p, b + "attn.qkv")  # [*, E, B, N, 3D]
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(-2, -3) for t in qkv.chunk(3, dim=-1))  # [*, E, B, H, N, dh]
+        o = F.scaled_dot_product_attention(q, k, v).transpose(-2, -3).flatten(-2)  # [*, E, B, N, D]
+        h = h + _lin(o, p, b + "attn.proj")
+        h = h + _lin(F.gelu(_lin(_ln(h, p, b + "ln2"), p, b + "mlp.fc1")), p, b + "mlp.fc2")
+    return _ln(h.mean(-2), p, "norm")  # [*, E, B, D]
+
+
+def logits(p: dict[str, torch.Tensor], head: torch.Tensor, X: torch.Tensor, patch: int, heads: int) -> torch.Tensor:
+    """Parity logits [*, E, B, 2] (class 1 = odd) through the frozen head [E, D, 2]."""
+    return features(p, X, patch, heads) @ head
+
+
+def pre_logits(p: dict[str, torch.Tensor], X: torch.Tensor, patch: int, heads: int) -> torch.Tensor:
+    """10-way digit logits [E, B, 10] of the proxy pre-training head."""
+    return features(p, X, patch, heads) @ p["pre_head.w"] + p["pre_head.b"][:, None, :]
+
+
+def accuracy(lg: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[*, E, B, 2] logits, y [E, B] in {-1, +1} -> accuracy [*, E]."""
+    return (lg.argmax(-1) == (y > 0).long()).float().mean(-1)
+
+
+def margin(lg: torch.Tensor) -> torch.Tensor:
+    """Logit margin odd - even [*, E, B]."""
+    return lg[..., 1] - lg[..., 0]

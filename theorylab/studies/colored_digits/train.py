@@ -1,0 +1,136 @@
+"""Pre-training Psi0 on a proxy task, then fine-tuning it on every colour task with the head frozen.
+
+Psi0 (stands in for the paper's ImageNet-pre-trained ViT): the body and a separate 10-way head learn
+digit identity on the training images, each image coloured red or green uniformly at random afresh at
+every step; the colour then carries no information, so Psi0 knows shapes but no colour-label link.
+The 10-way head is discarded. Fine-tuning: every task (distinct colour agreement p, config.task_ps)
+starts from the same Psi0 with the same (lr, B, steps); the body is trained, the shared 2-way head
+stays frozen. AdamW (the paper's optimiser) on stacked ensemble weights is exactly per-model AdamW:
+the loss is a sum of per-model losses and AdamW acts elementwise. Models are task-major: t * E + e.
+
+Stored per cell: "psi0/<name>" (every tensor of Psi0, heads included) and "ft/<p>/<name>" (the
+fine-tuned body of task p).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from theorylab.core.ensemble import shared_value
+from theorylab.core.progress import Bars
+from theorylab.core.study import GroupResult
+from theorylab.core.train import curve_steps
+from theorylab.studies.colored_digits.config import ColoredDigitsConfig
+from theorylab.studies.colored_digits.data import load_split, rng_for
+from theorylab.studies.colored_digits.model import body_keys, init_params, logits, pre_logits, shapes
+
+
+def bytes_per_model(cfg: ColoredDigitsConfig) -> int:
+    """Rough peak training memory of one cell (all its tasks): activations, weights, AdamW state."""
+    n_tok = (8 // cfg.patch) ** 2
+    act = cfg.B * n_tok * (8 * cfg.width + 2 * cfg.mlp + 2 * n_tok * cfg.heads) * 4 * cfg.depth
+    weights = sum(torch.Size(s).numel() for s in shapes(cfg).values()) * 4
+    return len(cfg.task_ps) * (6 * act + 5 * weights) + 6 * act
+
+
+def task_key(p: float) -> str:
+    return f"ft/{p:g}/"
+
+
+def adamw(params: dict[str, torch.Tensor], trainable: list[str], loss_fn: Callable, steps: int, lr: float,
+          weight_decay: float, curve_points: int, on_step: Callable[[int], None]):
+    """AdamW on every model at once; loss_fn(params, step) -> {"loss": [M], "acc": [M]}.
+    Returns (params, curve steps, curves {name: [T, M]})."""
+    params = {k: v.detach().clone() for k, v in params.items()}
+    for k in trainable:
+        params[k].requires_grad_(True)
+    opt = torch.optim.AdamW([params[k] for k in trainable], lr=lr, weight_decay=weight_decay)
+    marks = set(curve_steps(steps, curve_points))
+    rows: dict[str, list[torch.Tensor]] = {}
+    for step in range(steps + 1):
+        with torch.set_grad_enabled(step < steps):
+            out = loss_fn(params, step)
+        if step in marks:
+            for k, v in out.items():
+                rows.setdefault(k, []).append(v.detach().float().cpu())
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        out["loss"].sum().backward()
+        opt.step()
+        on_step(step + 1)
+    return ({k: v.detach() for k, v in params.items()}, sorted(marks), {k: torch.stack(v) for k, v in rows.items()})
+
+
+def _tile(x: torch.Tensor, T: int) -> torch.Tensor:
+    return x.repeat(T, *([1] * (x.dim() - 1)))  # [E, ...] -> [T*E, ...], task-major
+
+
+def pretrain(cfgs: Sequence[ColoredDigitsConfig], device, bars: Bars):
+    """Psi0 [E, ...] and its curves (10-way cross-entropy and accuracy on the proxy task)."""
+    cfg, E = cfgs[0], len(cfgs)
+    rng = rng_for(cfgs, device)
+    tr = load_split(cfgs, "train", device)
+    N = tr.y.numel()
+    params = init_params(cfgs, rng, device)
+    trainable = [k for k in params if k != "head.w"]
+
+    def loss_fn(p, step):
+        idx = rng.randint(N, (cfg.B,), "batch", "pretrain", step).to(device)  # [E, B]
+        red = rng.uniform((N,), "pretrain colour", step).to(device) < 0.5  # colour independent of everything
+        lg = pre_logits(p, tr.painted(red, idx), cfg.patch, cfg.heads)  # [E, B, 10]
+        target = tr.digit[idx]  # [E, B]
+        ce = F.cross_entropy(lg.flatten(0, 1), target.flatten(), reduction="none").reshape(E, -1).mean(1)
+        return {"loss": ce, "acc": (lg.argmax(-1) == target).float().mean(1)}
+
+    with bars.task(f"colored_digits: pretrain {E} model(s) x {cfg.pretrain_steps} steps", cfg.pretrain_steps,
+                   models=E) as advance:
+        return adamw(params, trainable, loss_fn, cfg.pretrain_steps, cfg.pretrain_lr, cfg.weight_decay,
+                     cfg.curve_points, advance)
+
+
+def finetune(cfgs: Sequence[ColoredDigitsConfig], psi0: dict[str, torch.Tensor], ps: Sequence[float], device,
+             bars: Bars, steps: int | None = None):
+    """Fine-tune Psi0's body on each task p (head frozen); models task-major [len(ps) * E, ...]."""
+    cfg, E, T = cfgs[0], len(cfgs), len(ps)
+    rng = rng_for(cfgs, device)
+    tr = load_split(cfgs, "train", device)
+    N = tr.y.numel()
+    reds = [tr.colours(rng, "train", p) for p in ps]  # [E, N] each, fixed per task
+    body = body_keys(psi0)
+    start = {k: _tile(psi0[k], T) for k in body}
+    head = _tile(psi0["head.w"], T)
+    steps = cfg.steps if steps is None else steps
+
+    def loss_fn(p, step):
+        idx = [rng.randint(N, (cfg.B,), "batch", "finetune", float(q), step).to(device) for q in ps]  # [E, B] each
+        X = torch.cat([tr.painted(red, i) for red, i in zip(reds, idx)])  # [T*E, B, 2, 8, 8]
+        y = torch.cat([tr.y[i] for i in idx])  # [T*E, B]
+        lg = logits(p, head, X, cfg.patch, cfg.heads)  # [T*E, B, 2]
+        ce = F.cross_entropy(lg.flatten(0, 1), (y > 0).long().flatten(), reduction="none").reshape(T * E, -1).mean(1)
+        return {"loss": ce, "acc": (lg.argmax(-1) == (y > 0).long()).float().mean(1)}
+
+    with bars.task(f"colored_digits: fine-tune {T * E} model(s) x {steps} steps", steps, models=T * E) as advance:
+        return adamw(start, body, loss_fn, steps, cfg.lr, cfg.weight_decay, cfg.curve_points, advance)
+
+
+def train_group(cfgs: Sequence[ColoredDigitsConfig], device: torch.device, bars: Bars) -> GroupResult:
+    t0 = time.perf_counter()
+    E = len(cfgs)
+    ps = shared_value(cfgs, "task_ps")
+    psi0, pre_steps, pre_curves = pretrain(cfgs, device, bars)
+    ft, ft_steps, ft_curves = finetune(cfgs, psi0, ps, device, bars)
+    out = {f"psi0/{k}": v for k, v in psi0.items()}
+    for t, p in enumerate(ps):
+        out.update({task_key(p) + k: v[t * E : (t + 1) * E] for k, v in ft.items()})
+    metrics, curves = [], []
+    for e in range(E):
+        metrics.append({"pretrain_acc": float(pre_curves["acc"][-1, e]),
+                        **{f"train_acc_{p:g}": float(ft_curves["acc"][-1, t * E + e]) for t, p in enumerate(ps)}})
+        curves.append({"pretrain_step": pre_steps, "pretrain_loss": pre_curves["loss"][:, e].tolist(),
+                       "step": ft_steps, **{f"{k}_{p:g}": ft_curves[k][:, t * E + e].tolist()
+                                            for k in ("loss", "acc") for t, p in enumerate(ps)}})
+    return GroupResult(out, metrics, curves, ["done"] * E, time.perf_counter() - t0)
