@@ -91,7 +91,7 @@ def test_lambda_zero_merge_is_psi0_plus_dpsi_t1():
     assert acc.shape == (2, 2) and bool(((acc >= 0) & (acc <= 1)).all())
 
 
-@pytest.mark.parametrize("field,value", [("patch", 3), ("width", 33), ("p_T1", 1.5), ("lr", 0.0)])
+@pytest.mark.parametrize("field,value", [("patch", 3), ("width", 33), ("p_T1", 1.5), ("lr", 0.0), ("pretrain_task", "jigsaw")])
 def test_bad_config_names_field(field, value):
     with pytest.raises(ConfigError, match=field):
         make_config(ColoredDigitsConfig, {field: value})
@@ -133,3 +133,14 @@ def test_claims_end_to_end_small(tmp_path):
 def test_claims_quick_size():
     ctx = ClaimContext(get_study("colored_digits"), "quick", 5, CPU)
     _check_outcomes({r.claim.id: r for r in run_claims(ctx)}, 5)
+
+
+def test_rotation_pretraining_targets_are_the_applied_turns():
+    """pretrain_task=rotation: the 4-way target is the number of quarter turns actually applied."""
+    from theorylab.core.progress import QUIET
+    from theorylab.studies.colored_digits.train import pretrain
+
+    cfgs = [ColoredDigitsConfig(seed=s, pretrain_task="rotation", pretrain_steps=30, curve_points=3) for s in range(2)]
+    _, _, curves = pretrain(cfgs, torch.device("cpu"), QUIET)
+    assert curves["loss"].shape[1] == 2
+    assert float(curves["loss"][-1].mean()) < 1.2 < float(torch.log(torch.tensor(4.0)))  # below chance CE ln 4

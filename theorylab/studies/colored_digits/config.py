@@ -7,7 +7,7 @@ odd -> red and even -> green. Tasks with equal p are the same task (same coloure
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -41,6 +41,10 @@ class ColoredDigitsConfig(StudyConfig):
     mlp: int = Field(64, ge=4, le=4096, description="MLP hidden width")
     head_seed: int = Field(0, ge=0, description="the frozen 2-way head is drawn once from this seed (same for all models)")
     # pre-training Psi0: 10-way digit identity on randomly coloured images (separate head, discarded)
+    pretrain_task: Literal["digit", "rotation"] = Field(
+        "digit", description="proxy pre-training task: 'digit' (10-way identity) or 'rotation' (4-way: which multiple "
+        "of 90 degrees the image was rotated by; generic shape features without digit labels, closer to an "
+        "ImageNet backbone that knows nothing of parity) [D]")
     pretrain_steps: int = Field(300, ge=0, le=1_000_000, description="AdamW steps of the proxy pre-training [D]")
     pretrain_lr: float = Field(3e-3, gt=0, le=1.0, description="pre-training learning rate [D]")
     # fine-tuning per task from Psi0, head frozen

@@ -1,8 +1,9 @@
 """Pre-training Psi0 on a proxy task, then fine-tuning it on every colour task with the head frozen.
 
 Psi0 (stands in for the paper's ImageNet-pre-trained ViT): the body and a separate 10-way head learn
-digit identity on the training images, each image coloured red or green uniformly at random afresh at
-every step; the colour then carries no information, so Psi0 knows shapes but no colour-label link.
+digit identity (or, with pretrain_task = "rotation", the image's rotation by a multiple of 90 degrees) on
+the training images, each image coloured red or green uniformly at random afresh at every step; the colour
+then carries no information, so Psi0 knows shapes but no colour-label link.
 The 10-way head is discarded. Fine-tuning: every task (distinct colour agreement p, config.task_ps)
 starts from the same Psi0 with the same (lr, B, steps); the body is trained, the shared 2-way head
 stays frozen. AdamW (the paper's optimiser) on stacked ensemble weights is exactly per-model AdamW:
@@ -81,8 +82,15 @@ def pretrain(cfgs: Sequence[ColoredDigitsConfig], device, bars: Bars):
     def loss_fn(p, step):
         idx = rng.randint(N, (cfg.B,), "batch", "pretrain", step).to(device)  # [E, B]
         red = rng.uniform((N,), "pretrain colour", step).to(device) < 0.5  # colour independent of everything
-        lg = pre_logits(p, tr.painted(red, idx), cfg.patch, cfg.heads)  # [E, B, 10]
-        target = tr.digit[idx]  # [E, B]
+        X = tr.painted(red, idx)  # [E, B, 2, 8, 8]
+        if cfg.pretrain_task == "rotation":  # 4-way: the first 4 of the pre-training head's 10 outputs
+            target = rng.randint(4, (cfg.B,), "rotation", step).to(device)  # [E, B]
+            turns = torch.stack([torch.rot90(X, r, dims=(-2, -1)) for r in range(4)])  # [4, E, B, 2, 8, 8]
+            X = turns.gather(0, target[None, :, :, None, None, None].expand(1, *X.shape))[0]
+            lg = pre_logits(p, X, cfg.patch, cfg.heads)[..., :4]  # [E, B, 4]
+        else:
+            target = tr.digit[idx]  # [E, B]
+            lg = pre_logits(p, X, cfg.patch, cfg.heads)  # [E, B, 10]
         ce = F.cross_entropy(lg.flatten(0, 1), target.flatten(), reduction="none").reshape(E, -1).mean(1)
         return {"loss": ce, "acc": (lg.argmax(-1) == target).float().mean(1)}
 
