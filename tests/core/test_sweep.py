@@ -135,3 +135,17 @@ def test_two_concurrent_sweeps_into_one_store(tmp_path, tiny, sweep_cmd, cli_env
     solo = train_cells(icl, expand_grid(icl, "quick", tiny, {"seed": [5]}), Store(":memory:"), CPU)
     stored = Store(store).get_cells(list(solo), with_params=True)
     assert_same_cells(solo, stored, list(solo))
+
+
+def test_sweep_counts_every_training_phase_of_a_cell():
+    """A study that pre-trains and then fine-tunes several tasks reports all of those steps."""
+    from theorylab.core.sweep import model_steps
+
+    tv = get_study("task_vectors")
+    cfg = tv.config("quick", pretrain_steps=30, steps=20)
+    assert model_steps(tv, cfg) == 30 + 2 * 20
+    cd = get_study("colored_digits")
+    c = cd.config("quick")
+    assert model_steps(cd, c) == c.pretrain_steps + c.steps * len(c.task_ps)
+    icl = get_study("icl")
+    assert model_steps(icl, icl.config("quick", steps=7)) == 7

@@ -35,6 +35,7 @@ class Study:
     claims: list = field(default_factory=list)  # list[core.claims.Claim]
     plots: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)  # figure name -> fn(data, path)
     bytes_per_model: Callable[[StudyConfig], int] | None = None  # memory estimate for auto-chunking
+    model_steps: Callable[[StudyConfig], int] | None = None  # optimizer steps one cell takes (default: cfg.steps)
 
     def config(self, size: str = "quick", **overrides: Any) -> StudyConfig:
         if size not in self.sizes:

@@ -58,8 +58,10 @@ def plan_chunks(study: Study, cfgs: Sequence[StudyConfig], budget: int, max_mode
     return chunks
 
 
-def model_steps(cfg: StudyConfig) -> int:
-    return int(getattr(cfg, "steps", 1))
+def model_steps(study: Study, cfg: StudyConfig) -> int:
+    """Optimizer steps of one cell (what the sweep's rate and ETA count): the study's own count when it
+    trains in several phases, else cfg.steps."""
+    return int(study.model_steps(cfg)) if study.model_steps else int(getattr(cfg, "steps", 1))
 
 
 def result_cells(study: Study, chunk: Sequence[StudyConfig], res: GroupResult, device: torch.device | str,
@@ -106,13 +108,13 @@ def sweep(study: Study, cfgs: Sequence[StudyConfig], store: Store, backend=None,
     todo = [c for c in unique if c.hash not in done]
     chunks = plan_chunks(study, todo, backend.budget(), max_models, backend.workers) if todo else []
     if progress is not None:
-        progress.start(len(unique), len(done), sum(model_steps(c) for c in todo))
+        progress.start(len(unique), len(done), sum(model_steps(study, c) for c in todo))
         bars = progress
     trained = written = steps = 0
     for chunk, res in backend.map(study, _still_pending(chunks, store, with_params), bars):
         written += store.put_cells(result_cells(study, chunk, res, backend.device, keep_params))
         trained += len(chunk)
-        n_steps = sum(model_steps(c) for c in chunk)
+        n_steps = sum(model_steps(study, c) for c in chunk)
         steps += n_steps
         if progress is not None:
             progress.chunk_done(len(chunk), n_steps)
@@ -150,6 +152,7 @@ class SweepProgress(Bars):
     def __init__(self, enabled: bool = True):  # Bars' entry/exit, its own columns
         self.enabled = enabled
         self.cells = self.total_cells = self.base = 0
+        self._phase = 0  # model-steps of the running chunk's finished phases (e.g. pre-training, then fine-tuning)
         self._progress = Progress(TextColumn("sweep"), BarColumn(), TextColumn("{task.fields[cells]}"),
                                   _ModelStepRate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                   console=console, disable=not enabled)
@@ -165,18 +168,21 @@ class SweepProgress(Bars):
     @contextmanager
     def task(self, description: str, total: int, models: int = 1):
         last = [0.0]
+        start = self.base + self._phase
 
         def advance_to(step: int) -> None:
             now = time.perf_counter()
             if now - last[0] > 0.2:  # rich redraws are costly inside a hot loop
-                self._progress.update(self._task, completed=self.base + step * models)
+                self._progress.update(self._task, completed=start + step * models)
                 last[0] = now
 
         yield advance_to
+        self._phase += total * models
 
     def chunk_done(self, cells: int, steps: int) -> None:
         self.cells += cells
         self.base += steps
+        self._phase = 0
         self._progress.update(self._task, completed=self.base, cells=self._cells_text())
 
 

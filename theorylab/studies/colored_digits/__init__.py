@@ -15,4 +15,5 @@ def study() -> Study:
         paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
         config_cls=ColoredDigitsConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+        model_steps=lambda c: c.pretrain_steps + c.steps * len(c.task_ps),  # pre-training, then each task
     )

@@ -6,6 +6,7 @@ from theorylab.core.study import Study, register_study
 def study() -> Study:
     from theorylab.studies.task_vectors.claims import CLAIMS
     from theorylab.studies.task_vectors.config import FULL, QUICK, TaskVectorConfig
+    from theorylab.studies.task_vectors.data import TASKS
     from theorylab.studies.task_vectors.plots import PLOTS
     from theorylab.studies.task_vectors.train import bytes_per_model, train_group
 
@@ -15,4 +16,5 @@ def study() -> Study:
         paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
         config_cls=TaskVectorConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+        model_steps=lambda c: c.pretrain_steps + c.steps * len(TASKS),  # Psi0, then each task from it
     )
