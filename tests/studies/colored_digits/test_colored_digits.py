@@ -144,3 +144,24 @@ def test_rotation_pretraining_targets_are_the_applied_turns():
     _, _, curves = pretrain(cfgs, torch.device("cpu"), QUIET)
     assert curves["loss"].shape[1] == 2
     assert float(curves["loss"][-1].mean()) < 1.2 < float(torch.log(torch.tensor(4.0)))  # below chance CE ln 4
+
+
+def test_a_diverging_model_is_recorded_and_spares_the_others(monkeypatch):
+    import theorylab.studies.colored_digits.train as train
+    from theorylab.core.progress import QUIET
+
+    cfgs = [ColoredDigitsConfig(seed=s, pretrain_steps=5, steps=3, curve_points=2) for s in range(2)]
+    alone = train.train_group(cfgs[:1], torch.device("cpu"), QUIET)
+    init = train.init_params
+
+    def poisoned(cfgs, rng, device):  # model 1 starts with a NaN weight
+        p = init(cfgs, rng, device)
+        if len(cfgs) == 2:
+            p["patch.w"][1, 0, 0] = float("nan")
+        return p
+
+    monkeypatch.setattr(train, "init_params", poisoned)
+    res = train.train_group(cfgs, torch.device("cpu"), QUIET)
+    assert res.status == ["done", "diverged"] and alone.status == ["done"]
+    for k, v in alone.params.items():
+        torch.testing.assert_close(res.params[k][0], v[0], atol=1e-5, rtol=0)

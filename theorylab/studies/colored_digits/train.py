@@ -141,4 +141,7 @@ def train_group(cfgs: Sequence[ColoredDigitsConfig], device: torch.device, bars:
         curves.append({"pretrain_step": pre_steps, "pretrain_loss": pre_curves["loss"][:, e].tolist(),
                        "step": ft_steps, **{f"{k}_{p:g}": ft_curves[k][:, t * E + e].tolist()
                                             for k in ("loss", "acc") for t, p in enumerate(ps)}})
-    return GroupResult(out, metrics, curves, ["done"] * E, time.perf_counter() - t0)
+    # AdamW acts elementwise on independent models, so a model that diverges only ruins its own weights: record it
+    finite = torch.stack([torch.isfinite(v).flatten(1).all(1) for v in out.values()]).all(0)  # [E]
+    return GroupResult(out, metrics, curves, ["done" if ok else "diverged" for ok in finite.tolist()],
+                       time.perf_counter() - t0)
