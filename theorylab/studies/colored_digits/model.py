@@ -60,11 +60,22 @@ def init_params(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device) -
     return out
 
 
-def _lin(x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
+def _lin(x: torch.Tensor, p: dict, name: str, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [*, E, B, N, i] @ W [*, E, i, o] + b [*, E, o] -> [*, E, B, N, o] (one matmul per model)."""
     B, N = x.shape[-3:-1]
-    y = x.flatten(-3, -2) @ p[name + ".w"] + p[name + ".b"][..., None, :]  # [*, E, B*N, o]
+    b = p[name + ".b"] if bias is None else bias
+    y = x.flatten(-3, -2) @ p[name + ".w"] + b[..., None, :]  # [*, E, B*N, o]
     return y.unflatten(-2, (B, N))
+
+
+def _without_key_bias(qkv_b: torch.Tensor) -> torch.Tensor:
+    """[*, E, 3D] -> the same with the key third zeroed. A key bias adds q.b_k to every score of a query,
+    which softmax ignores: its true gradient is 0, and AdamW would turn the rounding noise there into
+    lr-sized steps that differ between an ensemble and a model trained alone. Zeroed, it stays exactly 0."""
+    D = qkv_b.shape[-1] // 3
+    keep = torch.ones(3 * D, dtype=qkv_b.dtype, device=qkv_b.device)
+    keep[D : 2 * D] = 0
+    return qkv_b * keep
 
 
 def _ln(x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
@@ -87,7 +98,7 @@ def features(p: dict[str, torch.Tensor], X: torch.Tensor, patch: int, heads: int
     depth = sum(1 for k in p if k.endswith("attn.qkv.w"))
     for l in range(depth):
         b = f"blocks.{l}."
-        qkv = _lin(_ln(h, p, b + "ln1"), p, b + "attn.qkv")  # [*, E, B, N, 3D]
+        qkv = _lin(_ln(h, p, b + "ln1"), p, b + "attn.qkv", _without_key_bias(p[b + "attn.qkv.b"]))  # [*, E, B, N, 3D]
         q, k, v = (t.unflatten(-1, (heads, -1)).transpose(-2, -3) for t in qkv.chunk(3, dim=-1))  # [*, E, B, H, N, dh]
         o = F.scaled_dot_product_attention(q, k, v).transpose(-2, -3).flatten(-2)  # [*, E, B, N, D]
         h = h + _lin(o, p, b + "attn.proj")
