@@ -1,12 +1,10 @@
 """Claims: a theorem's prediction as a runnable check with measured numbers and a verdict."""
 from __future__ import annotations
 
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,8 +52,8 @@ class ClaimContext:
         """Stacked weights [E, ...] and the per-model cell records (trained now if not in the store)."""
         key = "trained:" + ",".join(c.hash for c in cfgs)
         if key not in self.cache:
-            if self.store is None:  # no store given: a private throw-away one (SQLite ':memory:' is per connection)
-                self.store = Store(Path(tempfile.mkdtemp(prefix="theorylab-")) / "store.sqlite")
+            if self.store is None:  # no store given: a private throw-away one
+                self.store = Store(":memory:")
             store = self.store
             cells = train_cells(self.study, cfgs, store, self.device, self.bars)
             self.cache[key] = (stack_params(cells, cfgs, self.device), [cells[c.hash] for c in cfgs])
