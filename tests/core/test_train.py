@@ -39,3 +39,24 @@ def test_nan_in_one_model_freezes_it_and_spares_the_others():
 def test_curve_steps_cover_both_ends():
     assert curve_steps(100, 10)[0] == 0 and curve_steps(100, 10)[-1] == 100
     assert curve_steps(7, 50) == list(range(8))
+
+
+def test_adamw_on_an_ensemble_is_per_model_adamw():
+    from theorylab.core.train import adamw
+
+    torch.manual_seed(0)
+    target = torch.randn(3, 5)
+    start = {"w": torch.randn(3, 5)}
+    start["w"][2, 0] = float("nan")  # model 2 is broken from the start
+
+    def loss_fn(p, step):  # [E]
+        return {"loss": ((p["w"] - target) ** 2).mean(1)}
+
+    together, marks, curves = adamw(start, ["w"], loss_fn, 20, 0.1, 0.01, 4, lambda s: None)
+    assert marks[0] == 0 and marks[-1] == 20 and curves["loss"].shape == (len(marks), 3)
+    for e in range(2):
+        alone, _, _ = adamw({"w": start["w"][e : e + 1]}, ["w"],
+                            lambda p, s: {"loss": ((p["w"] - target[e : e + 1]) ** 2).mean(1)}, 20, 0.1, 0.01, 4,
+                            lambda s: None)
+        torch.testing.assert_close(together["w"][e], alone["w"][0], atol=1e-6, rtol=0)
+    assert not torch.isfinite(together["w"][2]).all()

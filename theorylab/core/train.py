@@ -80,3 +80,31 @@ def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_f
     params = {k: v.detach() for k, v in params.items()}
     curves = {k: torch.stack(v).cpu() for k, v in rows.items()}
     return TrainResult(params, marks, curves, diverged_at.cpu(), time.perf_counter() - t0)
+
+
+def adamw(params: dict[str, torch.Tensor], trainable: list[str], loss_fn: Callable, steps: int, lr: float,
+          weight_decay: float, curve_points: int, on_step: Callable[[int], None]):
+    """AdamW (torch's) on every model at once, for studies whose paper fine-tunes with AdamW.
+
+    The loss is a sum of per-model losses and AdamW acts elementwise, so this is exactly per-model AdamW
+    with a shared lr; a model that diverges ruins only its own weights (callers record it).
+    loss_fn(params, step) -> {"loss": [M], ...}. Returns (params, curve steps, curves {name: [T, M]})."""
+    params = {k: v.detach().clone() for k, v in params.items()}
+    for k in trainable:
+        params[k].requires_grad_(True)
+    opt = torch.optim.AdamW([params[k] for k in trainable], lr=lr, weight_decay=weight_decay)
+    marks = set(curve_steps(steps, curve_points))
+    rows: dict[str, list[torch.Tensor]] = {}
+    for step in range(steps + 1):
+        with torch.set_grad_enabled(step < steps):
+            out = loss_fn(params, step)
+        if step in marks:
+            for k, v in out.items():
+                rows.setdefault(k, []).append(v.detach().float().cpu())
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        out["loss"].sum().backward()
+        opt.step()
+        on_step(step + 1)
+    return ({k: v.detach() for k, v in params.items()}, sorted(marks), {k: torch.stack(v) for k, v in rows.items()})

@@ -15,7 +15,7 @@ fine-tuned body of task p).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from theorylab.core.ensemble import shared_value
 from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult
-from theorylab.core.train import curve_steps
+from theorylab.core.train import adamw
 from theorylab.studies.colored_digits.config import ColoredDigitsConfig
 from theorylab.studies.colored_digits.data import load_split, rng_for
 from theorylab.studies.colored_digits.model import body_keys, init_params, logits, pre_logits, shapes
@@ -39,31 +39,6 @@ def bytes_per_model(cfg: ColoredDigitsConfig) -> int:
 
 def task_key(p: float) -> str:
     return f"ft/{p:g}/"
-
-
-def adamw(params: dict[str, torch.Tensor], trainable: list[str], loss_fn: Callable, steps: int, lr: float,
-          weight_decay: float, curve_points: int, on_step: Callable[[int], None]):
-    """AdamW on every model at once; loss_fn(params, step) -> {"loss": [M], "acc": [M]}.
-    Returns (params, curve steps, curves {name: [T, M]})."""
-    params = {k: v.detach().clone() for k, v in params.items()}
-    for k in trainable:
-        params[k].requires_grad_(True)
-    opt = torch.optim.AdamW([params[k] for k in trainable], lr=lr, weight_decay=weight_decay)
-    marks = set(curve_steps(steps, curve_points))
-    rows: dict[str, list[torch.Tensor]] = {}
-    for step in range(steps + 1):
-        with torch.set_grad_enabled(step < steps):
-            out = loss_fn(params, step)
-        if step in marks:
-            for k, v in out.items():
-                rows.setdefault(k, []).append(v.detach().float().cpu())
-        if step == steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        out["loss"].sum().backward()
-        opt.step()
-        on_step(step + 1)
-    return ({k: v.detach() for k, v in params.items()}, sorted(marks), {k: torch.stack(v) for k, v in rows.items()})
 
 
 def _tile(x: torch.Tensor, T: int) -> torch.Tensor:
