@@ -1,4 +1,8 @@
 """The Ray backend on a local Ray instance gives the same cells as the local backend."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -41,10 +45,6 @@ def test_ray_matches_local(local_ray, tmp_path, tiny, one_thread):
 
 def test_sweep_cli_joins_an_existing_cluster_by_address(tmp_path, sweep_cmd):
     """`theorylab sweep --backend ray --address ADDR` against a cluster another process started."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}  # a plain local test cluster
     head = subprocess.Popen(
         [sys.executable, "-c", "import ray, sys, time; ctx = ray.init(num_cpus=2, include_dashboard=False); "

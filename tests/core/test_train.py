@@ -60,3 +60,18 @@ def test_adamw_on_an_ensemble_is_per_model_adamw():
                             lambda s: None)
         torch.testing.assert_close(together["w"][e], alone["w"][0], atol=1e-6, rtol=0)
     assert not torch.isfinite(together["w"][2]).all()
+
+
+def test_over_grid_fills_one_output_per_key_in_chunks():
+    from theorylab.core.ensemble import over_grid
+
+    calls = []
+
+    def fn(part):
+        calls.append(part)
+        x = torch.arange(part.start, part.stop, dtype=torch.float32)[:, None].expand(-1, 3)  # [g, E=3]
+        return {"a": x, 0.5: -x}
+
+    out = over_grid(10, elements_per_point=4, fn=fn, max_elements=12)  # 3 points per call
+    assert [(p.start, p.stop) for p in calls] == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert torch.equal(out["a"][:, 1], torch.arange(10.0)) and torch.equal(out[0.5], -out["a"])

@@ -65,17 +65,22 @@ def relative_update(task_vectors, base, groups: Groups, model_axis: bool = False
     return _squeeze(torch.stack(out), model_axis)
 
 
+def cross_task_from_gram(gram: Tensor) -> Tensor:
+    """gram [..., T, T] of task-vector inner products in one block -> [..., T]: 1 - mean_{u != t} cos(tau_t, tau_u).
+    Shared by the in-memory score below and the streaming one (theorylab.hf.lwptv), which accumulates gram."""
+    T = gram.shape[-1]
+    norms = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt().clamp_min(1e-12)  # [..., T]
+    cos = gram / (norms[..., :, None] * norms[..., None, :])
+    return 1 - (cos.sum(-1) - cos.diagonal(dim1=-2, dim2=-1)) / (T - 1)
+
+
 def cross_task(task_vectors, base, groups: Groups, model_axis: bool = False) -> Tensor:
-    T = len(task_vectors)
-    if T < 2:
+    if len(task_vectors) < 2:
         raise ValueError("the cross_task score needs at least two task vectors")
     per_layer = []
     for g in groups.values():
         x = torch.stack([_flat_group(tv, g, model_axis) for tv in task_vectors])  # [T, E, n_l]
-        x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        cos = torch.einsum("ten,uen->tue", x, x)  # [T, T, E]
-        mean_other = (cos.sum(1) - cos.diagonal(dim1=0, dim2=1).T) / (T - 1)  # [T, E]
-        per_layer.append(1 - mean_other)
+        per_layer.append(cross_task_from_gram(torch.einsum("ten,uen->etu", x, x)).T)  # [T, E]
     return _squeeze(torch.stack(per_layer, dim=1), model_axis)  # [T, L, E]
 
 

@@ -15,22 +15,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..edit.lwptv import Groups, LayerMasks, layer_groups, masks_from_scores
+from ..edit.lwptv import Groups, LayerMasks, cross_task_from_gram, layer_groups, masks_from_scores
 from ..edit.sparsify import magnitude_rule_chunked
 from .checkpoint import CheckpointReader
-
-
-def _row_blocks(reader: CheckpointReader, name: str, chunk_elems: int) -> Iterator[tuple[int, int]]:
-    info = reader.info(name)
-    step = max(1, chunk_elems // max(info.row_elems, 1))
-    for a in range(0, info.rows, step):
-        yield a, min(a + step, info.rows)
 
 
 def _deltas(base: CheckpointReader, model: CheckpointReader, names: Sequence[str], chunk_elems: int) -> Iterator[tuple[str, Tensor]]:
     """(tensor name, row block of model - base in float64) over ``names``."""
     for name in names:
-        for a, b in _row_blocks(base, name, chunk_elems):
+        for a, b in base.info(name).row_blocks(chunk_elems):
             yield name, model.read_rows(name, a, b).double() - base.read_rows(name, a, b).double()
 
 
@@ -42,7 +35,7 @@ def streaming_scores(base: CheckpointReader, models: Sequence[CheckpointReader],
     if score == "relative_update":
         tau_sq, base_sq = torch.zeros(T, L, dtype=torch.float64), torch.zeros(L, dtype=torch.float64)
         for name in layer_of:
-            for a, b in _row_blocks(base, name, chunk_elems):
+            for a, b in base.info(name).row_blocks(chunk_elems):
                 rows = base.read_rows(name, a, b).double()
                 base_sq[layer_of[name]] += rows.pow(2).sum()
                 for t, m in enumerate(models):
@@ -53,14 +46,11 @@ def streaming_scores(base: CheckpointReader, models: Sequence[CheckpointReader],
             raise ValueError("parameters.lwptv.score cross_task needs at least two models")
         gram = torch.zeros(L, T, T, dtype=torch.float64)
         for name in layer_of:
-            for a, b in _row_blocks(base, name, chunk_elems):
+            for a, b in base.info(name).row_blocks(chunk_elems):
                 rows = base.read_rows(name, a, b).double()
                 x = torch.stack([(m.read_rows(name, a, b).double() - rows).reshape(-1) for m in models])  # [T, n]
                 gram[layer_of[name]] += x @ x.T
-        norms = gram.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # [L, T]
-        cos = gram / (norms[:, :, None] * norms[:, None, :])
-        mean_other = (cos.sum(2) - cos.diagonal(dim1=1, dim2=2)) / (T - 1)  # [L, T]
-        return (1 - mean_other).T.float()
+        return cross_task_from_gram(gram).T.float()  # [L, T] -> [T, L]
     if score == "salient_mass":
         float_names = [n for n in base.names if base.info(n).dtype.is_floating_point]
         out = torch.zeros(T, L, dtype=torch.float64)

@@ -55,10 +55,6 @@ def _knobs(config: MergeConfig) -> MergeKnobs:
         sign_consensus=p.sign_consensus or base.sign_consensus)
 
 
-def _rows_per_chunk(info: TensorInfo, chunk_elems: int) -> int:
-    return max(1, chunk_elems // max(info.row_elems, 1))
-
-
 def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, config_dir: Path | None = None,
                       max_shard_bytes: int = 2 * 1024**3, chunk_elems: int = 1 << 22, overwrite: bool = False,
                       progress: bool = True, console: Console | None = None,
@@ -163,19 +159,17 @@ def _merge_one(name, base, models, writer, out_info, weights, densities, knobs, 
                layer_pattern, masked: frozenset[int] = frozenset()) -> None:
     """masked: models whose task vector is zero in this tensor (LwPTV), so every merge method sees tau = 0."""
     info = base.info(name)
-    step = _rows_per_chunk(info, chunk_elems)
     if not info.dtype.is_floating_point:  # integer buffers: copied from the base
-        for a in range(0, info.rows, step):
-            writer.write(name, base.read_rows(name, a, min(a + step, info.rows)))
+        for a, b in info.row_blocks(chunk_elems):
+            writer.write(name, base.read_rows(name, a, b))
         return
     tm = TensorMerge(name, weights, densities, knobs, lam=config.parameters.lambda_, seed=config.parameters.seed)
     if tm.needs_full_deltas:
         for t, m in enumerate(models):
-            tm.prepare(t, lambda m=m, t=t: _delta_chunks(base, m, name, info, step, t in masked))
+            tm.prepare(t, lambda m=m, t=t: _delta_chunks(base, m, name, info, chunk_elems, t in masked))
     group = group_name(name, layer_pattern)
     edit_sq = base_sq = 0.0
-    for a in range(0, info.rows, step):
-        b = min(a + step, info.rows)
+    for a, b in info.row_blocks(chunk_elems):
         base_rows = base.read_rows(name, a, b)
         work = torch.promote_types(info.dtype, torch.float32)
         deltas = [] if tm.is_identity else [
@@ -189,11 +183,10 @@ def _merge_one(name, base, models, writer, out_info, weights, densities, knobs, 
     report.base_sq[group] = report.base_sq.get(group, 0.0) + base_sq
 
 
-def _delta_chunks(base, model, name, info, step, masked: bool = False):
+def _delta_chunks(base, model, name, info, chunk_elems, masked: bool = False):
     """Row blocks of model - base, read afresh from disk (the magnitude threshold makes two passes)."""
     work = torch.promote_types(info.dtype, torch.float32)
-    for a in range(0, info.rows, step):
-        b = min(a + step, info.rows)
+    for a, b in info.row_blocks(chunk_elems):
         base_rows = base.read_rows(name, a, b).to(work)
         yield torch.zeros_like(base_rows) if masked else model.read_rows(name, a, b).to(work) - base_rows
 

@@ -37,9 +37,7 @@ def task_vector_cosines_streaming(model_a, model_b, base, layer_pattern: str = D
             for r, label in ((ra, "MODEL_A"), (rB, "MODEL_B")):
                 if name not in r or r.info(name).shape != info.shape:
                     raise ValueError(f"{label}: tensor {name!r} is missing or has a different shape than in BASE")
-            step = max(1, chunk_elems // max(info.row_elems, 1))
-            for a in range(0, info.rows, step):
-                b = min(a + step, info.rows)
+            for a, b in info.row_blocks(chunk_elems):
                 base_rows = rb.read_rows(name, a, b).double()
                 acc.add(group_name(name, layer_pattern), ra.read_rows(name, a, b).double() - base_rows,
                         rB.read_rows(name, a, b).double() - base_rows)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,12 @@ class TensorInfo:
     @property
     def rows(self) -> int:
         return self.shape[0] if self.shape else 1
+
+    def row_blocks(self, chunk_elems: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) row ranges of about ``chunk_elems`` elements each (at least one row)."""
+        step = max(1, chunk_elems // max(self.row_elems, 1))
+        for a in range(0, self.rows, step):
+            yield a, min(a + step, self.rows)
 
 
 class SafetensorsFile:

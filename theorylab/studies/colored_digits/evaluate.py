@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
+from theorylab.core.ensemble import over_grid
 from theorylab.edit import TaskVector, output_similarity
 from theorylab.studies.colored_digits.config import ColoredDigitsConfig
 from theorylab.studies.colored_digits.data import TaskData, task_data
 from theorylab.studies.colored_digits.model import HEADS, accuracy, logits, margin
 from theorylab.studies.colored_digits.train import task_key
-
-_MAX_ELEMENTS = 1 << 23  # floats of the largest activation per evaluation chunk
 
 
 @dataclass
@@ -55,16 +54,12 @@ def evaluate_grid(ex: Experiment, ps: Sequence[float], coefs: torch.Tensor, test
     """Accuracy [G, E] of every merge of the grid on each test set in test_ps."""
     cfg = ex.cfgs[0]
     E, n = ex.tests[test_ps[0]].y.shape
-    per = E * n * (8 // cfg.patch) ** 2 * max(3 * cfg.width, cfg.mlp)
-    chunk = max(1, _MAX_ELEMENTS // per)
-    # preallocated outputs, not lists of small chunk results: those keep glibc from reusing the freed heap
-    # (see task_vectors.evaluate.evaluate_grid, where RSS grew past 20 GB)
-    out = {q: torch.empty(coefs.shape[0], E, device=ex.head.device) for q in test_ps}
-    for i in range(0, coefs.shape[0], chunk):
-        w = merged(ex, ps, coefs[i : i + chunk])
-        for q in test_ps:
-            out[q][i : i + chunk] = accuracy(logits(w, ex.head, ex.tests[q].X, cfg.patch, cfg.heads), ex.tests[q].y)
-    return out
+
+    def chunk(part: slice) -> dict[float, torch.Tensor]:
+        w = merged(ex, ps, coefs[part])
+        return {q: accuracy(logits(w, ex.head, ex.tests[q].X, cfg.patch, cfg.heads), ex.tests[q].y) for q in test_ps}
+
+    return over_grid(coefs.shape[0], E * n * (8 // cfg.patch) ** 2 * max(3 * cfg.width, cfg.mlp), chunk)
 
 
 @torch.no_grad()

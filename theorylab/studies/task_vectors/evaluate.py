@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
+from theorylab.core.ensemble import over_grid
 from theorylab.edit import TaskVector, low_rank_state, prune_rows_state
 from theorylab.studies.task_vectors.config import TaskVectorConfig
 from theorylab.studies.task_vectors.data import TASKS, Batch, rng_for, sample, task_pattern
 from theorylab.studies.task_vectors.model import error, forward, hinge
-
-_MAX_ELEMENTS = 1 << 23  # floats of the largest activation per evaluation chunk
 
 
 @dataclass
@@ -75,14 +74,9 @@ def evaluate_grid(ex: Experiment, lambdas: torch.Tensor, task: str) -> dict[str,
     """Hinge loss and sign error [G, E] of every merge of the grid on `task`'s test set."""
     b = ex.tests[task]
     E, n, P, _ = b.X.shape
-    m = ex.a.shape[-1]
-    per_chunk = max(1, _MAX_ELEMENTS // (E * n * P * max(P, m)))
-    # written into preallocated outputs: a list of small per-chunk results, each allocated after the chunk's
-    # large activations, keeps glibc from reusing freed heap and grew RSS to > 20 GB on the full-size plane
-    loss = torch.empty(lambdas.shape[0], E, device=b.X.device)
-    err = torch.empty_like(loss)
-    for i in range(0, lambdas.shape[0], per_chunk):
-        f = forward(merged(ex, lambdas[i : i + per_chunk]), b.X)  # [g, E, n]
-        loss[i : i + per_chunk] = hinge(f, b.y)
-        err[i : i + per_chunk] = error(f, b.y)
-    return {"loss": loss, "error": err}
+
+    def chunk(part: slice) -> dict[str, torch.Tensor]:
+        f = forward(merged(ex, lambdas[part]), b.X)  # [g, E, n]
+        return {"loss": hinge(f, b.y), "error": error(f, b.y)}
+
+    return over_grid(lambdas.shape[0], E * n * P * max(P, ex.a.shape[-1]), chunk)
