@@ -1,4 +1,5 @@
 """The command line as a user meets it (typer's runner, in-process)."""
+import json
 import re
 
 from typer.testing import CliRunner
@@ -41,6 +42,25 @@ def test_run_writes_report_and_figures_then_report_redraws_from_the_store(tmp_pa
     assert (tmp_path / "again" / "report.md").read_text().count("| thm") >= 3
 
 
-def test_check_exits_1_when_a_claim_fails(tmp_path):
-    r = runner.invoke(app, ["check", "icl", *TINY, "--claim", "thm1_in_domain", "--store", str(tmp_path / "s.sqlite")])
-    assert r.exit_code == 1 and "FAILS" in r.output
+def test_check_exit_codes_follow_the_contract(tmp_path):
+    """0: all hold; 1: some fail; 3: none fails but some inconclusive; 2: bad input (nothing trains)."""
+    store = ["--store", str(tmp_path / "s.sqlite")]
+    r = runner.invoke(app, ["check", "icl", *TINY, "--claim", "prop1_attention", *store])
+    assert r.exit_code == 1 and "fails" in r.output  # 40 SGD steps concentrate no attention
+    # untrained-like models: the control (the untrained model) passes thm1's test too, so it shows nothing
+    r = runner.invoke(app, ["check", "icl", *TINY, "--claim", "thm1_in_domain", *store])
+    assert r.exit_code == 3 and "inconclusive" in r.output
+    r = runner.invoke(app, ["check", "icl", *TINY, "--claim", "nope", *store])
+    assert r.exit_code == 2 and "nope" in r.output and "thm1_in_domain" in r.output
+
+
+def test_check_json_prints_the_contract_fields(tmp_path):
+    r = runner.invoke(app, ["check", "icl", *TINY, "--claim", "prop1_attention", "--claim", "fig_pruning", "--json",
+                            "--store", str(tmp_path / "s.sqlite")])
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [x["claim"] for x in rows] == ["prop1_attention", "fig_pruning"]
+    for x in rows:
+        assert {"study", "claim", "theorem", "kind", "verdict", "seeds", "numbers", "interval"} <= set(x)
+        assert x["seeds"] == 2 and x["study"] == "icl"
+    assert rows[0]["kind"] == "mechanism" and rows[1]["kind"] == "figure"
+    assert rows[1]["verdict"] in ("agrees", "differs", "inconclusive")

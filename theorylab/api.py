@@ -17,16 +17,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from theorylab.core.claims import ClaimContext, run_claims
+from theorylab.core.claims import ClaimContext, run_claims, select_claims
 from theorylab.core.config import StudyConfig
 from theorylab.core.ensemble import resolve_device
 from theorylab.core.progress import QUIET, Bars
 from theorylab.core.store import DEFAULT_STORE, Store
 from theorylab.core.study import get_study, study_names
 from theorylab.core.sweep import stack_params, train_cells
-
-DEFAULT_SEEDS = {"quick": 5, "full": 10}
-
 
 @dataclass
 class Trained:
@@ -63,17 +60,17 @@ def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Pa
 
 def check(study: str, size: str = "quick", seeds: int | None = None, device: str = "auto",
           store: str | Path | Store | None = None, claims: list[str] | None = None, **overrides: Any) -> pd.DataFrame:
+    """One row per claim: verdict, kind, seeds passed, the key number's interval, the summary and numbers."""
     st = get_study(study)
     st.config(size, **overrides)  # fail early on bad input
-    ctx = ClaimContext(st, size, seeds or DEFAULT_SEEDS[size], resolve_device(device), _store(store), overrides)
-    rows = [{"claim": r.claim.id, "theorem": r.claim.theorem, "verdict": r.verdict, "passed": r.passed,
-             "summary": r.summary, "seconds": r.seconds, "numbers": r.outcome.numbers if r.outcome else None}
-            for r in run_claims(ctx, claims)]
-    return pd.DataFrame(rows)
+    select_claims(st, claims)
+    n = seeds or st.default_seeds.get(size, 5)
+    ctx = ClaimContext(st, size, n, resolve_device(device), _store(store), overrides)
+    return pd.DataFrame([r.row(st.name) for r in run_claims(ctx, claims, seeds_given=seeds is not None)])
 
 
 def results(store: str | Path | Store | None = None, study: str | None = None) -> pd.DataFrame:
     return _store(store).cells_df(study)
 
 
-__all__ = ["DEFAULT_SEEDS", "Trained", "check", "config", "get_study", "results", "study_names", "train"]
+__all__ = ["Trained", "check", "config", "get_study", "results", "study_names", "train"]

@@ -6,14 +6,16 @@ import torch
 from typer.testing import CliRunner
 
 from theorylab.cli import app
-from theorylab.core.bench import icl_train_seconds, run_bench
+from theorylab.core.bench import run_bench
+from theorylab.core.study import get_study
+from theorylab.studies.icl.bench import icl_train_seconds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KEYS = {"ensemble_model_steps_per_s", "naive_model_steps_per_s", "ratio", "device", "models"}
 
 
 def test_run_bench_reports_rates_and_ratio():
-    res = run_bench(torch.device("cpu"), models=4, steps=3, naive_models=2, repeats=1)
+    res = run_bench(get_study("icl"), torch.device("cpu"), models=4, steps=3, naive_models=2, repeats=1)
     assert KEYS <= set(res) and res["models"] == 4 and res["naive_models_timed"] == 2
     assert res["ensemble_model_steps_per_s"] > 0 and res["naive_model_steps_per_s"] > 0
     assert res["ratio"] == pytest.approx(res["ensemble_model_steps_per_s"] / res["naive_model_steps_per_s"])
@@ -26,6 +28,8 @@ def test_bench_cli_json():
     assert KEYS <= set(json.loads(res.output.strip().splitlines()[-1]))
     res = CliRunner().invoke(app, ["bench", "--device", "cpu", "--models", "0"])
     assert res.exit_code == 2 and "--models" in res.output
+    res = CliRunner().invoke(app, ["bench", "nosuchstudy", "--device", "cpu"])
+    assert res.exit_code == 2 and "icl" in res.output
 
 
 def test_bench_trains_the_reference_config():

@@ -41,25 +41,29 @@ def test_curve_steps_cover_both_ends():
     assert curve_steps(7, 50) == list(range(8))
 
 
-def test_adamw_on_an_ensemble_is_per_model_adamw():
-    from theorylab.core.train import adamw
+def test_adamw_on_an_ensemble_is_torch_adamw_per_model_with_per_model_lr():
+    from theorylab.core.train import AdamW
 
     torch.manual_seed(0)
     target = torch.randn(3, 5)
     start = {"w": torch.randn(3, 5)}
-    start["w"][2, 0] = float("nan")  # model 2 is broken from the start
+    start["w"][2, 0] = float("nan")  # model 2 is broken from the start: recorded, frozen, the others unaffected
+    lr = torch.tensor([0.1, 0.03, 0.1])
 
     def loss_fn(p, step):  # [E]
         return {"loss": ((p["w"] - target) ** 2).mean(1)}
 
-    together, marks, curves = adamw(start, ["w"], loss_fn, 20, 0.1, 0.01, 4, lambda s: None)
-    assert marks[0] == 0 and marks[-1] == 20 and curves["loss"].shape == (len(marks), 3)
+    res = train_ensemble(start, ["w"], loss_fn, lr, 20, optimizer=AdamW(0.01), curve_points=4)
+    assert res.curve_steps[0] == 0 and res.curve_steps[-1] == 20 and res.curves["loss"].shape == (len(res.curve_steps), 3)
     for e in range(2):
-        alone, _, _ = adamw({"w": start["w"][e : e + 1]}, ["w"],
-                            lambda p, s: {"loss": ((p["w"] - target[e : e + 1]) ** 2).mean(1)}, 20, 0.1, 0.01, 4,
-                            lambda s: None)
-        torch.testing.assert_close(together["w"][e], alone["w"][0], atol=1e-6, rtol=0)
-    assert not torch.isfinite(together["w"][2]).all()
+        w = start["w"][e].clone().requires_grad_(True)
+        opt = torch.optim.AdamW([w], lr=float(lr[e]), weight_decay=0.01, foreach=False)
+        for _ in range(20):
+            opt.zero_grad()
+            ((w - target[e]) ** 2).mean().backward()
+            opt.step()
+        torch.testing.assert_close(res.params["w"][e], w.detach(), atol=1e-6, rtol=0)
+    assert res.diverged_at.tolist() == [-1, -1, 0]
 
 
 def test_over_grid_fills_one_output_per_key_in_chunks():

@@ -1,11 +1,11 @@
-"""The sweep benchmark: model-steps per second of the ICL training step, ensemble vs one at a time.
+"""`theorylab bench STUDY`: model-steps per second of a study's training, ensemble vs one model at a time.
 
-Both paths run the same code (core.train.train_ensemble with the ICL study's prompts, model and
-hinge loss: fresh prompts every step, plain SGD, NaN guard), on the ICL reference config
-(B=64, l=20, d_X+d_Y=40, m=64); only the number of models per call differs: E at once, or 1 at a
-time in a Python loop (the way paper code trains). Evaluation and probes are not timed.
-The two paths are timed alternately and the best of `repeats` is kept, so a burst of load from
-other processes on a shared machine penalises neither side more than the other.
+Both paths run the same code; only the number of models per call differs: E at once, or 1 at a time in a
+Python loop (the way paper code trains). A study may time its bare training step (Study.bench: no
+evaluation, no probes); otherwise its whole train_group is timed at `steps` and at 1 step and the
+difference is the training time of steps - 1 steps (evaluation and set-up cancel out).
+The two paths are timed alternately and the best of `repeats` is kept, so a burst of load from other
+processes on a shared machine penalises neither side more than the other.
 """
 from __future__ import annotations
 
@@ -15,70 +15,67 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.config import StudyConfig
+from theorylab.core.progress import QUIET
 from theorylab.core.report import machine_description
-from theorylab.core.train import train_ensemble
-
-REFERENCE = {"B": 64, "l_tr": 20, "d_X": 30, "d_Y": 10, "m": 64}
+from theorylab.core.study import Study
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def icl_train_seconds(cfgs: Sequence, device: torch.device, steps: int, compile: bool = False) -> float:
-    """Wall seconds of `steps` SGD steps of the ICL models `cfgs`, trained as one ensemble."""
-    from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
-    from theorylab.studies.icl.evaluate import rng_for
-    from theorylab.studies.icl.model import TRAINABLE, forward, hinge, init_params
-
-    rng = rng_for(cfgs, device)
-    params = init_params(cfgs, rng, device)
-    world = in_domain_world(cfgs, device, split_tasks(cfgs[0])[0])
-    alpha, lr = scalar_tensor(cfgs, "alpha", device), scalar_tensor(cfgs, "lr", device)
-    B, L = shared_value(cfgs, "B"), shared_value(cfgs, "l_tr")
-
-    def model_loss(p, C, Q, z):  # [E, B, L, D], [E, B, D], [E, B] -> [E]
-        return hinge(forward(p, C, Q), z)
-
-    # the prompt sampler hashes stream names in Python, so only the model part can be compiled
-    model_loss = torch.compile(model_loss, dynamic=False) if compile else model_loss
-
-    def loss_fn(p, step):
-        pr = sample_prompts(world, rng, alpha, B, L, "train", step)
-        return {"loss": model_loss(p, pr.C, pr.Q, pr.z)}
-
-    _sync(device)
-    t0 = time.perf_counter()
-    train_ensemble(params, TRAINABLE, loss_fn, lr, steps, curve_points=1)
-    _sync(device)
-    return time.perf_counter() - t0
+def _model_steps(study: Study, cfg: StudyConfig) -> int:
+    return int(study.model_steps(cfg)) if study.model_steps else int(cfg.steps)
 
 
-def run_bench(device: torch.device, models: int = 64, steps: int = 200, naive_models: int | None = None,
+def train_seconds(study: Study, cfgs: Sequence[StudyConfig], device: torch.device, steps: int,
+                  compile: bool = False) -> tuple[float, int]:
+    """(seconds, model-steps) of `steps` training steps of `cfgs` as one ensemble."""
+    if study.bench is not None:
+        return study.bench(cfgs, device, steps, compile), len(cfgs) * steps
+    if steps < 2:
+        raise ValueError("--steps must be >= 2 for a study timed through its train_group")
+
+    def timed(n: int) -> tuple[float, int]:
+        group = [c.replace(steps=n) for c in cfgs]
+        sync(device)
+        t0 = time.perf_counter()
+        study.train_group(group, device, QUIET)
+        sync(device)
+        return time.perf_counter() - t0, sum(_model_steps(study, c) for c in group)
+
+    t_long, n_long = timed(steps)
+    t_short, n_short = timed(1)
+    return max(t_long - t_short, 1e-9), n_long - n_short
+
+
+def run_bench(study: Study, device: torch.device, models: int = 64, steps: int = 200, naive_models: int | None = None,
               repeats: int = 3, compile: bool = False) -> dict:
     """Model-steps/s of both paths (best of `repeats` alternating runs) and their ratio."""
-    from theorylab.studies.icl.config import ICLConfig
-
-    base = ICLConfig(**REFERENCE, steps=steps)
+    base = study.config("quick", **study.bench_config)
     cfgs = [base.replace(seed=i) for i in range(models)]
     k = min(models, naive_models or 8)
-    icl_train_seconds(cfgs, device, 2, compile)  # warm-up: allocator, kernels, compilation
-    icl_train_seconds(cfgs[:1], device, 2)
+    train_seconds(study, cfgs, device, 2, compile)  # warm-up: allocator, kernels, compilation
+    train_seconds(study, cfgs[:1], device, 2)
     ens, naive = [], []
     for _ in range(repeats):
-        ens.append(icl_train_seconds(cfgs, device, steps, compile))
-        naive.append(sum(icl_train_seconds([c], device, steps) for c in cfgs[:k]))
-    ens_rate = models * steps / min(ens)
-    naive_rate = k * steps / min(naive)
+        ens.append(train_seconds(study, cfgs, device, steps, compile))
+        alone = [train_seconds(study, [c], device, steps) for c in cfgs[:k]]
+        naive.append((sum(t for t, _ in alone), sum(n for _, n in alone)))
+    ens_rate = max(n / t for t, n in ens)
+    naive_rate = max(n / t for t, n in naive)
     return {
+        "study": study.name,
         "ensemble_model_steps_per_s": ens_rate,
         "naive_model_steps_per_s": naive_rate,
         "ratio": ens_rate / naive_rate,
         "device": f"{device} ({machine_description(str(device))})",
         "models": models,
         "steps": steps,
+        "timed": "training step only" if study.bench is not None else "train_group at steps minus at 1 step",
+        "config": study.bench_config,
         "naive_models_timed": k,
         "repeats": repeats,
         "torch_threads": torch.get_num_threads(),

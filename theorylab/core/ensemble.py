@@ -1,4 +1,4 @@
-"""Ensemble helpers: devices, per-model scalars as [E] tensors, the batched SGD step."""
+"""Ensemble helpers: devices, per-model scalars as [E] tensors, random streams, tiling tasks, grid evaluation."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable, Sequence
 import torch
 
 from theorylab.core.config import ConfigError, StudyConfig
+from theorylab.core.rng import EnsembleRNG, key_from_hash
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -38,17 +39,20 @@ def expand_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], *([1] * (like.dim() - 1)))
 
 
-@torch.no_grad()
-def sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: torch.Tensor,
-             active: torch.Tensor) -> torch.Tensor:
-    """In-place p <- p - lr_e * g for active models. Models whose gradient is not finite are
-    deactivated instead of updated; returns the new active mask [E]."""
-    for g in grads.values():
-        active = active & torch.isfinite(g).flatten(1).all(1)
-    step = lr * active  # [E]
-    for name, g in grads.items():
-        params[name].sub_(expand_to(step, g) * torch.nan_to_num(g))
-    return active
+def rng_for(cfgs: Sequence[StudyConfig], device) -> EnsembleRNG:
+    """One counter-based random stream per model, keyed by its config hash (core.rng)."""
+    return EnsembleRNG([key_from_hash(c.hash) for c in cfgs], device)
+
+
+def tile(x: torch.Tensor, T: int) -> torch.Tensor:
+    """[E, ...] -> [T*E, ...], task-major (model t*E + e is task t of model e): fine-tuning T tasks from one
+    pre-trained ensemble trains them as one ensemble."""
+    return x.repeat(T, *([1] * (x.dim() - 1)))
+
+
+def untile(x: torch.Tensor, T: int) -> torch.Tensor:
+    """[T*E, ...] -> [T, E, ...] (the inverse of tile's layout)."""
+    return x.reshape(T, x.shape[0] // T, *x.shape[1:])
 
 
 GRID_CHUNK_ELEMENTS = 1 << 23  # floats of the largest activation per chunk of a grid evaluation

@@ -27,13 +27,21 @@ def machine_description(device: str) -> str:
 def verdict_table(rows: list[dict], title: str = "claims") -> Table:
     """rows: dicts with study, claim, theorem, verdict, summary, seconds."""
     t = Table(title=title, show_lines=False)
-    for col in ("study", "claim", "theorem", "verdict", "measured", "s"):
+    for col in ("study", "claim", "kind", "theorem", "verdict", "measured", "s"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        style = "green" if r["verdict"] == "holds" else "bold red"
-        t.add_row(r["study"], r["claim"], r["theorem"], f"[{style}]{r['verdict']}[/]", r["summary"],
-                  f"{r['seconds']:.1f}")
+        t.add_row(r["study"], r["claim"], r.get("kind", ""), r["theorem"], f"[{VERDICT_STYLE.get(r['verdict'], 'bold red')}]"
+                  f"{r['verdict']}[/]", r["summary"], f"{r['seconds']:.1f}")
     return t
+
+
+VERDICT_STYLE = {"holds": "green", "agrees": "green", "fails": "bold red", "differs": "bold magenta",
+                 "inconclusive": "yellow", "ERROR": "bold red"}
+CONTRACT = ("Verdicts: each claim's test runs on every seed; `holds` (figure claims: `agrees`) when at least 80% of "
+            "the seeds pass, `fails` (`differs`) when at most 20% pass, `inconclusive` otherwise or when a theorem "
+            "check's control passes the same test. Diverged seeds count as failing. `theorem` claims test a theorem "
+            "in its own direction; `mechanism` claims what training does; `figure` claims a paper figure's shape "
+            "(differs = our experiment differs from the figure, not that a theorem fails).")
 
 
 def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict) -> Path:
@@ -52,9 +60,10 @@ def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict
     lines = [f"# {study.title}", "", f"Paper: {study.paper}", "",
              f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by theorylab "
              f"(size `{meta.get('size')}`, {meta.get('seeds')} seeds, {meta.get('machine')}).", "",
-             "| claim | theorem | verdict | measured | seconds |", "|---|---|---|---|---|"]
+             CONTRACT, "", "| claim | kind | theorem | verdict | measured | seconds |", "|---|---|---|---|---|---|"]
     for r in claim_rows:
-        lines.append(f"| {r['claim']} | {r['theorem']} | **{r['verdict']}** | {r['summary']} | {r['seconds']:.1f} |")
+        lines.append(f"| {r['claim']} | {r.get('kind', '')} | {r['theorem']} | **{r['verdict']}** | {r['summary']} | "
+                     f"{r['seconds']:.1f} |")
     tables = [(name, md) for r in claim_rows for name, md in ((r.get("numbers") or {}).get("tables") or {}).items()]
     if tables:  # a claim may return Markdown tables as numbers["tables"] = {title: markdown}
         lines += ["", "## Tables", ""]

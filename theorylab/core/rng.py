@@ -54,7 +54,10 @@ class EnsembleRNG:
     def E(self) -> int:
         return self.keys.numel()
 
-    def subset(self, index: torch.Tensor | Sequence[int]) -> "EnsembleRNG":
+    def subset(self, index: slice | torch.Tensor | Sequence[int]) -> "EnsembleRNG":
+        """The streams of some models (same numbers as they draw inside the full ensemble)."""
+        if isinstance(index, slice):
+            return EnsembleRNG(self.keys[index], self.device)
         return EnsembleRNG(self.keys[torch.as_tensor(index, device=self.device)], self.device)
 
     def _bits(self, shape: Sequence[int], stream: tuple) -> torch.Tensor:

@@ -24,6 +24,17 @@ class GroupResult:
 TrainGroup = Callable[[Sequence[StudyConfig], torch.device, Bars], GroupResult]
 
 
+def group_result(params: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor], curves: list[dict],
+                 diverged_at: torch.Tensor, seconds: float) -> GroupResult:
+    """Per-model records from ensemble tensors: metrics {name: [E]}, diverged_at [E] (-1: did not diverge).
+    A model whose final weights are not finite is recorded as diverged whatever diverged_at says."""
+    E = diverged_at.shape[0]
+    finite = torch.stack([torch.isfinite(v).flatten(1).all(1).cpu() for v in params.values()]).all(0)
+    rows = [{**{k: float(v[e]) for k, v in metrics.items()}, "diverged_at": int(diverged_at[e])} for e in range(E)]
+    status = ["diverged" if int(diverged_at[e]) >= 0 or not bool(finite[e]) else "done" for e in range(E)]
+    return GroupResult(params, rows, curves, status, seconds)
+
+
 @dataclass
 class Study:
     name: str
@@ -36,6 +47,14 @@ class Study:
     plots: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)  # figure name -> fn(data, path)
     bytes_per_model: Callable[[StudyConfig], int] | None = None  # memory estimate for auto-chunking
     model_steps: Callable[[StudyConfig], int] | None = None  # optimizer steps one cell takes (default: cfg.steps)
+    tiny: dict[str, Any] = field(default_factory=dict)  # overrides that train in about a second (conformance tests)
+    # max |ensemble forward - per-example reference| on trained weights (conformance tests)
+    forward_check: Callable[[Sequence[StudyConfig], dict[str, torch.Tensor], torch.device], float] | None = None
+    default_seeds: dict[str, int] = field(default_factory=lambda: {"quick": 5, "full": 10})
+    # seconds of `steps` bare training steps of an ensemble (no evaluation), for `theorylab bench STUDY`;
+    # None: bench times train_group (see core.bench)
+    bench: Callable[[Sequence[StudyConfig], torch.device, int, bool], float] | None = None
+    bench_config: dict[str, Any] = field(default_factory=dict)  # overrides of the quick config for bench
 
     def config(self, size: str = "quick", **overrides: Any) -> StudyConfig:
         if size not in self.sizes:

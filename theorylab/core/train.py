@@ -1,17 +1,67 @@
-"""The generic training loop over an ensemble: per-model losses, SGD, NaN guard, curves."""
+"""The one ensemble trainer: per-model losses, an optimizer acting per model, a NaN/inf guard, curves.
+
+Losses are per-model means, summed over models for one backward pass: models share no parameters, so
+each model's gradient is exactly its own, and both optimizers act elementwise with per-model ([E])
+learning rates. A model whose loss or gradient becomes non-finite is frozen at its last finite weights
+and recorded in `diverged_at`; the others carry on.
+"""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from theorylab.core.ensemble import sgd_step
+from theorylab.core.ensemble import expand_to
 
-# loss_fn(params, step) -> {"loss": [E], "error": [E], ...}: per-model means over the batch.
+# loss_fn(params, step) -> {"loss": [E], ...}: per-model means over the batch (other entries are curves).
 LossFn = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 # probe_fn(params, step) -> {name: [E]}: recorded at checkpoints (e.g. attention concentration).
 ProbeFn = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class SGD:
+    """p <- p - lr_e g (the papers' plain SGD)."""
+
+    def init(self, params: dict[str, torch.Tensor]) -> dict:
+        return {}
+
+    @torch.no_grad()
+    def update(self, params, grads, lr: torch.Tensor, state: dict, step: int) -> None:
+        for name, g in grads.items():
+            params[name].sub_(expand_to(lr, g) * g)
+
+
+@dataclass(frozen=True)
+class AdamW:
+    """torch.optim.AdamW's update (decoupled weight decay, bias correction), with per-model lr [E]."""
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def init(self, params: dict[str, torch.Tensor]) -> dict:
+        return {"m": {}, "v": {}}
+
+    @torch.no_grad()
+    def update(self, params, grads, lr: torch.Tensor, state: dict, step: int) -> None:
+        b1, b2 = self.betas
+        t = step + 1
+        step_size = lr / (1 - b1**t)  # [E]
+        bc2_sqrt = (1 - b2**t) ** 0.5
+        for name, g in grads.items():
+            p = params[name]
+            m = state["m"].setdefault(name, torch.zeros_like(p))
+            v = state["v"].setdefault(name, torch.zeros_like(p))
+            p.mul_(1 - expand_to(lr * self.weight_decay, p))
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            p.sub_(m / denom * expand_to(step_size, p))
+
+
+OPTIMIZERS = {"sgd": SGD, "adamw": AdamW}
 
 
 @dataclass
@@ -23,6 +73,10 @@ class TrainResult:
     seconds: float = 0.0
     extras: dict = field(default_factory=dict)
 
+    def model_curves(self, e: int, suffix: str = "", step_key: str = "step") -> dict[str, list]:
+        """Model e's curves as plain lists, names suffixed (for a cell record)."""
+        return {step_key: self.curve_steps, **{f"{k}{suffix}": v[:, e].tolist() for k, v in self.curves.items()}}
+
 
 def curve_steps(steps: int, points: int) -> list[int]:
     """Checkpoints 0, ..., steps (about `points` of them, always including both ends)."""
@@ -32,21 +86,14 @@ def curve_steps(steps: int, points: int) -> list[int]:
 
 
 def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_fn: LossFn,
-                   lr: torch.Tensor, steps: int, *, probe_fn: ProbeFn | None = None,
+                   lr: torch.Tensor, steps: int, *, optimizer: SGD | AdamW = SGD(), probe_fn: ProbeFn | None = None,
                    curve_points: int = 50, on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Plain SGD on every model of the ensemble at once (the papers train with plain SGD).
-
-    Losses are per-model means, summed over models for one backward pass: models share no
-    parameters, so each model's gradient is exactly its own. A model whose loss or gradient
-    becomes non-finite is frozen at its last finite weights and recorded in `diverged_at`;
-    the others carry on.
-    """
-    import time
-
+    """Trains every model of the ensemble at once; lr is [E]. Returns the final weights and curves."""
     t0 = time.perf_counter()
     E = lr.shape[0]
     device = lr.device
     params = {k: v.detach().clone() for k, v in params.items()}
+    state = optimizer.init(params)
     active = torch.ones(E, dtype=torch.bool, device=device)
     diverged_at = torch.full((E,), -1, dtype=torch.long, device=device)
     marks = curve_steps(steps, curve_points)
@@ -64,47 +111,23 @@ def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_f
         loss = out["loss"]
         if step in mark_set:
             with torch.no_grad():
-                record({k: v for k, v in out.items()})
+                record(out)
                 if probe_fn is not None:
                     record(probe_fn(params, step))
         if step == steps:
             break
         finite = torch.isfinite(loss)
         grads = torch.autograd.grad(torch.where(finite, loss, 0.0).sum(), [params[k] for k in trainable])
-        was_active = active
-        active = sgd_step(params, dict(zip(trainable, grads)), lr, active & finite)
-        newly_dead = was_active & ~active
-        diverged_at = torch.where(newly_dead, torch.full_like(diverged_at, step), diverged_at)
+        ok = active & finite
+        for g in grads:
+            ok = ok & torch.isfinite(g).flatten(1).all(1)
+        diverged_at = torch.where(active & ~ok, torch.full_like(diverged_at, step), diverged_at)
+        active = ok
+        # frozen models get a zero gradient and a zero learning rate: their weights stay where they were
+        grads = {k: torch.where(expand_to(active, g), g, 0.0) for k, g in zip(trainable, grads)}
+        optimizer.update(params, grads, lr * active, state, step)
         if on_step is not None:
             on_step(step + 1)
     params = {k: v.detach() for k, v in params.items()}
     curves = {k: torch.stack(v).cpu() for k, v in rows.items()}
     return TrainResult(params, marks, curves, diverged_at.cpu(), time.perf_counter() - t0)
-
-
-def adamw(params: dict[str, torch.Tensor], trainable: list[str], loss_fn: Callable, steps: int, lr: float,
-          weight_decay: float, curve_points: int, on_step: Callable[[int], None]):
-    """AdamW (torch's) on every model at once, for studies whose paper fine-tunes with AdamW.
-
-    The loss is a sum of per-model losses and AdamW acts elementwise, so this is exactly per-model AdamW
-    with a shared lr; a model that diverges ruins only its own weights (callers record it).
-    loss_fn(params, step) -> {"loss": [M], ...}. Returns (params, curve steps, curves {name: [T, M]})."""
-    params = {k: v.detach().clone() for k, v in params.items()}
-    for k in trainable:
-        params[k].requires_grad_(True)
-    opt = torch.optim.AdamW([params[k] for k in trainable], lr=lr, weight_decay=weight_decay)
-    marks = set(curve_steps(steps, curve_points))
-    rows: dict[str, list[torch.Tensor]] = {}
-    for step in range(steps + 1):
-        with torch.set_grad_enabled(step < steps):
-            out = loss_fn(params, step)
-        if step in marks:
-            for k, v in out.items():
-                rows.setdefault(k, []).append(v.detach().float().cpu())
-        if step == steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        out["loss"].sum().backward()
-        opt.step()
-        on_step(step + 1)
-    return ({k: v.detach() for k, v in params.items()}, sorted(marks), {k: torch.stack(v) for k, v in rows.items()})

@@ -271,16 +271,16 @@ def lwptv(ctx: ClaimContext) -> Outcome:
 
 
 CLAIMS = [
-    Claim("alpha_hat_order", "Sec. 5 calibration", "The output-similarity correlation alpha-hat of the fine-tuned "
+    Claim("alpha_hat_order", "Sec. 5 calibration", "figure", "The output-similarity correlation alpha-hat of the fine-tuned "
           "models orders the pairs: aligned > irrelevant > contradictory, contradictory < 0.", alpha_order),
-    Claim("multitask_lambda", "Thm 4 / Fig. 23", "Multi-task: the best lambda of Psi0 + dPsi_T1 + lambda dPsi_T2 is "
+    Claim("multitask_lambda", "Thm 4 / Fig. 23", "figure", "Multi-task: the best lambda of Psi0 + dPsi_T1 + lambda dPsi_T2 is "
           ">= 1 for irrelevant tasks and larger than for aligned tasks.", multitask_lambda),
-    Claim("contradictory_no_joint", "Thm 4 / Fig. 23", "Contradictory tasks: no lambda gives both tasks >= 90%.",
+    Claim("contradictory_no_joint", "Thm 4 / Fig. 23", "figure", "Contradictory tasks: no lambda gives both tasks >= 90%.",
           contradictory),
-    Claim("unlearning", "Thm 5 / Fig. 23", "Unlearning with T1 kept: irrelevant T2 goes to chance, contradictory "
+    Claim("unlearning", "Thm 5 / Fig. 23", "figure", "Unlearning with T1 kept: irrelevant T2 goes to chance, contradictory "
           "T2 well below chance; for aligned tasks negation cannot forget T2 (best lambda ~ 0).", unlearning),
-    Claim("ood_best", "Thm 6 / Fig. 24", "OOD: the best (lambda1, lambda2) over [-2, 3]^2 has lambda2 < 0 and beats "
+    Claim("ood_best", "Thm 6 / Fig. 24", "figure", "OOD: the best (lambda1, lambda2) over [-2, 3]^2 has lambda2 < 0 and beats "
           "both single-task models on T'.", ood_best),
-    Claim("lwptv_ood", "LwPTV (issue 5)", "LwPTV masks on the OOD pair raise T' accuracy over task arithmetic and "
+    Claim("lwptv_ood", "LwPTV (issue 5)", "figure", "LwPTV masks on the OOD pair raise T' accuracy over task arithmetic and "
           "over uniform lambda shrinkage at the same in-domain accuracy.", lwptv),
 ]

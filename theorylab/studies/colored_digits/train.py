@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from theorylab.core.ensemble import shared_value
 from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult
-from theorylab.core.train import adamw
+from theorylab.core.train import AdamW, train_ensemble
 from theorylab.studies.colored_digits.config import ColoredDigitsConfig
 from theorylab.studies.colored_digits.data import load_split, rng_for
 from theorylab.studies.colored_digits.model import body_keys, init_params, logits, pre_logits, shapes
@@ -71,8 +71,10 @@ def pretrain(cfgs: Sequence[ColoredDigitsConfig], device, bars: Bars):
 
     with bars.task(f"colored_digits: pretrain {E} model(s) x {cfg.pretrain_steps} steps", cfg.pretrain_steps,
                    models=E) as advance:
-        return adamw(params, trainable, loss_fn, cfg.pretrain_steps, cfg.pretrain_lr, cfg.weight_decay,
-                     cfg.curve_points, advance)
+        res = train_ensemble(params, trainable, loss_fn, torch.full((E,), cfg.pretrain_lr, device=device),
+                             cfg.pretrain_steps, optimizer=AdamW(cfg.weight_decay), curve_points=cfg.curve_points,
+                             on_step=advance)
+        return res.params, res.curve_steps, res.curves
 
 
 def finetune(cfgs: Sequence[ColoredDigitsConfig], psi0: dict[str, torch.Tensor], ps: Sequence[float], device,
@@ -97,7 +99,9 @@ def finetune(cfgs: Sequence[ColoredDigitsConfig], psi0: dict[str, torch.Tensor],
         return {"loss": ce, "acc": (lg.argmax(-1) == (y > 0).long()).float().mean(1)}
 
     with bars.task(f"colored_digits: fine-tune {T * E} model(s) x {steps} steps", steps, models=T * E) as advance:
-        return adamw(start, body, loss_fn, steps, cfg.lr, cfg.weight_decay, cfg.curve_points, advance)
+        res = train_ensemble(start, body, loss_fn, torch.full((T * E,), cfg.lr, device=device), steps,
+                             optimizer=AdamW(cfg.weight_decay), curve_points=cfg.curve_points, on_step=advance)
+        return res.params, res.curve_steps, res.curves
 
 
 def train_group(cfgs: Sequence[ColoredDigitsConfig], device: torch.device, bars: Bars) -> GroupResult:

@@ -7,6 +7,8 @@ def study() -> Study:
     from theorylab.studies.icl.claims import CLAIMS
     from theorylab.studies.icl.config import FULL, QUICK, ICLConfig
     from theorylab.studies.icl.plots import PLOTS
+    from theorylab.studies.icl.bench import REFERENCE, icl_train_seconds
+    from theorylab.studies.icl.model import check_forward
     from theorylab.studies.icl.train import bytes_per_model, train_group
 
     return Study(
@@ -15,4 +17,6 @@ def study() -> Study:
         paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607)",
         config_cls=ICLConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+        tiny={"steps": 30, "n_test": 100, "B": 16, "curve_points": 4},
+        forward_check=check_forward, bench=icl_train_seconds, bench_config=REFERENCE,
     )

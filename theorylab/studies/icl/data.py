@@ -38,6 +38,9 @@ class World:
         self.relevant_basis = _scaled_basis(self.relevant)
         self.irrelevant_basis = _scaled_basis(self.irrelevant)
 
+    def subset(self, models: slice) -> "World":
+        return World(self.relevant[models], self.irrelevant[models], self.tasks, self.q, self.kappa[models])
+
 
 def _scaled_basis(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """table [E, P, d] -> (column [E, P], value [E, P]) when every row is value * e_column (the in-domain

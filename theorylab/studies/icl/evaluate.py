@@ -2,23 +2,16 @@
 attention concentration (Prop. 1), neuron embeddings (Prop. 2), W_O row pruning (Thm 3)."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import scalar_tensor, shared_value
-from theorylab.core.rng import EnsembleRNG, key_from_hash
+from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
+from theorylab.core.evaluate import mean_over_blocks
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
 from theorylab.studies.icl.data import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
 from theorylab.studies.icl.model import error, forward, hinge
-
-_MAX_ELEMENTS = 1 << 25  # per evaluation chunk: bounds memory for large ensembles
-
-
-def rng_for(cfgs: Sequence[ICLConfig], device) -> EnsembleRNG:
-    return EnsembleRNG([key_from_hash(c.hash) for c in cfgs], device)
-
 
 def unseen_world(cfgs: Sequence[ICLConfig], device) -> World:
     return in_domain_world(cfgs, device, split_tasks(cfgs[0])[1])
@@ -39,7 +32,8 @@ def same_pattern_mass(attn: torch.Tensor, ctx_pattern: torch.Tensor, query_patte
 @torch.no_grad()
 def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ICLConfig], world: World, *, alpha_test=None,
              L: int | None = None, n: int | None = None, stream: tuple = ("eval",)) -> dict[str, torch.Tensor]:
-    """Error, hinge loss and same-pattern attention mass [E] on fresh test prompts of `world`."""
+    """Error, hinge loss and same-pattern attention mass [E] on fresh test prompts of `world`
+    (drawn in fixed blocks keyed per model: a cell's numbers do not depend on the ensemble it is in)."""
     E = len(cfgs)
     dev = world.relevant.device
     L = L or shared_value(cfgs, "l_ts")
@@ -50,18 +44,14 @@ def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ICLConfig], world: 
     attend_query = shared_value(cfgs, "attend_query")
     rng = rng_for(cfgs, dev)
     D = world.relevant.shape[-1] + world.q.shape[0]
-    per_chunk = max(1, _MAX_ELEMENTS // (E * (L + 1) * D))
-    sums = {"error": torch.zeros(E, device=dev), "loss": torch.zeros(E, device=dev), "attn_same": torch.zeros(E, device=dev)}
-    done = 0
-    for i in range(math.ceil(n / per_chunk)):
-        b = min(per_chunk, n - done)
-        pr = sample_prompts(world, rng, alpha_test, b, L, *stream, L, i)
-        F, probes = forward(params, pr.C, pr.Q, attend_query, probes=True)
-        sums["error"] += error(F, pr.z) * b
-        sums["loss"] += hinge(F, pr.z) * b
-        sums["attn_same"] += same_pattern_mass(probes["attn"], pr.ctx_pattern, pr.query_pattern) * b
-        done += b
-    return {k: v / n for k, v in sums.items()}
+
+    def block(models: slice, i: int, count: int) -> dict[str, torch.Tensor]:
+        pr = sample_prompts(world.subset(models), rng.subset(models), alpha_test[models], count, L, *stream, L, i)
+        F, probes = forward({k: v[models] for k, v in params.items()}, pr.C, pr.Q, attend_query, probes=True)
+        return {"error": error(F, pr.z), "loss": hinge(F, pr.z),
+                "attn_same": same_pattern_mass(probes["attn"], pr.ctx_pattern, pr.query_pattern)}
+
+    return mean_over_blocks(E, n, (L + 1) * D, block)
 
 
 def error_vs_length(params, cfgs, world, lengths: Sequence[int], alpha_test=None, n=None, stream=("curve",)):
@@ -96,16 +86,26 @@ def prune_rows(params: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str,
 
 def pruning_mask(params: dict[str, torch.Tensor], rate: float, how: str, rng: EnsembleRNG | None = None,
                  stream: tuple = ()) -> torch.Tensor:
-    """keep [E, m]: remove round(rate m) rows of W_O, chosen by `how`:
-    'smallest' / 'largest' row norm (magnitude pruning), or 'random'."""
+    """keep [E, m]: remove round(rate m) rows of W_O, chosen by `how`: 'smallest' / 'largest' row norm
+    (magnitude pruning), 'smallest_balanced' (smallest norms taken alternately from the a_i > 0 and a_i < 0
+    rows, so both read-out signs lose as many), or 'random'."""
     E, m, _ = params["W_O"].shape
     k = int(round(rate * m))
+    norms = params["W_O"].norm(dim=-1)
     if how == "random":
         assert rng is not None, "random pruning needs an rng"
         score = rng.uniform((m,), "prune", *stream).to(params["W_O"].device)
-    else:
-        norms = params["W_O"].norm(dim=-1)
+    elif how == "smallest_balanced":
+        pos = params["a"] > 0
+        rank_in_sign = torch.zeros_like(norms)
+        for group in (pos, ~pos):  # rank by norm inside each sign group; equal ranks alternate groups
+            masked = torch.where(group, norms, torch.inf)
+            rank_in_sign = torch.where(group, masked.argsort(-1).argsort(-1).float(), rank_in_sign)
+        score = rank_in_sign + norms / (norms.max() + 1) * 0.5
+    elif how in ("smallest", "largest"):
         score = norms if how == "smallest" else -norms
+    else:
+        raise ValueError(f"pruning order must be smallest, smallest_balanced, largest or random (got {how!r})")
     order = torch.argsort(score, dim=-1)  # the first k are removed
     keep = torch.ones(E, m, dtype=torch.bool, device=params["W_O"].device)
     keep.scatter_(1, order[:, :k], False)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.losses import hinge, sign_error as error  # noqa: F401  (the study's loss and metric)
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
 
@@ -66,11 +67,12 @@ def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch
     return out
 
 
-def hinge(F: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """[E, B] -> [E]: mean of max(0, 1 - z F)."""
-    return torch.clamp(1 - z * F, min=0).mean(-1)
+def check_forward(cfgs: Sequence[ICLConfig], params: dict[str, torch.Tensor], device) -> float:
+    """max |forward - forward_reference| on a few prompts (the conformance test's forward check)."""
+    from theorylab.core.ensemble import rng_for
+    from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
 
-
-def error(F: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """[E, B] -> [E]: P[z F <= 0]."""
-    return (z * F <= 0).float().mean(-1)
+    world = in_domain_world(cfgs, device, split_tasks(cfgs[0])[0])
+    pr = sample_prompts(world, rng_for(cfgs, device), scalar_tensor(cfgs, "alpha", device), 3, cfgs[0].l_tr, "check")
+    C = torch.cat([pr.C, pr.Q[:, :, None, :]], dim=2) if cfgs[0].attend_query else pr.C  # the query as a context
+    return float((forward(params, C, pr.Q) - forward_reference(params, C, pr.Q)).abs().max())

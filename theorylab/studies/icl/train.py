@@ -5,13 +5,13 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult
+from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import train_ensemble
 from theorylab.studies.icl.config import ICLConfig
 from theorylab.studies.icl.data import Prompts, in_domain_world, sample_prompts, split_tasks
-from theorylab.studies.icl.evaluate import evaluate, ood_world, rng_for, same_pattern_mass, unseen_world
+from theorylab.studies.icl.evaluate import evaluate, ood_world, same_pattern_mass, unseen_world
 from theorylab.studies.icl.model import TRAINABLE, error, forward, hinge, init_params
 
 PROBE_PROMPTS = 256  # prompts used to track attention concentration along training
@@ -73,15 +73,7 @@ def train_group(cfgs: Sequence[ICLConfig], device: torch.device, bars: Bars) -> 
 
     id_eval = evaluate(res.params, cfgs, unseen_world(cfgs, device), stream=("final", "id"))
     ood_eval = evaluate(res.params, cfgs, ood_world(cfgs, device), stream=("final", "ood"))
-    metrics, curves, status = [], [], []
-    for e in range(E):
-        div = int(res.diverged_at[e])
-        metrics.append({
-            "id_error": float(id_eval["error"][e]), "id_loss": float(id_eval["loss"][e]),
-            "ood_error": float(ood_eval["error"][e]), "ood_loss": float(ood_eval["loss"][e]),
-            "attn_same_id": float(id_eval["attn_same"][e]), "attn_same_ood": float(ood_eval["attn_same"][e]),
-            "train_loss": float(res.curves["loss"][-1, e]), "diverged_at": div,
-        })
-        curves.append({"step": res.curve_steps, **{k: v[:, e].tolist() for k, v in res.curves.items()}})
-        status.append("diverged" if div >= 0 else "done")
-    return GroupResult(res.params, metrics, curves, status, res.seconds)
+    metrics = {**{f"id_{k}": id_eval[k] for k in ("error", "loss")}, **{f"ood_{k}": ood_eval[k] for k in ("error", "loss")},
+               "attn_same_id": id_eval["attn_same"], "attn_same_ood": ood_eval["attn_same"],
+               "train_loss": res.curves["loss"][-1]}
+    return group_result(res.params, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)

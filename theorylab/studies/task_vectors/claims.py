@@ -291,13 +291,13 @@ def cor2(ctx: ClaimContext) -> Outcome:
 
 
 CLAIMS = [
-    Claim("thm4_multitask", "Thm 4", "alpha >= 0 and lambda >= 1 - alpha + beta: hinge loss small on T1 (<= Theta(eps) + "
+    Claim("thm4_multitask", "Thm 4", "theorem", "alpha >= 0 and lambda >= 1 - alpha + beta: hinge loss small on T1 (<= Theta(eps) + "
           "|lambda| beta) and on T2 (<= Theta(eps)); below the line T2 fails (loss Theta(1)).", thm4),
-    Claim("thm5_unlearning", "Thm 5", "alpha <= 0 and lambda in [-Theta(alpha^-2), 0]: T1 kept (loss <= Theta(eps) + "
+    Claim("thm5_unlearning", "Thm 5", "theorem", "alpha <= 0 and lambda in [-Theta(alpha^-2), 0]: T1 kept (loss <= Theta(eps) + "
           "|lambda| beta) and T2 forgotten (loss >= Theta(1)); for aligned tasks, negation also harms T1.", thm5),
-    Claim("thm6_ood", "Thm 6", "Over (lambda1, lambda2) in [-2, 3]^2, region (8) with gamma measured is where the OOD "
+    Claim("thm6_ood", "Thm 6", "theorem", "Over (lambda1, lambda2) in [-2, 3]^2, region (8) with gamma measured is where the OOD "
           "loss on T' is small (agreement and precision over grid cells).", thm6),
-    Claim("cor1_low_rank", "Cor. 1", "Rank-1 task vectors (SVD of dW, dV) keep the outcomes of Thms 4-6.", cor1),
-    Claim("cor2_sparse", "Cor. 2", "A constant fraction of dV rows are large and the rest small; pruning the small rows "
+    Claim("cor1_low_rank", "Cor. 1", "theorem", "Rank-1 task vectors (SVD of dW, dV) keep the outcomes of Thms 4-6.", cor1),
+    Claim("cor2_sparse", "Cor. 2", "theorem", "A constant fraction of dV rows are large and the rest small; pruning the small rows "
           "keeps the outcomes of Thms 4-6 (pruning as many large rows does not).", cor2),
 ]

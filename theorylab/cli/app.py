@@ -1,7 +1,8 @@
-"""The theorylab command line: list, run, check, report (and the commands other modules register)."""
+"""The theorylab command line: list, run, check, report (and the commands cli.sweep and hf.cli register)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from theorylab.api import DEFAULT_SEEDS
-from theorylab.core.claims import ClaimContext, run_claims
+from theorylab.core.claims import EXIT_CODES, ClaimContext, exit_code, run_claims, select_claims
 from theorylab.core.config import ConfigError, parse_assignments
 from theorylab.core.ensemble import resolve_device
 from theorylab.core.progress import Bars
@@ -35,34 +35,29 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: list[str] | None, store: Path):
+def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: list[str] | None, store: Path,
+             claim_ids: list[str] | None = None):
     """Validates every input before anything trains."""
     try:
         study = get_study(study_name)
         overrides = parse_assignments(sets)
         study.config(size, **overrides)
-        n = DEFAULT_SEEDS.get(size, 5) if seeds is None else seeds
+        n = study.default_seeds.get(size, 5) if seeds is None else seeds
         if n < 1:
             raise ConfigError(f"--seeds must be >= 1 (got {n})")
+        select_claims(study, claim_ids)
         dev = resolve_device(device)
     except (ConfigError, KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
     return study, overrides, n, dev, Store(store)
 
 
-def _rows(study: Study, results) -> list[dict]:
-    return [{"study": study.name, "claim": r.claim.id, "theorem": r.claim.theorem, "statement": r.claim.statement,
-             "verdict": r.verdict, "summary": r.summary, "seconds": r.seconds,
-             "numbers": r.outcome.numbers if r.outcome else {"error": r.error},
-             "figures": r.outcome.figures if r.outcome else {}} for r in results]
-
-
-def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None):
-    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store)
-    with Bars(enabled=True) as bars:
+def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, progress=True):
+    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store, claim_ids)
+    with Bars(enabled=progress) as bars:
         ctx = ClaimContext(study, size, n, dev, st, overrides, bars)
-        results = run_claims(ctx, claim_ids)
-    return study, n, dev, _rows(study, results)
+        results = run_claims(ctx, claim_ids, seeds_given=seeds is not None)
+    return study, n, dev, [r.row(study.name) for r in results]
 
 
 @app.command("list")
@@ -72,7 +67,7 @@ def list_studies() -> None:
         s = get_study(name)
         out.print(f"[bold]{name}[/]: {s.title} ({s.paper})")
         for c in s.claims:
-            out.print(f"  {c.id:<24} {c.theorem:<14} {c.statement}")
+            out.print(f"  {c.id:<24} {c.kind:<10} {c.theorem:<18} {c.statement}")
 
 
 @app.command()
@@ -91,14 +86,25 @@ def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: 
 def check(study: Annotated[Optional[str], typer.Argument(help="a study; all studies if omitted")] = None,
           size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: SeedsOpt = None, set: SetOpt = None,
           store: StoreOpt = DEFAULT_STORE,
-          claim: Annotated[Optional[list[str]], typer.Option("--claim", help="only these claim ids")] = None) -> None:
-    """Run claims only and print the verdict table; exit code 1 if any claim fails."""
+          claim: Annotated[Optional[list[str]], typer.Option("--claim", help="only these claim ids")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="print a JSON array of claim results instead of a table")] = False) -> None:
+    """Run claims only and print the verdict table.
+
+    Exit code 0: every claim holds or agrees; 1: some claim fails or differs; 2: bad input;
+    3: none fails, but some are inconclusive or ERROR."""
+    names = [study] if study else study_names()
+    if claim and not study:
+        fail("--claim needs a study: theorylab check STUDY --claim ID")
+    for name in names:  # every study's input is checked before any trains
+        _prepare(name, size, seeds, device, set, store, claim)
     rows = []
-    for name in [study] if study else study_names():
-        rows += _run_study(name, size, seeds, device, set, store, claim)[3]
-    out.print(verdict_table(rows, f"claims ({size})"))
-    if any(r["verdict"] != "holds" for r in rows):
-        raise typer.Exit(1)
+    for name in names:
+        rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json)[3]
+    if as_json:
+        print(json.dumps(rows, default=str))
+    else:
+        out.print(verdict_table(rows, f"claims ({size})"))
+    raise typer.Exit(exit_code([r["verdict"] for r in rows]))
 
 
 @app.command()
@@ -113,10 +119,14 @@ def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
     if not stored:
         fail(f"no stored {size} claims for '{study}' in {store}; run `theorylab run {study} --size {size}` first")
     by_id = {c.id: c for c in s.claims}
-    rows = [{"study": s.name, "claim": r["claim"], "theorem": by_id[r["claim"]].theorem if r["claim"] in by_id else "",
-             "statement": by_id[r["claim"]].statement if r["claim"] in by_id else "", "verdict": r["verdict"],
-             "summary": r["summary"], "seconds": r["seconds"], "numbers": r["numbers"], "figures": r["figures"]}
-            for r in stored]
+    rows = []
+    for r in stored:
+        contract = r["numbers"].pop("_contract", {})
+        c = by_id.get(r["claim"])
+        rows.append({**contract, "study": s.name, "claim": r["claim"], "theorem": c.theorem if c else "",
+                     "kind": c.kind if c else contract.get("kind", ""), "statement": c.statement if c else "",
+                     "verdict": r["verdict"], "summary": r["summary"], "seconds": r["seconds"],
+                     "numbers": r["numbers"], "figures": r["figures"]})
     folder = out_dir or Path(store).parent / s.name / ("report-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     path = write_report(s, rows, folder, {"size": size, "seeds": stored[0]["seeds"], "machine": "as stored"})
     out.print(verdict_table(rows, f"{s.name} ({size}, stored)"))
@@ -127,7 +137,7 @@ def _register_extensions() -> None:
     """Commands owned by other modules (sweeps, checkpoint merging) plug in here."""
     import importlib
 
-    for module in ("theorylab.core.sweep_cli", "theorylab.hf.cli"):
+    for module in ("theorylab.cli.sweep", "theorylab.hf.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -1,7 +1,7 @@
-"""Commands `sweep`, `export` and `bench`, registered on the main CLI by theorylab.cli.
+"""Commands `sweep`, `export` and `bench`, registered on the main CLI by theorylab.cli.app.
 
-The option conventions (--size --device --set --store) and helpers come from theorylab.cli; they are
-imported inside `register` because theorylab.cli imports this module while it is being built.
+The option conventions (--size --device --set --store) and helpers come from theorylab.cli.app; they are
+imported inside `register` because theorylab.cli.app imports this module while it is being built.
 """
 # no `from __future__ import annotations`: typer reads the option types of the nested commands at runtime
 
@@ -31,7 +31,7 @@ def to_file(df: pd.DataFrame, fmt: str, out: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     from theorylab import api
-    from theorylab.cli import DeviceOpt, SetOpt, SizeOpt, StoreOpt, fail, out
+    from theorylab.cli.app import DeviceOpt, SetOpt, SizeOpt, StoreOpt, fail, out
     from theorylab.core.store import DEFAULT_STORE, Store
     from theorylab.core.study import get_study
 
@@ -90,28 +90,31 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench_cmd(
+        study: Annotated[str, typer.Argument(help="the study whose training is timed")] = "icl",
         device: DeviceOpt = "auto",
         models: Annotated[int, typer.Option("--models", help="ensemble size E")] = 64,
-        steps: Annotated[int, typer.Option("--steps", help="SGD steps timed")] = 200,
+        steps: Annotated[int, typer.Option("--steps", help="training steps timed")] = 200,
         naive_models: Annotated[Optional[int], typer.Option("--naive-models", help="models timed one at a time (default min(E, 8)); the rate is per model-step either way")] = None,
-        compile: Annotated[bool, typer.Option("--compile", help="torch.compile the ensemble step (CUDA)")] = False,
+        compile: Annotated[bool, typer.Option("--compile", help="torch.compile the ensemble step (studies with a bare step)")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
-        """Model-steps per second of the ICL reference config: ensemble path vs one model at a time."""
+        """Model-steps per second of a study's training: ensemble path vs one model at a time."""
         from theorylab.core.bench import run_bench
         from theorylab.core.ensemble import resolve_device
 
         try:
+            s = get_study(study)
             dev = resolve_device(device)
-            if models < 1 or steps < 1:
-                raise ConfigError("--models and --steps must be >= 1")
-            res = run_bench(dev, models, steps, naive_models, compile=compile)
-        except (ConfigError, ValueError) as e:
-            fail(str(e))
+            if models < 1 or steps < 2:
+                raise ConfigError(f"--models must be >= 1 and --steps >= 2 (got {models}, {steps})")
+            s.config("quick", **s.bench_config)
+        except (ConfigError, KeyError, ValueError) as e:
+            fail(str(e).strip("'\""))
+        res = run_bench(s, dev, models, steps, naive_models, compile=compile)
         if as_json:
             print(json.dumps(res))
             return
-        out.print(f"ICL reference config (B=64, l=20, d_X+d_Y=40, m=64), {steps} SGD steps, device {res['device']}")
+        out.print(f"{s.name} ({res['timed']}; config overrides {res['config']}), {steps} steps, device {res['device']}")
         out.print(f"  ensemble (E={models}):      {res['ensemble_model_steps_per_s']:>12,.0f} model-steps/s")
         out.print(f"  one model at a time ({res['naive_models_timed']}): {res['naive_model_steps_per_s']:>12,.0f} model-steps/s")
         out.print(f"  ratio: {res['ratio']:.1f}x")
