@@ -32,6 +32,11 @@ from theorylab.core.verdict import (ERROR, INCONCLUSIVE, KINDS, NEGATIVE, PASS_S
 Kind = Literal["theorem", "mechanism", "figure"]
 
 
+class NotApplicable(Exception):
+    """Raised by a check when the theorem's hypothesis does not hold at this config: the theorem is silent
+    there, so the claim asserts nothing (verdict `inconclusive`, with the reason)."""
+
+
 @dataclass
 class Control:
     """The same test where it should fail (hypothesis false, or the untrained model).
@@ -114,6 +119,7 @@ class ClaimResult:
     seeds: list[int] = field(default_factory=list)
     error: str | None = None
     diverged: list[int] = field(default_factory=list)
+    not_applicable: str | None = None  # why the theorem says nothing at this config
 
     @property
     def passed_seeds(self) -> list[bool]:
@@ -130,6 +136,8 @@ class ClaimResult:
 
     @property
     def verdict(self) -> str:
+        if self.not_applicable is not None:
+            return INCONCLUSIVE
         if self.outcome is None:
             return ERROR
         word = verdict_word(self.claim.kind, self.passed_seeds)
@@ -160,6 +168,8 @@ class ClaimResult:
 
     @property
     def summary(self) -> str:
+        if self.not_applicable is not None:
+            return f"not applicable: {self.not_applicable}"
         if self.outcome is None:
             return (self.error or "").strip().splitlines()[-1]
         o = self.outcome
@@ -186,7 +196,7 @@ class ClaimResult:
                 "control": None if o is None or o.control is None else {
                     "description": o.control.description, "passes": sum(map(bool, o.control.per_seed)),
                     "seeds": len(o.control.per_seed), "summary": o.control.summary},
-                "diverged_seeds": self.diverged, "settle": self.settle or None, "summary": self.summary,
+                "diverged_seeds": self.diverged, "settle": self.settle or None, "not_applicable": self.not_applicable, "summary": self.summary,
                 "seconds": round(self.seconds, 3),
                 "numbers": o.numbers if o else {"error": self.error}, "figures": o.figures if o else {}}
 
@@ -217,6 +227,8 @@ def run_claims(ctx: ClaimContext, only: Sequence[str] | None = None, seeds_given
                 raise RuntimeError(f"claim {claim.id} returned {len(outcome.per_seed)} per-seed results for "
                                    f"{len(seeds)} seeds")
             res = ClaimResult(claim, outcome, 0.0, seeds, diverged=sorted(c.diverged & set(seeds)))
+        except NotApplicable as why:
+            res = ClaimResult(claim, None, 0.0, seeds, not_applicable=str(why))
         except Exception:  # reported, not swallowed: the verdict says ERROR with the traceback's last line
             res = ClaimResult(claim, None, 0.0, seeds, traceback.format_exc())
         res.seconds = time.perf_counter() - t0

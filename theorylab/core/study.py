@@ -55,6 +55,9 @@ class Study:
     # None: bench times train_group (see core.bench)
     bench: Callable[[Sequence[StudyConfig], torch.device, int, bool], float] | None = None
     bench_config: dict[str, Any] = field(default_factory=dict)  # overrides of the quick config for bench
+    # valid alternatives for some fields (over `tiny`): the conformance test draws configs from them and asks every
+    # claim to run without ERROR (combinations the config rejects are skipped)
+    variations: dict[str, tuple] = field(default_factory=dict)
 
     def config(self, size: str = "quick", **overrides: Any) -> StudyConfig:
         if size not in self.sizes:
@@ -82,14 +85,11 @@ def register_study(name: str):
 
 
 def get_study(name: str) -> Study:
-    import theorylab.studies  # noqa: F401  (registers the built-in studies)
-
+    """The registered study (the built-in ones register when the theorylab package is imported)."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown study {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]()
 
 
 def study_names() -> list[str]:
-    import theorylab.studies  # noqa: F401
-
     return sorted(_REGISTRY)

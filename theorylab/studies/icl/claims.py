@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
+from theorylab.core.claims import Claim, ClaimContext, Control, NotApplicable, Outcome
 from theorylab.core.ensemble import rng_for
 from theorylab.core.measures import r4, rows_below, small_group_size, zero_count_bound
 from theorylab.studies.icl.data import in_domain_world, split_tasks
@@ -59,16 +59,22 @@ def _list(x: torch.Tensor) -> list[float]:
     return [r4(v) for v in x.tolist()]
 
 
-def thm1_in_domain(ctx: ClaimContext) -> Outcome:
-    cfgs, params, _ = _base(ctx)
+def _thm1_hypothesis(cfgs) -> tuple[list, list, float, float]:
+    """Thm 1's conditions on the training tasks (Thm 2 assumes them too); NotApplicable where they fail."""
     train, test = split_tasks(cfgs[0])
     M1 = cfgs[0].M1
     frac, needed = len(train) / (len(train) + len(test)), (M1 - 1) ** -0.5
     covered = {a for a, _ in train} == set(range(M1)) == {b for _, b in train}
     if frac < needed or not covered or not test:
-        raise ValueError(f"Thm 1's hypothesis does not hold at this config (training tasks {len(train)}/"
-                         f"{len(train) + len(test)} = {frac:.2f}, needs >= {needed:.3f}, every pattern as +1 and -1: "
-                         f"{covered}, unseen tasks: {len(test)}): the theorem says nothing here")
+        raise NotApplicable(f"Thm 1's hypothesis does not hold at this config (training tasks {len(train)}/"
+                            f"{len(train) + len(test)} = {frac:.2f}, needs >= {needed:.3f}, every pattern as +1 and -1: "
+                            f"{covered}, unseen tasks: {len(test)}): the theorem says nothing here")
+    return train, test, frac, needed
+
+
+def thm1_in_domain(ctx: ClaimContext) -> Outcome:
+    cfgs, params, _ = _base(ctx)
+    train, test, frac, needed = _thm1_hypothesis(cfgs)
     eps = eps_hat(ctx)
     bound = EPS_MULT * eps
     world = unseen_world(cfgs, ctx.device)
@@ -95,6 +101,7 @@ def _ood_curves(ctx: ClaimContext, cfgs, params, mix: float | None = None) -> di
 
 def thm2_ood(ctx: ClaimContext) -> Outcome:
     cfgs, params, _ = _base(ctx)
+    _thm1_hypothesis(cfgs)
     bound = EPS_MULT * eps_hat(ctx)
     by_s1 = _ood_curves(ctx, cfgs, params)
     above = torch.stack([by_s1[s] for s in S1_GRID if s >= 1])  # [S, E]

@@ -1,0 +1,48 @@
+"""The import contract: core is shared machinery (it imports no study, no CLI, no notebook API); a study never
+imports another study; edit and hf import no study. Read from the source (every import, also inside functions)."""
+import ast
+from pathlib import Path
+
+import pytest
+
+import theorylab
+
+PACKAGE = Path(theorylab.__file__).parent
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def modules(sub: str) -> list[Path]:
+    return sorted((PACKAGE / sub).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
+def test_core_imports_no_study_cli_or_api(path):
+    bad = {n for n in imports_of(path) if n.startswith(("theorylab.studies", "theorylab.cli", "theorylab.api"))}
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("sub", ["edit", "hf"])
+def test_edit_and_hf_import_no_study_or_api(sub):
+    for path in modules(sub):
+        bad = {n for n in imports_of(path) if n.startswith(("theorylab.studies", "theorylab.api", "theorylab.cli"))}
+        assert not bad, f"{sub}/{path.name} imports {bad}"
+
+
+def test_no_study_imports_another_study():
+    studies = [p for p in (PACKAGE / "studies").iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    assert len(studies) >= 3
+    for study in studies:
+        for path in study.rglob("*.py"):
+            others = {n.split(".")[2] for n in imports_of(path) if n.startswith("theorylab.studies.")
+                      and len(n.split(".")) > 2} - {study.name}
+            assert not others, f"{study.name}/{path.name} imports study {others}"
