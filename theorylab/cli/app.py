@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from theorylab.core.claims import EXIT_CODES, ClaimContext, exit_code, run_claims, select_claims
 from theorylab.core.config import ConfigError, parse_assignments
@@ -131,6 +132,32 @@ def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
     path = write_report(s, rows, folder, {"size": size, "seeds": stored[0]["seeds"], "machine": "as stored"})
     out.print(verdict_table(rows, f"{s.name} ({size}, stored)"))
     out.print(f"report: [bold]{path}[/]")
+
+
+@app.command()
+def seeds(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", set: SetOpt = None,
+          store: StoreOpt = DEFAULT_STORE,
+          candidates: Annotated[str, typer.Option("--candidates", help="seed counts to try, e.g. 3,5,8")] = "3,5,8",
+          claim: Annotated[Optional[list[str]], typer.Option("--claim", help="only these claim ids")] = None) -> None:
+    """The smallest seed count at which three disjoint seed sets give every claim the same verdict."""
+    from theorylab.core.seeds import seed_agreement
+
+    try:
+        counts = [int(x) for x in candidates.split(",") if x.strip()]
+        if not counts or min(counts) < 1:
+            raise ConfigError(f"--candidates must be positive integers like 3,5,8 (got {candidates!r})")
+    except ValueError:
+        fail(f"--candidates must be positive integers like 3,5,8 (got {candidates!r})")
+    s, overrides, _, dev, st = _prepare(study, size, None, device, set, store, claim)
+    with Bars(enabled=True) as bars:
+        res = seed_agreement(s, ClaimContext(s, size, 1, dev, st, overrides, bars), counts, claim)
+    t = Table(title=f"{s.name}: verdicts of three disjoint seed sets ({size})")
+    for col in ("claim", *[f"n={n}" for n in counts], "default seeds"):
+        t.add_column(col)
+    for cid, rec in res.items():
+        t.add_row(cid, *[" / ".join(rec["verdicts"].get(n, [])) for n in counts],
+                  str(rec["seeds"]) if rec["seeds"] else f"unsettled at {max(counts)}")
+    out.print(t)
 
 
 def _register_extensions() -> None:
