@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 C = TypeVar("C", bound="StudyConfig")
 
@@ -23,11 +23,19 @@ class ConfigError(ValueError):
 
 
 class StudyConfig(BaseModel):
+    """The fields every study has (a study redeclares them with its own defaults and bounds) and the kit's
+    conventions: the trainer reads lr, B, steps and curve_points; seeds derive every random stream."""
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     study: ClassVar[str] = "base"
     # Fields that may vary between the models of one ensemble (they become [E] tensors).
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed"})
+
+    seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the config hash")
+    lr: float = Field(0.1, gt=0, le=1e4, description="learning rate")
+    B: int = Field(64, ge=1, le=1 << 20, description="batch size")
+    steps: int = Field(1000, ge=1, le=10_000_000, description="optimizer steps")
+    curve_points: int = Field(40, ge=2, le=10_000, description="checkpoints recorded along training")
 
     @property
     def hash(self) -> str:
