@@ -130,11 +130,21 @@ def test_per_layer_filter_rules_from_yaml(family, tmp_path):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c["models"][1]["parameters"].update(wieght=1.0), "models.1.parameters.wieght: unknown field"),
-    (lambda c: c.update(merge_method="slerp2"), "known: dare_linear, dare_ties"),
-    (lambda c: c.update(tokenizer_source="base"), "tokenizer_source: unknown field"),
+    (lambda c: c.update(merge_method="slerp2"), "unknown method 'slerp2'; supported: linear, task_arithmetic, ties"),
+    (lambda c: c.update(merge_method="slerp"), "'slerp' is outside the task-vector family and not supported by "
+                                               "theorylab merge; use mergekit"),
+    (lambda c: c.update(tokenizer_source="base"), "tokenizer_source: tokenizer merging"),
+    (lambda c: c.update(slices=[]), "slices: layer slices (passthrough / frankenmerges) is not supported"),
+    (lambda c: c["models"][1]["parameters"].update(gamma=0.1), "models[1].parameters.gamma: not a per-model parameter "
+                                                               "of ties (per model it takes: weight, density)"),
+    (lambda c: c["models"][1]["parameters"].update({"lambda": 2.0}), "models.1.parameters.lambda: a global parameter"),
+    (lambda c: c.update(parameters={"select_topk": 0.5}), "parameters.select_topk: not a parameter of ties"),
+    (lambda c: c.update(merge_method="della", parameters={"epsilon": 0.5}),
+     "density - epsilon and density + epsilon must lie in (0, 1); got density 0.5 and epsilon 0.5"),
+    (lambda c: c.update(merge_method="model_stock", models=[{"model": m["model"]} for m in c["models"][:2]]), "model_stock needs at least two"),
     (lambda c: c["models"][1]["parameters"].pop("weight"), "models[1].parameters.weight: required"),
     (lambda c: c["models"][1].update(model="/no/such/model"), "'/no/such/model' not found"),
-    (lambda c: c["models"][1]["parameters"].update(density=1.5), "density"),
+    (lambda c: c["models"][1]["parameters"].update(density=1.5), "models[1].parameters.density must be in [0.0, 1.0], got 1.5"),
 ])
 def test_bad_config_errors_name_the_field(mutate, message, family, tmp_path):
     cfg = _config(family("gpt2"))
