@@ -153,3 +153,31 @@ def test_bad_config_errors_name_the_field(mutate, message, family, tmp_path):
     assert res.exit_code == 2
     assert message in " ".join(res.output.split()), res.output
     assert not out.exists()
+
+
+def test_missing_integer_buffer_is_a_note_and_copied_from_the_base(family, tmp_path):
+    """The packaged MiniLM base holds int64 embeddings.position_ids; a fine-tune re-saved by transformers 5
+    does not. The buffer is copied from the base, so the merge goes on with a note."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+
+    paths = family("bert")
+    base_dir = tmp_path / "base-with-buffer"
+    shutil.copytree(paths["base"], base_dir)
+    sd = load_file(base_dir / "model.safetensors")
+    sd["embeddings.position_ids"] = torch.arange(32).reshape(1, 32)
+    save_file(sd, base_dir / "model.safetensors", metadata={"format": "pt"})
+    cfg = _config(paths, "ties") | {"base_model": str(base_dir)}
+    cfg["models"][0]["model"] = str(base_dir)
+    res, out = _run_merge(tmp_path, cfg)
+    assert res.exit_code == 0, res.output
+    assert "buffer 'embeddings.position_ids' (int64) is missing; it is copied from the base" in " ".join(res.output.split())
+    merged = load_state_dict(out)
+    assert torch.equal(merged["embeddings.position_ids"], sd["embeddings.position_ids"])
+    import transformers
+    transformers.BertModel.from_pretrained(out)  # loads
+    card = (out / "README.md").read_text()
+    assert "[TIES](https://arxiv.org/abs/2306.01708)" in card and "position_ids" in card
+    assert "| task vector | task vector | cosine |" in card
+    copied = yaml.safe_load((out / "mergekit_config.yml").read_text())
+    assert copied["merge_method"] == "ties" and yaml.safe_load(card.split("```yaml\n")[1].split("```")[0]) == copied

@@ -72,6 +72,41 @@ def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the
     console.print(f"guidance (one-layer theory, Thms 4-6; validate on your data): {r.advice}")
 
 
+def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned model folder")],
+                 out_dir: Annotated[Path, typer.Argument(help="adapter folder to write (atomically)")],
+                 base: Annotated[Path, typer.Option("--base", help="the pre-trained model the task vector is taken against")],
+                 rank: Annotated[Optional[int], typer.Option(help="singular values kept per matrix")] = None,
+                 energy: Annotated[Optional[float], typer.Option(help="fraction of each matrix's squared norm kept (0, 1]")] = None,
+                 embeddings: Annotated[bool, typer.Option(help="also write embedding deltas as LoRA factors")] = False,
+                 include: Annotated[Optional[str], typer.Option(help="regex: only weights whose name matches")] = None,
+                 exclude: Annotated[Optional[str], typer.Option(help="regex: skip weights whose name matches")] = None,
+                 overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False) -> None:
+    """Write the low-rank task vector FINETUNED - BASE as a PEFT LoRA adapter (--rank r or --energy f)."""
+    from .lora import extract_lora as run
+
+    console = Console()
+    try:
+        rep = run(finetuned, base, out_dir, rank=rank, energy=energy, embeddings=embeddings, include=include,
+                  exclude=exclude, overwrite=overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2)
+    t = Table(title=f"kept energy per matrix ({rep.out_dir.name})")
+    for col in ("module", "rank kept / full", "kept energy"):
+        t.add_column(col, justify="left" if col == "module" else "right")
+    for m in rep.energy:
+        t.add_row(m, f"{rep.ranks.get(m, 0)} / {rep.full_rank[m]}", f"{rep.energy[m]:.4f}")
+    console.print(t)
+    for note in rep.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if rep.not_carried:
+        share = sum(rep.not_carried.values()) / rep.total_sq
+        console.print(f"[yellow]note:[/yellow] {len(rep.not_carried)} changed tensors LoRA does not carry (biases, norms, "
+                      f"embeddings without --embeddings) hold {share:.2%} of ||tau||^2; e.g. {next(iter(rep.not_carried))}")
+    console.print(f"carried: {rep.carried_fraction:.2%} of ||tau||^2; wrote {rep.out_dir}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("merge")(merge)
     app.command("relate")(relate)
+    app.command("extract-lora")(extract_lora)
