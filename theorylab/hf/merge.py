@@ -9,6 +9,7 @@ threshold without holding the whole delta.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -357,18 +358,17 @@ def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_
         chunk_elems = max(chunk_elems, info.numel)  # a vector is one row: DELLA ranks / Model Stock normalizes it whole
     work = torch.promote_types(info.dtype, torch.float32)
 
-    def deltas(a: int, b: int, base_rows):
-        return [torch.zeros(base_rows.shape, dtype=work) if t in masked else m.read_rows(name, a, b).to(work) - base_rows.to(work)
-                for t, m in enumerate(models)]
+    def deltas(a: int, b: int, base_rows=None) -> _LazyDeltas:
+        return _LazyDeltas(lambda: base.read_rows(name, a, b) if base_rows is None else base_rows,
+                           [lambda m=m: m.read_rows(name, a, b) for m in models], masked, work)
 
     if tm.needs_stats:
-        tm.prepare(lambda: ((a * info.row_elems, deltas(a, b, base.read_rows(name, a, b)))
-                            for a, b in info.row_blocks(chunk_elems)))
+        tm.prepare(lambda: ((a * info.row_elems, deltas(a, b)) for a, b in info.row_blocks(chunk_elems)))
     group = group_name(name, layer_pattern)
     edit_sq = base_sq = 0.0
     for a, b in info.row_blocks(chunk_elems):
         base_rows = base.read_rows(name, a, b)
-        ds = deltas(a, b, base_rows)
+        ds = list(deltas(a, b, base_rows))
         report.add_relations(group, ds)
         merged = tm.chunk(base_rows, [] if tm.is_identity else ds, offset=a * info.row_elems).to(out_info.dtype)
         writer.write(name, merged)
@@ -376,6 +376,28 @@ def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_
         base_sq += float(base_rows.double().pow(2).sum())
     report.edit_sq[group] = report.edit_sq.get(group, 0.0) + edit_sq
     report.base_sq[group] = report.base_sq.get(group, 0.0) + base_sq
+
+
+class _LazyDeltas(Sequence):
+    """One row block's task-vector deltas, each read from disk only when asked for: a top-k threshold
+    pass over task t then reads model t and the base, not every model."""
+
+    def __init__(self, base_rows: Callable[[], torch.Tensor], model_rows: list[Callable[[], torch.Tensor]],
+                 masked: frozenset[int], work: torch.dtype):
+        self._base_rows, self._model_rows, self._masked, self._work = base_rows, model_rows, masked, work
+        self._base: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self._model_rows)
+
+    def __getitem__(self, t):
+        if isinstance(t, slice):
+            return [self[i] for i in range(*t.indices(len(self)))]
+        if self._base is None:
+            self._base = self._base_rows().to(self._work)
+        if t in self._masked:
+            return torch.zeros_like(self._base)
+        return self._model_rows[t]().to(self._work) - self._base
 
 
 def _progress(enabled: bool, console: Console) -> Progress:
