@@ -138,6 +138,9 @@ def test_per_layer_filter_rules_from_yaml(family, tmp_path):
     (lambda c: c["models"][1]["parameters"].update(gamma=0.1), "models[1].parameters.gamma: not a per-model parameter "
                                                                "of ties (per model it takes: weight, density)"),
     (lambda c: c["models"][1]["parameters"].update({"lambda": 2.0}), "models.1.parameters.lambda: a global parameter"),
+    (lambda c: c["models"][1]["parameters"].update(weight=[0.5, {"value": 1}]),
+     "invalid merge config: models.1.parameters.weight: expected a number, a list of numbers (a gradient over blocks) "
+     "or a list of {filter, value} rules"),
     (lambda c: c.update(parameters={"select_topk": 0.5}), "parameters.select_topk: not a parameter of ties"),
     (lambda c: c.update(merge_method="della", parameters={"epsilon": 0.5}),
      "density - epsilon and density + epsilon must lie in (0, 1); got density 0.5 and epsilon 0.5"),

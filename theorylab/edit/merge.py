@@ -155,9 +155,6 @@ class TensorMerge:
         return (self._uses_rules or self._uses_rescale or k.coefficients == "sce"
                 or (k.coefficients == "model_stock" and not k.filter_wise))
 
-    # Backwards-compatible name used by callers that only knew top-k thresholds.
-    needs_full_deltas = needs_stats
-
     @property
     def needs_whole_rows(self) -> bool:
         """DELLA ranks within rows and filter-wise Model Stock normalizes rows: a 1-D tensor (one row) must
@@ -356,8 +353,8 @@ class TensorMerge:
             if self.knobs.filter_wise:
                 rows = [d.unsqueeze(0) if d.dim() < 2 else d for d in deltas]
                 dots, sq = self._pair_stats(rows, -1)
-                t = self._stock_t(dots, sq, n).unsqueeze(-1)
-                t = t.reshape(*t.shape[:-1], 1) if ref.dim() >= 2 else t.reshape(())
+                t = self._stock_t(dots, sq, n)
+                t = t.unsqueeze(-1) if ref.dim() >= 2 else t.reshape(())  # one factor per row
             else:
                 t = self.stock_factor
             return [(t / n).to(ref.dtype)] * n

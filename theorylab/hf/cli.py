@@ -26,7 +26,8 @@ def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML confi
           overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
           max_shard_size: Annotated[str, typer.Option(help="largest output shard, e.g. 2GB")] = "2GB",
           progress: Annotated[bool, typer.Option(help="show a progress bar over tensors")] = True) -> None:
-    """Merge checkpoints per a mergekit-style YAML (task_arithmetic, ties, dare_linear, dare_ties, ...)."""
+    """Merge checkpoints per a mergekit-style YAML (mergekit's task-vector family: linear, task_arithmetic, ties,
+    dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock)."""
     from .merge import merge_checkpoints
 
     console = Console()
@@ -39,7 +40,10 @@ def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML confi
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(report.table())
-    console.print(f"wrote {report.n_tensors} tensors to {report.out_dir}")
+    for (i, j), cos in report.cosines().items():
+        if cos is not None:
+            console.print(f"cosine of task vectors {report.labels[i]} / {report.labels[j]}: {cos:+.4f}")
+    console.print(f"wrote {report.n_tensors} tensors, mergekit_config.yml and a model card to {report.out_dir}")
 
 
 def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the task to keep)")],

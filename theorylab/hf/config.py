@@ -186,16 +186,27 @@ class MergeConfig(_Frozen):
         return out
 
 
+PARAM_FIELDS = ("weight", "density", "gamma", "epsilon", "lambda", "select_topk")
+
+
 def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, str) or not p.startswith(("list[", "float", "function")))
+        parts = [p for p in e["loc"] if not isinstance(p, str) or not p.startswith(("list[", "float", "function"))]
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            per_model = len(e["loc"]) >= 3 and e["loc"][0] == "models"
-            msg = ("a global parameter, set it once under parameters:" if per_model and e["loc"][-1] in
+        at_param = next((i for i, p in enumerate(parts) if p in PARAM_FIELDS), None)
+        if e["type"] == "extra_forbidden" and at_param == len(parts) - 1:
+            at_param = None  # the parameter's name itself is out of place, not its value
+        if at_param is not None and (at_param < len(parts) - 1 or e["type"] != "value_error"):
+            # a parameter value failed every form it may take: say what the forms are, once
+            parts = parts[: at_param + 1]
+            msg = "expected a number, a list of numbers (a gradient over blocks) or a list of {filter, value} rules"
+        elif e["type"] == "extra_forbidden":
+            per_model = len(parts) >= 3 and parts[0] == "models"
+            msg = ("a global parameter, set it once under parameters:" if per_model and parts[-1] in
                    GlobalParameters.model_fields.keys() | {"lambda"} else
                    "unknown field (not part of the mergekit vocabulary theorylab accepts)")
+        loc = ".".join(str(p) for p in parts)
         if e["type"] == "value_error" and not e["loc"]:
             loc = ""  # model validators name the field themselves
         lines.append(f"{loc}: {msg}" if loc else msg)
