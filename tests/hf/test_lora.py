@@ -28,7 +28,8 @@ def _expected(base, ft, carried: set[str], rank=None, energy=None):
     return {k: (b + E.low_rank(tau[k], rank=rank, energy=energy)) if k in carried else b for k, b in base.items()}
 
 
-@pytest.mark.parametrize("arch, args", [("llama", ["--rank", "2"]), ("gpt2", ["--energy", "0.5"])])
+@pytest.mark.parametrize("arch, args", [("llama", ["--rank", "2"]), ("gpt2", ["--energy", "0.5"]),
+                                        ("llama", ["--rank", "3", "--embeddings"])])
 def test_extract_lora_round_trips_through_peft(arch, args, family, tmp_path):
     paths = family(arch)
     out = tmp_path / "adapter"
@@ -39,6 +40,7 @@ def test_extract_lora_round_trips_through_peft(arch, args, family, tmp_path):
     assert factors and all(k.endswith(".weight") for k in factors)
     if arch == "gpt2":
         assert all(f.transposed for f in factors.values())  # Conv1D: fan_in_fan_out
+    assert ("model.embed_tokens.weight" in factors) == ("--embeddings" in args)
     base, ft = load_state_dict(paths["base"]), load_state_dict(paths["ft0"])
     rank = int(args[1]) if args[0] == "--rank" else None
     energy = float(args[1]) if args[0] == "--energy" else None
