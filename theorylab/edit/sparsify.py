@@ -31,12 +31,21 @@ class MagnitudeRule:
     tie_quota: Tensor
 
 
-def magnitude_rule(delta: Tensor, density: float, model_axis: bool = False) -> MagnitudeRule:
-    """Compute the keep rule from the whole tensor (the statistic must see every entry)."""
+def mergekit_count(density: float, n: int) -> int:
+    """Entries mergekit's magnitude trimming keeps: int(density * n), at least one for any density > 0."""
+    if density <= 0 or n == 0:
+        return 0
+    return n if density >= 1 else max(1, int(density * n))
+
+
+def magnitude_rule(delta: Tensor, density: float, model_axis: bool = False, *,
+                   count: Callable[[float, int], int] = count_of) -> MagnitudeRule:
+    """Compute the keep rule from the whole tensor (the statistic must see every entry).
+    count(density, n): how many entries to keep (floor by default; mergekit_count for merges)."""
     check_fraction(density, "density")
     a = per_model_flat(delta, model_axis).abs().float()  # [E, n]
     n = a.shape[1]
-    k = count_of(density, n)
+    k = count(density, n)
     if k == 0:
         inf = torch.full((a.shape[0],), float("inf"))
         return MagnitudeRule(inf, torch.zeros(a.shape[0], dtype=torch.int64))
@@ -45,7 +54,8 @@ def magnitude_rule(delta: Tensor, density: float, model_axis: bool = False) -> M
     return MagnitudeRule(thr, k - greater)
 
 
-def magnitude_rule_chunked(chunks: Callable[[], Iterable[Tensor]], density: float) -> MagnitudeRule:
+def magnitude_rule_chunked(chunks: Callable[[], Iterable[Tensor]], density: float, *,
+                           count: Callable[[float, int], int] = count_of) -> MagnitudeRule:
     """The same rule as magnitude_rule (one model), from a re-iterable source of chunks, in O(chunk) memory.
 
     Why: the k-th largest |x| of a 65M-entry embedding via kthvalue needs several full float32 copies.
@@ -59,7 +69,7 @@ def magnitude_rule_chunked(chunks: Callable[[], Iterable[Tensor]], density: floa
         bits = _abs_bits(c)
         hist += torch.bincount(bits >> 15, minlength=1 << 16)
         n += bits.numel()
-    k = count_of(density, n)
+    k = count(density, n)
     if k == 0:
         return MagnitudeRule(torch.full((1,), float("inf")), torch.zeros(1, dtype=torch.int64))
     bucket, above = _bucket_of_kth(hist, k)
@@ -140,6 +150,21 @@ def dare(delta: Tensor, drop_rate: float, seed: int | Tensor = 0, model_axis: bo
     """DARE in the paper's terms: drop with probability p, rescale survivors by 1 / (1 - p)."""
     check_fraction(drop_rate, "drop_rate", high=0.999999)
     return sparsify(delta, 1.0 - drop_rate, "random", rescale=True, seed=seed, model_axis=model_axis)
+
+
+def della_keep_probability(delta: Tensor, density: float, epsilon: float) -> Tensor:
+    """DELLA's MAGPRUNE (Deep et al. 2024, as mergekit 0.1.5 defines it): within each row (dim 1 of the
+    tensor; a vector is one row) entries are ranked by magnitude, and rank r of n gets keep probability
+    density - epsilon + 2 epsilon (r - 1) / (n - 1), so larger entries survive more often while the mean
+    keep rate stays ``density``. Whole rows must be present (row chunks of dim 0 are fine)."""
+    x = delta.unsqueeze(0) if delta.dim() < 2 else delta
+    n = x.shape[1]
+    order = torch.argsort(x.abs().float(), dim=1, stable=True)  # stable: ties rank by position
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n).reshape(1, n, *([1] * (x.dim() - 2))).expand_as(order))
+    # a one-entry row has no spread of ranks; it keeps the mean probability
+    rank_norm = rank.double() / (n - 1) if n > 1 else torch.full(x.shape, 0.5, dtype=torch.float64)
+    return ((density - epsilon) + rank_norm * 2 * epsilon).reshape(delta.shape)
 
 
 def task_seed(seed: int | Tensor, task: int, tensor_name: str) -> Tensor:

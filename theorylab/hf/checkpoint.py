@@ -197,17 +197,21 @@ def atomic_output_dir(target: str | os.PathLike, overwrite: bool = False) -> Ite
 
 
 def copy_support_files(src: str | os.PathLike, dst: Path, dtype: torch.dtype | None = None) -> list[str]:
-    """Copy config/tokenizer/generation files (everything that is not weights); record a cast dtype in
-    config.json so transformers loads the output in it."""
+    """Copy config/tokenizer/generation files (everything that is not weights), also in subfolders such as
+    sentence-transformers' 1_Pooling/; record a cast dtype in config.json so transformers loads the output
+    in it."""
     src = Path(src)
     copied = []
     if not src.is_dir():
         return copied
-    for f in sorted(src.iterdir()):
-        if not f.is_file() or f.name.endswith(WEIGHT_SUFFIXES) or f.name in WEIGHT_INDEXES:
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src)
+        if (not f.is_file() or f.name.endswith(WEIGHT_SUFFIXES) or f.name in WEIGHT_INDEXES
+                or any(part.startswith(".") for part in rel.parts[:-1])):  # .git/, .cache/ ...
             continue
-        shutil.copy2(f, dst / f.name)
-        copied.append(f.name)
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst / rel)
+        copied.append(str(rel))
     cfg = dst / "config.json"
     if dtype is not None and cfg.exists():
         data = json.loads(cfg.read_text())

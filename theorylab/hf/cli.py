@@ -26,7 +26,8 @@ def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML confi
           overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
           max_shard_size: Annotated[str, typer.Option(help="largest output shard, e.g. 2GB")] = "2GB",
           progress: Annotated[bool, typer.Option(help="show a progress bar over tensors")] = True) -> None:
-    """Merge checkpoints per a mergekit-style YAML (task_arithmetic, ties, dare_linear, dare_ties, ...)."""
+    """Merge checkpoints per a mergekit-style YAML (mergekit's task-vector family: linear, task_arithmetic, ties,
+    dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock)."""
     from .merge import merge_checkpoints
 
     console = Console()
@@ -39,7 +40,10 @@ def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML confi
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(report.table())
-    console.print(f"wrote {report.n_tensors} tensors to {report.out_dir}")
+    for (i, j), cos in report.cosines().items():
+        if cos is not None:
+            console.print(f"cosine of task vectors {report.labels[i]} / {report.labels[j]}: {cos:+.4f}")
+    console.print(f"wrote {report.n_tensors} tensors, mergekit_config.yml and a model card to {report.out_dir}")
 
 
 def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the task to keep)")],
@@ -72,6 +76,41 @@ def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the
     console.print(f"guidance (one-layer theory, Thms 4-6; validate on your data): {r.advice}")
 
 
+def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned model folder")],
+                 out_dir: Annotated[Path, typer.Argument(help="adapter folder to write (atomically)")],
+                 base: Annotated[Path, typer.Option("--base", help="the pre-trained model the task vector is taken against")],
+                 rank: Annotated[Optional[int], typer.Option(help="singular values kept per matrix")] = None,
+                 energy: Annotated[Optional[float], typer.Option(help="fraction of each matrix's squared norm kept (0, 1]")] = None,
+                 embeddings: Annotated[bool, typer.Option(help="also write embedding deltas as LoRA factors")] = False,
+                 include: Annotated[Optional[str], typer.Option(help="regex: only weights whose name matches")] = None,
+                 exclude: Annotated[Optional[str], typer.Option(help="regex: skip weights whose name matches")] = None,
+                 overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False) -> None:
+    """Write the low-rank task vector FINETUNED - BASE as a PEFT LoRA adapter (--rank r or --energy f)."""
+    from .lora import extract_lora as run
+
+    console = Console()
+    try:
+        rep = run(finetuned, base, out_dir, rank=rank, energy=energy, embeddings=embeddings, include=include,
+                  exclude=exclude, overwrite=overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2)
+    t = Table(title=f"kept energy per matrix ({rep.out_dir.name})")
+    for col in ("module", "rank kept / full", "kept energy"):
+        t.add_column(col, justify="left" if col == "module" else "right")
+    for m in rep.energy:
+        t.add_row(m, f"{rep.ranks.get(m, 0)} / {rep.full_rank[m]}", f"{rep.energy[m]:.4f}")
+    console.print(t)
+    for note in rep.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if rep.not_carried:
+        share = sum(rep.not_carried.values()) / rep.total_sq
+        console.print(f"[yellow]note:[/yellow] {len(rep.not_carried)} changed tensors LoRA does not carry (biases, norms, "
+                      f"embeddings without --embeddings) hold {share:.2%} of ||tau||^2; e.g. {next(iter(rep.not_carried))}")
+    console.print(f"carried: {rep.carried_fraction:.2%} of ||tau||^2; wrote {rep.out_dir}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("merge")(merge)
     app.command("relate")(relate)
+    app.command("extract-lora")(extract_lora)

@@ -1,24 +1,40 @@
 """Merge configs in mergekit's YAML vocabulary, validated by frozen pydantic models.
 
-Accepted (mergekit's names): merge_method, base_model, models[].model, models[].parameters.{weight,
-density}, parameters.{weight, density, normalize, rescale, lambda, int8_mask}, dtype, out_dtype.
-theorylab additions: parameters.seed (DARE masks), parameters.sign_consensus ("sum"/"count"),
-parameters.lwptv (layer-wise pruning of the task vectors before any merge method; see LwptvParameters).
+Accepted: merge_method (mergekit's task-vector family: linear, task_arithmetic, ties, dare_linear,
+dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock; plus theorylab's
+magnitude_prune*), base_model, models[].model (a folder, or mergekit's ``folder+lora_adapter``),
+models[].parameters (the method's per-model parameters), parameters (the method's parameters), dtype,
+out_dtype. Each method takes exactly the parameters mergekit's spec gives it (see ``MergeMethod``).
+theorylab additions: parameters.seed (random masks), parameters.sign_consensus ("sum"/"count"),
+parameters.rescale_norm (l1/l2/linf/density), parameters.lwptv (layer-wise pruning of the task vectors).
 A parameter value may be a number, a list of numbers (gradient over blocks) or filter rules
-[{filter: "self_attn", value: 0.5}, {value: 1.0}]. Unknown keys are rejected, naming the field.
+[{filter: "self_attn", value: 0.5}, {value: 1.0}]. Every problem is reported as one line naming the field.
 Computation is always float32 (or float64 for float64 inputs); ``dtype``/``out_dtype`` only cast the output.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..edit.merge import MERGE_METHODS
+from ..edit.merge import MERGE_METHODS, MERGEKIT_ONLY_METHODS, get_merge_method
 
 OutDtype = Literal["float32", "float16", "bfloat16", "float64"]
+# mergekit config keys for things theorylab does not do: layer stacking and tokenizer surgery.
+UNSUPPORTED_KEYS = {
+    "slices": "layer slices (passthrough / frankenmerges)",
+    "modules": "per-module merge definitions",
+    "tokenizer_source": "tokenizer merging (the output takes the base model's tokenizer files)",
+    "tokenizer": "tokenizer merging (the output takes the base model's tokenizer files)",
+    "chat_template": "chat template selection (the output takes the base model's files)",
+}
+THEORYLAB_PARAMETERS = ("seed", "sign_consensus", "rescale_norm", "lwptv")
+PER_MODEL_NAMES = ("weight", "density", "gamma", "epsilon")
+# Valid range of each numeric parameter: (low, high, low inclusive, high inclusive)
+RANGES = {"density": (0.0, 1.0), "gamma": (0.0, 1.0), "epsilon": (0.0, 0.5), "select_topk": (0.0, 1.0)}
+MERGEKIT_HINT = "use mergekit itself for it (pip install mergekit; mergekit-yaml config.yml out_dir)"
 
 
 class ConfigError(ValueError):
@@ -31,7 +47,7 @@ class _Frozen(BaseModel):
 
 class FilterRule(_Frozen):
     filter: str | None = None
-    value: float
+    value: float | list[float]
 
 
 Param = float | list[float] | list[FilterRule]
@@ -44,14 +60,46 @@ def param_value(p: Param | None):
     return p
 
 
+def _numbers(p) -> list[float]:
+    if isinstance(p, (int, float)):
+        return [float(p)]
+    if isinstance(p, list):
+        return [x for v in p for x in _numbers(v.value if isinstance(v, FilterRule) else v)]
+    return []
+
+
+def _check_range(name: str, p, where: str) -> None:
+    if name not in RANGES or p is None:
+        return
+    lo, hi = RANGES[name]
+    for x in _numbers(p):
+        if not lo <= x <= hi:
+            raise ValueError(f"{where}.{name} must be in [{lo}, {hi}], got {x}")
+
+
 class ModelParameters(_Frozen):
     weight: Param | None = None
     density: Param | None = None
+    gamma: Param | None = None
+    epsilon: Param | None = None
+
+    def given(self) -> list[str]:
+        return [k for k in PER_MODEL_NAMES if getattr(self, k) is not None]
 
 
 class ModelEntry(_Frozen):
     model: str
     parameters: ModelParameters = ModelParameters()
+
+    @property
+    def path(self) -> str:
+        return self.model.split("+", 1)[0]
+
+    @property
+    def lora(self) -> str | None:
+        """mergekit's ``model+lora`` reference: the model with a PEFT LoRA adapter applied."""
+        parts = self.model.split("+", 1)
+        return parts[1] if len(parts) == 2 else None
 
 
 class LwptvParameters(_Frozen):
@@ -66,32 +114,64 @@ class LwptvParameters(_Frozen):
     top_k: float = Field(0.2, gt=0.0, le=1.0)
 
 
-class GlobalParameters(_Frozen):
-    weight: Param | None = None
-    density: Param | None = None
+class GlobalParameters(ModelParameters):
     normalize: bool | None = None
     rescale: bool | None = None
-    lambda_: float = Field(1.0, alias="lambda")
+    lambda_: Param = Field(1.0, alias="lambda")
     int8_mask: bool | None = None  # mergekit memory option; theorylab's masks are bool already: ignored
+    select_topk: Param = 1.0
+    filter_wise: bool = False
     seed: int = 0
     sign_consensus: Literal["sum", "count"] | None = None
+    rescale_norm: Literal["l1", "l2", "linf", "density"] | None = None
     lwptv: LwptvParameters | None = None
+
+    def given(self) -> list[str]:
+        names = {"lambda_": "lambda"}
+        return [names.get(k, k) for k in self.model_fields_set]
 
 
 class MergeConfig(_Frozen):
     merge_method: str
-    base_model: str
+    base_model: str | None = None
     models: list[ModelEntry] = Field(min_length=1)
     parameters: GlobalParameters = GlobalParameters()
     dtype: OutDtype | None = None
     out_dtype: OutDtype | None = None
 
-    @field_validator("merge_method")
+    @model_validator(mode="before")
     @classmethod
-    def _known_method(cls, v: str) -> str:
-        if v not in MERGE_METHODS:
-            raise ValueError(f"unknown merge_method {v!r}; known: {', '.join(sorted(MERGE_METHODS))}")
-        return v
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, what in UNSUPPORTED_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key}: {what} is not supported by theorylab merge; {MERGEKIT_HINT}")
+            method = data.get("merge_method")
+            if isinstance(method, str) and method not in MERGE_METHODS:
+                if method in MERGEKIT_ONLY_METHODS:
+                    raise ValueError(f"merge_method: {method!r} is outside the task-vector family and not supported by "
+                                     f"theorylab merge; {MERGEKIT_HINT}. Supported: {', '.join(MERGE_METHODS)}")
+                raise ValueError(f"merge_method: unknown method {method!r}; supported: {', '.join(MERGE_METHODS)}")
+        return data
+
+    @model_validator(mode="after")
+    def _parameters_fit_the_method(self):
+        method = get_merge_method(self.merge_method)
+        takes = set(method.parameters) | set(THEORYLAB_PARAMETERS)
+        for name in self.parameters.given():
+            if name not in takes:
+                raise ValueError(f"parameters.{name}: not a parameter of {self.merge_method} "
+                                 f"(it takes: {', '.join(method.parameters + THEORYLAB_PARAMETERS)})")
+            _check_range(name, getattr(self.parameters, name, None), "parameters")
+        for i, m in enumerate(self.models):
+            for name in m.parameters.given():
+                if name not in method.per_model_parameters:
+                    raise ValueError(f"models[{i}].parameters.{name}: not a per-model parameter of {self.merge_method} "
+                                     f"(per model it takes: {', '.join(method.per_model_parameters) or 'nothing'})")
+                _check_range(name, getattr(m.parameters, name), f"models[{i}].parameters")
+        if self.base_model is None and self.merge_method != "linear":
+            raise ValueError(f"base_model: required by {self.merge_method} (task vectors are differences to it)")
+        return self
 
     @property
     def output_dtype(self) -> str | None:
@@ -106,15 +186,31 @@ class MergeConfig(_Frozen):
         return out
 
 
+PARAM_FIELDS = ("weight", "density", "gamma", "epsilon", "lambda", "select_topk")
+
+
 def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, str) or not p.startswith(("list[", "float", "function")))
+        parts = [p for p in e["loc"] if not isinstance(p, str) or not p.startswith(("list[", "float", "function"))]
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (not part of the mergekit vocabulary theorylab accepts)"
-        lines.append(f"{loc or '<config>'}: {msg}")
-    return "invalid merge config:\n  " + "\n  ".join(dict.fromkeys(lines))
+        at_param = next((i for i, p in enumerate(parts) if p in PARAM_FIELDS), None)
+        if e["type"] == "extra_forbidden" and at_param == len(parts) - 1:
+            at_param = None  # the parameter's name itself is out of place, not its value
+        if at_param is not None and (at_param < len(parts) - 1 or e["type"] != "value_error"):
+            # a parameter value failed every form it may take: say what the forms are, once
+            parts = parts[: at_param + 1]
+            msg = "expected a number, a list of numbers (a gradient over blocks) or a list of {filter, value} rules"
+        elif e["type"] == "extra_forbidden":
+            per_model = len(parts) >= 3 and parts[0] == "models"
+            msg = ("a global parameter, set it once under parameters:" if per_model and parts[-1] in
+                   GlobalParameters.model_fields.keys() | {"lambda"} else
+                   "unknown field (not part of the mergekit vocabulary theorylab accepts)")
+        loc = ".".join(str(p) for p in parts)
+        if e["type"] == "value_error" and not e["loc"]:
+            loc = ""  # model validators name the field themselves
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "invalid merge config: " + "; ".join(dict.fromkeys(lines))
 
 
 def parse_config(data: dict) -> MergeConfig:
