@@ -14,8 +14,8 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from theorylab.core import nn
 from theorylab.core.ensemble import shared_value
 from theorylab.core.rng import EnsembleRNG, stream_id
 from theorylab.studies.colored_digits.config import ColoredDigitsConfig
@@ -60,50 +60,16 @@ def init_params(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device) -
     return out
 
 
-def _lin(x: torch.Tensor, p: dict, name: str, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [*, E, B, N, i] @ W [*, E, i, o] + b [*, E, o] -> [*, E, B, N, o] (one matmul per model)."""
-    B, N = x.shape[-3:-1]
-    b = p[name + ".b"] if bias is None else bias
-    y = x.flatten(-3, -2) @ p[name + ".w"] + b[..., None, :]  # [*, E, B*N, o]
-    return y.unflatten(-2, (B, N))
-
-
-def _without_key_bias(qkv_b: torch.Tensor) -> torch.Tensor:
-    """[*, E, 3D] -> the same with the key third zeroed. A key bias adds q.b_k to every score of a query,
-    which softmax ignores: its true gradient is 0, and AdamW would turn the rounding noise there into
-    lr-sized steps that differ between an ensemble and a model trained alone. Zeroed, it stays exactly 0."""
-    D = qkv_b.shape[-1] // 3
-    keep = torch.ones(3 * D, dtype=qkv_b.dtype, device=qkv_b.device)
-    keep[D : 2 * D] = 0
-    return qkv_b * keep
-
-
-def _ln(x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
-    """LayerNorm over the last dim; x [*, E, B, (N,) D], weights [*, E, D]."""
-    extra = x.dim() - p[name + ".w"].dim()  # data dims between E and D
-    w, b = (p[f"{name}.{s}"].reshape(*p[name + ".w"].shape[:-1], *([1] * extra), -1) for s in "wb")
-    return F.layer_norm(x, x.shape[-1:]) * w + b
-
-
-def patches(X: torch.Tensor, patch: int) -> torch.Tensor:
-    """[E, B, C, 8, 8] -> [E, B, N, C*p*p], tokens in row-major patch order."""
-    E, B, C, H, W = X.shape
-    x = X.reshape(E, B, C, H // patch, patch, W // patch, patch).permute(0, 1, 3, 5, 2, 4, 6)
-    return x.reshape(E, B, (H // patch) * (W // patch), C * patch * patch)
-
-
 def features(p: dict[str, torch.Tensor], X: torch.Tensor, patch: int, heads: int) -> torch.Tensor:
     """X [E, B, 2, 8, 8] -> pooled features z [*, E, B, D]."""
-    h = _lin(patches(X, patch), p, "patch") + p["pos"].unsqueeze(-3)  # [*, E, B, N, D]
+    h = nn.linear(nn.patchify(X, patch), p, "patch") + p["pos"].unsqueeze(-3)  # [*, E, B, N, D]
     depth = sum(1 for k in p if k.endswith("attn.qkv.w"))
     for l in range(depth):
         b = f"blocks.{l}."
-        qkv = _lin(_ln(h, p, b + "ln1"), p, b + "attn.qkv", _without_key_bias(p[b + "attn.qkv.b"]))  # [*, E, B, N, 3D]
-        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(-2, -3) for t in qkv.chunk(3, dim=-1))  # [*, E, B, H, N, dh]
-        o = F.scaled_dot_product_attention(q, k, v).transpose(-2, -3).flatten(-2)  # [*, E, B, N, D]
-        h = h + _lin(o, p, b + "attn.proj")
-        h = h + _lin(F.gelu(_lin(_ln(h, p, b + "ln2"), p, b + "mlp.fc1")), p, b + "mlp.fc2")
-    return _ln(h.mean(-2), p, "norm")  # [*, E, B, D]
+        # the key third of the qkv bias is held at 0: softmax ignores it (nn.without_key_bias says why)
+        h = h + nn.attention(nn.layer_norm(h, p, b + "ln1"), p, b + "attn", heads, key_bias=False)
+        h = h + nn.mlp(nn.layer_norm(h, p, b + "ln2"), p, b + "mlp")
+    return nn.layer_norm(h.mean(-2), p, "norm", data_dims=1)  # [*, E, B, D]
 
 
 def logits(p: dict[str, torch.Tensor], head: torch.Tensor, X: torch.Tensor, patch: int, heads: int) -> torch.Tensor:
