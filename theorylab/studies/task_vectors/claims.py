@@ -98,7 +98,7 @@ def line(ctx: ClaimContext, name: str) -> dict:
     """Psi0 + dPsi_T1 + lambda dPsi_T2 over the lambda grid: {"T1": metrics, "T2": metrics} [G, E] each."""
     def compute():
         lams = lam_grid(_cfgs(ctx)[0].lam_step, LAM_LO, LAM_HI)
-        return {"lams": torch.tensor(lams), **evaluate_grid(variant(ctx, name), TASKS, pair_lambdas(lams), TASKS)}
+        return {"lams": torch.tensor(lams, dtype=torch.float64), **evaluate_grid(variant(ctx, name), TASKS, pair_lambdas(lams), TASKS)}
     return ctx.memo(f"tv:line:{name}", compute)
 
 
