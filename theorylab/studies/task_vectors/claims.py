@@ -278,7 +278,7 @@ def thm6(ctx: ClaimContext) -> Outcome:
     d = plane(ctx, "dense")
     ex, idx = setup(ctx)
     loss, acc = d["loss"].mean(1), d["acc"].mean(1)
-    best = d["grid"][int(seed_argbest(loss[:, None], maximise=False)[0])].tolist()
+    best = _list(d["grid"][int(seed_argbest(loss[:, None], maximise=False)[0])])
     gam = t["gamma"].mean(0)
     n = len(d["lams"])
     table = lwptv_table(ex.subset(idx[0.0]), TASKS, TASKS, "OOD", lambda m: m["acc"],
