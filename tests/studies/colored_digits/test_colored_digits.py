@@ -1,5 +1,6 @@
-"""Colored-digits study: data statistics, the ViT ensemble against models trained alone, the frozen head,
-the lambda = 0 merge, and the claims end to end (small grid by default; quick size behind -m slow)."""
+"""Colored-digits study: data statistics, the ViT ensemble against models trained alone and against a
+torch.nn reference, the frozen head, the lambda = 0 merge, config validation, and every claim per seed at the
+tiny config, at a non-default config and with a diverged seed (quick size behind -m slow)."""
 import math
 
 import pytest
@@ -7,16 +8,18 @@ import torch
 
 from theorylab.core.claims import ClaimContext, run_claims
 from theorylab.core.config import ConfigError, make_config
+from theorylab.core.ensemble import rng_for
+from theorylab.core.experiment import evaluate_grid
 from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
-from theorylab.studies.colored_digits.config import ColoredDigitsConfig
-from theorylab.studies.colored_digits.data import digits, rng_for, task_data
-from theorylab.studies.colored_digits.evaluate import evaluate_grid, experiment, merged
+from theorylab.studies.colored_digits.config import TINY, ColoredDigitsConfig
+from theorylab.studies.colored_digits.data import digits, task_data
+from theorylab.studies.colored_digits.evaluate import experiment, regress_gammas
 from theorylab.studies.colored_digits.model import body_keys, init_params, logits
 from theorylab.studies.colored_digits.train import task_key, train_group
 
 CPU = torch.device("cpu")
-TINY = dict(pretrain_steps=4, steps=3, B=16)
+CLAIM_IDS = {"alpha_hat_order", "multitask_lambda", "unlearning", "fig24_ood", "thm6_region", "lwptv_ood"}
 
 
 def cfgs(n=3, **kw):
@@ -82,25 +85,59 @@ def test_lambda_zero_merge_is_psi0_plus_dpsi_t1():
     params = train_group(cs, CPU, QUIET).params
     ex = experiment(cs, params, CPU)
     p1, p2 = cs[0].p_T1, cs[0].p_contradictory
-    w = merged(ex, (p1, p2), torch.tensor([[1.0, 0.0]]))
+    w = ex.merged((p1, p2), torch.tensor([[1.0, 0.0]]))
     ref = ex.tvs[p1].apply_to(ex.base)
     for k in ref:
         assert torch.equal(w[k][0], ref[k]), k
         assert torch.allclose(w[k][0], params[task_key(p1) + k], atol=1e-6), k
-    acc = evaluate_grid(ex, (p1, p2), torch.tensor([[1.0, 0.0], [0.0, 0.0]]), (p1,))[p1]
+    acc = evaluate_grid(ex, (p1, p2), torch.tensor([[1.0, 0.0], [0.0, 0.0]]), (p1,))[p1]["acc"]
     assert acc.shape == (2, 2) and bool(((acc >= 0) & (acc <= 1)).all())
+    # the merge at (1, 0) scores exactly as the fine-tuned model itself
+    own = logits({k: params[task_key(p1) + k] for k in ref}, params["psi0/head.w"], ex.tests[p1]["X"], 2, 2)
+    assert torch.equal(acc[0], (own.argmax(-1) == (ex.tests[p1]["y"] > 0).long()).float().mean(-1))
 
 
-@pytest.mark.parametrize("field,value", [("patch", 3), ("width", 33), ("p_T1", 1.5), ("lr", 0.0), ("pretrain_task", "jigsaw")])
+def test_forward_matches_torch_nn_reference():
+    study = get_study("colored_digits")
+    cs = study.seed_configs("quick", 2, **study.tiny)
+    res = train_group(cs, CPU, QUIET)
+    assert res.status == ["done", "done"] and study.forward_check(cs, res.params, CPU) < 1e-4
+
+
+def test_gammas_recover_a_known_combination_and_survive_nan():
+    from theorylab.edit import TaskVector
+    g = torch.Generator().manual_seed(0)
+    a, b = ({"w": torch.randn(3, 40, generator=g)} for _ in range(2))
+    t = {"w": 0.8 * a["w"] - 0.6 * b["w"]}
+    t["w"][2, 0] = float("nan")
+    gam, r2 = regress_gammas(TaskVector(vector=t), TaskVector(vector=a), TaskVector(vector=b))
+    assert torch.allclose(gam[:2], torch.tensor([[0.8, -0.6]] * 2), atol=1e-5) and bool((r2[:2] > 0.999).all())
+    assert bool(gam[2].isnan().all())
+
+
+@pytest.mark.parametrize("field,value", [("patch", 3), ("width", 33), ("p_T1", 1.5), ("lr", 0.0), ("pretrain_task", "jigsaw"),
+                                         ("lam_lo", -1.9), ("lam_hi", 0.6), ("lam_lo", 0.0)])
 def test_bad_config_names_field(field, value):
     with pytest.raises(ConfigError, match=field):
         make_config(ColoredDigitsConfig, {field: value})
 
 
+def test_one_point_lambda_grid_is_rejected():
+    with pytest.raises(ConfigError, match="lam_lo.*lam_hi"):
+        make_config(ColoredDigitsConfig, {"lam_lo": 0.0, "lam_hi": 0.0})
+
+
+def _run(seeds=2, **over):
+    ctx = ClaimContext(get_study("colored_digits"), "quick", seeds, CPU, overrides={**TINY, **over})
+    res = {r.claim.id: r for r in run_claims(ctx)}
+    assert set(res) == CLAIM_IDS
+    for r in res.values():
+        assert r.error is None, r.error
+        assert len(r.passed_seeds) == seeds
+    return res
+
+
 def _check_outcomes(res, seeds):
-    assert all(r.outcome is not None for r in res.values()), {k: r.error for k, r in res.items()}
-    assert set(res) == {"alpha_hat_order", "multitask_lambda", "contradictory_no_joint", "unlearning", "ood_best",
-                        "lwptv_ood"}
     tables = {k: t for r in res.values() for k, t in r.outcome.numbers.get("tables", {}).items()}
     assert any("Fig. 23" in k for k in tables) and any("Fig. 24" in k for k in tables) and any("LwPTV" in k for k in tables)
     t = res["multitask_lambda"].outcome.numbers["table"]
@@ -108,31 +145,52 @@ def _check_outcomes(res, seeds):
         for mode in ("multi-task", "unlearning"):
             v = t[kind][mode]
             assert 0 <= v["T1"] <= 1 and 0 <= v["T2"] <= 1 and len(v["per_seed_lambda"]) == seeds
-        assert -1 <= t[kind]["alpha_hat"] <= 1
-    o = res["ood_best"].outcome
-    assert all(math.isfinite(x) for x in o.numbers["gamma"]) and 0 <= o.numbers["best_acc"] <= 1
+        assert all(-1 <= a <= 1 for a in t[kind]["alpha_hat"])
+    o = res["fig24_ood"].outcome
+    assert all(math.isfinite(x) for g in o.numbers["gamma"] for x in g) and all(0 <= a <= 1 for a in o.numbers["best_acc"])
     assert "ood_heatmap" in o.figures and "acc_vs_lambda" in res["unlearning"].outcome.figures
-    assert all(0 <= r["OOD"] <= 1 for r in res["lwptv_ood"].outcome.numbers["rows"])
+    assert res["thm6_region"].claim.kind == "theorem" and res["thm6_region"].outcome.control is not None
+    assert all(0 <= x <= 1 for r in res["lwptv_ood"].outcome.numbers["rows"] for x in r["OOD"])
 
 
-def test_claims_end_to_end_small(tmp_path):
-    """5 seeds, the default models but a coarse lambda grid (0.5) and shorter pre-training: structure only."""
-    ctx = ClaimContext(get_study("colored_digits"), "quick", 5, CPU,
-                       overrides={"lam_step": 0.5, "pretrain_steps": 100})
-    res = {r.claim.id: r for r in run_claims(ctx)}
-    _check_outcomes(res, 5)
+def test_claims_end_to_end_tiny(tmp_path):
+    res = _run()
+    _check_outcomes(res, 2)
     from theorylab.core.report import write_report
     rows = [{"claim": r.claim.id, "theorem": r.claim.theorem, "statement": r.claim.statement, "verdict": r.verdict,
              "summary": r.summary, "numbers": r.outcome.numbers, "figures": r.outcome.figures, "seconds": r.seconds}
             for r in res.values()]
-    path = write_report(ctx.study, rows, tmp_path, {"size": "quick", "seeds": 5, "machine": "test"})
+    path = write_report(get_study("colored_digits"), rows, tmp_path, {"size": "quick", "seeds": 2, "machine": "test"})
     assert (tmp_path / "ood_heatmap.png").exists() and "Fig. 23" in path.read_text()
+
+
+def test_claims_run_at_a_non_default_config():
+    _check_outcomes(_run(patch=4, width=16, heads=4, depth=1, mlp=32, lam_lo=-1.0, lam_hi=2.0, lam_step=0.5,
+                         ood_p_target=0.45), 2)
+
+
+def test_a_diverged_seed_fails_every_claim_without_crashing(monkeypatch):
+    import theorylab.studies.colored_digits.train as train
+    init = train.init_params
+
+    def poisoned(cfgs, rng, device):  # the seed-1 model starts with a NaN weight
+        p = init(cfgs, rng, device)
+        for e, c in enumerate(cfgs):
+            if c.seed == 1:
+                p["patch.w"][e, 0, 0] = float("nan")
+        return p
+
+    monkeypatch.setattr(train, "init_params", poisoned)
+    for r in _run().values():
+        assert r.diverged == [1] and r.passed_seeds[1] is False, r.claim.id
 
 
 @pytest.mark.slow
 def test_claims_quick_size():
     ctx = ClaimContext(get_study("colored_digits"), "quick", 5, CPU)
-    _check_outcomes({r.claim.id: r for r in run_claims(ctx)}, 5)
+    res = {r.claim.id: r for r in run_claims(ctx)}
+    assert all(r.error is None for r in res.values())
+    _check_outcomes(res, 5)
 
 
 def test_rotation_pretraining_targets_are_the_applied_turns():
@@ -141,7 +199,7 @@ def test_rotation_pretraining_targets_are_the_applied_turns():
     from theorylab.studies.colored_digits.train import pretrain
 
     cfgs = [ColoredDigitsConfig(seed=s, pretrain_task="rotation", pretrain_steps=30, curve_points=3) for s in range(2)]
-    _, _, curves = pretrain(cfgs, torch.device("cpu"), QUIET)
+    curves = pretrain(cfgs, torch.device("cpu"), QUIET).curves
     assert curves["loss"].shape[1] == 2
     assert float(curves["loss"][-1].mean()) < 1.2 < float(torch.log(torch.tensor(4.0)))  # below chance CE ln 4
 

@@ -5,8 +5,9 @@ from theorylab.core.study import Study, register_study
 @register_study("colored_digits")
 def study() -> Study:
     from theorylab.studies.colored_digits.claims import CLAIMS
-    from theorylab.studies.colored_digits.config import FULL, QUICK, ColoredDigitsConfig
+    from theorylab.studies.colored_digits.config import FULL, QUICK, TINY, ColoredDigitsConfig
     from theorylab.studies.colored_digits.plots import PLOTS
+    from theorylab.studies.colored_digits.reference import check_forward
     from theorylab.studies.colored_digits.train import bytes_per_model, train_group
 
     return Study(
@@ -14,6 +15,6 @@ def study() -> Study:
         title="When is Task Vector Provably Effective for Model Editing? (colored digits, small ViT; seed Figs. 23-24)",
         paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
         config_cls=ColoredDigitsConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, tiny=TINY, forward_check=check_forward,
         model_steps=lambda c: c.pretrain_steps + c.steps * len(c.task_ps),  # pre-training, then each task
     )

@@ -12,6 +12,9 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from theorylab.core.config import StudyConfig
+from theorylab.core.experiment import check_lambda_grid
+
+LAM_NEEDS = (-1.0, 0.0, 1.0)  # Psi*_T (0 and 1) and negation down to -1 (unlearning, lambda2 < 0 of Fig. 24)
 
 _P = dict(ge=0.0, le=1.0)
 
@@ -28,7 +31,8 @@ class ColoredDigitsConfig(StudyConfig):
     p_contradictory: float = Field(0.05, **_P, description="contradictory T2 (odd -> green) [D]")
     ood_p_T1: float = Field(0.50, **_P, description="OOD experiment: T1 = shape-only task [D]")
     ood_p_T2: float = Field(0.95, **_P, description="OOD experiment: T2 = colour task [D]")
-    ood_p_target: float = Field(0.45, **_P, description="OOD target T': parity with 55% of the colours flipped [D]")
+    ood_p_target: float = Field(0.25, **_P, description="OOD target T': parity with 75% of the colours flipped; "
+                                "calibrated on the measured gamma (see below) [D; spec 0.45]")
     # data
     test_every: int = Field(4, ge=2, le=100, description="split: sample i of load_digits() is test iff i % test_every == 0")
     noise: float = Field(0.15, ge=0, le=10, description="pixel noise std (pixels in [0, 1]), one draw per image and seed, "
@@ -65,6 +69,7 @@ class ColoredDigitsConfig(StudyConfig):
             raise ValueError(f"field 'patch' must divide 8 (got {self.patch})")
         if self.width % self.heads:
             raise ValueError(f"field 'width' must be a multiple of heads = {self.heads} (got {self.width})")
+        check_lambda_grid(self.lam_step, self.lam_lo, self.lam_hi, LAM_NEEDS)
         return self
 
     @property
@@ -81,5 +86,14 @@ class ColoredDigitsConfig(StudyConfig):
 # noise 0.15 / 20 steps gave 95.8% (T1), 92.7% (aligned), 96.3% (contradictory), 86% (shape-only), with the p = 0.95
 # model at 64% on colour-free images (a mostly-colour read-out). Adopted with 21 steps (one epoch); the adopted
 # defaults measure 94.7% (T1), 92.8% (aligned), 95.2% (contradictory), 86.7% (shape-only p = 0.5).
+# Calibration of T' (issue 9; done once on seeds 0-4 of the defaults, looking only at the measured gamma, never at a
+# claim): gamma = per-model least squares of dPsi_T' on (dPsi_T1, dPsi_T2) (evaluate.regress_gammas). The spec's
+# p' = 0.45 gives gamma (0.83, +0.09), not the paper's (0.79, -0.64): our colour model also reads shape. Rule fixed
+# before looking: the largest p' in {0.45, 0.40, ..., 0.05} whose gamma2 < 0 on every one of the 5 seeds. Measured
+# mean gamma2 by p': 0.45 +0.091, 0.40 +0.006, 0.35 -0.038 (one seed +0.010), 0.30 -0.072 (one seed +0.027),
+# 0.25 -0.111 (all 5 < 0; gamma1 0.888, R^2 0.67), 0.20 -0.136, 0.15 -0.229, 0.10 -0.239, 0.05 -0.293. Adopted: 0.25.
+# Changing the default changes every config hash, hence every random draw of seeds 0-4: with p' = 0.25 as the default
+# the quick run measures gamma (0.893, -0.098), gamma2 per seed +0.027, -0.045, -0.194, -0.071, -0.209 (4 of 5 < 0).
+TINY = {"pretrain_steps": 4, "steps": 3, "B": 16, "lam_step": 1.0, "curve_points": 2}  # ~1-2 s: conformance tests
 QUICK: dict = {}
 FULL = {"lam_step": 0.1, "curve_points": 60}  # same models; finer lambda grids (the paper's step is 0.2)

@@ -17,8 +17,8 @@ from functools import lru_cache
 
 import torch
 
-from theorylab.core.ensemble import shared_value
-from theorylab.core.rng import EnsembleRNG, key_from_hash
+from theorylab.core.ensemble import rng_for, shared_value
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.colored_digits.config import ColoredDigitsConfig
 
 
@@ -32,10 +32,6 @@ def digits(test_every: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     digit = torch.tensor(d.target, dtype=torch.long)
     test = torch.arange(len(digit)) % test_every == 0
     return {"train": (img[~test], digit[~test]), "test": (img[test], digit[test])}
-
-
-def rng_for(cfgs: Sequence[ColoredDigitsConfig], device) -> EnsembleRNG:
-    return EnsembleRNG([key_from_hash(c.hash) for c in cfgs], device)
 
 
 @dataclass

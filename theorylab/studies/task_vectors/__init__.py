@@ -5,8 +5,9 @@ from theorylab.core.study import Study, register_study
 @register_study("task_vectors")
 def study() -> Study:
     from theorylab.studies.task_vectors.claims import CLAIMS
-    from theorylab.studies.task_vectors.config import FULL, QUICK, TaskVectorConfig
+    from theorylab.studies.task_vectors.config import FULL, QUICK, TINY, TaskVectorConfig
     from theorylab.studies.task_vectors.data import TASKS
+    from theorylab.studies.task_vectors.model import check_forward
     from theorylab.studies.task_vectors.plots import PLOTS
     from theorylab.studies.task_vectors.train import bytes_per_model, train_group
 
@@ -15,6 +16,6 @@ def study() -> Study:
         title="When is Task Vector Provably Effective for Model Editing? (nonlinear Transformer, eq. 7)",
         paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
         config_cls=TaskVectorConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, tiny=TINY, forward_check=check_forward,
         model_steps=lambda c: c.pretrain_steps + c.steps * len(TASKS),  # Psi0, then each task from it
     )

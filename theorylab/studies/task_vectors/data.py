@@ -1,8 +1,9 @@
 """The data model of section 1.1, batched over models [E].
 
 A sequence X = (x_1..x_P) [P, d] holds n_star tokens y mu_T, n_hash tokens -y mu_T (n_hash < n_star, so
-y = +1 exactly when mu_T tokens outnumber -mu_T tokens) and irrelevant patterns v_j, in random order,
-plus noise sigma N(0, I)/sqrt(d).
+y = +1 exactly when mu_T tokens outnumber -mu_T tokens) and irrelevant tokens, in random order, plus noise
+sigma N(0, I)/sqrt(d). Irrelevant tokens are +-v_j with a random sign (zero mean, the default) or +v_j
+(config irrelevant_sign = "plus": their mean is a direction shared by every task, of norm ~ 1/sqrt(M)).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
-from theorylab.core.rng import EnsembleRNG, key_from_hash
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.task_vectors.config import TaskVectorConfig
 
 TASKS = ("T1", "T2")  # the two fine-tuned tasks of every cell
@@ -24,10 +25,6 @@ class Batch:
     X: torch.Tensor  # [E, B, P, d]
     y: torch.Tensor  # [E, B] in {-1, +1}
     kind: torch.Tensor  # [E, B, P] token kind: +1 = y mu, -1 = -y mu, 0 = irrelevant
-
-
-def rng_for(cfgs: Sequence[TaskVectorConfig], device) -> EnsembleRNG:
-    return EnsembleRNG([key_from_hash(c.hash) for c in cfgs], device)
 
 
 def basis(cfgs: Sequence[TaskVectorConfig], device) -> torch.Tensor:
@@ -81,7 +78,10 @@ def sample(cfgs: Sequence[TaskVectorConfig], mu: torch.Tensor, rng: EnsembleRNG,
     kind = torch.where(slot < n_star[..., None], 1, torch.where(slot < (n_star + n_hash)[..., None], -1, 0))
     j = rng.randint(irr.shape[0], (B, P), *stream, "irrelevant").to(dev)  # [E, B, P]
     sign = (kind * y[..., None]).float()  # +y for y mu tokens, -y for -y mu tokens
-    X = torch.where((kind != 0)[..., None], sign[..., None] * mu[:, None, None, :], irr[j])  # [E, B, P, d]
+    noise_tok = irr[j]  # [E, B, P, d]
+    if shared_value(cfgs, "irrelevant_sign") == "random":  # +-v_j: zero-mean irrelevant tokens
+        noise_tok = noise_tok * rng.sign((B, P), *stream, "irrelevant sign").to(dev)[..., None]
+    X = torch.where((kind != 0)[..., None], sign[..., None] * mu[:, None, None, :], noise_tok)  # [E, B, P, d]
     sigma = scalar_tensor(cfgs, "noise", dev)
     if bool((sigma > 0).any()):  # skipped at sigma = 0: counter-based normals are the costliest draw on CPU
         X = X + sigma[:, None, None, None] * rng.normal((B, P, d), *stream, "noise").to(dev) / math.sqrt(d)

@@ -69,11 +69,11 @@ def forward_reference(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch
     return out
 
 
-def hinge(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """[*, E, B] -> [*, E]: mean of max(0, 1 - y f)."""
-    return torch.clamp(1 - y * f, min=0).mean(-1)
+def check_forward(cfgs: Sequence[TaskVectorConfig], params: dict[str, torch.Tensor], device) -> float:
+    """max |forward - forward_reference| on 3 sequences of T1 per model, for the fine-tuned Psi*_T1 (conformance)."""
+    from theorylab.core.ensemble import rng_for
+    from theorylab.studies.task_vectors.data import sample, task_pattern
 
-
-def error(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """[*, E, B] -> [*, E]: P[y f <= 0]."""
-    return (y * f <= 0).float().mean(-1)
+    p = {"W": params["W_T1"], "V": params["V_T1"], "a": params["a"]}
+    X = sample(cfgs, task_pattern(cfgs, "T1", device), rng_for(cfgs, device), 3, "check").X
+    return float((forward(p, X) - forward_reference(p, X).to(X.device)).abs().max())

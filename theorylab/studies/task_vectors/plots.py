@@ -1,10 +1,11 @@
 """The figures: loss vs lambda per correlation type (Thms 4-5) and the OOD heatmap with region (8)
-outlined (Thm 6; seed 004 Fig. 27)."""
+outlined (Thm 6; seed 004 Fig. 27; drawn by core.experiment.ood_heatmap)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from theorylab.core.experiment import ood_heatmap
 from theorylab.core.plots import save_figure
 
 
@@ -28,27 +29,6 @@ def loss_vs_lambda(d: dict, path) -> None:
             else:
                 ax.set_xlabel("lambda in Psi0 + dPsi_T1 + lambda dPsi_T2")
     axes[0, 0].legend(fontsize=7)
-    save_figure(fig, path)
-
-
-def ood_heatmap(d: dict, path) -> None:
-    lams = np.array(d["lams"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    ext = [lams[0], lams[-1], lams[0], lams[-1]]
-    acc = 1 - np.array(d["error"]).T  # rows: lambda2, cols: lambda1
-    for ax, val, title, cmap in ((axes[0], acc, "accuracy on T'", "RdBu_r"),
-                                 (axes[1], np.array(d["loss"]).T, "hinge loss on T'", "viridis_r")):
-        im = ax.imshow(val, origin="lower", extent=ext, aspect="auto", cmap=cmap)
-        fig.colorbar(im, ax=ax)
-        ax.contour(lams, lams, np.array(d["region"]).T, levels=[0.5], colors="k", linewidths=1.5)
-        if title.startswith("hinge"):
-            ax.contour(lams, lams, np.array(d["loss"]).T, levels=[d["success_loss"]], colors="w", linestyles="--")
-        ax.plot(1, 0, "ko", label="Psi*_T1 (1, 0)")
-        ax.plot(*d["best"], "gx", ms=10, mew=2, label="best")
-        g = d["gamma"]
-        ax.set(xlabel="lambda_1", ylabel="lambda_2",
-               title=f"{title}\nblack: region (8), c={d['c']}, gamma=({g[0]:.2f}, {g[1]:.2f})")
-    axes[0].legend(fontsize=7, loc="lower left")
     save_figure(fig, path)
 
 

@@ -1,0 +1,266 @@
+"""The task-arithmetic experiment of Li et al. (ICLR 2025), written once for every study that edits a model
+with task vectors: Psi0, the task vectors dPsi_T = Psi*_T - Psi0 (theorylab.edit.TaskVector), merges
+Psi0 + sum_i lambda_i dPsi_Ti (eq. 6) built for a whole coefficient grid at once as weights [G, E, ...],
+their evaluation on test sets (chunked by core.ensemble.over_grid), the lambda lines and planes, region (8)
+of Thm 6, the OOD heatmap and the LwPTV table.
+
+core never imports a study: the model enters as a `metric` function
+    metric(weights, test) -> {name: [G, E]}
+where weights hold the merged tensors [G, E, ...] plus the tensors no task vector touches ([E, ...]: a
+fixed read-out, a frozen head), and `test` is one test set (a dict of [E, n, ...] tensors).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from theorylab.core.ensemble import GRID_CHUNK_ELEMENTS, over_grid
+from theorylab.edit.task_vector import TaskVector
+
+Tensor = torch.Tensor
+Metric = Callable[[dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]]
+
+
+# ---- coefficient grids and region (8) ----
+
+def lam_grid(step: float, lo: float = -2.0, hi: float = 3.0) -> list[float]:
+    """lo, lo + step, ..., hi (the seeds' grid is [-2, 3])."""
+    n = int(round((hi - lo) / step))
+    return [round(lo + i * step, 6) for i in range(n + 1)]
+
+
+def check_lambda_grid(step: float, lo: float, hi: float, needs: Sequence[float],
+                      names: tuple[str, str | None, str | None] = ("lam_step", "lam_lo", "lam_hi")) -> None:
+    """Raises ValueError naming the config field when the grid lo, lo + step, ..., hi is a single point or
+    misses a value a claim needs (e.g. 0 and 1 for Psi*_T1, -1 for negation). names: the fields of step, lo
+    and hi (None where the study fixes that end)."""
+    f_step, f_lo, f_hi = names
+    field_of = lambda f: f"'{f}'" if f else f"'{f_step}'"  # noqa: E731
+    if hi - lo < step - 1e-9:
+        fields = ", ".join(f"'{f}'" for f in names if f)
+        raise ValueError(f"fields {fields}: the lambda grid [{lo}, {hi}] with step {step} has one point; the claims "
+                         f"need {sorted(needs)}")
+    for f, x in ((f_lo, lo), (f_hi, hi)):
+        if abs(x / step - round(x / step)) > 1e-6:
+            raise ValueError(f"field {field_of(f)}: the grid end {x} must be a multiple of the step {step} (field "
+                             f"'{f_step}') so that the grid holds 0")
+    grid = lam_grid(step, lo, hi)
+    for v in needs:
+        if not any(abs(g - v) < 1e-6 for g in grid):
+            f = f_lo if v < lo else f_hi if v > hi else f_step
+            raise ValueError(f"field {field_of(f)}: the lambda grid {grid[0]}..{grid[-1]} step {step} must contain "
+                             f"{v} (the claims need {sorted(needs)})")
+
+
+def pair_lambdas(lams: Sequence[float]) -> Tensor:
+    """Psi0 + dPsi_T1 + lambda dPsi_T2 (Thms 4-5) for each lambda: [G, 2]."""
+    return torch.tensor([[1.0, lam] for lam in lams])
+
+
+def plane_lambdas(l1: Sequence[float], l2: Sequence[float]) -> Tensor:
+    """Psi0 + lambda_1 dPsi_T1 + lambda_2 dPsi_T2 over the grid l1 x l2 (Thm 6): [len(l1) * len(l2), 2]."""
+    g1, g2 = torch.meshgrid(torch.tensor(l1), torch.tensor(l2), indexing="ij")
+    return torch.stack([g1.reshape(-1), g2.reshape(-1)], dim=1)
+
+
+def in_region8(coefs: Tensor, gammas: Tensor, beta: float, c: float) -> Tensor:
+    """Conditions (8a)-(8c) at coefficient points coefs [G, 2] with gamma [2] -> [G], or one gamma per model
+    [E, 2] -> [G, E]."""
+    g = coefs.to(gammas.dtype)
+    lam = g[:, None, :] if gammas.dim() == 2 else g  # [G, (1,) 2]
+    a = (lam * gammas).sum(-1) >= 1 + c  # (8a) sum_i lambda_i gamma_i >= 1 + c
+    b = (lam * gammas**2).sum(-1) >= 1 + c  # (8b) sum_i lambda_i gamma_i^2 >= 1 + c
+    cc = (g.abs() * beta <= c).all(-1)  # (8c) |lambda_i| beta <= c
+    return a & b & (cc[:, None] if gammas.dim() == 2 else cc)
+
+
+def region8(lams: Sequence[float], gammas: Tensor, beta: float, c: float) -> Tensor:
+    """[G] (or [G, E] for gammas [E, 2]) bool over plane_lambdas(lams, lams): (8a)-(8c) with gamma measured."""
+    return in_region8(plane_lambdas(lams, lams), gammas, beta, c)
+
+
+def nearest(lams: Sequence[float] | Tensor, value: float) -> int:
+    """Index of the grid value closest to `value` (the first of a tie)."""
+    return int(torch.argmin((torch.as_tensor(lams, dtype=torch.float64) - value).abs()))
+
+
+# ---- the experiment ----
+
+@dataclass
+class Experiment:
+    """Psi0, task vectors and test sets of E models; merges and their evaluation over coefficient grids."""
+    base: dict[str, Tensor]  # Psi0's edited tensors, [E, ...]
+    tvs: dict[Hashable, TaskVector]  # task -> dPsi_T with [E, ...] tensors
+    tests: dict[Hashable, dict[str, Tensor]]  # test set name -> tensors [E, n, ...]
+    metric: Metric
+    fixed: dict[str, Tensor] = field(default_factory=dict)  # tensors no task vector touches, [E, ...]
+    point_elements: int = 1  # floats of the largest activation of one grid point on one test set (chunking)
+
+    @classmethod
+    def from_weights(cls, base: Mapping[str, Tensor], finetuned: Mapping[Hashable, Mapping[str, Tensor]],
+                     tests, metric: Metric, fixed=None, point_elements: int = 1) -> "Experiment":
+        """dPsi_T = Psi*_T - Psi0 for each fine-tuned state dict (same keys as base)."""
+        base = dict(base)
+        return cls(base, {t: TaskVector(base, dict(ft)) for t, ft in finetuned.items()}, dict(tests), metric,
+                   dict(fixed or {}), point_elements)
+
+    @property
+    def E(self) -> int:
+        return next(iter(self.base.values())).shape[0]
+
+    def with_tvs(self, tvs: Mapping[Hashable, TaskVector]) -> "Experiment":
+        return replace(self, tvs={**self.tvs, **tvs})
+
+    def map_tvs(self, fn: Callable[[Hashable, TaskVector], Mapping[str, Tensor]]) -> "Experiment":
+        """Every task vector edited, fn(task, tv) -> tensors (low rank, pruned rows, masks)."""
+        return replace(self, tvs={t: TaskVector(vector=dict(fn(t, tv))) for t, tv in self.tvs.items()})
+
+    def subset(self, idx: Sequence[int]) -> "Experiment":
+        """The models idx of the ensemble."""
+        ix = torch.as_tensor(list(idx), dtype=torch.long, device=next(iter(self.base.values())).device)
+        pick = lambda d: {k: v[ix] for k, v in d.items()}  # noqa: E731
+        return replace(self, base=pick(self.base), fixed=pick(self.fixed),
+                       tvs={t: TaskVector(vector=pick(tv)) for t, tv in self.tvs.items()},
+                       tests={t: pick(s) for t, s in self.tests.items()})
+
+    def merged(self, tasks: Sequence[Hashable], coefs: Tensor) -> dict[str, Tensor]:
+        """coefs [G, len(tasks)] -> weights [G, E, ...] = Psi0 + sum_i coefs[:, i] dPsi_{tasks[i]} (eq. 6), with
+        the fixed tensors ([E, ...], broadcasting) beside them."""
+        G = coefs.shape[0]
+        c = coefs.to(next(iter(self.base.values())).device)
+        out = {}
+        for k, b in self.base.items():
+            w = b.expand(G, *b.shape).clone()
+            for i, t in enumerate(tasks):
+                d = self.tvs[t][k]
+                w += c[:, i].reshape(G, *([1] * d.dim())).to(d.dtype) * d
+            out[k] = w
+        return {**out, **self.fixed}
+
+
+@torch.no_grad()
+def evaluate_grid(ex: Experiment, tasks: Sequence[Hashable], coefs: Tensor, on: Sequence[Hashable],
+                  max_elements: int = GRID_CHUNK_ELEMENTS) -> dict[Hashable, dict[str, Tensor]]:
+    """{test set: {metric name: [G, E]}} of every merge of the grid on each test set in `on`. The chunk size
+    (max_elements) only decides how many grid points are evaluated at once, never a number."""
+    def chunk(part: slice) -> dict[Hashable, Tensor]:
+        w = ex.merged(tasks, coefs[part])
+        return {(q, name): v for q in on for name, v in ex.metric(w, ex.tests[q]).items()}
+
+    flat = over_grid(coefs.shape[0], ex.point_elements * len(on), chunk, max_elements)
+    out: dict[Hashable, dict[str, Tensor]] = {q: {} for q in on}
+    for (q, name), v in flat.items():
+        out[q][name] = v
+    return out
+
+
+def seed_argbest(values: Tensor, maximise: bool = True) -> Tensor:
+    """values [G, E] -> [E] index of each model's best grid point; a non-finite value never wins."""
+    v = values.double()
+    v = torch.where(torch.isfinite(v), v, torch.tensor(-math.inf if maximise else math.inf, dtype=v.dtype))
+    return v.argmax(0) if maximise else v.argmin(0)
+
+
+# ---- figure: the (lambda1, lambda2) heatmap with region (8) ----
+
+def heatmap_data(lams: Sequence[float], panels: Mapping[str, Tensor], region: Tensor, gamma: Sequence[float],
+                 c: float, beta: float, best: Sequence[float], axes: tuple[str, str] = ("lambda_1", "lambda_2"),
+                 contour: tuple[str, float] | None = None) -> dict:
+    """JSON-able data for ood_heatmap: panels {title: [G] values over plane_lambdas(lams, lams)} (seed means),
+    region [G] (region (8) with the seed-mean gamma), the best point; contour: (panel title, level) drawn dashed."""
+    n = len(lams)
+    return {"lams": list(lams), "panels": {k: v.reshape(n, n).tolist() for k, v in panels.items()},
+            "region": region.reshape(n, n).int().tolist(), "gamma": [float(g) for g in gamma], "c": c, "beta": beta,
+            "best": [float(x) for x in best], "axes": list(axes), "contour": list(contour) if contour else None}
+
+
+def ood_heatmap(d: dict, path) -> None:
+    """One panel per entry of d["panels"]; region (8) outlined in black, Psi*_T1 = (1, 0) and the best point."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from theorylab.core.plots import save_figure
+
+    lams = np.array(d["lams"])
+    panels = d["panels"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.3), squeeze=False)
+    ext = [lams[0], lams[-1], lams[0], lams[-1]]
+    region = np.array(d["region"]).T  # rows: lambda2, cols: lambda1
+    for ax, (title, val) in zip(axes[0], panels.items()):
+        acc = "acc" in title
+        im = ax.imshow(np.array(val).T, origin="lower", extent=ext, aspect="auto", cmap="RdBu_r" if acc else "viridis_r",
+                       **({"vmin": 0, "vmax": 1} if acc else {}))
+        fig.colorbar(im, ax=ax)
+        if region.any() and not region.all():
+            ax.contour(lams, lams, region, levels=[0.5], colors="k", linewidths=1.5)
+        if d.get("contour") and d["contour"][0] == title:
+            ax.contour(lams, lams, np.array(val).T, levels=[d["contour"][1]], colors="w", linestyles="--")
+        ax.plot(1, 0, "ko", label="Psi*_T1 (1, 0)")
+        ax.plot(*d["best"], "gx", ms=10, mew=2, label=f"best ({d['best'][0]:+.1f}, {d['best'][1]:+.1f})")
+        g = d["gamma"]
+        ax.set(xlabel=d["axes"][0], ylabel=d["axes"][1], title=f"{title}\nblack: region (8), c={d['c']}, "
+               f"beta={d['beta']:.3g}, gamma=({g[0]:.2f}, {g[1]:.2f})")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    save_figure(fig, path)
+
+
+# ---- the LwPTV table ----
+
+def lwptv_table(ex: Experiment, pair: tuple[Hashable, Hashable], id_tests: tuple[Hashable, Hashable], ood_test: Hashable,
+                accuracy: Callable[[dict[str, Tensor]], Tensor], ratio: float = 0.5,
+                scores: Sequence[str] = ("salient_mass", "relative_update"),
+                block_names: Mapping[str, str] | None = None, shrink_step: float = 0.05) -> dict:
+    """In-domain (the pair's own tests) and OOD accuracy per model [E] of Psi0 + dPsi_1 + dPsi_2, of the same
+    merge with LwPTV layer masks (theorylab.edit.lwptv_masks, ratio `ratio`) and, as the control, of uniform
+    shrinkage Psi0 + s (dPsi_1 + dPsi_2) with s on a `shrink_step` grid in [0, 1] matched per model to the
+    LwPTV merge's in-domain accuracy. block_names renames tensors into LwPTV's blocks.N layer names (a model
+    without blocks). accuracy(metrics) -> [G, E]."""
+    from theorylab.edit import apply_layer_masks, lwptv_masks
+
+    ren = dict(block_names or {})
+    back = {v: k for k, v in ren.items()}
+    named = lambda d, m: {m.get(k, k): v for k, v in d.items()}  # noqa: E731
+    tests = (*id_tests, ood_test)
+
+    def accs(e: Experiment, coefs: Tensor) -> dict[str, Tensor]:  # [G, E] per test
+        r = evaluate_grid(e, pair, coefs, tests)
+        a = {"T1": accuracy(r[id_tests[0]]), "T2": accuracy(r[id_tests[1]]), "OOD": accuracy(r[ood_test])}
+        return {**a, "ID": (a["T1"] + a["T2"]) / 2}
+
+    s = torch.arange(0, int(round(1 / shrink_step)) + 1, dtype=torch.float32) * shrink_step
+    shrink = accs(ex, s[:, None].expand(-1, 2))
+    rows = [("task arithmetic Psi0 + dPsi_1 + dPsi_2", {k: v[0] for k, v in accs(ex, torch.ones(1, 2)).items()}, "-")]
+    for score in scores:
+        tvs = [named(ex.tvs[t], ren) for t in pair]
+        masks = lwptv_masks(tvs, named(ex.base, ren), ratio, score=score, model_axis=True)
+        masked = apply_layer_masks(tvs, masks, model_axis=True)
+        e2 = ex.with_tvs({t: TaskVector(vector=named(v, back)) for t, v in zip(pair, masked)})
+        label = {l: ",".join(back.get(n, n) for n in masks.groups[l]) for l in masks.layers}
+        pruned = "; ".join(f"{n}: " + "/".join(f"{label[l]} {float((~masks.keep[i, j]).float().mean()):.0%}"
+                                              for j, l in enumerate(masks.layers)) for i, n in enumerate(("T1", "T2")))
+        a = {k: v[0] for k, v in accs(e2, torch.ones(1, 2)).items()}
+        rows.append((f"+ LwPTV ({score}, ratio {ratio})", a, pruned))
+        j = (shrink["ID"] - a["ID"][None]).abs().argmin(0)  # [E]: each model's matched shrink
+        pick = {k: v.gather(0, j[None])[0] for k, v in shrink.items()}
+        rows.append((f"control: uniform shrink (ID matched to {score}, per model)", {**pick, "s": s[j]}, "-"))
+    out = [{"merge": name, **{k: [round(float(x), 4) for x in v] for k, v in a.items()}, "pruned": pruned}
+           for name, a, pruned in rows]
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    md = ["| merge | acc T1 (ID) | acc T2 (ID) | mean ID | acc T' (OOD) | blocks pruned (share of seeds) |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r['merge']} | {mean(r['T1']):.4f} | {mean(r['T2']):.4f} | {mean(r['ID']):.4f} | {mean(r['OOD']):.4f} | "
+           f"{r['pruned']} |" for r in out]
+    return {"rows": out, "per_model": {name: a for name, a, _ in rows}, "markdown": "\n".join(md)}
+
+
+def guard_finite(fn: Callable[..., Tensor | tuple], *xs: Tensor):
+    """fn(*xs) over tensors with the model axis first, computed for the models whose inputs are all finite;
+    the others get NaN outputs (an SVD or a least-squares solve raises on a diverged model's NaN weights)."""
+    ok = torch.stack([torch.isfinite(x).flatten(1).all(1) for x in xs]).all(0)  # [E]
+    shape = lambda t: ok.reshape(-1, *([1] * (t.dim() - 1)))  # noqa: E731
+    out = fn(*(torch.where(shape(x), x, torch.zeros((), dtype=x.dtype)) for x in xs))
+    nan = lambda t: torch.where(shape(t), t, torch.full((), math.nan, dtype=t.dtype))  # noqa: E731
+    return tuple(nan(t) for t in out) if isinstance(out, tuple) else nan(out)
