@@ -44,6 +44,7 @@ def test_study_declares_the_contract_hooks(name):
     s = get_study(name)
     assert s.tiny, "a `tiny` config (trains in about a second) is needed by these tests"
     assert s.forward_check is not None, "a forward check against a per-example reference is needed"
+    assert s.variations, "valid alternative values for some fields are needed (random-config claim runs)"
     assert {c.kind for c in s.claims} <= {"theorem", "mechanism", "figure"} and s.claims
     assert len({c.id for c in s.claims}) == len(s.claims)
 
@@ -102,7 +103,7 @@ def test_every_claim_runs_and_every_declared_figure_is_drawn(name, tiny_runs, tm
 
 
 @pytest.mark.parametrize("name", STUDIES)
-@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_every_claim_runs_without_error_at_random_valid_configs(name, data):
     s = get_study(name)

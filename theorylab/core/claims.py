@@ -106,6 +106,8 @@ class ClaimContext:
         return params, cells
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """compute() once per key and per set of configs (claims of one run may use different seed counts)."""
+        key = f"{key}|{self.seeds}|{sorted(self.overrides.items(), key=str)}"
         if key not in self.cache:
             self.cache[key] = compute()
         return self.cache[key]

@@ -16,5 +16,8 @@ def study() -> Study:
         paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
         config_cls=ColoredDigitsConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, tiny=TINY, forward_check=check_forward,
+        variations={"patch": (4,), "width": (16,), "heads": (1, 4), "depth": (1,), "mlp": (8,), "noise": (0.0,),
+                    "pretrain_task": ("rotation",), "ood_p_target": (0.45,), "lam_lo": (-1.0,), "lam_hi": (2.0,),
+                    "p_irrelevant": (0.6,)},
         model_steps=lambda c: c.pretrain_steps + c.steps * len(c.task_ps),  # pre-training, then each task
     )

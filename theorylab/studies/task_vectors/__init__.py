@@ -18,4 +18,7 @@ def study() -> Study:
         config_cls=TaskVectorConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, tiny=TINY, forward_check=check_forward,
         model_steps=lambda c: c.pretrain_steps + c.steps * len(TASKS),  # Psi0, then each task from it
+        variations={"d": (8, 12), "P": (6, 14), "m": (4, 10), "irrelevant_sign": ("plus",), "noise": (0.05,),
+                    "a_scale": ("1/sqrt(m)",), "pretrain_steps": (5,), "gamma2": (0.3,), "kappa": (0.5,),
+                    "lam_step": (0.5,), "n_star_max": (4,)},
     )
