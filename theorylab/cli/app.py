@@ -11,13 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from theorylab.core.claims import EXIT_CODES, ClaimContext, exit_code, run_claims, select_claims
+from theorylab.core.claims import ClaimContext, exit_code, run_claims, select_claims
 from theorylab.core.config import ConfigError, parse_assignments
 from theorylab.core.ensemble import resolve_device
 from theorylab.core.progress import Bars
 from theorylab.core.report import machine_description, verdict_table, write_report
 from theorylab.core.store import DEFAULT_STORE, Store
-from theorylab.core.study import Study, get_study, study_names
+from theorylab.core.study import get_study, study_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Runnable theory of efficient learning in shallow Transformers.")

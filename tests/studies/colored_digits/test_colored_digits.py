@@ -97,13 +97,6 @@ def test_lambda_zero_merge_is_psi0_plus_dpsi_t1():
     assert torch.equal(acc[0], (own.argmax(-1) == (ex.tests[p1]["y"] > 0).long()).float().mean(-1))
 
 
-def test_forward_matches_torch_nn_reference():
-    study = get_study("colored_digits")
-    cs = study.seed_configs("quick", 2, **study.tiny)
-    res = train_group(cs, CPU, QUIET)
-    assert res.status == ["done", "done"] and study.forward_check(cs, res.params, CPU) < 1e-4
-
-
 def test_gammas_recover_a_known_combination_and_survive_nan():
     from theorylab.edit import TaskVector
     g = torch.Generator().manual_seed(0)
@@ -127,16 +120,6 @@ def test_one_point_lambda_grid_is_rejected():
         make_config(ColoredDigitsConfig, {"lam_lo": 0.0, "lam_hi": 0.0})
 
 
-def _run(seeds=2, **over):
-    ctx = ClaimContext(get_study("colored_digits"), "quick", seeds, CPU, overrides={**TINY, **over})
-    res = {r.claim.id: r for r in run_claims(ctx)}
-    assert set(res) == CLAIM_IDS
-    for r in res.values():
-        assert r.error is None, r.error
-        assert len(r.passed_seeds) == seeds
-    return res
-
-
 def _check_outcomes(res, seeds):
     tables = {k: t for r in res.values() for k, t in r.outcome.numbers.get("tables", {}).items()}
     assert any("Fig. 23" in k for k in tables) and any("Fig. 24" in k for k in tables) and any("LwPTV" in k for k in tables)
@@ -153,8 +136,8 @@ def _check_outcomes(res, seeds):
     assert all(0 <= x <= 1 for r in res["lwptv_ood"].outcome.numbers["rows"] for x in r["OOD"])
 
 
-def test_claims_end_to_end_tiny(tmp_path):
-    res = _run()
+def test_claims_end_to_end_tiny(tmp_path, claims_at):
+    res = claims_at("colored_digits")
     _check_outcomes(res, 2)
     from theorylab.core.report import write_report
     rows = [{"claim": r.claim.id, "theorem": r.claim.theorem, "statement": r.claim.statement, "verdict": r.verdict,
@@ -164,12 +147,12 @@ def test_claims_end_to_end_tiny(tmp_path):
     assert (tmp_path / "ood_heatmap.png").exists() and "Fig. 23" in path.read_text()
 
 
-def test_claims_run_at_a_non_default_config():
-    _check_outcomes(_run(patch=4, width=16, heads=4, depth=1, mlp=32, lam_lo=-1.0, lam_hi=2.0, lam_step=0.5,
+def test_claims_run_at_a_non_default_config(claims_at):
+    _check_outcomes(claims_at("colored_digits", patch=4, width=16, heads=4, depth=1, mlp=32, lam_lo=-1.0, lam_hi=2.0, lam_step=0.5,
                          ood_p_target=0.45), 2)
 
 
-def test_a_diverged_seed_fails_every_claim_without_crashing(monkeypatch):
+def test_a_diverged_seed_fails_every_claim_without_crashing(monkeypatch, claims_at):
     import theorylab.studies.colored_digits.train as train
     init = train.init_params
 
@@ -181,7 +164,7 @@ def test_a_diverged_seed_fails_every_claim_without_crashing(monkeypatch):
         return p
 
     monkeypatch.setattr(train, "init_params", poisoned)
-    for r in _run().values():
+    for r in claims_at("colored_digits").values():
         assert r.diverged == [1] and r.passed_seeds[1] is False, r.claim.id
 
 

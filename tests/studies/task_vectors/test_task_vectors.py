@@ -10,7 +10,7 @@ from theorylab.core.config import ConfigError, make_config
 from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
-from theorylab.studies.task_vectors.config import TINY, TaskVectorConfig
+from theorylab.studies.task_vectors.config import TaskVectorConfig
 from theorylab.studies.task_vectors.data import irrelevant_patterns, ood_gammas, sample, task_pattern
 from theorylab.studies.task_vectors.evaluate import metric
 from theorylab.studies.task_vectors.model import forward, forward_reference, init_params
@@ -72,13 +72,6 @@ def test_model_matches_per_example_eq7():
     assert torch.allclose(forward(grid, X)[1], forward({k: 2 * v for k, v in p.items()}, X), atol=1e-5)
 
 
-def test_tiny_config_trains_and_forward_check_passes():
-    study = get_study("task_vectors")
-    cs = study.seed_configs("quick", 2, **study.tiny)
-    res = train_group(cs, CPU, QUIET)
-    assert res.status == ["done", "done"] and study.forward_check(cs, res.params, CPU) < 1e-5
-
-
 def test_ensemble_equals_alone():
     cs = [TaskVectorConfig(seed=s, alpha=a, steps=5) for s, a in ((0, 0.0), (1, 0.6), (2, -0.6))]
     together = train_group(cs, CPU, QUIET).params
@@ -103,37 +96,23 @@ def test_bad_config_names_field(field, value):
         make_config(TaskVectorConfig, {field: value})
 
 
-def _run(seeds=2, **over):
-    ctx = ClaimContext(get_study("task_vectors"), "quick", seeds, CPU, overrides={**TINY, **over})
-    res = {r.claim.id: r for r in run_claims(ctx)}
-    assert set(res) == CLAIM_IDS
-    for r in res.values():
-        assert r.error is None, r.error
-        assert len(r.passed_seeds) == seeds
-    return res
-
-
-@pytest.mark.parametrize("over", [{}, {"d": 12, "P": 8, "m": 16, "lam_step": 0.5, "irrelevant_sign": "plus"},
-                                  {"d": 20, "n_star_min": 3, "n_star_max": 4, "n_hash_max": 2, "lam_step": 0.25,
-                                   "gamma1": 0.6, "gamma2": 0.6, "kappa": 0.53, "a_scale": "1/sqrt(m)", "pretrain_steps": 5,
-                                   "noise": 0.05}])
-def test_every_claim_runs_per_seed_at_small_and_other_configs(over):
-    res = _run(**over)
+def test_every_claim_runs_per_seed_at_small_and_other_configs(over, claims_at):
+    res = claims_at("task_vectors", **over)
     for cid in ("thm4_multitask", "thm5_unlearning", "thm6_ood", "cor1_low_rank", "cor2_sparse"):
         assert res[cid].claim.kind == "theorem" and res[cid].outcome.control is not None, cid
     assert "loss_vs_lambda" in res["thm4_multitask"].outcome.figures and "ood_heatmap" in res["thm6_ood"].outcome.figures
     assert any("LwPTV" in k for k in res["thm6_ood"].outcome.numbers["tables"])
 
 
-def test_untrained_models_do_not_hold():
+def test_untrained_models_do_not_hold(claims_at):
     """20 SGD steps learn nothing: eps_hat ~ 1 makes every bound loose, so the controls pass too and no theorem
     claim may hold (the checks can tell a trained model from an untrained one)."""
-    res = _run()
+    res = claims_at("task_vectors")
     for cid in ("thm4_multitask", "thm5_unlearning", "thm6_ood"):
         assert res[cid].verdict != "holds", (cid, res[cid].summary)
 
 
-def test_a_diverged_seed_fails_and_nothing_crashes(monkeypatch):
+def test_a_diverged_seed_fails_and_nothing_crashes(monkeypatch, claims_at):
     init = train.init_params
 
     def poisoned(cfgs, rng, device):  # the seed-1 models start with NaN weights
@@ -144,7 +123,7 @@ def test_a_diverged_seed_fails_and_nothing_crashes(monkeypatch):
         return p
 
     monkeypatch.setattr(train, "init_params", poisoned)
-    res = _run()
+    res = claims_at("task_vectors")
     for r in res.values():
         assert r.diverged == [1] and r.passed_seeds[1] is False, r.claim.id
 
