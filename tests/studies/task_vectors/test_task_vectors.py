@@ -96,6 +96,10 @@ def test_bad_config_names_field(field, value):
         make_config(TaskVectorConfig, {field: value})
 
 
+@pytest.mark.parametrize("over", [{}, {"d": 12, "P": 8, "m": 16, "lam_step": 0.5, "irrelevant_sign": "plus"},
+                                  {"d": 20, "n_star_min": 3, "n_star_max": 4, "n_hash_max": 2, "lam_step": 0.25,
+                                   "gamma1": 0.6, "gamma2": 0.6, "kappa": 0.53, "a_scale": "1/sqrt(m)", "pretrain_steps": 5,
+                                   "noise": 0.05}])
 def test_every_claim_runs_per_seed_at_small_and_other_configs(over, claims_at):
     res = claims_at("task_vectors", **over)
     for cid in ("thm4_multitask", "thm5_unlearning", "thm6_ood", "cor1_low_rank", "cor2_sparse"):
