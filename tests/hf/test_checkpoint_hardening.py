@@ -121,6 +121,8 @@ def _sharded(tmp_path, index_text, shard="shard-1.safetensors"):
     ({"weight_map": {"a.weight": 7}}, ["weight_map['a.weight'] must be a file name"]),
     ({"weight_map": {"a.weight": "missing.safetensors"}}, ["missing.safetensors", "does not exist"]),
     ("{not json", ["model.safetensors.index.json", "not valid UTF-8 JSON"]),
+    ({"weight_map": {"zz": "shard-1.safetensors"}}, ["weight_map puts tensor 'zz' in", "does not hold it"]),
+    ({"weight_map": {}}, ["weight_map is empty"]),
 ])
 def test_bad_index_is_one_clean_error(tmp_path, base, index, fragments):
     # a real file outside the model folder, which a confined index must not reach

@@ -42,6 +42,8 @@ class CheckpointReader:
         self._files: dict[str, SafetensorsFile] = {}
         self._bins: dict[str, dict[str, Tensor]] = {}
         self._where: dict[str, str] = {}  # tensor name -> file path
+        self._index_map: dict[str, str] = {}  # an index's weight_map, files resolved
+        self._index: Path | None = None
         try:
             self._open_all()
         except BaseException:
@@ -78,10 +80,13 @@ class CheckpointReader:
                 if n in self._where:
                     raise CheckpointError(f"tensor {n!r} appears in both {self._where[n]} and {key}")
                 self._where[n] = key
+        for n, key in self._index_map.items():
+            if self._where.get(n) != key:
+                raise CheckpointError(f"{self._index}: weight_map puts tensor {n!r} in {key}, which does not hold it")
 
-    @staticmethod
-    def _indexed(index: Path) -> list[Path]:
+    def _indexed(self, index: Path) -> list[Path]:
         """The files an index's weight_map names, each confined to the index's folder."""
+        self._index = index
         try:
             data = json.loads(index.read_bytes().decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as err:
@@ -102,6 +107,7 @@ class CheckpointReader:
             if os.path.isabs(f) or norm == os.curdir or norm.split(os.sep)[0] == os.pardir:
                 raise CheckpointError(f"{index}: weight_map[{name!r}] = {f!r} points outside the model folder {folder}")
             files.append(folder / norm)
+        self._index_map = {name: str(f) for name, f in zip(weight_map, files)}
         return list(dict.fromkeys(files))
 
     @property
