@@ -290,3 +290,14 @@ def test_failed_merge_removes_its_temp_folder(tmp_path, base, monkeypatch):
     monkeypatch.setattr(M, "_merge_one", boom)
     res, out = run_merge(tmp_path, config(base, [ft]))
     assert_clean_error(res, out, "boom in the middle")
+
+
+def test_extract_lora_never_writes_over_its_inputs(tmp_path, base):
+    from theorylab.cli import app
+    from tests.hf.corrupt_kit import runner
+
+    ft = write_model(tmp_path / "ft", tensors(1, 0.1))
+    before = (ft / "model.safetensors").read_bytes()
+    res = runner.invoke(app, ["extract-lora", str(ft), str(ft), "--base", str(base), "--rank", "1", "--overwrite"])
+    assert res.exit_code == 2 and "input model folder" in res.output and "Traceback" not in res.output, res.output
+    assert (ft / "model.safetensors").read_bytes() == before

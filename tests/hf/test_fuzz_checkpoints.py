@@ -169,20 +169,11 @@ yaml_extras = st.dictionaries(st.sampled_from(["parameters", "dtype", "slices", 
 yaml_texts = st.none() | st.text(max_size=80) | json_values.map(yaml.safe_dump)
 
 
+@pytest.mark.parametrize("mutations", [header_mutations, byte_mutations], ids=["header", "bytes"])
 @pytest.mark.parametrize("profile", PROFILES)
-def test_header_mutations(base, profile):
+def test_corrupt_safetensors(base, profile, mutations):
     @profile
-    @given(content=header_mutations())
-    def prop(content):
-        check_merge(base, content)
-
-    prop()
-
-
-@pytest.mark.parametrize("profile", PROFILES)
-def test_byte_mutations(base, profile):
-    @profile
-    @given(content=byte_mutations())
+    @given(content=mutations())
     def prop(content):
         check_merge(base, content)
 
