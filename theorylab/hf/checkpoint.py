@@ -224,7 +224,8 @@ class ShardedWriter:
 
 
 STALE_AGE_S = 6 * 3600  # a temp folder whose owner cannot be checked is stale after this long
-_TMP_RE = re.compile(r"^\..+\.(?:tmp|old)-(?:(?P<host>.+)-(?P<pid>\d+)-)?[A-Za-z0-9_]+$")
+# ours: .<name>.tmp-<host>-<pid>-<8 hex>; older versions used mkdtemp: .<name>.tmp-<8 of [a-z0-9_]>
+_TMP_RE = re.compile(r"^\..+\.(?:tmp|old)-(?:(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}|[a-z0-9_]{8})$")
 
 
 def _owner_gone(host: str | None, pid: str | None, path: Path) -> bool:
