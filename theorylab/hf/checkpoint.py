@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch import Tensor
 
-from .safetensors_io import SafetensorsFile, SafetensorsWriter, TensorInfo
+from .safetensors_io import CheckpointError, SafetensorsFile, SafetensorsWriter, TensorInfo
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -39,7 +42,13 @@ class CheckpointReader:
         self._files: dict[str, SafetensorsFile] = {}
         self._bins: dict[str, dict[str, Tensor]] = {}
         self._where: dict[str, str] = {}  # tensor name -> file path
-        self._open_all()
+        self._index_map: dict[str, str] = {}  # an index's weight_map, files resolved
+        self._index: Path | None = None
+        try:
+            self._open_all()
+        except BaseException:
+            self.close()
+            raise
 
     def _open_all(self) -> None:
         p = self.path
@@ -57,23 +66,49 @@ class CheckpointReader:
             raise FileNotFoundError(f"{p}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
         for f in files:
             key = str(f)
+            if not f.is_file():
+                raise CheckpointError(f"{f}: weight file listed by the index does not exist")
             if f.suffix == ".safetensors":
                 st = SafetensorsFile(f)
                 self._files[key] = st
                 names = list(st.infos)
             else:
-                sd = torch.load(f, map_location="cpu", mmap=True, weights_only=True)
+                sd = _load_bin(f)
                 self._bins[key] = sd
                 names = list(sd)
             for n in names:
                 if n in self._where:
-                    raise ValueError(f"tensor {n!r} appears in both {self._where[n]} and {key}")
+                    raise CheckpointError(f"tensor {n!r} appears in both {self._where[n]} and {key}")
                 self._where[n] = key
+        for n, key in self._index_map.items():
+            if self._where.get(n) != key:
+                raise CheckpointError(f"{self._index}: weight_map puts tensor {n!r} in {key}, which does not hold it")
 
-    @staticmethod
-    def _indexed(index: Path) -> list[Path]:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [index.parent / f for f in dict.fromkeys(weight_map.values())]
+    def _indexed(self, index: Path) -> list[Path]:
+        """The files an index's weight_map names, each confined to the index's folder."""
+        self._index = index
+        try:
+            data = json.loads(index.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise CheckpointError(f"{index}: not valid UTF-8 JSON ({type(err).__name__})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
+            raise CheckpointError(f"{index}: expected a JSON object with a \"weight_map\" object "
+                                  "(tensor name -> file name)")
+        weight_map = data["weight_map"]
+        if not weight_map:
+            raise CheckpointError(f"{index}: weight_map is empty")
+        # Confined lexically, not by resolving links: a hub cache snapshot's files are symlinks into ../blobs.
+        folder = index.parent
+        files = []
+        for name, f in weight_map.items():
+            if not isinstance(f, str) or not f or "\0" in f:
+                raise CheckpointError(f"{index}: weight_map[{name!r}] must be a file name, got {f!r}")
+            norm = os.path.normpath(f)
+            if os.path.isabs(f) or norm == os.curdir or norm.split(os.sep)[0] == os.pardir:
+                raise CheckpointError(f"{index}: weight_map[{name!r}] = {f!r} points outside the model folder {folder}")
+            files.append(folder / norm)
+        self._index_map = {name: str(f) for name, f in zip(weight_map, files)}
+        return list(dict.fromkeys(files))
 
     @property
     def names(self) -> list[str]:
@@ -110,6 +145,20 @@ class CheckpointReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _load_bin(f: Path) -> dict[str, Tensor]:
+    """A pickled PyTorch state dict, loaded with weights_only=True (no code runs); anything refused or not a
+    {name: tensor} map is a CheckpointError."""
+    try:
+        sd = torch.load(f, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:  # UnpicklingError for forbidden globals, RuntimeError/EOFError for corrupt files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{f}: cannot be loaded as a PyTorch state dict with weights_only=True "
+                              f"({type(err).__name__}: {first[:200]})") from None
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{f}: expected a state dict (a map of tensor names to tensors)")
+    return sd
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -174,18 +223,94 @@ class ShardedWriter:
             (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-@contextlib.contextmanager
-def atomic_output_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; rename it to ``target`` on success, delete it on failure."""
+STALE_AGE_S = 6 * 3600  # a temp folder whose owner cannot be checked is stale after this long
+# ours: .<name>.tmp-<host>-<pid>-<8 hex>; older versions used mkdtemp: .<name>.tmp-<8 of [a-z0-9_]>
+_TMP_RE = re.compile(r"^\..+\.(?:tmp|old)-(?:(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}|[a-z0-9_]{8})$")
+
+
+def _owner_gone(host: str | None, pid: str | None, path: Path) -> bool:
+    """Whether the process that made a temp folder is gone. Folders named by this module carry host and
+    pid: on this host, a pid that no longer runs means a killed merge (a recycled pid only delays the
+    cleanup). Others (another host on a shared disk, or the older mkdtemp names) go by age."""
+    if host == socket.gethostname() and pid is not None:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OverflowError, ValueError):
+            pass  # alive under another user / not a pid: fall back to age
+        else:
+            return False
+    try:
+        return time.time() - path.lstat().st_mtime > STALE_AGE_S
+    except OSError:
+        return False
+
+
+def remove_stale_temp_dirs(parent: Path) -> list[Path]:
+    """Delete ``.<name>.tmp-*`` / ``.<name>.old-*`` folders in ``parent`` left by killed writes."""
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TMP_RE.match(p.name)
+        if m is None or p.is_symlink() or not p.is_dir():
+            continue
+        if _owner_gone(m.group("host"), m.group("pid"), p):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _new_dir(parent: Path, name: str, kind: str) -> Path:
+    """A fresh folder with normal permissions (0777 less the umask, unlike mkdtemp's 0700), named so that
+    remove_stale_temp_dirs can tell whether its owner still runs."""
+    for _ in range(100):
+        p = parent / f".{name}.{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            p.mkdir(mode=0o777)
+            return p
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary folder in {parent}")
+
+
+def check_output_target(target: str | os.PathLike, protected: list[str | os.PathLike] = ()) -> Path:
+    """The resolved output path, refused when it is, contains or lies inside an input model's folder."""
     target = Path(target).resolve()
+    for p in protected:
+        p = Path(p).resolve()
+        folder = p.parent if p.is_file() else p
+        if target == folder or folder.is_relative_to(target) or target.is_relative_to(folder):
+            raise CheckpointError(f"output folder {target} is, contains or lies inside the input model folder "
+                                  f"{folder}; choose another output folder (--overwrite never replaces an input)")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | os.PathLike, overwrite: bool = False,
+                      protected: list[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; rename it to ``target`` on success, delete it on failure.
+    ``protected``: input model folders, never an allowed target (not even with overwrite). Stale temp
+    folders of killed writes in the target's parent are removed first."""
+    target = check_output_target(target, protected)
     if target.exists() and not overwrite:
         raise FileExistsError(f"output folder {target} already exists (pass overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"output {target} exists and is not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_dirs(target.parent)
+        tmp = _new_dir(target.parent, target.name, "tmp")
+    except OSError as err:
+        raise CheckpointError(f"output folder {target}: cannot create it in {target.parent} "
+                              f"({err.strerror or type(err).__name__})") from None
     try:
         yield tmp
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = _new_dir(target.parent, target.name, "old")
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

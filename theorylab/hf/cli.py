@@ -8,8 +8,18 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .config import ConfigError
+
+
+def _error(console: Console, err: BaseException) -> None:
+    """One line ``error: <message>`` (no markup parsing, no wrapping), exit code 2."""
+    msg = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in msg:
+        msg = f"{err.filename}: {msg}"
+    console.print(Text.assemble(("error:", "red"), " ", msg), soft_wrap=True)
+    raise typer.Exit(code=2)
 
 
 def parse_size(text: str) -> int:
@@ -34,9 +44,8 @@ def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML confi
     try:
         report = merge_checkpoints(config, out_dir, max_shard_bytes=parse_size(max_shard_size), overwrite=overwrite,
                                    progress=progress, console=Console(stderr=True))
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2)
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError) as err:
+        _error(console, err)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(report.table())
@@ -57,9 +66,8 @@ def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the
     console = Console()
     try:
         rep = relate_checkpoints(model_a, model_b, base, probe_inputs, tolerance=tolerance)
-    except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        _error(console, err)
     t = Table(title="cosine of task vectors")
     t.add_column("layer")
     t.add_column("cosine", justify="right")
@@ -92,9 +100,8 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     try:
         rep = run(finetuned, base, out_dir, rank=rank, energy=energy, embeddings=embeddings, include=include,
                   exclude=exclude, overwrite=overwrite)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2)
+    except (FileExistsError, FileNotFoundError, ValueError, OSError) as err:
+        _error(console, err)
     t = Table(title=f"kept energy per matrix ({rep.out_dir.name})")
     for col in ("module", "rank kept / full", "kept energy"):
         t.add_column(col, justify="left" if col == "module" else "right")

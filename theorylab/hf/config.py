@@ -13,6 +13,7 @@ Computation is always float32 (or float64 for float64 inputs); ``dtype``/``out_d
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,8 +69,19 @@ def _numbers(p) -> list[float]:
     return []
 
 
-def _check_range(name: str, p, where: str) -> None:
-    if name not in RANGES or p is None:
+MAX_ABS = {"weight": 1e6, "lambda": 1e6}  # beyond these a merge only overflows; a typo more likely than intent
+
+
+def _check_range(name: str, p, where: str, model: str | None = None) -> None:
+    if p is None:
+        return
+    of = f" (model {model!r})" if model else ""
+    for x in _numbers(p):
+        if not math.isfinite(x):
+            raise ValueError(f"{where}.{name}{of} must be a finite number, got {x}")
+        if name in MAX_ABS and abs(x) > MAX_ABS[name]:
+            raise ValueError(f"{where}.{name}{of} must satisfy |{name}| <= {MAX_ABS[name]:g}, got {x:g}")
+    if name not in RANGES:
         return
     lo, hi = RANGES[name]
     for x in _numbers(p):
@@ -162,13 +174,13 @@ class MergeConfig(_Frozen):
             if name not in takes:
                 raise ValueError(f"parameters.{name}: not a parameter of {self.merge_method} "
                                  f"(it takes: {', '.join(method.parameters + THEORYLAB_PARAMETERS)})")
-            _check_range(name, getattr(self.parameters, name, None), "parameters")
+            _check_range(name, getattr(self.parameters, "lambda_" if name == "lambda" else name, None), "parameters")
         for i, m in enumerate(self.models):
             for name in m.parameters.given():
                 if name not in method.per_model_parameters:
                     raise ValueError(f"models[{i}].parameters.{name}: not a per-model parameter of {self.merge_method} "
                                      f"(per model it takes: {', '.join(method.per_model_parameters) or 'nothing'})")
-                _check_range(name, getattr(m.parameters, name), f"models[{i}].parameters")
+                _check_range(name, getattr(m.parameters, name), f"models[{i}].parameters", m.model)
         if self.base_model is None and self.merge_method != "linear":
             raise ValueError(f"base_model: required by {self.merge_method} (task vectors are differences to it)")
         return self

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..edit.lowrank import _keep_mask
 from ..edit.state import check_fraction
-from .checkpoint import CheckpointReader, atomic_output_dir
+from .checkpoint import CheckpointReader, atomic_output_dir, check_output_target
 from .safetensors_io import SafetensorsWriter, TensorInfo
 
 PEFT_PREFIX = "base_model.model."
@@ -193,6 +193,7 @@ def extract_lora(finetuned: str | Path, base: str | Path, out_dir: str | Path, *
         if energy <= 0:
             raise ValueError("energy must be in (0, 1], got 0")
     base, finetuned = Path(base), Path(finetuned)
+    check_output_target(out_dir, [finetuned, base])
     kinds = _module_kinds(base)
     report = ExtractReport(Path(out_dir).resolve())
     factors: dict[str, tuple[Tensor, Tensor]] = {}
@@ -255,7 +256,7 @@ def _write_adapter(out_dir, factors, kinds, base: Path, report: ExtractReport, o
         suffix = "" if emb else ".weight"
         tensors[f"{PEFT_PREFIX}{module}.{kind}A{suffix}"] = a
         tensors[f"{PEFT_PREFIX}{module}.{kind}B{suffix}"] = b
-    with atomic_output_dir(out_dir, overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite, [base]) as tmp:
         w = SafetensorsWriter(tmp / "adapter_model.safetensors",
                               [TensorInfo(n, tuple(t.shape), t.dtype) for n, t in tensors.items()])
         for n, t in tensors.items():

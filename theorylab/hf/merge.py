@@ -23,7 +23,7 @@ from ..edit.merge import MergeKnobs, TensorMerge, get_merge_method
 from ..edit.params import count_layers, resolve
 from ..edit.relate import group_name, group_order
 from ..edit.state import DEFAULT_LAYER_PATTERN
-from .checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir, copy_support_files
+from .checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir, check_output_target, copy_support_files
 from .config import ConfigError, MergeConfig, ModelParameters, load_config, param_value, resolve_model_path
 from .lora import AdaptedReader, is_adapter
 from .lwptv import checkpoint_masks
@@ -38,6 +38,7 @@ class MergeReport:
     n_tensors: int
     notes: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # the merged models, in task-vector order
+    base_label: str = ""
     edit_sq: dict[str, float] = field(default_factory=dict)  # layer group -> ||merged - base||^2
     base_sq: dict[str, float] = field(default_factory=dict)
     lwptv_pruned: dict[str, list[int]] = field(default_factory=dict)  # model -> blocks kept at the base (LwPTV)
@@ -269,6 +270,7 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
     ref_path, inputs = _inputs(config, config_dir, notes)
     out_dtype = getattr(torch, config.output_dtype) if config.output_dtype else None
 
+    check_output_target(out_dir, [ref_path] + [p for i in inputs for p in (i.path, i.lora) if p is not None])
     readers: list = []
     try:
         base = CheckpointReader(ref_path)
@@ -285,9 +287,11 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
         ignored: set[str] = set()
         plans = {i.name: _plan_tensor(config, i.name, inputs, knobs, n_layers, layer_pattern, ignored)
                  for i in infos if base.info(i.name).dtype.is_floating_point}
-        report = MergeReport(Path(out_dir).resolve(), len(infos), notes, labels=[i.label for i in inputs])
+        report = MergeReport(Path(out_dir).resolve(), len(infos), notes, labels=[i.label for i in inputs],
+                             base_label=str(ref_path))
         masked_tasks = _lwptv(config, base, models, inputs, report, layer_pattern, chunk_elems)
-        with atomic_output_dir(out_dir, overwrite) as tmp, _progress(progress, console) as bar:
+        protected = [ref_path] + [p for i in inputs for p in (i.path, i.lora) if p is not None]
+        with atomic_output_dir(out_dir, overwrite, protected) as tmp, _progress(progress, console) as bar:
             task = bar.add_task("merging", total=len(infos))
             writer = ShardedWriter(tmp, infos, max_shard_bytes)
             for out_info in infos:
@@ -323,6 +327,15 @@ def _check_layout(base: CheckpointReader, other, label: str, notes: list[str]) -
             raise ConfigError(f"{label}: tensor {n!r} of the base model is missing")
         if other.info(n).shape != info.shape:
             raise ConfigError(f"{label}: tensor {n!r} has shape {other.info(n).shape}, base has {info.shape}")
+        theirs = other.info(n).dtype
+        if theirs.is_floating_point != info.dtype.is_floating_point:
+            kind = lambda d: ("float" if d.is_floating_point else "integer/bool") + f" ({str(d).removeprefix('torch.')})"
+            raise ConfigError(f"{label}: tensor {n!r} is {kind(theirs)}, the base's is {kind(info.dtype)}; "
+                              "expected the same kind")
+    extra = [n for n in other.names if n not in base]
+    if extra:
+        shown = ", ".join(repr(n) for n in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        notes.append(f"{label}: {len(extra)} tensor(s) not in the base are left out of the output: {shown}")
 
 
 def _lwptv(config, base, models, entries, report, layer_pattern, chunk_elems) -> dict[str, frozenset[int]]:
@@ -369,6 +382,7 @@ def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_
     for a, b in info.row_blocks(chunk_elems):
         base_rows = base.read_rows(name, a, b)
         ds = list(deltas(a, b, base_rows))
+        _note_non_finite(name, base_rows, ds, report, masked)
         report.add_relations(group, ds)
         merged = tm.chunk(base_rows, [] if tm.is_identity else ds, offset=a * info.row_elems).to(out_info.dtype)
         writer.write(name, merged)
@@ -376,6 +390,28 @@ def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_
         base_sq += float(base_rows.double().pow(2).sum())
     report.edit_sq[group] = report.edit_sq.get(group, 0.0) + edit_sq
     report.base_sq[group] = report.base_sq.get(group, 0.0) + base_sq
+
+
+def _note_non_finite(name: str, base_rows: torch.Tensor, ds, report: MergeReport, masked: frozenset[int]) -> None:
+    """One note per input and tensor holding NaN/inf (the merge passes them on; the output is not checked)."""
+    def note(who: str) -> None:
+        msg = f"{who}: tensor {name!r} holds NaN or inf values; they pass into the merged tensor"
+        if msg not in report.notes:
+            report.notes.append(msg)
+
+    base_ok = bool(torch.isfinite(base_rows).all())
+    if not base_ok:
+        note(f"base model ({report.base_label})")
+    for t, d in enumerate(ds):
+        if t not in masked and not bool(torch.isfinite(d).all()) and (base_ok or _model_has_non_finite(d, base_rows)):
+            note(report.labels[t])
+
+
+def _model_has_non_finite(delta: torch.Tensor, base_rows: torch.Tensor) -> bool:
+    """With a non-finite base, a non-finite delta may come from the base alone: check model = base + delta
+    where the base is finite."""
+    ok = torch.isfinite(base_rows)
+    return not bool(torch.isfinite(delta[ok]).all())
 
 
 class _LazyDeltas(Sequence):

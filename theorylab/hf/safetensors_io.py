@@ -54,23 +54,116 @@ class TensorInfo:
             yield a, min(a + step, self.rows)
 
 
+MAX_HEADER_BYTES = 100_000_000  # the official loader's limit (safetensors' MAX_HEADER_SIZE)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or index that cannot be read as the format says; the message names the file and
+    what was expected (one line)."""
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise CheckpointError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _is_uint(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def parse_header(raw: bytes, data_len: int, where: str) -> tuple[dict[str, str], list[tuple[str, str, tuple[int, ...], int, int]]]:
+    """Validate a safetensors header as the official loader does. Returns (metadata, [(name, dtype code,
+    shape, begin, end)] sorted by begin). ``data_len``: bytes after the header in the file."""
+    if not raw.startswith(b"{"):
+        raise CheckpointError(f"{where}: header must start with '{{' (a JSON object right after the length field)")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except CheckpointError as err:
+        raise CheckpointError(f"{where}: header has a {err}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"{where}: header is not valid UTF-8 JSON ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{where}: header must be a JSON object, got {type(header).__name__}")
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CheckpointError(f"{where}: __metadata__ must be a map of strings to strings")
+    entries = []
+    for name, h in header.items():
+        at = f"{where}: tensor {name!r}"
+        if not isinstance(h, dict):
+            raise CheckpointError(f"{at}: entry must be an object with dtype, shape, data_offsets")
+        for key in ("dtype", "shape", "data_offsets"):
+            if key not in h:
+                raise CheckpointError(f"{at}: entry lacks {key!r}")
+        dtype, shape, offs = h["dtype"], h["shape"], h["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise CheckpointError(f"{at}: unsupported dtype {dtype!r} (expected one of {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+            raise CheckpointError(f"{at}: shape must be a list of non-negative integers, got {shape!r}")
+        if (not isinstance(offs, list) or len(offs) != 2 or not all(_is_uint(o) for o in offs)
+                or offs[1] < offs[0]):
+            raise CheckpointError(f"{at}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offs!r}")
+        need = math.prod(shape) * DTYPES[dtype].itemsize
+        if offs[1] - offs[0] != need:
+            raise CheckpointError(f"{at}: data_offsets {offs} span {offs[1] - offs[0]} bytes, but shape {shape} x "
+                                  f"{dtype} needs {need}")
+        entries.append((name, dtype, tuple(shape), offs[0], offs[1]))
+    entries.sort(key=lambda e: (e[3], e[4]))
+    pos = 0
+    for name, _, _, begin, end in entries:
+        if begin != pos:
+            what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
+            raise CheckpointError(f"{where}: tensor {name!r}: data_offsets begin {begin} {what} (expected {pos}; "
+                                  "tensors must be contiguous and non-overlapping)")
+        pos = end
+    if pos != data_len:
+        raise CheckpointError(f"{where}: the tensors cover {pos} bytes of data but the file holds {data_len} after "
+                              "the header (truncated or trailing bytes)")
+    return meta, entries
+
+
 class SafetensorsFile:
-    """One .safetensors file, read tensor by tensor or row block by row block."""
+    """One .safetensors file, read tensor by tensor or row block by row block. The header is validated on
+    open (see ``parse_header``), so a later read never lands outside the file or in another tensor's bytes."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self._fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as err:
+            raise CheckpointError(f"{self.path}: cannot open: {err.strerror}") from None
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+
+    def _parse(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size < 8:
+            raise CheckpointError(f"{self.path}: {size} bytes, too short for a safetensors file (8-byte header "
+                                  "length, then a JSON header)")
         (n,) = struct.unpack("<Q", os.pread(self._fd, 8, 0))
-        header = json.loads(os.pread(self._fd, n, 8))
-        self.metadata = header.pop("__metadata__", None) or {}
+        if n > MAX_HEADER_BYTES or n > size - 8 or n < 2:
+            raise CheckpointError(f"{self.path}: header length {n} is impossible (the file has {size - 8} bytes "
+                                  f"after the length field; the format allows at most {MAX_HEADER_BYTES})")
+        raw = os.pread(self._fd, n, 8)
+        if len(raw) != n:
+            raise CheckpointError(f"{self.path}: file ends inside the header")
+        self.metadata, entries = parse_header(raw, size - 8 - n, self.path)
         self._data_start = 8 + n
         self.infos: dict[str, TensorInfo] = {}
         self._offsets: dict[str, int] = {}
-        for name, h in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            if h["dtype"] not in DTYPES:
-                raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype {h['dtype']}")
-            self.infos[name] = TensorInfo(name, tuple(h["shape"]), DTYPES[h["dtype"]])
-            self._offsets[name] = self._data_start + h["data_offsets"][0]
+        for name, dtype, shape, begin, _ in entries:
+            self.infos[name] = TensorInfo(name, shape, DTYPES[dtype])
+            self._offsets[name] = self._data_start + begin
 
     def read_rows(self, name: str, start: int, stop: int) -> Tensor:
         """Rows start..stop of a tensor (dim 0), as a new tensor that owns its memory."""
@@ -82,7 +175,7 @@ class SafetensorsFile:
         while view:  # preadv may return fewer bytes than asked for large reads
             got = os.preadv(self._fd, [view], pos)
             if got <= 0:
-                raise IOError(f"{self.path}: file ends inside tensor {name!r}")
+                raise CheckpointError(f"{self.path}: file ends inside tensor {name!r} (truncated while open)")
             view, pos = view[got:], pos + got
         flat = torch.frombuffer(buf, dtype=info.dtype) if buf else torch.empty(0, dtype=info.dtype)
         shape = (n_rows, *info.shape[1:]) if info.shape else ()
