@@ -153,7 +153,8 @@ def length_vs_alpha_test(ctx: ClaimContext) -> Outcome:
                             stream=("claim", "alpha_test"))
         errs = torch.stack([c[L] for L in lengths])  # [L, E]
         ok = errs <= bound
-        first = torch.where(ok.any(0), ok.float().argmax(0) + 1, torch.full_like(ok[0], 10**6, dtype=torch.long))
+        beyond = torch.full_like(ok[0], len(lengths) + 1, dtype=torch.long)  # l_ts + 1: not reached within l_ts
+        first = torch.where(ok.any(0), ok.float().argmax(0) + 1, beyond)
         need.append(first)
         curves[f"ood alpha'={a}"] = errs.mean(1).tolist()
     need = torch.stack(need)  # [A, E]
@@ -162,7 +163,7 @@ def length_vs_alpha_test(ctx: ClaimContext) -> Outcome:
         ordered.tolist(), f"needed length at alpha'={ALPHA_TEST_GRID[0]} minus at {ALPHA_TEST_GRID[-1]}",
         (need[0] - need[-1]).float().tolist(),
         "shortest OOD prompt with error <= 2 x eps_hat is non-increasing in alpha' and strictly shorter at the largest",
-        "needed length by alpha' (per seed; 1e6 = never within l_ts): "
+        f"needed length by alpha' (per seed; {len(lengths) + 1} = not within l_ts): "
         + "; ".join(f"{a}: {need[i].tolist()}" for i, a in enumerate(ALPHA_TEST_GRID)),
         {"needed_length": {str(a): need[i].tolist() for i, a in enumerate(ALPHA_TEST_GRID)}},
         {"error_vs_alpha_test": {"lengths": lengths, "eps": float(bound.mean()), "curves": curves}})
