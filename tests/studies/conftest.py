@@ -18,3 +18,21 @@ def claims_at():
             assert len(r.passed_seeds) == seeds
         return res
     return run
+
+
+@pytest.fixture
+def poison_seed(monkeypatch):
+    """poison_seed(train_module, tensor, seed): that seed's model starts with a NaN in `tensor` (the module's
+    init_params is patched), so the study's own trainer must record it as diverged."""
+    def apply(module, name: str, seed: int = 1) -> None:
+        init = module.init_params
+
+        def poisoned(cfgs, rng, device):
+            p = init(cfgs, rng, device)
+            for e, c in enumerate(cfgs):
+                if c.seed == seed:
+                    p[name][(e,) + (0,) * (p[name].dim() - 1)] = float("nan")
+            return p
+
+        monkeypatch.setattr(module, "init_params", poisoned)
+    return apply

@@ -246,11 +246,9 @@ def run_claims(ctx: ClaimContext, only: Sequence[str] | None = None, seeds_given
     return results
 
 
-EXIT_CODES = {"all hold or agree": 0, "some fail or differ": 1, "input error": 2,
-              "none fails, but some are inconclusive or ERROR": 3}
-
-
 def exit_code(verdicts: Sequence[str]) -> int:
+    """`theorylab check`: 0 all hold or agree; 1 some fail or differ; 3 none fails, some inconclusive or ERROR
+    (2 is the CLI's input error)."""
     if any(v in NEGATIVE for v in verdicts):
         return 1
     if any(v not in POSITIVE for v in verdicts):

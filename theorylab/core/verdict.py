@@ -66,11 +66,12 @@ def interval(values: Sequence[float], level: float = 0.95) -> dict:
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
+    """A number for a one-line summary: 4 significant decimals, scientific notation when very large or small."""
     if x is None:
         return "-"
     if x != 0 and (abs(x) >= 1e4 or abs(x) < 10 ** (-digits)):
-        return f"{x:.{max(1, digits - 2)}e}"
-    return f"{x:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{x:.{digits}f}" else f"{x}"
+        return f"{x:.2e}"
+    return f"{x:.{digits}f}".rstrip("0").rstrip(".")
 
 
 def describe_interval(iv: dict) -> str:

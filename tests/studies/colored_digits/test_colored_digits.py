@@ -152,18 +152,10 @@ def test_claims_run_at_a_non_default_config(claims_at):
                          ood_p_target=0.45), 2)
 
 
-def test_a_diverged_seed_fails_every_claim_without_crashing(monkeypatch, claims_at):
+def test_a_diverged_seed_fails_every_claim_without_crashing(poison_seed, claims_at):
     import theorylab.studies.colored_digits.train as train
-    init = train.init_params
 
-    def poisoned(cfgs, rng, device):  # the seed-1 model starts with a NaN weight
-        p = init(cfgs, rng, device)
-        for e, c in enumerate(cfgs):
-            if c.seed == 1:
-                p["patch.w"][e, 0, 0] = float("nan")
-        return p
-
-    monkeypatch.setattr(train, "init_params", poisoned)
+    poison_seed(train, "patch.w")
     for r in claims_at("colored_digits").values():
         assert r.diverged == [1] and r.passed_seeds[1] is False, r.claim.id
 

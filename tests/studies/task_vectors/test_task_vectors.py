@@ -116,17 +116,8 @@ def test_untrained_models_do_not_hold(claims_at):
         assert res[cid].verdict != "holds", (cid, res[cid].summary)
 
 
-def test_a_diverged_seed_fails_and_nothing_crashes(monkeypatch, claims_at):
-    init = train.init_params
-
-    def poisoned(cfgs, rng, device):  # the seed-1 models start with NaN weights
-        p = init(cfgs, rng, device)
-        for e, c in enumerate(cfgs):
-            if c.seed == 1:
-                p["V"][e, 0, 0] = float("nan")
-        return p
-
-    monkeypatch.setattr(train, "init_params", poisoned)
+def test_a_diverged_seed_fails_and_nothing_crashes(poison_seed, claims_at):
+    poison_seed(train, "V")
     res = claims_at("task_vectors")
     for r in res.values():
         assert r.diverged == [1] and r.passed_seeds[1] is False, r.claim.id

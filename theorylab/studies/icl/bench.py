@@ -10,7 +10,8 @@ from theorylab.core.bench import sync
 from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.train import train_ensemble
 from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
-from theorylab.studies.icl.model import TRAINABLE, forward, hinge, init_params
+from theorylab.core.losses import hinge
+from theorylab.studies.icl.model import TRAINABLE, forward, init_params
 
 REFERENCE = {"B": 64, "l_tr": 20, "d_X": 30, "d_Y": 10, "m": 64}  # the reference config of BENCHMARKS.md
 

@@ -11,7 +11,9 @@ from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
 from theorylab.studies.icl.data import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
-from theorylab.studies.icl.model import error, forward, hinge
+from theorylab.core.losses import hinge
+from theorylab.core.losses import sign_error as error
+from theorylab.studies.icl.model import forward
 
 def unseen_world(cfgs: Sequence[ICLConfig], device) -> World:
     return in_domain_world(cfgs, device, split_tasks(cfgs[0])[1])

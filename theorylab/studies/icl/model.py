@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
-from theorylab.core.losses import hinge, sign_error as error  # noqa: F401  (the study's loss and metric)
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
 

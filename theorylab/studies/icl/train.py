@@ -12,7 +12,9 @@ from theorylab.core.train import train_ensemble
 from theorylab.studies.icl.config import ICLConfig
 from theorylab.studies.icl.data import Prompts, in_domain_world, sample_prompts, split_tasks
 from theorylab.studies.icl.evaluate import evaluate, ood_world, same_pattern_mass, unseen_world
-from theorylab.studies.icl.model import TRAINABLE, error, forward, hinge, init_params
+from theorylab.core.losses import hinge
+from theorylab.core.losses import sign_error as error
+from theorylab.studies.icl.model import TRAINABLE, forward, init_params
 
 PROBE_PROMPTS = 256  # prompts used to track attention concentration along training
 
