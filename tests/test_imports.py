@@ -1,5 +1,5 @@
-"""The import contract: core is shared machinery (it imports no study, no CLI, no notebook API); a study never
-imports another study; edit and hf import no study. Read from the source (every import, also inside functions)."""
+"""The import contract: core is shared machinery (it imports no study, no CLI, no notebook API); a study imports
+no other study but its data model (`theorylab.studies.<other>.data`); edit and hf import no study. Read from the source (every import, also inside functions)."""
 import ast
 from pathlib import Path
 
@@ -38,11 +38,17 @@ def test_edit_and_hf_import_no_study_or_api(sub):
         assert not bad, f"{sub}/{path.name} imports {bad}"
 
 
-def test_no_study_imports_another_study():
+def is_data_module(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) >= 4 and parts[3] == "data"
+
+
+def test_no_study_imports_another_study_except_its_data_model():
     studies = [p for p in (PACKAGE / "studies").iterdir() if p.is_dir() and (p / "__init__.py").exists()]
     assert len(studies) >= 3
     for study in studies:
         for path in study.rglob("*.py"):
+            # a data model may be shared (a multi-layer study reads the one-layer study's prompts); nothing else
             others = {n.split(".")[2] for n in imports_of(path) if n.startswith("theorylab.studies.")
-                      and len(n.split(".")) > 2} - {study.name}
+                      and len(n.split(".")) > 2 and not is_data_module(n)} - {study.name}
             assert not others, f"{study.name}/{path.name} imports study {others}"
