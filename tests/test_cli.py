@@ -64,3 +64,25 @@ def test_check_json_prints_the_contract_fields(tmp_path):
         assert x["seeds"] == 2 and x["study"] == "icl"
     assert rows[0]["kind"] == "mechanism" and rows[1]["kind"] == "figure"
     assert rows[1]["verdict"] in ("agrees", "differs", "inconclusive")
+
+
+def test_one_error_path_internal_errors_are_one_line_and_debug_shows_the_traceback(monkeypatch):
+    import sys
+
+    cli_app = sys.modules["theorylab.cli.app"]  # (the package attribute `app` is the Typer object)
+
+    def boom():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli_app, "study_names", boom)
+    r = runner.invoke(app, ["list"])
+    assert r.exit_code == 1 and r.output.strip().count("\n") == 0
+    assert r.output.startswith("error: internal error (RuntimeError: boom)") and "--debug" in r.output
+    r = runner.invoke(app, ["--debug", "list"])
+    assert isinstance(r.exception, RuntimeError)
+
+
+def test_a_file_error_is_a_user_error_naming_the_file(tmp_path):
+    (tmp_path / "s.sqlite").write_text("not sqlite")
+    r = runner.invoke(app, ["report", "icl", "--store", str(tmp_path / "s.sqlite")])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "s.sqlite" in r.output

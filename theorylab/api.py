@@ -37,10 +37,10 @@ def config(study: str, size: str = "quick", **overrides: Any) -> StudyConfig:
     return get_study(study).config(size, **overrides)
 
 
-def _store(store: str | Path | Store | None) -> Store:
+def _store(store: str | Path | Store | None, create: bool = True) -> Store:
     if isinstance(store, Store):
         return store
-    return Store(store or DEFAULT_STORE)
+    return Store(store or DEFAULT_STORE, create=create)
 
 
 def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Path | Store | None = None,
@@ -70,7 +70,7 @@ def check(study: str, size: str = "quick", seeds: int | None = None, device: str
 
 
 def results(store: str | Path | Store | None = None, study: str | None = None) -> pd.DataFrame:
-    return _store(store).cells_df(study)
+    return _store(store, create=False).cells_df(study)
 
 
 __all__ = ["Trained", "check", "config", "get_study", "results", "study_names", "train"]

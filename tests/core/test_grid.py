@@ -10,11 +10,12 @@ from theorylab.core.sweep import group_cells, plan_chunks
 
 
 def test_parse_lists_and_inclusive_ranges():
-    assert parse_grid_item("seed=0..3") == ("seed", [0, 1, 2, 3])
+    key, values = parse_grid_item("seed=0..3")
+    assert key == "seed" and list(values) == [0, 1, 2, 3]
     assert parse_grid_item("lr=0.1,1,1e-3") == ("lr", [0.1, 1, 1e-3])
     assert parse_grid_item("train_task_offsets=[1,5],[2,4]") == ("train_task_offsets", [[1, 5], [2, 4]])
     assert parse_grid_item(" alpha = 0.5 ") == ("alpha", [0.5])
-    assert parse_grid(["lr=1,5", "seed=0..63"]) == {"lr": [1, 5], "seed": list(range(64))}
+    assert parse_grid(["lr=1,5", "seed=0..63"]) == {"lr": [1, 5], "seed": range(64)}
 
 
 def test_expand_grid_product_with_seed_offsets():

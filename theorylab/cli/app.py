@@ -3,24 +3,66 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from theorylab.core.claims import ClaimContext, exit_code, run_claims, select_claims
 from theorylab.core.config import ConfigError, parse_assignments
 from theorylab.core.ensemble import resolve_device
 from theorylab.core.progress import Bars
 from theorylab.core.report import machine_description, verdict_table, write_report
-from theorylab.core.store import DEFAULT_STORE, Store
+from theorylab.core.store import DEFAULT_STORE, Store, StoreError
+from theorylab.hf.config import ConfigError as HFConfigError
 from theorylab.core.study import get_study, study_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+USER_ERRORS = (ConfigError, StoreError, HFConfigError, OSError, MemoryError)
+
+
+class OneLineErrors(TyperGroup):
+    """The one error path of every command: a user-facing failure is one line `error: ...` and exit code 2,
+    with no traceback (`theorylab --debug ...` or THEORYLAB_DEBUG=1 shows it); any other exception is an
+    internal error, reported in one line with exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, typer.Exit, typer.Abort):
+            raise
+        except Exception as e:
+            if ctx.params.get("debug") or os.environ.get("THEORYLAB_DEBUG"):
+                raise
+            user = isinstance(e, USER_ERRORS)
+            err.print(Text.assemble(("error:", "bold red"), " ", one_line(e, internal=not user)), soft_wrap=True)
+            raise typer.Exit(2 if user else 1) from None
+
+
+def one_line(e: BaseException, internal: bool = False) -> str:
+    if isinstance(e, MemoryError):
+        return "out of memory: the run asks for more than this machine has; lower the sizes (see the cost estimate)"
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in msg:
+        msg = f"{e.filename}: {e.strerror or msg}"
+    if internal:
+        msg = f"internal error ({type(e).__name__}: {msg}); rerun with --debug for the traceback, and please report it"
+    return msg
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Runnable theory of efficient learning in shallow Transformers.")
+
+
+@app.callback()
+def root(debug: Annotated[bool, typer.Option("--debug", help="show the Python traceback of an error")] = False) -> None:
+    """Runnable theory of efficient learning in shallow Transformers."""
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
@@ -29,32 +71,40 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto")]
 SeedsOpt = Annotated[Optional[int], typer.Option("--seeds", help="independent seeds (default: 5 quick, 10 full)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a config field: key=value (repeatable)")]
 StoreOpt = Annotated[Path, typer.Option("--store", help="results store (SQLite file)")]
+YesOpt = Annotated[bool, typer.Option("--yes", help="run even when the cost estimate is above the limits")]
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())), soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: list[str] | None, store: Path,
-             claim_ids: list[str] | None = None):
-    """Validates every input before anything trains."""
+             claim_ids: list[str] | None = None, yes: bool = False):
+    """Validates (and costs) every input before anything trains."""
+    from theorylab.core.backends import memory_budget
+    from theorylab.core.cost import estimate
+
     try:
         study = get_study(study_name)
         overrides = parse_assignments(sets)
-        study.config(size, **overrides)
         n = study.default_seeds.get(size, 5) if seeds is None else seeds
         if n < 1:
             raise ConfigError(f"--seeds must be >= 1 (got {n})")
+        cfgs = study.seed_configs(size, n, **overrides)
         select_claims(study, claim_ids)
         dev = resolve_device(device)
+        history = Store(store, create=False) if Path(store).exists() else None
+        cost = estimate(study, cfgs, len(cfgs), memory_budget(dev), history, f"{study.name} claims, per trained group",
+                        str(dev))
+        cost.guard(yes)
     except (ConfigError, KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
     return study, overrides, n, dev, Store(store)
 
 
-def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, progress=True):
-    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store, claim_ids)
+def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, progress=True, yes=False):
+    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store, claim_ids, yes)
     with Bars(enabled=progress) as bars:
         ctx = ClaimContext(study, size, n, dev, st, overrides, bars)
         results = run_claims(ctx, claim_ids, seeds_given=seeds is not None)
@@ -74,9 +124,10 @@ def list_studies() -> None:
 @app.command()
 def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: SeedsOpt = None,
         set: SetOpt = None, store: StoreOpt = DEFAULT_STORE,
-        out_dir: Annotated[Optional[Path], typer.Option("--out", help="results folder")] = None) -> None:
+        out_dir: Annotated[Optional[Path], typer.Option("--out", help="results folder")] = None, yes: YesOpt = False) -> None:
     """Train the study's models, check every claim, write figures and a report."""
-    s, n, dev, rows = _run_study(study, size, seeds, device, set, store)
+    _prepare(study, size, seeds, device, set, store, None, yes)
+    s, n, dev, rows = _run_study(study, size, seeds, device, set, store, yes=yes)
     out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
     folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = write_report(s, rows, folder, {"size": size, "seeds": n, "machine": machine_description(str(dev))})
@@ -88,7 +139,8 @@ def check(study: Annotated[Optional[str], typer.Argument(help="a study; all stud
           size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: SeedsOpt = None, set: SetOpt = None,
           store: StoreOpt = DEFAULT_STORE,
           claim: Annotated[Optional[list[str]], typer.Option("--claim", help="only these claim ids")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="print a JSON array of claim results instead of a table")] = False) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help="print a JSON array of claim results instead of a table")] = False,
+          yes: YesOpt = False) -> None:
     """Run claims only and print the verdict table.
 
     Exit code 0: every claim holds or agrees; 1: some claim fails or differs; 2: bad input;
@@ -97,10 +149,10 @@ def check(study: Annotated[Optional[str], typer.Argument(help="a study; all stud
     if claim and not study:
         fail("--claim needs a study: theorylab check STUDY --claim ID")
     for name in names:  # every study's input is checked before any trains
-        _prepare(name, size, seeds, device, set, store, claim)
+        _prepare(name, size, seeds, device, set, store, claim, yes)
     rows = []
     for name in names:
-        rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json)[3]
+        rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json, yes=yes)[3]
     if as_json:
         print(json.dumps(rows, default=str))
     else:
@@ -116,7 +168,7 @@ def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
         s = get_study(study)
     except KeyError as e:
         fail(str(e).strip("'\""))
-    stored = Store(store).latest_claims(s.name, size)
+    stored = Store(store, create=False).latest_claims(s.name, size)
     if not stored:
         fail(f"no stored {size} claims for '{study}' in {store}; run `theorylab run {study} --size {size}` first")
     by_id = {c.id: c for c in s.claims}
@@ -178,11 +230,7 @@ _register_extensions()
 
 
 def main() -> None:
-    try:
-        app()
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":

@@ -46,23 +46,39 @@ def register(app: typer.Typer) -> None:
         max_models: Annotated[Optional[int], typer.Option("--max-models", help="cap on models per ensemble chunk (default: what fits in memory)")] = None,
         weights: Annotated[bool, typer.Option("--weights/--no-weights", help="store each cell's final weights")] = True,
         quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+        yes: Annotated[bool, typer.Option("--yes", help="run even when the cost estimate is above the limits")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the cost estimate; train nothing")] = False,
     ) -> None:
         """Train every cell of a grid as grouped ensembles; resumable (finished cells are skipped)."""
         from theorylab.core.backends import make_backend
-        from theorylab.core.grid import expand_grid, parse_grid
-        from theorylab.core.sweep import SweepProgress, export_hint, sweep
+        from theorylab.core.cost import MAX_CELLS, estimate
+        from theorylab.core.grid import expand_grid, grid_samples, grid_size, iter_grid, parse_grid
+        from theorylab.core.sweep import SweepProgress, export_hint, sweep_blocks
 
-        try:  # everything is validated before anything trains
+        try:  # everything is validated (and costed) before anything trains
             s = get_study(study)
-            cfgs = expand_grid(s, size, parse_assignments(set), parse_grid(grid), seeds)
+            overrides, g = parse_assignments(set), parse_grid(grid)
+            n = grid_size(g, seeds)
+            # a grid up to MAX_CELLS is expanded and validated cell by cell; a larger one value by value, lazily
+            eager = n <= MAX_CELLS
+            samples = expand_grid(s, size, overrides, g, seeds) if eager else grid_samples(s, size, overrides, g, seeds)
             if max_models is not None and max_models < 1:
                 raise ConfigError(f"--max-models must be >= 1 (got {max_models})")
             runner = make_backend(backend, device, address)
+            history = Store(store, create=False) if Path(store).exists() else None
+            cost = estimate(s, samples, n, runner.budget(), history, device=str(runner.device))
+            cost.guard(yes or dry_run)
+            st = None if dry_run else Store(store)
         except (ConfigError, KeyError, ValueError) as e:
             fail(str(e).strip("'\""))
-        st = Store(store)
+        out.print(cost.describe(), soft_wrap=True)
+        if dry_run:
+            why = cost.over_limits()
+            out.print(f"dry run: would be refused without --yes ({'; '.join(why)})" if why else "dry run: within the limits")
+            return
+        cells = samples if eager else iter_grid(s, size, overrides, g, seeds)
         with SweepProgress(enabled=not quiet) as progress:
-            summary = sweep(s, cfgs, st, runner, max_models=max_models, keep_params=weights, progress=progress)
+            summary = sweep_blocks(s, cells, st, runner, max_models=max_models, keep_params=weights, progress=progress)
         rate = summary.model_steps / summary.seconds if summary.seconds > 0 else 0.0
         out.print(f"{s.name}: {summary.cells:,} cells: {summary.trained:,} trained, {summary.skipped:,} already in the "
                   f"store, in {summary.seconds:,.1f} s ({summary.chunks} ensemble chunks, {rate:,.0f} model-steps/s, "
@@ -80,8 +96,6 @@ def register(app: typer.Typer) -> None:
         """Write the store's cells as a table: one row per cell (config_hash, config fields, final metrics)."""
         if fmt not in ("parquet", "csv"):
             fail(f"--format must be parquet or csv (got {fmt!r})")
-        if not Path(store).exists():
-            fail(f"no store at {store}; pass --store PATH")
         df = api.results(store, study)
         if df.empty:
             fail(f"no cells{' of study ' + repr(study) if study else ''} in {store}")

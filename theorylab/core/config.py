@@ -13,9 +13,11 @@ from typing import Any, ClassVar, TypeVar
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 C = TypeVar("C", bound="StudyConfig")
+SEED_LIMIT = 2**62
+INT64 = 2**63
 
 
 class ConfigError(ValueError):
@@ -31,11 +33,23 @@ class StudyConfig(BaseModel):
     # Fields that may vary between the models of one ensemble (they become [E] tensors).
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed"})
 
-    seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the config hash")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed; every random stream derives from the config hash")
     lr: float = Field(0.1, gt=0, le=1e4, description="learning rate")
     B: int = Field(64, ge=1, le=1 << 20, description="batch size")
     steps: int = Field(1000, ge=1, le=10_000_000, description="optimizer steps")
     curve_points: int = Field(40, ge=2, le=10_000, description="checkpoints recorded along training")
+
+    @model_validator(mode="after")
+    def _integers_fit_the_store(self) -> "StudyConfig":
+        """Seeds feed 64-bit counters and every integer lands in SQLite/parquet as int64: a study that
+        redeclares a field without an upper bound still cannot take a value the store cannot hold."""
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"field 'seed' must be in [0, 2**62) (got {self.seed})")
+        for name, value in self:
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(v, int) and not isinstance(v, bool) and not -INT64 <= v < INT64:
+                    raise ValueError(f"field '{name}' must fit a signed 64-bit integer (got {v})")
+        return self
 
     @property
     def hash(self) -> str:

@@ -5,8 +5,8 @@ after an hour. Errors name the offending `--grid` item (syntax) or the grid cell
 """
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from theorylab.core.config import ConfigError, StudyConfig, ensure_fields, parse_value
@@ -41,7 +41,7 @@ def parse_grid_item(item: str) -> tuple[str, list[Any]]:
             raise ConfigError(f"--grid {item!r}: a range lo..hi takes two integers (e.g. seed=0..63)") from None
         if hi_i < lo_i:
             raise ConfigError(f"--grid {item!r}: empty range ({lo_i} > {hi_i}); lo..hi includes both ends")
-        return key, list(range(lo_i, hi_i + 1))
+        return key, range(lo_i, hi_i + 1)  # a range object: seed=0..10**9 costs nothing until consumed
     parts = [p.strip() for p in _split_top(raw)]
     if any(not p for p in parts):
         raise ConfigError(f"--grid {item!r}: empty value in the list (check for a stray comma)")
@@ -62,10 +62,7 @@ def grid_size(grid: dict[str, list[Any]], seeds: int = 1) -> int:
     return math.prod(len(v) for v in grid.values()) * seeds
 
 
-def expand_grid(study: Study, size: str, overrides: dict[str, Any], grid: dict[str, list[Any]],
-                seeds: int = 1) -> list[StudyConfig]:
-    """Every cell of the grid (the product of the value lists; seed offsets 0..seeds-1 innermost),
-    validated. Raises ConfigError naming the first invalid cell and field."""
+def _check_grid(study: Study, overrides: dict[str, Any], grid: dict[str, list[Any]], seeds: int) -> None:
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
     ensure_fields(study.config_cls, list(grid), "--grid")
@@ -74,16 +71,56 @@ def expand_grid(study: Study, size: str, overrides: dict[str, Any], grid: dict[s
         raise ConfigError(f"{', '.join(both)} given both by --set and --grid; use one")
     if seeds > 1 and "seed" in grid:
         raise ConfigError("--seeds N with --grid seed=... would repeat seeds; use one of them")
+
+
+def _product(axes: list) -> Iterator[tuple]:
+    """itertools.product without materialising its inputs (a range axis stays a range); last axis fastest."""
+    total = math.prod(len(a) for a in axes)
+    for i in range(total):
+        combo = []
+        for a in reversed(axes):
+            i, j = divmod(i, len(a))
+            combo.append(a[j])
+        yield tuple(reversed(combo))
+
+
+def iter_grid(study: Study, size: str, overrides: dict[str, Any], grid: dict[str, list[Any]],
+              seeds: int = 1) -> Iterator[StudyConfig]:
+    """Every cell of the grid (the product of the value lists; seed offsets 0..seeds-1 innermost), validated
+    as it is made: a billion-cell grid costs nothing until it is consumed. Raises ConfigError naming the
+    invalid cell and field."""
+    _check_grid(study, overrides, grid, seeds)
     base = study.config(size, **overrides)
     keys = list(grid)
-    cells = []
-    for combo in itertools.product(*grid.values()):
+    for combo in _product(list(grid.values())):
         assign = dict(zip(keys, combo))
         for i in range(seeds):
             values = {**assign, "seed": assign.get("seed", base.seed) + i} if seeds > 1 else assign
             try:
-                cells.append(base.replace(**values) if values else base)
+                yield base.replace(**values) if values else base
             except ConfigError as e:
                 cell = ", ".join(f"{k}={v!r}" for k, v in values.items())
                 raise ConfigError(f"grid cell {cell}: {e}") from None
-    return cells
+
+
+def expand_grid(study: Study, size: str, overrides: dict[str, Any], grid: dict[str, list[Any]],
+                seeds: int = 1) -> list[StudyConfig]:
+    """Every cell of the grid, all validated before anything trains."""
+    return list(iter_grid(study, size, overrides, grid, seeds))
+
+
+def grid_samples(study: Study, size: str, overrides: dict[str, Any], grid: dict[str, list[Any]],
+                 seeds: int = 1) -> list[StudyConfig]:
+    """The base cell and every grid value varied alone (a grid too large to expand up front is checked
+    value by value and costed from these)."""
+    _check_grid(study, overrides, grid, seeds)
+    first = {k: v[0] for k, v in grid.items()}
+    samples = []
+    for key, values in grid.items():
+        # a range lo..hi is checked at its two ends (field bounds are intervals); a list value by value
+        for v in (values[0], values[-1]) if isinstance(values, range) else values:
+            samples.append({**first, key: v})
+    cfgs = []
+    for assign in samples or [{}]:
+        cfgs += list(iter_grid(study, size, overrides, {k: [v] for k, v in assign.items()}, seeds))[:1]
+    return cfgs

@@ -5,12 +5,21 @@ with its final weights, so a killed run resumes at the next unfinished group and
 half-written or duplicated cell (the hash is the primary key). Several processes may write to one
 store: SQLite serialises the short write transactions and readers never block writers in WAL mode.
 `Store(":memory:")` is a private in-process store (one shared connection), for throwaway runs.
+
+Anything that is not a usable store (a folder, a path under a file, a file that is not SQLite or is
+corrupt, a read-only file when writing, a store deleted while a sweep runs) raises StoreError naming the
+file; readers (`create=False`) never create a file or a folder. Concurrent sweeps split their work through
+leases (see `lease`): a cell leased by a live sweep is left to it; a dead sweep's lease expires.
 """
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +50,11 @@ CREATE TABLE IF NOT EXISTS params (
     config_hash TEXT PRIMARY KEY,
     blob BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    config_hash TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS claims (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     study TEXT NOT NULL,
@@ -56,6 +70,16 @@ CREATE TABLE IF NOT EXISTS claims (
     created REAL NOT NULL
 );
 """
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+CELL_COLUMNS = ["config_hash", "study", "group_key", "config", "metrics", "curves", "status", "seconds", "device",
+                "created"]
+LEASE_SECONDS = 60.0  # a lease not renewed for this long belongs to a dead sweep
+RENEW_EVERY = 10.0
+
+
+class StoreError(ValueError):
+    """The results store cannot be used; the message names the file and what is wrong with it."""
 
 
 @dataclass
@@ -73,33 +97,82 @@ class Cell:
 
 
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_STORE):
+    def __init__(self, path: str | Path = DEFAULT_STORE, create: bool = True):
+        """create=False: the store must exist (readers such as `report` and `export` never create one)."""
         self.memory = str(path) == ":memory:"
         self.path = Path(path)
+        self.writable = True
+        self._opened = False  # after the first connection, a missing file is an error, not a new store
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this process's leases
         # an in-memory database lives as long as its connection, so it keeps exactly one
         self._memory_con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False) if self.memory else None
         if not self.memory:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._check_file(create)
         with self._con() as con:
-            if not self.memory:
+            if not self.memory and self.writable:
                 con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
+            self._check_schema(con, missing_ok=self.writable)
+            if self.writable:
+                con.executescript(_SCHEMA)
+        self._opened = True
+
+    def _check_file(self, create: bool) -> None:
+        p = self.path
+        if p.is_dir():
+            raise StoreError(f"store {p} is a folder; give a file path such as {p / 'store.sqlite'}")
+        if not p.exists():
+            if not create:
+                raise StoreError(f"no store at {p}; pass --store PATH of an existing store (a sweep or run creates one)")
+            parent = next(a for a in p.parents if a.exists())
+            if not parent.is_dir():
+                raise StoreError(f"store {p}: {parent} is a file, not a folder")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"store {p}: cannot create its folder ({e.strerror})") from None
+            if not os.access(p.parent, os.W_OK):
+                raise StoreError(f"store {p}: its folder {p.parent} is not writable")
+            self.writable = True
+            return
+        try:
+            with open(p, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise StoreError(f"store {p}: cannot read it ({e.strerror})") from None
+        if head and head != SQLITE_MAGIC:
+            raise StoreError(f"{p} is not a theorylab store (not an SQLite database)")
+        self.writable = os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
+        if create and not self.writable:
+            raise StoreError(f"store {p} is read-only; a run writes to its store (pass another --store)")
+
+    def _check_schema(self, con: sqlite3.Connection, missing_ok: bool) -> None:
+        cols = [r[1] for r in con.execute("PRAGMA table_info(cells)")]
+        if cols != CELL_COLUMNS and (cols or not missing_ok):
+            what = "has no 'cells' table" if not cols else "has a 'cells' table of another shape"
+            raise StoreError(f"{self.path} is not a theorylab store (an SQLite file that {what})")
 
     def _connect(self) -> sqlite3.Connection:
         if self._memory_con is not None:
             return self._memory_con
-        con = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
+        # mode=rw / ro: a store deleted under a running sweep is an error, never silently re-created empty
+        mode = ("rw" if self.path.exists() or self._opened else "rwc") if self.writable else "ro"
+        con = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode={mode}", uri=True, timeout=120.0,
+                              isolation_level=None)
         con.execute("PRAGMA busy_timeout=120000")  # concurrent sweeps wait for each other's commits
         con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process never loses a commit
         return con
 
     @contextmanager
     def _con(self) -> Iterator[sqlite3.Connection]:
-        con = self._connect()
+        con = None
         try:
+            con = self._connect()
             yield con
+        except sqlite3.Error as e:  # corrupt, truncated, deleted or read-only mid-run: one clear error
+            gone = "" if self.memory or self.path.exists() else " (the file is gone)"
+            raise StoreError(f"store {self.path}: {e}{gone}") from None
         finally:
-            if con is not self._memory_con:
+            if con is not None and con is not self._memory_con:
                 con.close()
 
     def _in_chunks(self, con, query: str, keys: Sequence[str]):
@@ -135,11 +208,72 @@ class Store:
                     if c.params is not None:  # also fills in weights of a cell first stored without them
                         blob = st_save({k: v.detach().cpu().contiguous() for k, v in c.params.items()})
                         con.execute("INSERT OR IGNORE INTO params VALUES (?,?)", (c.config_hash, blob))
+                    con.execute("DELETE FROM leases WHERE config_hash = ?", (c.config_hash,))
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         return written
+
+    # ---------------------------------------------------------------- leases
+    def lease(self, hashes: Sequence[str], with_params: bool = False) -> set[str]:
+        """Takes the cells of `hashes` that are neither stored nor leased by another live sweep, and returns
+        them: this process trains those, other sweeps leave them alone until the lease expires."""
+        table = "params" if with_params else "cells"
+        now = time.time()
+        with self._con() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute("DELETE FROM leases WHERE expires < ?", (now,))
+                taken = set()
+                for h in hashes:
+                    if con.execute(f"SELECT 1 FROM {table} WHERE config_hash = ?", (h,)).fetchone():
+                        continue
+                    row = con.execute("SELECT owner FROM leases WHERE config_hash = ?", (h,)).fetchone()
+                    if row is None or row[0] == self.owner:
+                        con.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?)", (h, self.owner, now + LEASE_SECONDS))
+                        taken.add(h)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return taken
+
+    def renew_leases(self) -> None:
+        with self._con() as con:
+            con.execute("UPDATE leases SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS, self.owner))
+
+    def release_leases(self) -> None:
+        with self._con() as con:
+            con.execute("DELETE FROM leases WHERE owner = ?", (self.owner,))
+
+    @contextmanager
+    def leasing(self) -> Iterator[None]:
+        """Keeps this process's leases alive while the body trains (a thread renews them), and gives them
+        back at the end; a killed process stops renewing, so its leases expire after LEASE_SECONDS."""
+        if self.memory:
+            yield
+            return
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(RENEW_EVERY):
+                try:
+                    self.renew_leases()
+                except StoreError:
+                    return  # the sweep itself reports a lost store
+
+        keeper = threading.Thread(target=renew, name="theorylab-leases", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+            try:
+                self.release_leases()
+            except StoreError:
+                pass
 
     def get_cells(self, hashes: Sequence[str], with_params: bool = False) -> dict[str, Cell]:
         out: dict[str, Cell] = {}
@@ -169,6 +303,12 @@ class Store:
                              "created": created, **json.loads(cfg), **metrics})
         return pd.DataFrame(rows)
 
+    def recent_cells(self, study: str, limit: int) -> list[tuple[dict, float, str]]:
+        """(config, seconds, device) of a study's newest finished cells."""
+        q = "SELECT config, seconds, device FROM cells WHERE study = ? AND status = 'done' ORDER BY created DESC LIMIT ?"
+        with self._con() as con:
+            return [(json.loads(c), sec, dev) for c, sec, dev in con.execute(q, (study, limit))]
+
     def count(self, study: str | None = None) -> int:
         with self._con() as con:
             if study:
@@ -196,6 +336,9 @@ class Store:
             names = [c[0] for c in cur.description]
             for r in cur:
                 d = dict(zip(names, r))
-                d["numbers"], d["figures"] = json.loads(d["numbers"]), json.loads(d["figures"])
+                try:
+                    d["numbers"], d["figures"] = json.loads(d["numbers"]), json.loads(d["figures"])
+                except (TypeError, ValueError) as e:
+                    raise StoreError(f"store {self.path}: claim row {d['id']} ({d['claim']}) holds invalid JSON ({e})") from None
                 latest[d["claim"]] = d
         return list(latest.values())

@@ -46,6 +46,7 @@ class Study:
     claims: list = field(default_factory=list)  # list[core.claims.Claim]
     plots: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)  # figure name -> fn(data, path)
     bytes_per_model: Callable[[StudyConfig], int] | None = None  # memory estimate for auto-chunking
+    eval_tokens: Callable[[StudyConfig], int] | None = None  # test tokens one evaluation reads (cost guard)
     model_steps: Callable[[StudyConfig], int] | None = None  # optimizer steps one cell takes (default: cfg.steps)
     tiny: dict[str, Any] = field(default_factory=dict)  # overrides that train in about a second (conformance tests)
     # max |ensemble forward - per-example reference| on trained weights (conformance tests)

@@ -7,12 +7,13 @@ ensembles are sized to the device's free memory.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from rich.text import Text
 from theorylab.core.backends import LocalBackend
 from theorylab.core.config import StudyConfig
 from theorylab.core.progress import QUIET, Bars, console
-from theorylab.core.store import Cell, Store
+from theorylab.core.store import Cell, Store, StoreError
 from theorylab.core.study import GroupResult, Study
 
 
@@ -74,14 +75,17 @@ def result_cells(study: Study, chunk: Sequence[StudyConfig], res: GroupResult, d
     return cells
 
 
-def _still_pending(chunks: Iterable[list[StudyConfig]], store: Store, with_params: bool) -> Iterator[list[StudyConfig]]:
-    """Re-checks the store just before a chunk is handed out: another sweep writing to the same store
-    may have finished some of its cells meanwhile."""
+def _leased(chunks: Iterable[list[StudyConfig]], store: Store, with_params: bool) -> Iterator[list[StudyConfig]]:
+    """Leases each chunk's cells just before it is handed out: cells another sweep on the same store has
+    finished or is training meanwhile are left out (that sweep writes them)."""
     for chunk in chunks:
-        done = store.done([c.hash for c in chunk], with_params)
-        rest = [c for c in chunk if c.hash not in done]
+        mine = store.lease([c.hash for c in chunk], with_params)
+        rest = [c for c in chunk if c.hash in mine]
         if rest:
             yield rest
+
+
+POLL_SECONDS = 1.0  # how often a sweep whose remaining cells are all leased by others looks again
 
 
 @dataclass
@@ -107,18 +111,43 @@ def sweep(study: Study, cfgs: Sequence[StudyConfig], store: Store, backend=None,
     done = store.done([c.hash for c in unique], with_params)
     todo = [c for c in unique if c.hash not in done]
     chunks = plan_chunks(study, todo, backend.budget(), max_models, backend.workers) if todo else []
+    chunks_planned = chunks
     if progress is not None:
         progress.start(len(unique), len(done), sum(model_steps(study, c) for c in todo))
         bars = progress
     trained = written = steps = 0
-    for chunk, res in backend.map(study, _still_pending(chunks, store, with_params), bars):
-        written += store.put_cells(result_cells(study, chunk, res, backend.device, keep_params))
-        trained += len(chunk)
-        n_steps = sum(model_steps(study, c) for c in chunk)
-        steps += n_steps
-        if progress is not None:
-            progress.chunk_done(len(chunk), n_steps)
-    return SweepSummary(len(unique), len(done), trained, written, len(chunks), steps, time.perf_counter() - t0)
+    with store.leasing():
+        while chunks:
+            for chunk, res in backend.map(study, _leased(chunks, store, with_params), bars):
+                try:
+                    written += store.put_cells(result_cells(study, chunk, res, backend.device, keep_params))
+                except StoreError as e:
+                    raise StoreError(f"{e}; the sweep stopped, the {written:,} cells it wrote before are kept") from None
+                trained += len(chunk)
+                n_steps = sum(model_steps(study, c) for c in chunk)
+                steps += n_steps
+                if progress is not None:
+                    progress.chunk_done(len(chunk), n_steps)
+            # cells left to a concurrent sweep: wait for its rows, or take them over when its lease expires
+            stored = store.done([c.hash for c in todo], with_params)
+            rest = [c for c in todo if c.hash not in stored]
+            if rest and not store.lease([c.hash for c in rest], with_params):
+                time.sleep(POLL_SECONDS)
+            chunks = plan_chunks(study, rest, backend.budget(), max_models, backend.workers) if rest else []
+    return SweepSummary(len(unique), len(done), trained, written, len(chunks_planned), steps, time.perf_counter() - t0)
+
+
+BLOCK_CELLS = 50_000  # a lazily expanded grid is swept this many cells at a time
+
+
+def sweep_blocks(study: Study, cfgs: Iterable[StudyConfig], store: Store, backend=None, **kw) -> SweepSummary:
+    """`sweep` over an iterable of any length, BLOCK_CELLS cells at a time (memory stays flat)."""
+    total = SweepSummary(0, 0, 0, 0, 0, 0, 0.0)
+    it = iter(cfgs)
+    while block := list(itertools.islice(it, BLOCK_CELLS)):
+        part = sweep(study, block, store, backend, **kw)
+        total = SweepSummary(*(a + b for a, b in zip(astuple(total), astuple(part))))
+    return total
 
 
 def train_cells(study: Study, cfgs: Sequence[StudyConfig], store: Store, device: torch.device,

@@ -16,7 +16,7 @@ def study() -> Study:
         title="How Do Nonlinear Transformers Learn and Generalize in In-Context Learning?",
         paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607)",
         config_cls=ICLConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, eval_tokens=lambda c: c.n_test * (c.l_ts + 1),
         tiny={"steps": 30, "n_test": 100, "B": 16, "curve_points": 4},
         forward_check=check_forward, bench=icl_train_seconds, bench_config=REFERENCE,
         variations={"M1": (4, 5, 7), "M2": (2, 5, 24), "d_X": (30, 40), "d_Y": (1, 3), "alpha": (0.3, 1.0),

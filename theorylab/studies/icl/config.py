@@ -61,6 +61,11 @@ class ICLConfig(StudyConfig):
             raise ValueError(f"field 'M1_ood' must be <= M1/2 = {self.M1 // 2}: each ODR pattern mixes two IDR patterns (got {self.M1_ood})")
         if self.ood_construction == "unit" and self.S1 > 2**0.5:
             raise ValueError(f"field 'S1' must be <= sqrt(2) with ood_construction='unit' (got {self.S1})")
+        if self.train_task_offsets is not None and not self.train_task_offsets:
+            raise ValueError("field 'train_task_offsets' must name at least one offset in [1, M1-1] (got an empty list)")
+        if len(self.task_offsets) >= self.M1 - 1:
+            raise ValueError(f"field 'train_task_offsets' must leave an offset in [1, {self.M1 - 1}] unused: the "
+                             f"claims test on unseen tasks (got {self.task_offsets})")
         for off in self.task_offsets:
             if not 1 <= off <= self.M1 - 1:
                 raise ValueError(f"field 'train_task_offsets' entries must be in [1, M1-1] = [1, {self.M1 - 1}] (got {off})")
