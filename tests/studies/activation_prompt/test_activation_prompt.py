@@ -1,0 +1,64 @@
+"""The activation-prompt study: data, the ensemble convolution and norms, prompts as the spec defines them, and the
+claims at the tiny config."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from theorylab.core.config import ConfigError
+from theorylab.core.ensemble import rng_for
+from theorylab.core.study import get_study
+from theorylab.studies.activation_prompt.config import TINY, APConfig
+from theorylab.studies.activation_prompt.data import digits, target_split, transform
+from theorylab.studies.activation_prompt.model import conv3x3, forward, global_share, init_params
+from theorylab.studies.activation_prompt.train import method_params
+
+
+def test_target_subsets_are_per_model_disjoint_from_test_and_transformed():
+    cfgs = [APConfig(seed=s, **TINY) for s in range(2)]
+    (Xs, ys), (Xv, yv), (Xt, yt) = target_split(rng_for(cfgs, "cpu"), 4, "rot90_invert", 40, 20, "cpu")
+    assert Xs.shape == (2, 40, 1, 8, 8) and Xv.shape == (2, 20, 1, 8, 8) and Xt.shape[0] == len(yt) == 450
+    assert not torch.equal(ys[0], ys[1])  # each model its own subset
+    raw = digits(4)["test"][0]
+    assert torch.allclose(Xt, 1.0 - torch.rot90(raw, 1, dims=(-2, -1)))
+    assert torch.equal(transform(transform(raw, "flip"), "flip"), raw)
+
+
+def test_grouped_convolution_is_each_models_convolution():
+    x, w = torch.randn(3, 4, 2, 8, 8), torch.randn(3, 5, 2, 3, 3)
+    got = conv3x3(x, w)
+    for e in range(3):
+        torch.testing.assert_close(got[e], F.conv2d(x[e], w[e], padding=1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "vit"])
+def test_a_zero_prompt_is_the_frozen_backbone_and_vp_is_ap_at_layer_0(arch):
+    cfg = APConfig(arch=arch, **TINY)
+    p = init_params(cfg, rng_for([cfg], "cpu"), "cpu")
+    p["thead.w"] = torch.randn_like(p["thead.w"])
+    X = torch.rand(1, 6, 1, 8, 8)
+    q, trainable = method_params(cfg, "vp", p)
+    assert trainable == ["act.0", "thead.w", "thead.b"] and q["act.0"].shape == (1, 1, 8, 8)
+    torch.testing.assert_close(forward(q, X, cfg), forward(p, X, cfg))
+    q["act.0"] = torch.full_like(q["act.0"], 0.3)
+    torch.testing.assert_close(forward(q, X, cfg), forward(p, X + 0.3, cfg))
+
+
+def test_global_share_is_one_for_constant_maps_and_small_for_alternating_ones():
+    const = torch.ones(1, 2, 4, 8, 8)
+    alt = const * (torch.arange(64).reshape(8, 8) % 2 * 2 - 1)
+    assert global_share(const, "cnn").item() == pytest.approx(1.0)
+    assert global_share(alt, "cnn").item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bad_input_names_the_field():
+    with pytest.raises(ConfigError, match="arch"):
+        get_study("activation_prompt").config("quick", arch="rnn")
+    with pytest.raises(ConfigError, match="n_target"):
+        get_study("activation_prompt").config("quick", n_target=5)
+
+
+def test_the_norm_identity_holds_and_its_control_differs_at_the_tiny_config(claims_at):
+    res = claims_at("activation_prompt", seeds=2)
+    r = res["ap_is_norm_bias"]
+    assert r.verdict == "holds", r.summary()
+    assert r.outcome.control is not None and not any(r.outcome.control.per_seed)

@@ -1,0 +1,34 @@
+"""The paper's layer sweep (accuracy vs relative depth of the prompt) and the global-feature diagnostic."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from theorylab.core.plots import save_figure
+
+
+def accuracy_by_layer(d: dict, path) -> None:
+    fig, axes = plt.subplots(1, len(d), figsize=(5 * len(d), 3.6), squeeze=False)
+    for ax, (arch, r) in zip(axes[0], d.items()):
+        x = np.array(r["depth"])
+        ax.plot(x, r["ap"], "-o", label="AP (layer 0 = VP)")
+        ax.plot(x[1:], r["aps"], "--s", label="shared AP (<= VP's parameters)")
+        for name, style in (("norm", ":"), ("full", "-."), ("linear", "--")):
+            ax.axhline(r[name], ls=style, c="gray", lw=1)
+            ax.text(x[-1], r[name], f" {name}", va="center", fontsize=7)
+        ax.set(xlabel="relative depth l / L of the prompt", ylabel="target test accuracy", title=arch.upper())
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def global_features(d: dict, path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for arch, g in d.items():
+        ax.plot(np.arange(1, len(g) + 1) / len(g), g, "-o", label=arch.upper())
+    ax.set(xlabel="relative depth l / L", ylabel="G_l (share of the pooled, global component)", ylim=(0, 1.02),
+           title="global features across layers")
+    ax.legend()
+    save_figure(fig, path)
+
+
+PLOTS = {"accuracy_by_layer": accuracy_by_layer, "global_features": global_features}

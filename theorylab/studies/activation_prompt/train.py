@@ -1,0 +1,175 @@
+"""Pre-train the backbone on the source task, record its BatchNorm population statistics, then adapt it to the
+target task with every method (backbone frozen unless the method tunes it; a new zero-initialised head
+always trains):
+
+    linear      the head only (linear probing)
+    vp          + a full-image input prompt (AP at layer 0)
+    ap{l}       + an activation prompt with layer l's shape, l = 1..n_layers
+    aps{l}      + a channel- (CNN) / token-shared (ViT) prompt at layer l: no more parameters than VP's
+    norm        + every norm's scale and bias (BN for the CNN, LN for the ViT)
+    full        every backbone weight (full fine-tuning)
+    normap, normbias   the AP-norm identity (spec 3.3) at the middle block: a shared prompt right after its
+                norm, and that norm's bias tuned, from the same start under the same optimiser
+
+Adaptation uses Adam (AdamW with no decay, spec 3.5) at lr, batches of B from the model's own target subset.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import rng_for, shared_value
+from theorylab.core.losses import accuracy, cross_entropy
+from theorylab.core.progress import Bars
+from theorylab.core.study import GroupResult, group_result
+from theorylab.core.train import AdamW, train_ensemble
+from theorylab.studies.activation_prompt.config import APConfig
+from theorylab.studies.activation_prompt.data import digits, target_split
+from theorylab.studies.activation_prompt.model import (act_shape, forward, global_share, init_params, n_layers,
+                                                       norm_names)
+
+HEADS = ["thead.w", "thead.b"]
+
+
+def bytes_per_model(cfg: APConfig) -> int:
+    per_image = (cfg.channels * 64 * 6 * (cfg.depth + 1)) if cfg.arch == "cnn" else \
+        (1 + (8 // cfg.patch) ** 2) * cfg.width * 12 * cfg.depth
+    return 4 * (cfg.B * per_image * 3 + 1000 * 64 * 4) + (1 << 20)
+
+
+def middle_block(cfg: APConfig) -> int:
+    return cfg.depth // 2
+
+
+def methods(cfg: APConfig) -> list[str]:
+    L = n_layers(cfg)
+    return ["linear", "vp", *[f"ap{l}" for l in range(1, L + 1)], *[f"aps{l}" for l in range(1, L + 1)], "norm",
+            "full", "normap", "normbias"]
+
+
+def method_params(cfg: APConfig, method: str, backbone: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
+    """(start weights with the method's prompt, trainable names) for one adaptation method."""
+    E, dev = next(iter(backbone.values())).shape[0], next(iter(backbone.values())).device
+    p = dict(backbone)
+    feat = cfg.channels if cfg.arch == "cnn" else cfg.width
+    if method == "linear":
+        return p, list(HEADS)
+    if method == "vp" or method.startswith("ap"):
+        layer = 0 if method == "vp" else int(method[3:] if method.startswith("aps") else method[2:])
+        key = f"acts.{layer}" if method.startswith("aps") else f"act.{layer}"
+        p[key] = torch.zeros(E, *((feat,) if key.startswith("acts") else act_shape(cfg, layer)), device=dev)
+        return p, [key, *HEADS]
+    if method == "norm":
+        return p, [f"{n}.{s}" for n in norm_names(cfg) for s in ("w", "b")] + HEADS
+    if method == "full":
+        frozen = {"head.w", "head.b"} | {k for k in p if k.endswith((".mean", ".var"))}
+        return p, [k for k in p if k not in frozen]
+    m = middle_block(cfg)
+    norm = f"blocks.{m}.bn" if cfg.arch == "cnn" else f"blocks.{m}.ln1"
+    if method == "normap":
+        p[f"normap.{m}"] = torch.zeros(E, feat, device=dev)
+        return p, [f"normap.{m}", *HEADS]
+    if method == "normbias":
+        return p, [f"{norm}.b", *HEADS]
+    raise ValueError(f"unknown method {method!r}")
+
+
+def pretrain(cfgs: Sequence[APConfig], device, bars: Bars) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Backbone [E, ...] with BN population statistics, its source test accuracy [E], diverged_at [E]."""
+    cfg, E = cfgs[0], len(cfgs)
+    rng = rng_for(cfgs, device)
+    X, y = (t.to(device) for t in digits(cfg.test_every)["train"])
+    params = init_params(cfg, rng, device)
+    trainable = [k for k in params if not k.startswith("thead") and not k.endswith((".mean", ".var"))]
+
+    def loss_fn(p, step):
+        idx = rng.randint(len(y), (cfg.B,), "batch", "pretrain", step).to(device)  # [E, B]
+        lg = forward(p, X[idx], cfg, head="head", record={})
+        return {"loss": cross_entropy(lg, y[idx]), "acc": accuracy(lg, y[idx])}
+
+    with bars.task(f"activation_prompt: pretrain {E} {cfg.arch}(s) x {cfg.pretrain_steps} steps", cfg.pretrain_steps,
+                   models=E) as advance:
+        res = train_ensemble(params, trainable, loss_fn, torch.full((E,), cfg.pretrain_lr, device=device),
+                             cfg.pretrain_steps, optimizer=AdamW(0.0), curve_points=cfg.curve_points, on_step=advance)
+    p = dict(res.params)
+    if cfg.arch == "cnn":  # population statistics over the whole source training set, in blocks of 500 images
+        with torch.no_grad():
+            sums: dict[str, list] = {}
+            for i in range(0, len(y), 500):
+                rec: dict = {}
+                xb = X[i : i + 500].expand(E, -1, -1, -1, -1)
+                forward(p, xb, cfg, head="head", record=rec)
+                for k, (m, v) in rec.items():
+                    n = xb.shape[1]
+                    s = sums.setdefault(k, [0.0, 0.0, 0])
+                    s[0], s[1], s[2] = s[0] + m * n, s[1] + (v + m**2) * n, s[2] + n
+            for k, (s1, s2, n) in sums.items():
+                p[f"{k}.mean"], p[f"{k}.var"] = s1 / n, s2 / n - (s1 / n) ** 2
+    Xt, yt = (t.to(device) for t in digits(cfg.test_every)["test"])
+    with torch.no_grad():
+        src = accuracy(forward(p, Xt.expand(E, -1, -1, -1, -1), cfg, head="head"), yt.expand(E, -1))
+    return p, src, res.diverged_at
+
+
+def adapt(cfgs: Sequence[APConfig], backbone: dict, method: str, device, bars: Bars, steps: int | None = None):
+    """TrainResult of one adaptation method for every model."""
+    cfg, E = cfgs[0], len(cfgs)
+    rng = rng_for(cfgs, device)
+    (Xs, ys), _, _ = target_split(rng, cfg.test_every, cfg.transform, cfg.n_target, cfg.n_val, device)
+    p, trainable = method_params(cfg, method, backbone)
+    models = torch.arange(E, device=device)[:, None]
+
+    def loss_fn(q, step):
+        idx = rng.randint(cfg.n_target, (cfg.B,), "batch", "adapt", step).to(device)  # [E, B], same for every method
+        lg = forward(q, Xs[models, idx], cfg)
+        return {"loss": cross_entropy(lg, ys[models, idx]), "acc": accuracy(lg, ys[models, idx])}
+
+    steps = cfg.steps if steps is None else steps
+    with bars.task(f"activation_prompt: {method} ({cfg.arch}) {E} model(s) x {steps} steps", steps, models=E) as advance:
+        return train_ensemble(p, trainable, loss_fn, torch.full((E,), cfg.lr, device=device), steps,
+                              optimizer=AdamW(0.0), curve_points=cfg.curve_points, on_step=advance)
+
+
+def evaluate(p: dict, X: torch.Tensor, y: torch.Tensor, cfg: APConfig) -> torch.Tensor:
+    """Accuracy [E] on X [E or 1, M, 1, 8, 8], y [E or 1, M] in blocks of 500."""
+    E = next(iter(p.values())).shape[0]
+    hits = torch.zeros(E, device=y.device)
+    with torch.no_grad():
+        for i in range(0, X.shape[1], 500):
+            xb, yb = X[:, i : i + 500].expand(E, -1, -1, -1, -1), y[:, i : i + 500].expand(E, -1)
+            hits += accuracy(forward(p, xb, cfg), yb) * xb.shape[1]
+    return hits / X.shape[1]
+
+
+def train_group(cfgs: Sequence[APConfig], device: torch.device, bars: Bars) -> GroupResult:
+    cfg, E = cfgs[0], len(cfgs)
+    shared_value(cfgs, "arch")
+    backbone, src_acc, diverged = pretrain(cfgs, device, bars)
+    rng = rng_for(cfgs, device)
+    _, (Xv, yv), (Xt, yt) = target_split(rng, cfg.test_every, cfg.transform, cfg.n_target, cfg.n_val, device)
+    metrics: dict[str, torch.Tensor] = {"source_acc": src_acc}
+    curves = [{} for _ in range(E)]
+    finals = {}
+    for method in methods(cfg):
+        res = adapt(cfgs, backbone, method, device, bars)
+        diverged = torch.maximum(diverged, res.diverged_at)
+        metrics[f"val_{method}"] = evaluate(res.params, Xv, yv, cfg)
+        metrics[f"test_{method}"] = evaluate(res.params, Xt[None], yt[None], cfg)
+        for e in range(E):
+            curves[e][f"loss_{method}"] = res.curves["loss"][:, e].tolist()
+            curves[e]["step"] = res.curve_steps
+        finals[method] = res
+    # the AP-norm identity (spec 3.3): trajectories of normap and normbias, and of the control aps (block output)
+    m = middle_block(cfg)
+    gap = (finals["normap"].curves["loss"] - finals["normbias"].curves["loss"]).abs().max(0).values
+    ctrl_layer = m + 2 if cfg.arch == "cnn" else m + 1
+    ctrl = (finals[f"aps{ctrl_layer}"].curves["loss"] - finals["normbias"].curves["loss"]).abs().max(0).values
+    metrics.update({"identity_gap": gap.to(device), "identity_control_gap": ctrl.to(device)})
+    with torch.no_grad():  # the global-feature diagnostic on the target test images (spec 3.4)
+        acts: list = []
+        forward(backbone, Xt[None, :500].expand(E, -1, -1, -1, -1), cfg, acts=acts)
+        for l, h in enumerate(acts, start=1):
+            metrics[f"global_{l}"] = global_share(h, cfg.arch)
+    params = {k: v for k, v in backbone.items() if not k.startswith("thead")}
+    return group_result(params, metrics, curves, diverged, sum(r.seconds for r in finals.values()))
