@@ -49,3 +49,21 @@ def test_diverged_seeds_count_as_failing():
                                            (["inconclusive", "holds"], 3), (["ERROR"], 3), (["differs", "ERROR"], 1)])
 def test_exit_codes(verdicts, code):
     assert exit_code(verdicts) == code
+
+
+def test_the_boundary_counts_are_exact():
+    from theorylab.core.verdict import verdict_word
+
+    assert verdict_word("theorem", [True] + [False] * 4) == "fails"  # 1/5 passing is 4/5 failing
+    assert verdict_word("figure", [True] * 2 + [False] * 8) == "differs"
+    assert verdict_word("theorem", [True] * 4 + [False]) == "holds"
+    assert verdict_word("theorem", [True] * 2 + [False] * 3) == "inconclusive"
+
+
+def test_a_control_passing_on_one_seed_in_five_still_discriminates():
+    from theorylab.core.claims import Claim, ClaimResult, Control, Outcome
+
+    claim = Claim("c", "Thm", "theorem", "s", lambda ctx: None)
+    out = Outcome([True] * 5, "k", [0.0] * 5, "crit", "sum", control=Control("ctl", [True] + [False] * 4))
+    res = ClaimResult(claim, out, 0.0, seeds=list(range(5)))
+    assert res.control_discriminates and res.verdict == "holds"

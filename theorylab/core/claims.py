@@ -134,7 +134,8 @@ class ClaimResult:
         c = self.outcome.control if self.outcome else None
         if c is None or not len(c.per_seed):
             return None
-        return sum(map(bool, c.per_seed)) / len(c.per_seed) <= 1 - PASS_SHARE
+        n = len(c.per_seed)
+        return (n - sum(map(bool, c.per_seed))) / n >= PASS_SHARE  # the control fails on at least PASS_SHARE
 
     @property
     def verdict(self) -> str:

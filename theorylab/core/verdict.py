@@ -26,11 +26,11 @@ ERROR = "ERROR"
 def verdict_word(kind: str, passed: Sequence[bool]) -> str:
     if not passed:
         return INCONCLUSIVE
-    share = sum(map(bool, passed)) / len(passed)
+    n, k = len(passed), sum(map(bool, passed))
     yes, no = WORDS[kind]
-    if share >= PASS_SHARE:
+    if k / n >= PASS_SHARE:
         return yes
-    if share <= 1 - PASS_SHARE:
+    if (n - k) / n >= PASS_SHARE:  # not share <= 1 - PASS_SHARE: 1 - 0.8 is 0.19999999999999996, so 1/5 missed it
         return no
     return INCONCLUSIVE
 
