@@ -145,7 +145,7 @@ def check_rate(ctx: ClaimContext) -> Outcome:
     per = [conv[j] and rho[hi][j] > rho[lo][j] for j in range(S)]
     return Outcome(
         per_seed=per, key=f"rho(eps={hi}) - rho(eps={lo})", values=[rho[hi][j] - rho[lo][j] for j in range(S)],
-        criterion=f"at radius {r}, inside both regions (both converge), the geometric rate is slower at the larger "
+        criterion=f"At radius {r}, inside both regions (both converge), the geometric rate is slower at the larger "
                   f"epsilon: rho(eps={hi}) > rho(eps={lo}) (rho fitted as in thm_geometric; a seed where either "
                   "level does not converge counts as failing)",
         summary=f"rho(eps={lo}) {[r4(x) for x in rho[lo]]}, rho(eps={hi}) {[r4(x) for x in rho[hi]]}; both converge "
