@@ -52,8 +52,9 @@ def embed(benches: Sequence[Benchmark], encoder: str, d_hash: int, device) -> di
 
 
 def evaluate(cfgs: Sequence[RetrievalConfig], emb: dict[str, torch.Tensor]) -> tuple[dict, list[dict]]:
-    """Metrics {name: [E]} and per-draw recall@k curves for k = 1 .. mrr_at."""
+    """Metrics {name: [E]} (recall@k for k in ks and 1) and per-draw recall@k curves for k = 1 .. mrr_at."""
     ks, m_at, lam = shared_value(cfgs, "ks"), shared_value(cfgs, "mrr_at"), shared_value(cfgs, "lam")
+    ks = sorted({1, *ks})  # recall@1 always (the claims read it)
     scores = passage_scores(emb, lam)
     metrics, curves = {}, [{"k": list(range(1, m_at + 1))} for _ in cfgs]
     for name in METHODS:
