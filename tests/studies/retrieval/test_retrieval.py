@@ -152,3 +152,20 @@ def test_quick_verdicts_with_minilm():
     s = get_study("retrieval")
     res = {r.claim.id: r.verdict for r in run_claims(ClaimContext(s, "quick", 5, CPU))}
     assert res == {"fig_pcas_passage": "agrees", "fig_pcas_context": "agrees"}
+
+
+def test_a_baseline_tying_pcas_at_the_ceiling_does_not_pass():
+    from types import SimpleNamespace
+
+    import theorylab.studies.retrieval.claims as claims
+
+    def cell(concat):
+        m = {"query_only_recall@1": 0.2, "query_only_mrr@10": 0.4, "concat_recall@1": concat, "concat_mrr@10": concat,
+             "pcas_recall@1": 1.0, "pcas_mrr@10": 1.0}
+        m.update({k.replace("@1", "@5"): v for k, v in m.items() if k.endswith("@1")})
+        m.update({f"{x}_context_acc": 0.5 for x in ("query_sim", "pcas", "chance")})
+        return SimpleNamespace(metrics=m, curves={"k": [1], **{f"recall_{x}": [0.5] for x in claims.BASELINES + ("pcas",)}})
+
+    cfgs = [RetrievalConfig(seed=s, **TINY) for s in range(2)]
+    ctx = SimpleNamespace(memo=lambda key, fn: (cfgs, [cell(1.0), cell(0.9)]))
+    assert list(claims.check_passage(ctx).per_seed) == [False, True]

@@ -3,8 +3,8 @@
 The paper's numbers were not available; what is reproduced is the ordering: PCAS retrieves the gold passage better
 than the query-only and the query + all-contexts baselines, and identifies the pertinent context better than picking
 the context most similar to the query. The tests (fixed before the quick run was read):
-- passages, per draw: PCAS recall@1 >= each baseline's and PCAS MRR >= each baseline's, with at least one of the
-  four comparisons strict (a draw where a baseline ties PCAS at the ceiling shows nothing and does not pass);
+- passages, per draw and against each baseline: PCAS recall@1 >= the baseline's and PCAS MRR >= the baseline's, at
+  least one of the two strictly (a draw where a baseline ties PCAS at the ceiling shows nothing and does not pass);
 - context, per draw: PCAS accuracy > the query-similarity pick's, and > chance (1 / contexts per user).
 """
 from __future__ import annotations
@@ -44,12 +44,16 @@ def check_passage(ctx: ClaimContext) -> Outcome:
     mr = {m: _col(cells, f"{m}_{mrr}") for m in (*BASELINES, "pcas")}
     per = []
     for j in range(len(cells)):
-        diffs = [r1["pcas"][j] - r1[b][j] for b in BASELINES] + [mr["pcas"][j] - mr[b][j] for b in BASELINES]
-        per.append(all(d >= 0 for d in diffs) and any(d > 0 for d in diffs))
+        beats = []
+        for b in BASELINES:
+            d = (r1["pcas"][j] - r1[b][j], mr["pcas"][j] - mr[b][j])
+            beats.append(min(d) >= 0 and max(d) > 0)
+        per.append(all(beats))
     best = [max(r1[b][j] for b in BASELINES) for j in range(len(cells))]
     return Outcome(
         per_seed=per, key="PCAS recall@1 - best baseline recall@1", values=[r1["pcas"][j] - best[j] for j in range(len(cells))],
-        criterion=f"Per draw: PCAS recall@1 and {mrr} >= query-only's and query+all-context's, at least one strictly",
+        criterion=f"Per draw, against query-only and against query+all-context each: PCAS recall@1 and {mrr} >= the "
+                  "baseline's, at least one of the two strictly",
         summary="; ".join(f"{m}: R@1 {r4(sum(r1[m]) / len(cells))}, {mrr} {r4(sum(mr[m]) / len(cells))}"
                           for m in (*BASELINES, "pcas")) + f" (means over {len(cells)} draws; encoder {cfgs[0].encoder})",
         numbers={"recall@1": {m: [r4(x) for x in v] for m, v in r1.items()}, mrr: {m: [r4(x) for x in v] for m, v in mr.items()}},
