@@ -119,7 +119,7 @@ def check_region(ctx: ClaimContext) -> Outcome:
     R0 = {eps: [region(d, eps, j, untrained=True) for j in range(S)] for eps in (lo, hi)}
     per = [R[hi][j] > R[lo][j] for j in range(S)]
     return Outcome(
-        per_seed=per, key=f"region radius at eps {hi} / at eps {lo}", values=[R[hi][j] / max(R[lo][j], min(d["radii"]) / 2) for j in range(S)],
+        per_seed=per, key=f"R(eps={hi}) - R(eps={lo})", values=[R[hi][j] - R[lo][j] for j in range(S)],
         criterion=f"R(eps={hi}) > R(eps={lo}); R = largest swept radius up to which every run ends at "
                   f"||Q_T - Q*||_inf <= {SUCCESS_SHARE} max|Q*| (constant epsilon, same omega_0 at both levels)",
         summary=f"R(eps={lo}) {R[lo]}, R(eps={hi}) {R[hi]} over radii {list(d['radii'])}",
