@@ -91,5 +91,4 @@ class DQNConfig(StudyConfig):
 
 TINY = {"T": 6, "steps": 10, "fit_steps": 50, "walkers": 4, "collect_steps": 4, "buffer": 200}
 QUICK: dict = {}
-FULL = {"m": 64, "T": 50, "steps": 200, "B": 64, "buffer": 10_000, "walkers": 16, "lr": 0.05,
-        "radii": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)}  # with 200 SGD steps both levels converge from farther out
+FULL = {"m": 64, "T": 50, "steps": 200, "B": 64, "buffer": 10_000, "walkers": 16, "lr": 0.05}
