@@ -3,3 +3,5 @@ from theorylab.studies import icl  # noqa: F401
 from theorylab.studies import task_vectors  # noqa: F401
 from theorylab.studies import colored_digits  # noqa: F401
 from theorylab.studies import activation_prompt  # noqa: F401
+from theorylab.studies import dqn  # noqa: F401
+from theorylab.studies import retrieval  # noqa: F401

@@ -1,0 +1,35 @@
+"""The results table as a figure: passage recall@k and MRR per method, context accuracy, recall@k curves."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from theorylab.core.plots import save_figure
+
+LABELS = {"query_only": "B0 query only", "concat": "B1 query + all contexts", "pcas": "PCAS (joint)",
+          "query_sim": "pick argmax sim(q, c)", "chance": "chance"}
+
+
+def retrieval_table(d: dict, path) -> None:
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(14, 4))
+    names, methods = d["metrics"], list(d["methods"])
+    w = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        vals = [np.array(d["methods"][m][n]) for n in names]
+        a1.bar(np.arange(len(names)) + i * w, [v.mean() for v in vals], w, yerr=[v.std() for v in vals], label=LABELS[m])
+    a1.set(xticks=np.arange(len(names)) + w * (len(methods) - 1) / 2, xticklabels=names, ylim=(0, 1.05),
+           title=f"passages (encoder {d['encoder']})")
+    a1.legend(fontsize=7)
+    ctx = list(d["context"])
+    a2.bar(range(len(ctx)), [np.mean(d["context"][m]) for m in ctx], yerr=[np.std(d["context"][m]) for m in ctx],
+           color=["C3", "C2", "gray"][: len(ctx)])
+    a2.set(xticks=range(len(ctx)), xticklabels=[LABELS[m] for m in ctx], ylim=(0, 1.05), title="pertinent context accuracy")
+    a2.tick_params(axis="x", labelsize=7)
+    for i, m in enumerate(d["curves"]):
+        a3.plot(d["k"], np.mean(d["curves"][m], 0), "-o", ms=3, c=f"C{i}", label=LABELS[m])
+    a3.set(xlabel="k", ylabel="passage recall@k", ylim=(0, 1.05), title="recall@k (mean over draws)")
+    a3.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+PLOTS = {"retrieval_table": retrieval_table}
