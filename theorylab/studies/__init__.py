@@ -3,3 +3,4 @@ from theorylab.studies import icl  # noqa: F401
 from theorylab.studies import task_vectors  # noqa: F401
 from theorylab.studies import colored_digits  # noqa: F401
 from theorylab.studies import diffusion  # noqa: F401
+from theorylab.studies import group_imbalance  # noqa: F401
