@@ -142,9 +142,9 @@ def mech_mean_denoising(ctx: ClaimContext) -> Outcome:
         f"relative error to the oracle {_list(m['rel_err'].mean(0))} vs global mean {_list(ctl['rel_err'].mean(0))}",
         {"same_mass": _list(m["same_mass"].mean(0)), "rel_err": _list(m["rel_err"].mean(0)),
          "rel_err_global_mean": _list(ctl["rel_err"].mean(0)), "separated": sep.tolist()},
-        {"attention_mass": {"t": list(cfg.t_grid), "mass": m["same_mass"].T.tolist(),
-                            "uniform": _list(m["uniform_mass"].mean(0)), "rel_err": m["rel_err"].T.tolist(),
-                            "rel_err_global": ctl["rel_err"].T.tolist()}})
+        {"attention_mass": {"t": list(cfg.t_grid), "mass": m["same_mass"].tolist(),
+                            "uniform": _list(m["uniform_mass"].mean(0)), "rel_err": m["rel_err"].tolist(),
+                            "rel_err_global": ctl["rel_err"].tolist()}})
 
 
 def fig_sampling(ctx: ClaimContext) -> Outcome:
