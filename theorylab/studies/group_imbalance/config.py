@@ -51,7 +51,7 @@ class GroupImbalanceConfig(StudyConfig):
     curve_points: int = Field(20, ge=2, le=10_000, description="checkpoints recorded along training")
     # evaluation
     n_test: int = Field(2000, ge=10, le=1 << 20, description="test samples per group")
-    sigma_grid: tuple[float, ...] = Field((0.1, 0.3, 1.0, 3.0, 10.0), min_length=3, max_length=32,
+    sigma_grid: tuple[float, ...] = Field((0.04, 0.2, 1.0, 5.0, 25.0), min_length=3, max_length=32,
                                           description="sigma1 values of the covariance claim [R precursor: 0.04..25]")
     mu_grid: tuple[float, ...] = Field((0.0, 1.0, 2.0, 4.0), min_length=2, max_length=32,
                                        description="mu1 values of the means claim [R precursor: 0.5..7.5]")
