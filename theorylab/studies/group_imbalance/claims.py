@@ -9,7 +9,8 @@ Constants, fixed before any run:
   regime beats both extremes); means: at the largest N, the error at the smallest |mu1| is below the largest.
 - imbalance (existence): with a minority of std sigma2_out (outside the medium regime), raising its fraction from
   min(lam_grid) to max(lam_grid) raises its own excess risk E_x[KL(H*(x) || H(x))] (x from the minority); the control
-  is the medium-variance minority (sigma2 = sigma1), where the same test should fail.
+  is a minority in the medium regime: sigma2 = the sigma of sigma_grid with the smallest seed-mean error in the
+  covariance sweep (measured, the same trained cells as thm_covariance), where the same test should fail.
 """
 from __future__ import annotations
 
@@ -117,24 +118,25 @@ def _lam_curve(ctx: ClaimContext, name: str, **fixed) -> torch.Tensor:
 
 def thm_minority(ctx: ClaimContext) -> Outcome:
     base = ctx.configs()[0]
+    best = base.sigma_grid[int(_phase(ctx, "sigma1", base.sigma_grid)["err"][:, -1].nanmean(-1).nan_to_num(math.inf).argmin())]
     out = _lam_curve(ctx, "excess_min", sigma2=base.sigma2_out)
-    med = _lam_curve(ctx, "excess_min", sigma2=base.sigma1)
+    med = _lam_curve(ctx, "excess_min", sigma2=best)
     ok = out[-1] > out[0]
     acc_out = _lam_curve(ctx, "acc_min", sigma2=base.sigma2_out)
-    acc_med = _lam_curve(ctx, "acc_min", sigma2=base.sigma1)
+    acc_med = _lam_curve(ctx, "acc_min", sigma2=best)
     return Outcome(
         ok.tolist(), "minority excess risk at max lam2 / at min lam2", (out[-1] / out[0]).tolist(),
         f"minority std sigma2 = {base.sigma2_out}: its excess risk E[KL(H* || H)] at lam2 = {base.lam_grid[-1]} exceeds "
         f"the one at lam2 = {base.lam_grid[0]} (raising the minority fraction does not help the minority)",
         f"minority excess by lam2 {list(base.lam_grid)} (seed mean): sigma2 = {base.sigma2_out}: {_list(out.mean(-1))}, "
-        f"sigma2 = {base.sigma1}: {_list(med.mean(-1))}; minority accuracy {_list(acc_out.mean(-1))} vs "
+        f"sigma2 = {best} (medium, measured): {_list(med.mean(-1))}; minority accuracy {_list(acc_out.mean(-1))} vs "
         f"{_list(acc_med.mean(-1))}",
         {"excess_out": [_list(v) for v in out], "excess_medium": [_list(v) for v in med],
          "acc_out": _list(acc_out.mean(-1)), "acc_medium": _list(acc_med.mean(-1))},
         {"minority_fraction": {"lam": list(base.lam_grid), "series": {
-            f"sigma2 = {base.sigma2_out}": out.mean(-1).tolist(), f"sigma2 = {base.sigma1}": med.mean(-1).tolist()},
+            f"sigma2 = {base.sigma2_out}": out.mean(-1).tolist(), f"sigma2 = {best} (medium)": med.mean(-1).tolist()},
             "ylabel": "minority excess risk E[KL(H*||H)]"}},
-        control=Control(f"a medium-variance minority (sigma2 = sigma1 = {base.sigma1})", (med[-1] > med[0]).tolist(),
+        control=Control(f"a minority in the medium regime (sigma2 = {best}, the covariance sweep's best sigma)", (med[-1] > med[0]).tolist(),
                         f"ratios {_list(med[-1] / med[0])}"))
 
 

@@ -60,8 +60,8 @@ class GroupImbalanceConfig(StudyConfig):
     lam_grid: tuple[float, ...] = Field((0.05, 0.1, 0.2, 0.3, 0.5), min_length=2, max_length=32,
                                         description="minority fractions of the imbalance claims [D spec 4.4]")
 
-    sigma2_out: float = Field(10.0, gt=0, le=1000, description="minority std outside the medium regime (imbalance "
-                              "claim; its control uses sigma2 = sigma1) [D, spec 4.3.4]")
+    sigma2_out: float = Field(25.0, gt=0, le=1000, description="minority std outside the medium regime (imbalance "
+                              "claim) [D: the precursor's largest sigma; found by a scan, see the study note]")
     digits_d: int = Field(10, ge=1, le=63, description="digits: principal components used as features [D]")
     digits_N: int = Field(500, ge=4, le=600, description="digits: training samples [D]")
     noise_grid: tuple[float, ...] = Field((0.5, 3.0), min_length=2, max_length=8,
