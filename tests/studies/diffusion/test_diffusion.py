@@ -1,8 +1,6 @@
 """Diffusion study: the schedule, the mixture's statistics, the forward process, the closed-form oracle and Bayes
 denoisers against Monte Carlo, the mean denoiser's K^2/(N d) excess, the attention denoiser against a per-token
 reference, config errors, and every claim running at the tiny config."""
-import math
-
 import pytest
 import torch
 

@@ -40,7 +40,6 @@ def test_groups_counts_statistics_and_labels():
 
 
 def test_network_matches_per_sample_formula():
-    cs = cfgs(K=3)
     p = {"W": torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(1))}
     X = torch.randn(3, 7, 5)
     assert torch.allclose(forward(p, X), forward_reference(p, X), atol=1e-6)

@@ -46,9 +46,9 @@ def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult
 
 
 @torch.no_grad()
-def test_risks(cfgs: Sequence, params: dict[str, torch.Tensor], device, N: int | None = None) -> dict[str, torch.Tensor]:
-    """Risks [E, G] on n_test fresh test data points per noise level: the model, Bayes, oracle, the untrained
-    model (eps_hat = 0) and the mean denoiser with true assignments, all on the same data."""
+def test_risks(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """Risks [E, G] on n_test fresh test data points per noise level: the model, the Bayes denoiser and the
+    untrained model (eps_hat = 0), all on the same data."""
     b = sample(cfgs, shared_value(cfgs, "n_test"), "test", device=device)
     return {"model": risk(forward(params, b.xt), b.eps), "bayes": risk(bayes(cfgs, b.xt, b.abar), b.eps),
             "zero": risk(torch.zeros_like(b.eps), b.eps)}

@@ -3,10 +3,11 @@
 Section 4 of ../shared/papers/vit_gt_mamba_gmm_dqn_pcas.md. Data: x ~ sum_l lambda_l N(mu_l, sigma_l^2 I_d), two
 groups (group 1 the majority, group 2 the minority with fraction lam2 of the N training samples, exactly),
 mu_l = mu_l 1_d; labels y ~ Bernoulli(H(W*, x)) from a teacher H(W, x) = (1/K) sum_j sigmoid(w_j^T x) with
-W* = teacher_scale G / ||G||_F, G Gaussian [R precursor code: randn(d, K) rescaled to unit Frobenius norm]. Learner: the same network, empirical cross-entropy, full-batch GD
+W* = teacher_scale G / ||G||_F, G Gaussian [R precursor code: randn(d, K) rescaled to unit Frobenius norm].
+Learner: the same network, empirical cross-entropy, full-batch GD
 from the local initialisation W0 = W* + init_radius ||W*||_F U / ||U||_F [R precursor]. d = 5 follows the
 precursor's sample-complexity grids [R]. K = 1 by default [D]: with K = 3 (the precursor's value) full-batch GD from
-the local init had not converged after 3,000 steps at N = 4,000 (the iterate still moving at the last checkpoint,
+the local init had not converged after 3,000 steps at N = 4,000 (W* with N(0, 1) entries; the iterate still moving,
 relative errors 0.15-0.8 against 0.1 at init), so the claims would have measured the optimiser; K stays a field.
 
 dataset = "digits": scikit-learn's bundled 8x8 digits (binary task: odd vs even digit), standardised and reduced
