@@ -123,6 +123,15 @@ def thm_tokens(ctx: ClaimContext) -> Outcome:
                         f"slopes {_list(c_slope)}"))
 
 
+def alignment(W: torch.Tensor, K: int) -> torch.Tensor:
+    """W [E, G, d, d] -> [E, G]: ||P_U Q||_F^2 / K for Q the top-K eigenvectors (by |eigenvalue|) of (W + W^T)/2,
+    U = span{e_1..e_K}: 1 when the top-K eigenspace is U (principal angles 0), about K/d at random."""
+    ev, Q = torch.linalg.eigh((W + W.transpose(-1, -2)).double() / 2)
+    top = ev.abs().argsort(-1, descending=True)[..., :K]  # [E, G, K]
+    Qk = Q.gather(-1, top[..., None, :].expand(*Q.shape[:-1], K))  # [E, G, d, K]
+    return (Qk[..., :K, :] ** 2).sum((-1, -2)).float() / K
+
+
 def mech_mean_denoising(ctx: ClaimContext) -> Outcome:
     m = _measured(ctx)
     cfg = m["cfgs"][0]
@@ -134,13 +143,15 @@ def mech_mean_denoising(ctx: ClaimContext) -> Outcome:
     better = (m["rel_err"][:, sep] < ctl["rel_err"][:, sep]).all(-1)
     ok = (mass >= MASS_MIN) & better
     t_sep = [t for t, s in zip(cfg.t_grid, sep.tolist()) if s]
+    align = alignment(m["params"]["W"].nan_to_num(0.0), cfg.K)  # [E, G]
     return Outcome(
         ok.tolist(), "attention mass on the own component (separated levels)", mass.tolist(),
         f"at the separated levels t in {t_sep}: mean same-component attention mass >= {MASS_MIN:g} and "
         "||eps_hat - eps*|| / ||eps*|| below the global-mean model's at each level",
         f"mass per t {list(cfg.t_grid)} {_list(m['same_mass'].mean(0))} (uniform {_list(m['uniform_mass'].mean(0))}); "
-        f"relative error to the oracle {_list(m['rel_err'].mean(0))} vs global mean {_list(ctl['rel_err'].mean(0))}",
-        {"same_mass": _list(m["same_mass"].mean(0)), "rel_err": _list(m["rel_err"].mean(0)),
+        f"relative error to the oracle {_list(m['rel_err'].mean(0))} vs global mean {_list(ctl['rel_err'].mean(0))}; "
+        f"top-K eigenspace of W in U (1 = aligned, {r4(cfg.K / cfg.d)} at random) {_list(align.mean(0))}",
+        {"same_mass": _list(m["same_mass"].mean(0)), "W_alignment": _list(align.mean(0)), "rel_err": _list(m["rel_err"].mean(0)),
          "rel_err_global_mean": _list(ctl["rel_err"].mean(0)), "separated": sep.tolist()},
         {"attention_mass": {"t": list(cfg.t_grid), "mass": m["same_mass"].tolist(),
                             "uniform": _list(m["uniform_mass"].mean(0)), "rel_err": m["rel_err"].tolist(),
