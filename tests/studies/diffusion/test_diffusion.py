@@ -111,3 +111,16 @@ def test_every_claim_runs_at_the_tiny_config(claims_at):
     res = claims_at("diffusion")
     assert {r.verdict for r in res.values()} <= {"holds", "fails", "inconclusive", "agrees", "differs"}
     assert res["thm_convergence"].outcome.control is not None and res["thm_tokens"].outcome.control is not None
+
+
+@pytest.mark.slow
+def test_claims_quick_verdicts():
+    """Measured at quick size, 5 seeds (study note): the token-count law holds with a failing control; the
+    convergence bound 2 K^2/(N d) fails at t = 250 and t = 10; attention concentrates on 3/5 seeds; sampling differs."""
+    from theorylab.core.claims import ClaimContext, run_claims
+
+    res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("diffusion"), "quick", 5, CPU))}
+    assert {k: r.verdict for k, r in res.items()} == {
+        "thm_convergence": "fails", "thm_tokens": "holds", "mech_mean_denoising": "inconclusive",
+        "fig_sampling": "differs"}
+    assert res["thm_tokens"].control_discriminates
