@@ -5,3 +5,5 @@ from theorylab.studies import colored_digits  # noqa: F401
 from theorylab.studies import activation_prompt  # noqa: F401
 from theorylab.studies import dqn  # noqa: F401
 from theorylab.studies import retrieval  # noqa: F401
+from theorylab.studies import diffusion  # noqa: F401
+from theorylab.studies import group_imbalance  # noqa: F401

@@ -1,0 +1,51 @@
+"""The one-hidden-layer network of section 4.2: H(W, x) = (1/K) sum_j sigmoid(w_j^T x), W [E, D, K]
+(fixed average-pooling output), trained by full-batch GD on the empirical cross-entropy."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import rng_for, shared_value
+from theorylab.studies.group_imbalance.data import teacher_prob
+
+PROB_CLAMP = 1e-7  # the precursor code clamps probabilities (at 1e-15 in double precision)
+
+
+def forward(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """X [E, n, D] -> H [E, n] (the network's P(y = 1 | x))."""
+    return teacher_prob(params["W"], X)
+
+
+def cross_entropy(H: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[E, n] -> [E]: -(1/n) sum [y log H + (1 - y) log(1 - H)]."""
+    H = H.clamp(PROB_CLAMP, 1 - PROB_CLAMP)
+    return -(y * torch.log(H) + (1 - y) * torch.log1p(-H)).mean(-1)
+
+
+def init_params(cfgs: Sequence, W_star: torch.Tensor | None, device) -> dict[str, torch.Tensor]:
+    """GMM: W0 = W* + init_radius ||W*||_F U / ||U||_F, U Gaussian (the precursor's local init);
+    digits (no teacher): W0 = init_radius N(0, 1)."""
+    r = shared_value(cfgs, "init_radius")
+    if W_star is None:
+        D, K = shared_value(cfgs, "d") + 1, shared_value(cfgs, "K")
+        return {"W": r * rng_for(cfgs, device).normal((D, K), "init").to(device)}
+    U = rng_for(cfgs, device).normal(tuple(W_star.shape[1:]), "init").to(device)
+    nrm = lambda A: A.flatten(1).norm(dim=-1)[:, None, None]  # noqa: E731
+    return {"W": W_star + r * nrm(W_star) * U / nrm(U)}
+
+
+def forward_reference(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """H(W, x) one model and one sample at a time (for tests)."""
+    E, n, _ = X.shape
+    out = torch.empty(E, n)
+    for e in range(E):
+        W = params["W"][e]
+        for i in range(n):
+            out[e, i] = sum(torch.sigmoid(W[:, j] @ X[e, i]) for j in range(W.shape[1])) / W.shape[1]
+    return out
+
+
+def check_forward(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> float:
+    X = torch.randn(len(cfgs), 5, params["W"].shape[1], generator=torch.Generator().manual_seed(0)).to(device)
+    return float((forward(params, X) - forward_reference(params, X).to(device)).abs().max())

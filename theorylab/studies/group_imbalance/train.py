@@ -1,0 +1,83 @@
+"""Full-batch GD on the empirical cross-entropy (section 4.2) over one fixed training set per cell.
+
+GMM cells store W, the teacher W_star and metrics: the relative error ||W - W*||_F / ||W*||_F, per-group test
+accuracy, per-group excess risk E_x[KL(H*(x) || H(x))] (exact in y, Monte-Carlo in x), and the convergence
+iterations (the first checkpoint where ||W_t - W_T|| <= CONV_FRACTION ||W_0 - W_T||). Digits cells store W and
+per-group test accuracy.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.progress import Bars
+from theorylab.core.study import GroupResult, group_result
+from theorylab.core.train import SGD, train_ensemble
+from theorylab.studies.group_imbalance.data import digits_splits, gmm_test, gmm_train, teacher
+from theorylab.studies.group_imbalance.model import cross_entropy, forward, init_params
+
+CONV_FRACTION = 0.01
+
+
+def bytes_per_model(cfg) -> int:
+    return 4 * (cfg.N + 2 * cfg.n_test) * (cfg.d + 1) * (cfg.K + 4) * 4
+
+
+def group_metrics(H: torch.Tensor, test, p_star: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Per group (0 majority, 1 minority) and on average: accuracy against the test labels and, with a teacher,
+    the excess risk E_x[KL(H*(x) || H(x))]; {name: [E]}."""
+    out = {}
+    correct = ((H > 0.5).float() == test.y).float()
+    for k, name in ((0, "maj"), (1, "min")):
+        m = (test.g == k).float()
+        out[f"acc_{name}"] = (correct * m).sum(-1) / m.sum(-1)
+        if p_star is not None:
+            Hc, Pc = H.clamp(1e-7, 1 - 1e-7), p_star.clamp(1e-7, 1 - 1e-7)
+            kl = Pc * torch.log(Pc / Hc) + (1 - Pc) * torch.log((1 - Pc) / (1 - Hc))
+            out[f"excess_{name}"] = (kl * m).sum(-1) / m.sum(-1)
+    out["acc_avg"] = (out["acc_maj"] + out["acc_min"]) / 2
+    return out
+
+
+def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult:
+    gmm = shared_value(cfgs, "dataset") == "gmm"
+    if gmm:
+        W_star = teacher(cfgs, device)
+        train, test = gmm_train(cfgs, W_star, device), gmm_test(cfgs, W_star, device)
+    else:
+        W_star = None
+        train, test = digits_splits(cfgs, device)
+    snaps: list[torch.Tensor] = []
+
+    def loss_fn(p, step):
+        out = {"loss": cross_entropy(forward(p, train.X), train.y)}
+        if gmm:
+            with torch.no_grad():
+                out["rel_err"] = (p["W"] - W_star).flatten(1).norm(dim=-1) / W_star.flatten(1).norm(dim=-1)
+        return out
+
+    def probe(p, step):
+        snaps.append(p["W"].detach().clone())
+        return {}
+
+    steps = shared_value(cfgs, "steps")
+    with bars.task(f"group_imbalance: {len(cfgs)} model(s) x {steps} GD steps", steps, models=len(cfgs)) as advance:
+        res = train_ensemble(init_params(cfgs, W_star, device), ["W"], loss_fn, scalar_tensor(cfgs, "lr", device),
+                             steps, optimizer=SGD(), probe_fn=probe, curve_points=shared_value(cfgs, "curve_points"),
+                             on_step=advance)
+    W = res.params["W"]
+    with torch.no_grad():
+        final = group_metrics(forward(res.params, test.X), test, test.p)
+        final["train_loss"] = res.curves["loss"][-1]
+        dist = torch.stack([(s - W).flatten(1).norm(dim=-1) for s in snaps])  # [T, E]
+        reached = dist <= CONV_FRACTION * dist[0].clamp_min(1e-12)
+        first = reached.float().argmax(0)  # first checkpoint within CONV_FRACTION of the way
+        final["conv_iters"] = torch.tensor(res.curve_steps, dtype=torch.float32, device=first.device)[first]
+        params = {"W": W}
+        if gmm:
+            final["rel_err"] = (W - W_star).flatten(1).norm(dim=-1) / W_star.flatten(1).norm(dim=-1)
+            params["W_star"] = W_star
+    curves = [res.model_curves(e) for e in range(len(cfgs))]
+    return group_result(params, final, curves, res.diverged_at, res.seconds)
