@@ -7,7 +7,7 @@ counter-based stream per model, so a model's prompts do not depend on its ensemb
 Geometry (d_X-dimensional tokens, 2 d_X-dimensional columns):
 - TRR patterns mu_j = e_j, j < M (training); TSR patterns mu'_j = sqrt(1-s^2) (R mu)_j + s e_{M+K+j} with a
   random orthogonal R inside span{mu} per model (testing, s = `overlap`), plus noise of norm `noise` in a
-  uniform direction orthogonal to the positional coordinates.
+  random direction orthogonal to the positional coordinates.
 - Positional encodings c_j = (e_{M+j}; 0), j < K, added to the input half of a column at step j (period K).
 - A reasoning example is K+1 tokens y_0 = x, y_1, ..., y_K; its K columns are (y_j + c_j; y_{j+1}).
 - A prompt at step k (1 <= k <= K, predicting z_k): the example columns, then the query's k-1 earlier
@@ -234,8 +234,9 @@ def transition_stats(A: torch.Tensor, sigma: torch.Tensor) -> dict[str, torch.Te
 
 
 def _noise(rng: EnsembleRNG, shape: tuple, scale: torch.Tensor, pos_cols: slice, d_X: int, *stream) -> torch.Tensor:
-    """[E, *shape, d_X]: norm-`scale` vectors in a uniform direction orthogonal to the positional coordinates."""
-    g = rng.normal((*shape, d_X), *stream, "noise").to(scale.device)
+    """[E, *shape, d_X]: vectors of norm `scale`, orthogonal to the positional coordinates, in the direction of a
+    uniform draw from the cube [-1, 1]^d (bounded noise [D]; cheaper than a Gaussian draw with this generator)."""
+    g = 2 * rng.uniform((*shape, d_X), *stream, "noise").to(scale.device) - 1
     g[..., pos_cols] = 0
     g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return g * scale.reshape(-1, *([1] * (len(shape) + 1)))
@@ -284,14 +285,16 @@ def step_prompts(r: Reasoning, k: int | torch.Tensor, query_tokens: torch.Tensor
     qi = r.query_ids[:, :, :K] if query_ids is None else query_ids
     k = torch.as_tensor(k, device=dev).expand(E, B).long()
     pos = r.pos  # [K, d_X]
-    ex = torch.cat([r.tokens[:, :, :, :K] + pos, r.tokens[:, :, :, 1:]], -1).reshape(E, B, l * K, 2 * d_X)
-    nxt = torch.cat([qt[:, :, 1:], torch.zeros_like(qt[:, :, :1])], 2)  # z_{j+1}, j < K (the last never valid)
-    prefix = torch.cat([qt + pos, nxt], -1)[:, :, : K - 1]  # (z_j + c_j; z_{j+1}), j < K-1   [E, B, K-1, 2 d_X]
+    C = torch.empty(E, B, l * K + K - 1, 2 * d_X, device=dev)  # written in place (one copy of the examples)
+    ex = C[:, :, : l * K].view(E, B, l, K, 2 * d_X)
+    torch.add(r.tokens[:, :, :, :K], pos, out=ex[..., :d_X])  # (y_j + c_j; y_{j+1})
+    ex[..., d_X:] = r.tokens[:, :, :, 1:]
     valid = torch.arange(K - 1, device=dev) < (k - 1)[..., None]  # [E, B, K-1]
-    prefix = prefix * valid[..., None]
+    prefix = C[:, :, l * K :]  # (z_j + c_j; z_{j+1}), j < K-1, zero where absent
+    prefix[..., :d_X] = (qt[:, :, : K - 1] + pos[: K - 1]) * valid[..., None]
+    prefix[..., d_X:] = qt[:, :, 1:K] * valid[..., None]
     last = torch.gather(qt, 2, (k - 1)[..., None, None].expand(-1, -1, 1, d_X))[:, :, 0]  # z_{k-1}
     Q = torch.cat([last + pos[k - 1], torch.zeros_like(last)], -1)
-    C = torch.cat([ex, prefix], 2)
     mask = torch.cat([torch.ones(E, B, l * K, dtype=torch.bool, device=dev), valid], 2)
     col_step = torch.cat([torch.arange(K, device=dev).repeat(l), torch.arange(K - 1, device=dev)])
     col_pattern = torch.cat([r.ids[:, :, :, :K].reshape(E, B, l * K), torch.where(valid, qi[:, :, : K - 1], -1)], 2)
@@ -322,8 +325,10 @@ def icl_prompts(r: Reasoning) -> Prompts:
 
 
 def training_prompts(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *stream,
-                     alpha: torch.Tensor | None = None) -> Prompts:
-    """A training batch (section 2.1): step k ~ Uniform{1..K} per prompt, label z_k."""
+                     alpha: torch.Tensor | None = None, with_patterns: bool = False):
+    """A training batch (section 2.1): step k ~ Uniform{1..K} per prompt, label z_k.
+    Returns Prompts, or (Prompts, TRR patterns [E, M, d_X]) with with_patterns=True."""
     r = training_reasoning(cfgs, rng, B, *stream, alpha=alpha)
     k = rng.randint(shared_value(cfgs, "K"), (B,), *stream, "k").to(rng.device) + 1
-    return step_prompts(r, k)
+    pr = step_prompts(r, k)
+    return (pr, r.patterns) if with_patterns else pr
