@@ -8,7 +8,8 @@ Constants are fixed before any run and relative to what the same run measures:
 - "training loss small": at most LOSS_SHARE of the untrained model's loss on the same prompts.
 - "ICL error Omega(1)": at least OMEGA_SHARE of chance level (1 - 1/M').
 - attention "concentrates": the same-TSR-same-step mass is the largest category and at least CONCENTRATED at
-  every step; stages (section 2.7): diff.-step mass below POS_DONE, then same-same mass above CONCENTRATED.
+  every step; stages (section 2.7's [D] probe, thresholds as the spec gives them): diff.-step mass below POS_DONE,
+  then same-same mass above CONCENTRATED.
 - figure level: the l_ts needed is the first swept length from which the CoT error stays <= FIG_SHARE x chance.
 """
 from __future__ import annotations
@@ -234,48 +235,69 @@ def thm3_icl_with_c1(ctx: ClaimContext) -> Outcome:
 
 # ---- mechanism (section 2.7) ------------------------------------------------------------------------------------
 
-def mech_attention(ctx: ClaimContext) -> Outcome:
+def _dynamics(ctx: ClaimContext) -> dict:
+    """The attention-category and W_K^T W_Q curves of the trained ensemble, as arrays (section 2.7 probes)."""
     cfgs, _, cells = _base(ctx)
     K = cfgs[0].K
     steps = np.array(cells[0].curves["step"])
     cat = {k: np.array([cl.curves[k] for cl in cells]) for k in CATEGORY_KEYS}  # [E, T]
     by_step = np.stack([np.array([cl.curves[f"attn_ss_step{k + 1}"] for cl in cells]) for k in range(K)], 1)  # [E, K, T]
-    final = np.stack([cat[k][:, -1] for k in CATEGORY_KEYS], 1)  # [E, 4]
-    largest = final.argmax(1) == 0
-    per_step_min = by_step[:, :, -1].min(1)
-    diff_step = cat["attn_sd"] + cat["attn_dd"]
 
     def first(mask: np.ndarray) -> np.ndarray:  # [E, T] -> [E] first checkpoint where True (inf if never)
         return np.where(mask.any(1), steps[mask.argmax(1)], np.inf)
 
-    t_pos, t_pat = first(diff_step < POS_DONE), first(cat["attn_ss"] > CONCENTRATED)
     pos_b = np.array([cl.curves["block_positional"] for cl in cells])
     pat_b = np.array([cl.curves["block_pattern"] for cl in cells])
     half = lambda b: first((b - b[:, :1]) >= 0.5 * (b[:, -1:] - b[:, :1]))  # noqa: E731
-    t_pos_half, t_pat_half = half(pos_b), half(pat_b)
-    passed = largest & (per_step_min >= CONCENTRATED) & (t_pos < t_pat)
-    init = np.stack([cat[k][:, 0] for k in CATEGORY_KEYS], 1)
+    t_pos, t_pat = first(cat["attn_sd"] + cat["attn_dd"] < POS_DONE), first(cat["attn_ss"] > CONCENTRATED)
+    mean_t = lambda t: float(t[np.isfinite(t)].mean()) if np.isfinite(t).any() else None  # noqa: E731
     fig = {"steps": steps.tolist(), "categories": list(CATEGORY_KEYS),
            "mean": {k: cat[k].mean(0).tolist() for k in CATEGORY_KEYS},
            "std": {k: cat[k].std(0).tolist() for k in CATEGORY_KEYS},
            "by_step": {str(k + 1): by_step[:, k].mean(0).tolist() for k in range(K)},
-           "t_pos": float(np.nanmean(np.where(np.isinf(t_pos), np.nan, t_pos))) if np.isfinite(t_pos).any() else None,
-           "t_pat": float(np.nanmean(np.where(np.isinf(t_pat), np.nan, t_pat))) if np.isfinite(t_pat).any() else None,
+           "t_pos": mean_t(t_pos), "t_pat": mean_t(t_pat),
            "block_positional": pos_b.mean(0).tolist(), "block_pattern": pat_b.mean(0).tolist()}
-    fin = lambda x: [float(v) if np.isfinite(v) else -1.0 for v in x]  # noqa: E731
+    return {"cat": cat, "by_step": by_step, "t_pos": t_pos, "t_pat": t_pat, "t_pos_half": half(pos_b),
+            "t_pat_half": half(pat_b), "fig": fig}
+
+
+def _fin(x) -> list[float]:
+    return [float(v) if np.isfinite(v) else -1.0 for v in x]
+
+
+def mech_attention(ctx: ClaimContext) -> Outcome:
+    d = _dynamics(ctx)
+    cat, by_step = d["cat"], d["by_step"]
+    final = np.stack([cat[k][:, -1] for k in CATEGORY_KEYS], 1)  # [E, 4]
+    init = np.stack([cat[k][:, 0] for k in CATEGORY_KEYS], 1)
+    largest = final.argmax(1) == 0
+    per_step_min = by_step[:, :, -1].min(1)
+    passed = largest & (per_step_min >= CONCENTRATED)
     return Outcome(
         passed.tolist(), "smallest same-TSR-same-step mass over steps k (trained)", per_step_min.tolist(),
-        f"after training, at every step k the same-TSR-same-step mass is the largest category and >= {CONCENTRATED}; "
-        f"the diff.-step mass falls below {POS_DONE} (positional stage) at an earlier checkpoint than the "
-        f"same-same mass passes {CONCENTRATED} (pattern stage)",
+        f"after training, at every step k the query's attention mass on columns of the same step carrying its TSR "
+        f"pattern is >= {CONCENTRATED} and the largest of the four categories (unseen TSR test prompts, l = l_tr)",
         f"mass by category (ss, sd, ds, dd) {np.round(init.mean(0), 3).tolist()} (init) -> "
-        f"{np.round(final.mean(0), 3).tolist()}; positional stage at {fin(t_pos)}, pattern stage at {fin(t_pat)} "
-        f"(-1: never); W_K^T W_Q contrasts reach half their growth at {fin(t_pos_half)} (positional) and "
-        f"{fin(t_pat_half)} (pattern)",
+        f"{np.round(final.mean(0), 3).tolist()}; same-same by step {np.round(by_step[:, :, -1].mean(0), 3).tolist()}",
         {"final_mass": {k: _list(final[:, i]) for i, k in enumerate(CATEGORY_KEYS)}, "init_mass": _list(init.mean(0)),
-         "t_positional": fin(t_pos), "t_pattern": fin(t_pat), "t_block_positional_half": fin(t_pos_half),
-         "t_block_pattern_half": fin(t_pat_half), "same_same_by_step": _list(by_step[:, :, -1].mean(0))},
-        {"attention_dynamics": fig})
+         "same_same_by_step": _list(by_step[:, :, -1].mean(0))},
+        {"attention_dynamics": d["fig"]})
+
+
+def mech_two_stage(ctx: ClaimContext) -> Outcome:
+    d = _dynamics(ctx)
+    t_pos, t_pat = d["t_pos"], d["t_pat"]
+    passed = t_pos < t_pat
+    gap = np.where(np.isfinite(t_pos) & np.isfinite(t_pat), t_pat - t_pos, np.nan)
+    return Outcome(
+        passed.tolist(), "pattern-stage checkpoint minus positional-stage checkpoint", np.nan_to_num(gap, nan=-1.0).tolist(),
+        f"section 2.7's probe: the diff.-step attention mass falls below {POS_DONE} (positional stage) at an earlier "
+        f"checkpoint than the same-TSR-same-step mass passes {CONCENTRATED} (pattern stage)",
+        f"positional stage at {_fin(t_pos)}, pattern stage at {_fin(t_pat)} (-1: never); observation: the W_K^T W_Q "
+        f"contrasts reach half their final growth at {_fin(d['t_pos_half'])} (positional block) and "
+        f"{_fin(d['t_pat_half'])} (pattern block)",
+        {"t_positional": _fin(t_pos), "t_pattern": _fin(t_pat), "t_block_positional_half": _fin(d["t_pos_half"]),
+         "t_block_pattern_half": _fin(d["t_pat_half"])})
 
 
 # ---- figures (C1-C7) ----------------------------------------------------------------------------------------------
@@ -335,9 +357,10 @@ CLAIMS = [
           "l_ts (while CoT succeeds: CoT beats ICL).", thm3_icl_without_c1, seeds=5),
     Claim("thm3_icl_with_c1", "Thm 3", "theorem", "When Condition 1 holds, the ICL error is 0 once l_ts passes "
           "Omega((alpha' tau_o^f rho_o^f)^-2).", thm3_icl_with_c1, seeds=5),
-    Claim("mech_attention", "Prop. / 2.7", "mechanism", "At step k the query attends to columns of the same step "
-          "carrying its TSR pattern; the positional preference is learned before the pattern one.", mech_attention,
-          seeds=5),
+    Claim("mech_attention", "Prop. (mechanism)", "mechanism", "At step k the query attends to columns of the same "
+          "step carrying its TSR pattern.", mech_attention, seeds=5),
+    Claim("mech_two_stage", "2.7 / slide Fig. 10", "mechanism", "The positional preference (same step) is learned "
+          "before the pattern preference (same TSR).", mech_two_stage, seeds=5),
     Claim("fig_length_vs_accuracy", "Figs. 3-5 (C2, C3)", "figure", "The l_ts CoT needs falls as the context steps "
           "become more accurate (tau^f, rho^f up).", fig_length_vs_accuracy, seeds=5),
 ]
