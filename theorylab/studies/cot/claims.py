@@ -288,7 +288,8 @@ def mech_two_stage(ctx: ClaimContext) -> Outcome:
     d = _dynamics(ctx)
     t_pos, t_pat = d["t_pos"], d["t_pat"]
     passed = t_pos < t_pat
-    gap = np.where(np.isfinite(t_pos) & np.isfinite(t_pat), t_pat - t_pos, np.nan)
+    both = np.isfinite(t_pos) & np.isfinite(t_pat)
+    gap = np.where(both, np.where(both, t_pat, 0) - np.where(both, t_pos, 0), np.nan)
     return Outcome(
         passed.tolist(), "pattern-stage checkpoint minus positional-stage checkpoint", np.nan_to_num(gap, nan=-1.0).tolist(),
         f"section 2.7's probe: the diff.-step attention mass falls below {POS_DONE} (positional stage) at an earlier "
