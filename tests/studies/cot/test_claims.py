@@ -33,3 +33,13 @@ def test_an_untrained_model_fails_the_claims():
     assert res["mech_attention"].verdict == "fails"
     # eps_hat is the model's own training error, large here: the untrained control meets the same loose bound
     assert res["thm2_cot"].verdict != "holds"
+
+
+@pytest.mark.slow
+def test_claims_quick_verdicts():
+    """Measured at quick size, 5 seeds (the study's note): the verdict table, and theorem controls that fail."""
+    res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("cot"), "quick", 5, torch.device("cpu")))}
+    assert {k: r.verdict for k, r in res.items()} == {
+        "thm1_training": "holds", "thm2_cot": "holds", "thm3_icl_without_c1": "holds", "thm3_icl_with_c1": "fails",
+        "mech_attention": "holds", "mech_two_stage": "fails", "fig_length_vs_accuracy": "agrees"}
+    assert all(r.control_discriminates for r in res.values() if r.claim.kind == "theorem")
