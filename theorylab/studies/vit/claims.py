@@ -56,8 +56,10 @@ def _hypothesis(cfg, alphas) -> list[float]:
 
 
 def _sweep(ctx: ClaimContext, grid: list[dict]) -> tuple[list, dict, list]:
-    """Trains every (grid point, seed) cell as one sweep; returns configs [G][S], stacked params, cells [G][S]."""
+    """Trains every (grid point, seed) cell as one sweep; returns configs [G][S], stacked params, cells [G][S].
+    The seeds' base cells are trained too: a seed whose base model diverged fails every claim."""
     base = ctx.configs()
+    ctx.trained(base)
     cfgs = [[c.replace(**g) for c in base] for g in grid]
     flat = [c for row in cfgs for c in row]
     params, cells = ctx.trained(flat)
