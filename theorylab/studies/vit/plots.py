@@ -52,12 +52,18 @@ def attention(d: dict, path) -> None:  # poster Fig. 2(a)
     save_figure(fig, path)
 
 
+def _n_ticks(ax, Ns) -> None:
+    ax.minorticks_off()
+    ax.set_xticks(list(Ns), [str(n) for n in Ns])
+
+
 def _sparsification(d: dict, path, which: str) -> None:  # poster Fig. 2(b)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for arm, curve in d["curves"].items():
         ax.plot(d["Ns"], np.maximum(np.array(curve), 1e-3), "o-", ms=3, label=f"drop: {arm}")
     ax.set(xscale="log", yscale="log", xlabel="training samples N", ylabel="test error (floored at 1e-3)",
            title=f"token sparsification ({which})")
+    _n_ticks(ax, d["Ns"])
     ax.legend(fontsize=7)
     save_figure(fig, path)
 
@@ -67,6 +73,7 @@ def _spurious(d: dict, path, title: str) -> None:
     for arm in ("kept", "dropped"):
         ax.errorbar(d["Ns"], d[arm], yerr=d[f"{arm}_std"], marker="o", capsize=3, label=f"spurious tokens {arm}")
     ax.set(xscale="log", xlabel="training samples N", ylabel="test accuracy", title=title)
+    _n_ticks(ax, d["Ns"])
     ax.legend(fontsize=7)
     save_figure(fig, path)
 
