@@ -13,10 +13,7 @@ Constants, fixed before any run:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import torch
 
 from theorylab.core.claims import Claim, ClaimContext, Control, NotApplicable, Outcome
 from theorylab.core.ensemble import rng_for
@@ -217,7 +214,7 @@ def _sparsify_claim(ctx: ClaimContext, which: str, base: dict, drop: float) -> O
         f"mean N*: none {r4(need['none'].mean())}, {which} {r4(need[which].mean())}, random {r4(need['random'].mean())}",
         {arm: v.tolist() for arm, v in need.items()},
         {f"sparsification_{which}": {"Ns": Ns, "curves": {arm: d[arm].mean(1).tolist() for arm in ("none", which, "random")}}},
-        control=Control(f"dropping as many random tokens", (need["random"] < need["none"]).tolist(),
+        control=Control("dropping as many random tokens", (need["random"] < need["none"]).tolist(),
                         f"N* {need['random'].tolist()} vs none {need['none'].tolist()}"))
 
 
