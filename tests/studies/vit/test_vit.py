@@ -106,3 +106,15 @@ def test_claims_at_tiny_size_say_something_sensible():
     ctx = ClaimContext(s, "quick", 2, dev, overrides={**s.tiny, "conf_ratio": 0.6})
     (r,) = run_claims(ctx, ["thm1_samples"])
     assert r.verdict == "inconclusive" and "alpha_#" in r.not_applicable  # Thm 1's hypothesis fails: no assertion
+
+
+@pytest.mark.slow
+def test_claims_quick_verdicts():
+    """Measured at quick size, 5 seeds (about 5 CPU minutes): the verdicts of the study's note."""
+    res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("vit"), "quick", 5, dev))}
+    assert {k: r.verdict for k, r in res.items()} == {
+        "thm1_samples": "holds", "thm1_iterations": "holds", "prop2_attention": "holds",
+        "thm_sparsify_irrelevant": "holds", "thm_sparsify_noisy": "inconclusive", "fig_spurious": "agrees",
+        "fig_spurious_digits": "agrees"}
+    assert all(r.control_discriminates for r in res.values() if r.claim.kind == "theorem")
+    assert res["thm1_iterations"].outcome.numbers["minus_one_inside_ci"]
