@@ -8,3 +8,4 @@ from theorylab.studies import retrieval  # noqa: F401
 from theorylab.studies import diffusion  # noqa: F401
 from theorylab.studies import group_imbalance  # noqa: F401
 from theorylab.studies import cot  # noqa: F401
+from theorylab.studies import vit  # noqa: F401

@@ -1,0 +1,112 @@
+"""Training an ensemble of shallow ViTs (section 1.3): hinge loss, plain SGD on minibatches of B examples drawn
+from each model's N training examples (or fresh examples when n_train = 0), sparsification applied to every batch.
+
+Curves at each checkpoint, on a fixed probe set of fresh test examples: probe_error, probe_loss, attn_rel (the
+summed attention of label-relevant query tokens on label-relevant keys, Prop. 2) and attn_sp (the attention mass on
+spurious tokens). Metrics: test_error / test_loss on n_test fresh examples, train_loss / train_error on the
+model's own N examples, attn_rel at the end.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
+from theorylab.core.evaluate import mean_over_blocks
+from theorylab.core.losses import hinge, sign_error
+from theorylab.core.progress import Bars
+from theorylab.core.rng import EnsembleRNG
+from theorylab.core.study import GroupResult, group_result
+from theorylab.core.train import train_ensemble
+from theorylab.studies.vit.config import ViTConfig
+from theorylab.studies.vit.data import RELEVANT, SPURIOUS, Batch, synthetic, test_batch, training_pool
+from theorylab.studies.vit.model import TRAINABLE, forward, keep_mask
+
+
+def bytes_per_model(cfg: ViTConfig) -> int:
+    """Rough peak memory of one model in training, for auto-chunking."""
+    L, d = cfg.tokens, cfg.dim
+    act = cfg.B * L * (6 * L + 4 * cfg.m + 8 * d) * 4
+    pool = max(cfg.n_train, cfg.n_probe) * L * (d * 4 + 16)
+    return 4 * act + pool + 6 * (3 * d * d + cfg.m * d) * 4
+
+
+def relevant_attention(attn: torch.Tensor, batch: Batch, keep: torch.Tensor | None) -> torch.Tensor:
+    """[E, B, L, L] -> [E]: mean over label-relevant (kept) queries l of sum_{s in S_*} attn(l, s) (0 if none)."""
+    rel = batch.role == RELEVANT
+    if keep is not None:
+        rel = rel & keep
+    mass = (attn * rel[:, :, None, :]).sum(-1)  # [E, B, L] attention of query l on S_*
+    q = rel.float()
+    return (mass * q).sum((1, 2)) / q.sum((1, 2)).clamp_min(1)
+
+
+def spurious_attention(attn: torch.Tensor, batch: Batch, keep: torch.Tensor | None) -> torch.Tensor:
+    """[E]: mean over kept queries of the attention mass on spurious tokens."""
+    q = torch.ones_like(batch.role, dtype=attn.dtype) if keep is None else keep.to(attn.dtype)
+    mass = (attn * (batch.role == SPURIOUS)[:, :, None, :]).sum(-1)
+    return (mass * q).sum((1, 2)) / q.sum((1, 2)).clamp_min(1)
+
+
+def scores(params, batch: Batch, cfgs, rng: EnsembleRNG, *stream) -> dict[str, torch.Tensor]:
+    keep = keep_mask(params, batch, cfgs, rng, *stream)
+    F, pb = forward(params, batch.X, keep, probes=True)
+    return {"error": sign_error(F, batch.y), "loss": hinge(F, batch.y),
+            "attn_rel": relevant_attention(pb["attn"], batch, keep), "attn_sp": spurious_attention(pb["attn"], batch, keep)}
+
+
+@torch.no_grad()
+def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ViTConfig], stream: tuple = ("test",),
+             n: int | None = None) -> dict[str, torch.Tensor]:
+    """error, hinge loss, attn_rel, attn_sp [E] on n fresh test examples (blocks keyed per model)."""
+    rng = rng_for(cfgs, params["W_O"].device)
+    c = cfgs[0]
+
+    def block(models: slice, i: int, count: int):
+        sub = list(cfgs[models])
+        r = rng.subset(models)
+        batch = test_batch(sub, r, i, count, *stream)
+        return scores({k: v[models] for k, v in params.items()}, batch, sub, r, *stream, i)
+
+    return mean_over_blocks(len(cfgs), n or shared_value(cfgs, "n_test"), c.tokens * (c.tokens + c.m + 2 * c.dim), block)
+
+
+def train_group(cfgs: Sequence[ViTConfig], device: torch.device, bars: Bars) -> GroupResult:
+    from theorylab.studies.vit import model as vit_model  # looked up at call time (tests patch init_params)
+
+    E = len(cfgs)
+    rng = rng_for(cfgs, device)
+    params = vit_model.init_params(cfgs, rng, device)
+    B, steps = shared_value(cfgs, "B"), shared_value(cfgs, "steps")
+    pool = training_pool(cfgs, rng)
+    n_pool = torch.tensor([c.n_train or (pool.y.shape[1] if pool is not None else 0) for c in cfgs], device=device)
+    probe = test_batch(cfgs, rng, 0, shared_value(cfgs, "n_probe"), "probe")
+
+    def batch(step: int) -> Batch:
+        if pool is None:
+            return synthetic(cfgs, rng, B, "train", step)
+        return pool.take(rng.randint(n_pool[:, None], (B,), "minibatch", step).to(device))
+
+    def loss_fn(p, step):
+        b = batch(step)
+        F = forward(p, b.X, keep_mask(p, b, cfgs, rng, "train", step))
+        return {"loss": hinge(F, b.y), "error": sign_error(F, b.y)}
+
+    def probe_fn(p, step):
+        return {f"probe_{k}" if k in ("error", "loss") else k: v for k, v in scores(p, probe, cfgs, rng, "probe").items()}
+
+    with bars.task(f"vit: {E} model(s) x {steps} SGD steps", steps, models=E) as advance:
+        res = train_ensemble(params, TRAINABLE, loss_fn, scalar_tensor(cfgs, "lr", device), steps, probe_fn=probe_fn,
+                             curve_points=shared_value(cfgs, "curve_points"), on_step=advance)
+    test = evaluate(res.params, cfgs)
+    metrics = {"test_error": test["error"], "test_loss": test["loss"], "attn_rel": test["attn_rel"],
+               "attn_sp": test["attn_sp"]}
+    if pool is not None:  # the model's own N training examples (the first n_train of the pool)
+        with torch.no_grad():
+            s = keep_mask(res.params, pool, cfgs, rng, "train_eval")
+            F = forward(res.params, pool.X, s)
+        own = (torch.arange(pool.y.shape[1], device=device)[None] < n_pool[:, None]).float()
+        metrics["train_loss"] = (torch.clamp(1 - pool.y * F, min=0) * own).sum(1) / own.sum(1)
+        metrics["train_error"] = ((~(pool.y * F > 0)).float() * own).sum(1) / own.sum(1)
+    return group_result(res.params, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)
