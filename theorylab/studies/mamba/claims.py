@@ -3,8 +3,8 @@
 Constants, fixed before any run:
 - TARGET_ERR = 0.1 x chance (0.05): "learned" means a test error at or below it. T (iterations) = the first
   recorded GD step at which the error on the fixed probe set is <= TARGET_ERR; N* (sample complexity) = the
-  smallest N of N_GRID whose trained model has test error <= TARGET_ERR. A value not reached counts as the next
-  grid step (T: steps + 1; N*: 2 x max N_GRID), as ICL's length sweep does.
+  smallest N of the grid n_pool / (8, 4, 2, 1) whose trained model has test error <= TARGET_ERR. A value not reached counts as the next
+  grid step (T: steps + 1; N*: 2 n_pool), as ICL's length sweep does.
 - Slopes: per seed, least squares of log T (log N*) on log signal (log tau) over the sweep; a seed passes when
   the slope has the theorem's sign. The interval over seeds is reported with whether the bound's exponent
   (-2 in the signal for T and N*, Thm [R TL;DR]) lies inside it.
@@ -24,7 +24,7 @@ from theorylab.core.measures import r4
 from theorylab.core.verdict import interval
 
 TARGET_ERR = 0.05
-N_GRID = (16, 32, 64, 128)
+N_DIVISORS = (8, 4, 2, 1)  # the sample-size grid: n_pool / 8, / 4, / 2, / 1 (16..128 at quick size)
 SIGNAL_PAIRS = ((0.25, 0.15), (0.3, 0.1), (0.35, 0.05), (0.4, 0.0))  # (alpha_r, alpha_c): 8 relevant tokens in L = 20
 TAU_MULTS = (0.5, 1.0, 2.0, 4.0)  # tau = mult / d: inside the theory's tau = O(1/d)
 ALIGN_RATIO = 3.0
@@ -44,13 +44,19 @@ def _iterations(curve: dict, steps: int, at_init: bool = False) -> int:
     return next((s for s, e in pts if e <= TARGET_ERR), steps + 1)
 
 
+def n_grid(ctx: ClaimContext) -> list[int]:
+    pool = ctx.configs()[0].n_pool
+    return sorted({max(1, pool // k) for k in N_DIVISORS})
+
+
 def _sweep(ctx: ClaimContext, name: str, points: list[dict]) -> dict:
     """Trains every (point, N) cell of every seed as one ensemble; returns per point and seed the T at the
     largest N, N*, and the untrained model's T and N* (the control)."""
     def build():
+        grid = n_grid(ctx)
         cfgs, index = [], []
         for i, changes in enumerate(points):
-            for n in N_GRID:
+            for n in grid:
                 part = ctx.configs(**changes, n_train=n)
                 cfgs += part
                 index += [(i, n, j) for j in range(len(part))]
@@ -58,21 +64,21 @@ def _sweep(ctx: ClaimContext, name: str, points: list[dict]) -> dict:
         S, P = ctx.seeds, len(points)
         steps = cfgs[0].steps
         T = np.full((P, S), steps + 1.0)
-        N = np.full((P, S), 2.0 * N_GRID[-1])
-        T0, N0 = np.full((P, S), steps + 1.0), np.full((P, S), 2.0 * N_GRID[-1])
-        err = np.zeros((P, len(N_GRID), S))
+        N = np.full((P, S), 2.0 * grid[-1])
+        T0, N0 = np.full((P, S), steps + 1.0), np.full((P, S), 2.0 * grid[-1])
+        err = np.zeros((P, len(grid), S))
         for (i, n, j), cell in zip(index, cells):
             ok = cell.status == "done"
             e = cell.metrics["test_error"] if ok else 1.0
-            err[i, N_GRID.index(n), j] = e
-            if n == N_GRID[-1]:
+            err[i, grid.index(n), j] = e
+            if n == grid[-1]:
                 T[i, j] = _iterations(cell.curves, steps) if ok else steps + 1
                 T0[i, j] = _iterations(cell.curves, steps, at_init=True)
             if ok and e <= TARGET_ERR and n < N[i, j]:
                 N[i, j] = n
             if cell.curves["probe_error"][0] <= TARGET_ERR and n < N0[i, j]:
                 N0[i, j] = n
-        return {"T": T, "N": N, "T0": T0, "N0": N0, "err": err}
+        return {"T": T, "N": N, "T0": T0, "N0": N0, "err": err, "grid": grid}
     return ctx.memo(f"mamba:sweep:{name}", build)
 
 
@@ -102,14 +108,14 @@ def _slope_claim(ctx: ClaimContext, name: str, points: list[dict], xs: list[floa
                       [sign * a > 0 and sign * b > 0 for a, b in zip(c_T, c_N)],
                       f"slopes {r4(np.mean(c_T))} / {r4(np.mean(c_N))}")
     return Outcome(ok, f"slope of log T on log {xname}", sT,
-                   f"per seed: T (first step with probe error <= {TARGET_ERR}) and N* (smallest N in {list(N_GRID)} "
+                   f"per seed: T (first step with probe error <= {TARGET_ERR}) and N* (smallest N in {sw['grid']} "
                    f"with test error <= {TARGET_ERR}) both {word} with {xname} (log-log slope {'<' if sign < 0 else '>'} 0)",
                    summary,
                    numbers={"x": xs, "T": sw["T"].tolist(), "N_star": sw["N"].tolist(), "slope_T": sT, "slope_N": sN,
                             "slope_T_interval": iT, "slope_N_interval": iN, "test_error": sw["err"].tolist()},
                    figures={f"sweep_{name}": {"x": xs, "xname": xname, "T": sw["T"].tolist(), "N": sw["N"].tolist(),
                                               "exponent": exponent, "steps": ctx.configs()[0].steps,
-                                              "n_cap": 2 * N_GRID[-1]}},
+                                              "n_cap": 2 * sw["grid"][-1]}},
                    control=control)
 
 
