@@ -125,7 +125,15 @@ def signal_claim(ctx: ClaimContext) -> Outcome:
         from theorylab.core.claims import NotApplicable
         raise NotApplicable("the alpha_r - alpha_c bound is the majority-voting theorem (regime=majority)")
     L = base.L
-    pairs = [(a, c) for a, c in SIGNAL_PAIRS if round(a * L) > round(c * L) and round(a * L) + round(c * L) <= L]
+    pairs, seen = [], set()
+    for a, c in SIGNAL_PAIRS:  # the pairs whose token counts at this L are valid and give distinct signals
+        x = round(a * L) - round(c * L)
+        if x > 0 and round(a * L) + round(c * L) <= L and x not in seen:
+            pairs.append((a, c))
+            seen.add(x)
+    if len(pairs) < 2:
+        from theorylab.core.claims import NotApplicable
+        raise NotApplicable(f"L = {L} leaves fewer than two distinct signals alpha_r - alpha_c to fit a slope on")
     points = [{"alpha_r": a, "alpha_c": c} for a, c in pairs]
     xs = [(round(a * L) - round(c * L)) / L for a, c in pairs]
     return _slope_claim(ctx, "signal", points, xs, "alpha_r - alpha_c", -1, -2.0)

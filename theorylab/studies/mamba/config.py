@@ -102,4 +102,4 @@ class MambaConfig(StudyConfig):
 
 QUICK: dict = {}  # the defaults are the quick size
 FULL = {"n_pool": 1024, "n_train": 1024, "steps": 1000, "n_test": 4000, "curve_points": 200, "m": 256}
-TINY = {"steps": 12, "n_pool": 32, "n_train": 32, "n_test": 100, "n_probe": 50, "curve_points": 4, "m": 8, "L": 10}
+TINY = {"steps": 12, "n_pool": 32, "n_train": 32, "n_test": 100, "n_probe": 50, "curve_points": 4, "m": 8}
