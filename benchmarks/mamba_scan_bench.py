@@ -60,8 +60,8 @@ def time_one(fn, params, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", default="8,16,32,64,128,256")
-    ap.add_argument("--E", type=int, default=16)
-    ap.add_argument("--B", type=int, default=64)
+    ap.add_argument("--E", type=int, default=8)
+    ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--d", type=int, default=16)
     ap.add_argument("--state", type=int, default=16, help="S6 state size n per channel")
     ap.add_argument("--repeats", type=int, default=3)
@@ -74,6 +74,7 @@ def main() -> None:
         for name, (fn, params) in runners(a.E, a.B, L, a.d, a.state).items():
             time_one(fn, params, 1)  # warm-up
             res.setdefault(name, []).append(time_one(fn, params, a.repeats) / a.E * 1e3)  # ms per model-step
+            print(f"L={L} {name}: {res[name][-1]:.3g} ms", flush=True)
     print(f"CPU ms per model-step (forward + backward; E={a.E}, B={a.B}, d={a.d}, S6 state {a.state}, 1 thread)")
     print("| scan | " + " | ".join(f"L={L}" for L in lengths) + " |")
     print("|---|" + "---|" * len(lengths))

@@ -33,7 +33,11 @@ SEEDS = 5
 
 
 def _slope(x, y) -> float:
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+    """Least-squares slope of log y on log x; exactly 0 when y does not move (polyfit leaves +-1e-16 there)."""
+    y = np.asarray(y, float)
+    if np.ptp(y) == 0:
+        return 0.0
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(y), 1)[0])
 
 
 def _iterations(curve: dict, steps: int, at_init: bool = False) -> int:
@@ -98,7 +102,7 @@ def _slope_claim(ctx: ClaimContext, name: str, points: list[dict], xs: list[floa
             return "n/a"
         return "inside" if iv["lo"] <= exponent <= iv["hi"] else "outside"
 
-    word = "falls" if sign < 0 else "rises"
+    word = "fall" if sign < 0 else "rise"
     summary = (f"slope of log T on log {xname} {r4(iT['mean'])} [{r4(iT['lo'] or 0)}, {r4(iT['hi'] or 0)}], "
                f"of log N* {r4(iN['mean'])} [{r4(iN['lo'] or 0)}, {r4(iN['hi'] or 0)}]")
     if exponent is not None:
