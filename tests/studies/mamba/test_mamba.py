@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from theorylab.core.claims import ClaimContext, run_claims
 from theorylab.core.config import ConfigError
 from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
@@ -100,6 +101,15 @@ def test_claims_at_tiny_size_report_per_seed_numbers(claims_at):
     assert res["thm_signal"].control_discriminates
 
 
-def test_gate_claim_is_not_applicable_to_the_transformer(claims_at):
-    res = claims_at("mamba", 2, arch="transformer")
-    assert res["gate_alignment"].not_applicable and res["gate_alignment"].verdict == "inconclusive"
+def test_gate_claim_is_not_applicable_to_the_transformer():
+    s = get_study("mamba")
+    ctx = ClaimContext(s, "quick", 2, CPU, overrides={**s.tiny, "arch": "transformer"})
+    (r,) = run_claims(ctx, ["gate_alignment"])
+    assert r.not_applicable and r.verdict == "inconclusive" and r.error is None
+
+
+def test_gate_curves_are_recorded_along_training_not_aliased_to_the_final_weights():
+    s = get_study("mamba")
+    res = train_group([s.config("quick", **{**s.tiny, "steps": 6, "curve_points": 6})], CPU, QUIET)
+    curve = res.curves[0]["w_o_plus"]
+    assert curve[0] == 0.0 and curve[-1] == pytest.approx(float(res.params["w"][0, 0]))

@@ -33,7 +33,8 @@ def gate_probes(params: dict[str, torch.Tensor], batch: Batch, cfg: MambaConfig)
     forward(params, batch.X, cfg, probes)
     out = {}
     if cfg.arch == "ssm":
-        w = params["w"]  # [E, d]; o_+ = e_1, o_- = e_2, nu_j = e_{3..M}
+        w = params["w"].detach().clone()  # [E, d]; o_+ = e_1, o_- = e_2, nu_j = e_{3..M}. A copy: the trainer
+        # records probes without copying, and a view of w would follow the in-place updates
         out.update({"w_o_plus": w[:, 0], "w_o_minus": w[:, 1], "w_irrelevant_max": w[:, 2 : cfg.M].abs().amax(-1),
                     "w_norm": w.norm(dim=-1)})
         weights, gates = probes["c"], probes["gate"]
