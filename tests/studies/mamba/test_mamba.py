@@ -95,6 +95,8 @@ def test_claims_at_tiny_size_report_per_seed_numbers(claims_at):
     assert len(sig.numbers["x"]) == 4 and sig.control is not None and len(sig.numbers["T"]) == 4
     assert all(math.isfinite(v) for v in sig.values)
     assert res["thm_noise"].outcome.numbers["x"] == sorted(res["thm_noise"].outcome.numbers["x"])
+    loc = res["thm_locality"].outcome.numbers["x"]
+    assert len(loc) == 3 and loc == sorted(loc, reverse=True)  # dl_near 1, 2, 3: the signal falls
     assert set(res["fig_ssm_vs_transformer"].outcome.numbers) == {
         "majority_ssm", "majority_transformer", "locality_ssm", "locality_transformer"}
     # the untrained control never learns, so it cannot show the theorem's slope

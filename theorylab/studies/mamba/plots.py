@@ -29,6 +29,10 @@ def sweep_signal(d: dict, path) -> None:
     _sweep(d, path, "majority voting: T and N* vs alpha_r - alpha_c")
 
 
+def sweep_locality(d: dict, path) -> None:
+    _sweep(d, path, "locality: T and N* vs (1/2)^dl_near - (1/2)^dl_far")
+
+
 def sweep_noise(d: dict, path) -> None:
     _sweep(d, path, "T and N* vs token noise tau")
 
@@ -61,5 +65,5 @@ def ssm_vs_transformer(d: dict, path) -> None:
     save_figure(fig, path)
 
 
-PLOTS = {"sweep_signal": sweep_signal, "sweep_noise": sweep_noise, "gate_alignment": gate_alignment,
+PLOTS = {"sweep_signal": sweep_signal, "sweep_locality": sweep_locality, "sweep_noise": sweep_noise, "gate_alignment": gate_alignment,
          "ssm_vs_transformer": ssm_vs_transformer}
