@@ -104,8 +104,7 @@ def _slope_claim(ctx: ClaimContext, name: str, points: list[dict], xs: list[floa
         return "inside" if iv["lo"] <= exponent <= iv["hi"] else "outside"
 
     word = "fall" if sign < 0 else "rise"
-    summary = (f"slope of log T on log {xname} {r4(iT['mean'])} [{r4(iT['lo'] or 0)}, {r4(iT['hi'] or 0)}], "
-               f"of log N* {r4(iN['mean'])} [{r4(iN['lo'] or 0)}, {r4(iN['hi'] or 0)}]")
+    summary = f"slope of log N* on log {xname} {r4(iN['mean'])} [{r4(iN['lo'] or 0)}, {r4(iN['hi'] or 0)}]"
     if exponent is not None:
         summary += f"; the bound's exponent {exponent} is {inside(iT)} the T interval and {inside(iN)} the N* interval"
     summary += f"; mean T by {xname} {[r4(v) for v in sw['T'].mean(1)]}, mean N* {[r4(v) for v in sw['N'].mean(1)]}"
