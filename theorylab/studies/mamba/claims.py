@@ -42,11 +42,12 @@ def _slope(x, y) -> float:
 
 
 def _iterations(curve: dict, steps: int, at_init: bool = False) -> int:
-    """First recorded step with probe error <= TARGET_ERR (steps + 1 if never); at_init: the untrained model's."""
+    """First recorded step with probe error <= TARGET_ERR (steps + 1 if never, at least 1); at_init: the untrained
+    model's (0 or steps + 1 becomes 1 or steps + 1)."""
     pts = list(zip(curve["step"], curve["probe_error"]))
     if at_init:
         pts = pts[:1]
-    return next((s for s, e in pts if e <= TARGET_ERR), steps + 1)
+    return max(1, next((s for s, e in pts if e <= TARGET_ERR), steps + 1))  # met at step 0: counted as 1 (log-safe)
 
 
 def n_grid(ctx: ClaimContext) -> list[int]:
