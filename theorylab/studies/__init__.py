@@ -9,3 +9,4 @@ from theorylab.studies import diffusion  # noqa: F401
 from theorylab.studies import group_imbalance  # noqa: F401
 from theorylab.studies import cot  # noqa: F401
 from theorylab.studies import vit  # noqa: F401
+from theorylab.studies import mamba  # noqa: F401

@@ -1,0 +1,117 @@
+"""The Mamba study: data statistics, the scan against its recurrence, bad input, per-model N, claims at tiny size."""
+import math
+
+import pytest
+import torch
+
+from theorylab.core.claims import ClaimContext, run_claims
+from theorylab.core.config import ConfigError
+from theorylab.core.ensemble import rng_for
+from theorylab.core.progress import QUIET
+from theorylab.core.study import get_study
+from theorylab.studies.mamba.config import MambaConfig
+from theorylab.studies.mamba.data import CONFUSING, IRRELEVANT, RELEVANT, sample
+from theorylab.studies.mamba.model import forward, forward_reference, init_params, scan_weights
+from theorylab.studies.mamba.train import train_group
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_majority_sequences_hold_the_configured_counts_and_balanced_labels():
+    cfgs = [MambaConfig(seed=s, alpha_r=a, alpha_c=c) for s, (a, c) in enumerate(((0.3, 0.1), (0.4, 0.0)))]
+    b = sample(cfgs, rng_for(cfgs, CPU), 400, "t")
+    for e, c in enumerate(cfgs):
+        assert ((b.kind[e] == RELEVANT).sum(-1) == c.n_r).all() and ((b.kind[e] == CONFUSING).sum(-1) == c.n_c).all()
+    assert abs(float(b.y.mean())) < 0.15
+    # label-consistent tokens carry o_y (e_1 for y = +1, e_2 for y = -1), confusing ones o_-y
+    clean = b.X.round()
+    rel = clean[0][b.kind[0] == RELEVANT]
+    y_tok = b.y[0][:, None].expand(-1, cfgs[0].L)[b.kind[0] == RELEVANT]
+    assert torch.equal(rel[:, 0] == 1, y_tok > 0) and torch.equal(rel[:, 1] == 1, y_tok < 0)
+
+
+def test_locality_places_the_label_pattern_nearer_the_end_and_irrelevant_tokens_are_zero_mean():
+    cfg = MambaConfig(regime="locality", dl_near=3, dl_far=7, tau=0.0)
+    b = sample([cfg], rng_for([cfg], CPU), 2000, "t")
+    assert (b.kind[0, :, cfg.L - 3] == RELEVANT).all() and (b.kind[0, :, cfg.L - 7] == CONFUSING).all()
+    assert int((b.kind[0] != IRRELEVANT).sum()) == 2 * 2000
+    irr = b.X[0][b.kind[0] == IRRELEVANT]
+    assert irr.mean(0).abs().max() < 0.02 and (irr[:, :2] == 0).all()  # +-nu_j: no mean, no o_+- component
+
+
+def test_token_noise_has_the_configured_scale():
+    cfg = MambaConfig(tau=0.1)
+    b = sample([cfg], rng_for([cfg], CPU), 500, "t")
+    assert float((b.X - b.X.round()).std()) == pytest.approx(0.1, rel=0.05)
+
+
+def test_untrained_gate_weights_tokens_by_half_per_step():
+    """At w = 0 the last state's token weights are (1/2)^(L - l + 1): the (1/2)^dl factor of the locality bound."""
+    X = torch.randn(1, 2, 6, 4)
+    c = scan_weights(torch.zeros(1, 4), X, "sigmoid")
+    assert torch.allclose(c, 0.5 ** torch.arange(6, 0, -1).float().expand(1, 2, 6))
+
+
+@pytest.mark.parametrize("arch,gain,pool", [("ssm", "sigmoid", "mean"), ("ssm", "softplus", "last"),
+                                            ("ssm", "sigmoid", "last"), ("transformer", "sigmoid", "mean"),
+                                            ("transformer", "sigmoid", "last")])
+def test_the_batched_forward_equals_the_step_by_step_recurrence(arch, gain, pool):
+    cfgs = [MambaConfig(seed=s, arch=arch, gain=gain, pool=pool, w_init=2.0, bc="random", L=7, m=8) for s in range(2)]
+    rng = rng_for(cfgs, CPU)
+    p = init_params(cfgs, rng, CPU)
+    X = sample(cfgs, rng, 3, "x").X
+    torch.testing.assert_close(forward(p, X, cfgs[0]), forward_reference(p, X, cfgs[0]), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("changes,field", [({"alpha_r": 0.1, "alpha_c": 0.2}, "alpha_c"),
+                                           ({"n_train": 300}, "n_train"), ({"M": 20}, "M"),
+                                           ({"dl_near": 5, "dl_far": 3}, "dl_far"), ({"pool": "max"}, "pool")])
+def test_bad_input_names_the_field(changes, field):
+    with pytest.raises(ConfigError, match=field):
+        get_study("mamba").config("quick", **changes)
+
+
+def test_models_with_different_sample_sizes_train_as_one_ensemble():
+    s = get_study("mamba")
+    cfgs = [s.config("quick", **{**s.tiny, "n_train": n}) for n in (8, 32)]
+    together = train_group(cfgs, CPU, QUIET)
+    for e, c in enumerate(cfgs):
+        alone = train_group([c], CPU, QUIET)
+        torch.testing.assert_close(together.params["V"][e], alone.params["V"][0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(together.params["w"][0], together.params["w"][1])
+
+
+def test_claims_at_tiny_size_report_per_seed_numbers(claims_at):
+    res = claims_at("mamba", 2)
+    sig = res["thm_signal"].outcome
+    assert len(sig.numbers["x"]) == 4 and sig.control is not None and len(sig.numbers["T"]) == 4
+    assert all(math.isfinite(v) for v in sig.values)
+    assert res["thm_noise"].outcome.numbers["x"] == sorted(res["thm_noise"].outcome.numbers["x"])
+    loc = res["thm_locality"].outcome.numbers["x"]
+    assert len(loc) == 3 and loc == sorted(loc, reverse=True)  # dl_near 1, 2, 3: the signal falls
+    assert set(res["fig_ssm_vs_transformer"].outcome.numbers) == {
+        "majority_ssm", "majority_transformer", "locality_ssm", "locality_transformer"}
+    # the untrained control never learns, so it cannot show the theorem's slope
+    assert res["thm_signal"].control_discriminates
+
+
+def test_gate_claim_is_not_applicable_to_the_transformer():
+    s = get_study("mamba")
+    ctx = ClaimContext(s, "quick", 2, CPU, overrides={**s.tiny, "arch": "transformer"})
+    (r,) = run_claims(ctx, ["gate_alignment"])
+    assert r.not_applicable and r.verdict == "inconclusive" and r.error is None
+
+
+def test_gate_curves_are_recorded_along_training_not_aliased_to_the_final_weights():
+    s = get_study("mamba")
+    res = train_group([s.config("quick", **{**s.tiny, "steps": 6, "curve_points": 6})], CPU, QUIET)
+    curve = res.curves[0]["w_o_plus"]
+    assert curve[0] == 0.0 and curve[-1] == pytest.approx(float(res.params["w"][0, 0]))
