@@ -79,3 +79,17 @@ def test_over_grid_fills_one_output_per_key_in_chunks():
     out = over_grid(10, elements_per_point=4, fn=fn, max_elements=12)  # 3 points per call
     assert [(p.start, p.stop) for p in calls] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert torch.equal(out["a"][:, 1], torch.arange(10.0)) and torch.equal(out[0.5], -out["a"])
+
+
+def test_a_probe_returning_a_view_of_a_weight_records_each_checkpoints_value():
+    from theorylab.core.train import train_ensemble
+
+    params = {"w": torch.zeros(2, 3)}
+
+    def loss_fn(p, step):
+        return {"loss": ((p["w"] - 1.0) ** 2).sum(-1)}
+
+    res = train_ensemble(params, ["w"], loss_fn, torch.full((2,), 0.1), 5,
+                         probe_fn=lambda p, step: {"w0": p["w"][:, 0]}, curve_points=5)
+    w0 = res.curves["w0"][:, 0]
+    assert w0[0] == 0.0 and (w0[1:] > w0[:-1]).all()  # a view would record the final value at every checkpoint

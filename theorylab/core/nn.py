@@ -226,11 +226,14 @@ def selective_scan(x: torch.Tensor, p: Params, name: str, probes: dict | None = 
     A = -torch.exp(p[f"{name}.A_log"])[..., None, None, :, :]  # diagonal A < 0           [*, E, 1, 1, D, n]
     A_bar = torch.exp(delta[..., None] * A)  # exp(Delta_t A), zero-order hold            [*, E, B, L, D, n]
     Bx_bar = (delta * x)[..., None] * B[..., None, :]  # Delta_t B_t x_t                  [*, E, B, L, D, n]
-    h = Bx_bar[..., 0, :, :]  # h_0 = A_bar_0 h_{-1} + Bx_bar_0 with h_{-1} = 0          [*, E, B, D, n]
-    ys = [h @ C[..., 0, :, None]]
-    for t in range(1, x.shape[-2]):
-        h = A_bar[..., t, :, :] * h + Bx_bar[..., t, :, :]  # h_t = A_bar_t h_{t-1} + B_bar_t x_t
-        ys.append(h @ C[..., t, :, None])  # C_t h_t                                       [*, E, B, D, 1]
+    # unbind, not x[..., t, :, :]: each indexed step would back-propagate through a full-size zero tensor,
+    # making the backward O(L^2) (measured: 190 -> 31 ms per model-step at L = 128)
+    A_t, Bx_t, C_t = A_bar.unbind(-3), Bx_bar.unbind(-3), C.unbind(-2)
+    h = Bx_t[0]  # h_0 = A_bar_0 h_{-1} + Bx_bar_0 with h_{-1} = 0                          [*, E, B, D, n]
+    ys = [h @ C_t[0][..., :, None]]
+    for a, bx, c in zip(A_t[1:], Bx_t[1:], C_t[1:]):
+        h = a * h + bx  # h_t = A_bar_t h_{t-1} + B_bar_t x_t
+        ys.append(h @ c[..., :, None])  # C_t h_t                                          [*, E, B, D, 1]
     if probes is not None:
         probes[f"{name}.delta"] = delta
     return torch.cat(ys, -1).transpose(-1, -2) + p[f"{name}.D"][..., None, None, :] * x  # y_t = C_t h_t + D x_t

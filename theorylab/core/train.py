@@ -102,7 +102,8 @@ def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_f
 
     def record(values: dict[str, torch.Tensor]) -> None:
         for k, v in values.items():
-            rows.setdefault(k, []).append(v.detach().float())
+            # a copy: a probe may return a view of a weight that later steps update in place
+            rows.setdefault(k, []).append(v.detach().to(torch.float32, copy=True))
 
     for step in range(steps + 1):
         for k in trainable:
