@@ -132,5 +132,5 @@ def test_a_diverged_seed_fails_and_nothing_crashes(poison_seed, claims_at):
 def test_claims_quick_verdicts():
     res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("graph"), "quick", 5, CPU))}
     assert res["thm_labels"].verdict == "holds" and res["thm_iterations"].verdict == "holds"
-    assert res["mech_pe_core"].verdict == "holds"
+    assert res["mech_pe_core"].verdict == "holds" and res["fig8_pe_sampling"].verdict == "agrees"
     assert all(r.control_discriminates for r in res.values() if r.claim.kind == "theorem")

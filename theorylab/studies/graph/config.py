@@ -108,4 +108,4 @@ class GraphConfig(StudyConfig):
 
 TINY = {"N": 60, "n_label": 16, "k": 6, "m": 16, "steps": 20, "B": 8, "curve_points": 4}  # ~1 s
 QUICK: dict = {}
-FULL = {"N": 2000, "n_label": 640, "m": 200, "k": 12, "steps": 2000, "curve_points": 40}
+FULL = {"N": 2000, "n_label": 640, "m": 200, "steps": 1000, "curve_points": 40}  # spec scale (N 2,000, m 200)

@@ -56,7 +56,8 @@ def pe_sampling(d: dict, path) -> None:  # seed Fig. 8
     ax2 = ax.twinx()
     ax2.errorbar(z + 0.2, d["acc"], yerr=d["acc_std"], fmt="o", c="tab:red", label="accuracy, T^n = hop z only")
     ax2.set(ylabel="test accuracy", ylim=(0.4, 1.02))
-    fig.legend(fontsize=7, loc="upper right")
+    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
     save_figure(fig, path)
 
 
