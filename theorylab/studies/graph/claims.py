@@ -226,7 +226,7 @@ def _real(ctx: ClaimContext, graphs: tuple[str, ...], share: float, **extra) -> 
     return ctx.memo(f"graph:real:{','.join(graphs)}", compute)
 
 
-def _real_outcome(ctx: ClaimContext, data: dict, check_pe: bool) -> Outcome:
+def _real_outcome(ctx: ClaimContext, data: dict, check_pe: bool, figure: str) -> Outcome:
     S = ctx.seeds
     Z = ctx.configs()[0].Z
     ok = np.ones(S, bool)
@@ -249,16 +249,16 @@ def _real_outcome(ctx: ClaimContext, data: dict, check_pe: bool) -> Outcome:
         crit += ", and argmax_z b_z = z_m (the planted core distance)"
     return Outcome(ok.tolist(), "smallest (best variant's error - gt's error) over the graphs", margin.tolist(), crit,
                    "; ".join(parts), {"test_error": err, "b_profile": prof},
-                   {"real_graphs": {"test_error": err, "b": prof}})
+                   {figure: {"test_error": err, "b": prof}})
 
 
 def fig_real_planted(ctx: ClaimContext) -> Outcome:
-    return _real_outcome(ctx, _real(ctx, REAL_PLANTED, REAL_LABEL_SHARE), check_pe=True)
+    return _real_outcome(ctx, _real(ctx, REAL_PLANTED, REAL_LABEL_SHARE), check_pe=True, figure="real_planted")
 
 
 def fig_real_knn(ctx: ClaimContext) -> Outcome:
     graphs = REAL_KNN["full" if ctx.size == "full" else "quick"]
-    return _real_outcome(ctx, _real(ctx, graphs, KNN_LABEL_SHARE), check_pe=False)
+    return _real_outcome(ctx, _real(ctx, graphs, KNN_LABEL_SHARE), check_pe=False, figure="real_knn")
 
 
 CLAIMS = [

@@ -77,4 +77,4 @@ def real_graphs(d: dict, path) -> None:
 
 
 PLOTS = {"sample_complexity": sample_complexity, "training_curves": training_curves, "attention_mass": attention_mass,
-         "pe_trajectories": pe_trajectories, "pe_sampling": pe_sampling, "real_graphs": real_graphs}
+         "pe_trajectories": pe_trajectories, "pe_sampling": pe_sampling, "real_planted": real_graphs, "real_knn": real_graphs}
