@@ -19,10 +19,9 @@ Constants, fixed before any run and relative to what the same run measures:
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
-from theorylab.core.measures import r4, zero_count_bound
+from theorylab.core.measures import r4
 from theorylab.studies.graph.data import build_graph
 
 VARIANTS = ("gt", "no_pe", "gcn")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from theorylab.core.ensemble import shared_value
-from theorylab.studies.graph.config import DATA_FIELDS, NATIVE, PLANTED, GraphConfig
+from theorylab.studies.graph.config import DATA_FIELDS, PLANTED, GraphConfig
 
 UNREACHED = -1  # distance of a node farther than Z hops (or in another component)
 

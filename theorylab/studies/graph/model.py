@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core import nn
-from theorylab.core.ensemble import rng_for, shared_value
+from theorylab.core.ensemble import shared_value
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
 from theorylab.studies.graph.data import GraphBatch, graphs
@@ -132,7 +132,3 @@ def check_forward(cfgs: Sequence[GraphConfig], params: dict[str, torch.Tensor], 
     p = {k: v.double() for k, v in params.items()}
     g64 = GraphBatch(**{**g.__dict__, "X": g.X.double(), "adj": g.adj.double()})
     return float((forward(p, g64, nodes, variant) - forward_reference(p, g64, nodes, variant)).abs().max())
-
-
-def fresh_params(cfgs: Sequence[GraphConfig], device) -> dict[str, torch.Tensor]:
-    return init_params(cfgs, rng_for(cfgs, device), device)
