@@ -10,3 +10,4 @@ from theorylab.studies import group_imbalance  # noqa: F401
 from theorylab.studies import cot  # noqa: F401
 from theorylab.studies import vit  # noqa: F401
 from theorylab.studies import mamba  # noqa: F401
+from theorylab.studies import graph  # noqa: F401

@@ -1,0 +1,134 @@
+"""The graph transformer of section 2.2 and its two variants, ensemble-first (core.nn layers).
+
+    gt:    F(x_n) = a^T ReLU( W_1 proj( sum_{s in T^n} W_V x_s softmax_s( (W_K x_s)^T W_Q x_n / sqrt(d)
+                                                                         + b_{dist(s, n)} ) ) + c_1 )
+    no_pe: the same with b frozen at 0
+    gcn:   F(x_n) = a^T ReLU( W_1 [H^(L)]_n + c_1 ),  H^(l) = A_hat H^(l-1) W_l + c_l (ReLU between layers),
+           A_hat = D^-1/2 (A + I) D^-1/2, H^(0) = X
+
+The spec's W_O is proj followed by W_1 (core.nn.attention keeps its output projection; the product spans the
+same maps). a = +-1/sqrt(m) is fixed (section 2.2); one head; b = (b_0..b_Z) starts at 0.
+Weights [E, ...]; node batches nodes [E, B] index each model's own graph.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core import nn
+from theorylab.core.ensemble import shared_value
+from theorylab.core.rng import EnsembleRNG
+from theorylab.studies.graph.config import GraphConfig
+from theorylab.studies.graph.data import GraphBatch, graphs
+
+ATTN = ["attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b"]
+HEAD = ["fc1.w", "fc1.b"]
+
+
+def trainable(cfgs: Sequence[GraphConfig]) -> list[str]:
+    variant = shared_value(cfgs, "variant")
+    if variant == "gcn":
+        return [f"gcn.{l}.{p}" for l in range(cfgs[0].layers) for p in ("w", "b")] + HEAD
+    return ATTN + (["attn.rel_bias"] if variant == "gt" else []) + HEAD
+
+
+def init_params(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device) -> dict[str, torch.Tensor]:
+    d, m, Z = (shared_value(cfgs, f) for f in ("d", "m", "Z"))
+    p: dict[str, torch.Tensor] = {}
+    if shared_value(cfgs, "variant") == "gcn":
+        for l in range(cfgs[0].layers):
+            p.update(nn.init_linear(rng, f"gcn.{l}", d, d))
+    else:
+        p.update(nn.init_attention(rng, "attn", d, 1, rel_buckets=Z + 1))  # rel_bias [E, Z+1, 1] = 0: b^(0) = 0
+    p.update(nn.init_linear(rng, "fc1", d, m))
+    a = torch.full((m,), 1 / math.sqrt(m), device=device)
+    a[m // 2:] *= -1
+    p["a"] = a.expand(len(cfgs), m).clone()  # fixed output layer                                 [E, m]
+    return {k: v.to(device) for k, v in p.items()}
+
+
+def _take(t: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    """t [E, N, ...], nodes [E, B] -> [E, B, ...]."""
+    return t[torch.arange(t.shape[0], device=t.device)[:, None], nodes]
+
+
+def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
+          probes: dict | None = None) -> torch.Tensor:
+    """The aggregated representation of each node in nodes [E, B] -> [E, B, d]."""
+    if variant == "gcn":
+        H = g.X[:, None]  # H^(0) = X                                                        [E, 1, N, d]
+        layers = sum(1 for k in params if k.startswith("gcn.") and k.endswith(".w"))
+        for l in range(layers):
+            H = nn.graph_aggregate(H, g.adj, params, f"gcn.{l}")  # A_hat H W_l + c_l
+            if l < layers - 1:
+                H = torch.relu(H)
+        return _take(H[:, 0], nodes)
+    tok = _take(g.tok, nodes)  # T^n                                                        [E, B, L]
+    x = _take(g.X, tok.flatten(1)).unflatten(1, tok.shape[1:])  # x_s for s in T^n             [E, B, L, d]
+    L = tok.shape[-1]
+    rel = _take(g.tok_dist, nodes)[..., None, :].expand(*tok.shape, L) if variant == "gt" else None  # dist(s, n)
+    out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=_take(g.tok_mask, nodes), key_bias=False,
+                       probes=probes)  # softmax_s(x_s^T W_K^T W_Q x_n / sqrt(d) + b_dist) W_V x_s, proj  [E, B, L, d]
+    return out[..., 0, :]  # the query node's own output (token 0 is n)
+
+
+def forward(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
+            probes: dict | None = None) -> torch.Tensor:
+    """F(x_n) for nodes [E, B] -> [E, B] (section 2.2)."""
+    h = embed(params, g, nodes, variant, probes)
+    hidden = torch.relu(nn.linear(h, params, "fc1", data_dims=1))  # ReLU(W_O h)               [E, B, m]
+    return (hidden * params["a"][:, None, :]).sum(-1)  # a^T ReLU(.)                              [E, B]
+
+
+def forward_reference(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str) -> torch.Tensor:
+    """Section 2.2 one model and one node at a time, as written above (for tests)."""
+    E, B = nodes.shape
+    out = torch.empty(E, B, dtype=g.X.dtype)
+    for e in range(E):
+        P = {k: v[e] for k, v in params.items()}
+        X = g.X[e]
+        d = X.shape[1]
+        if variant == "gcn":
+            A = g.adj[e]
+            N = A.shape[0]
+            deg = A.sum(1) + 1
+            H = X
+            layers = sum(1 for k in P if k.startswith("gcn.") and k.endswith(".w"))
+            for l in range(layers):
+                new = torch.stack([sum(H[s] * (1.0 if s == n else float(A[n, s])) / math.sqrt(deg[n] * deg[s])
+                                       for s in range(N) if s == n or A[n, s] > 0) for n in range(N)])
+                H = new @ P[f"gcn.{l}.w"] + P[f"gcn.{l}.b"]
+                if l < layers - 1:
+                    H = torch.relu(H)
+        for b in range(B):
+            n = int(nodes[e, b])
+            if variant == "gcn":
+                h = H[n]
+            else:
+                Wq, Wk, Wv = P["attn.qkv.w"][:, :d], P["attn.qkv.w"][:, d:2 * d], P["attn.qkv.w"][:, 2 * d:]
+                bq, bv = P["attn.qkv.b"][:d], P["attn.qkv.b"][2 * d:]
+                q = X[n] @ Wq + bq
+                scores, values = [], []
+                for slot in range(g.tok.shape[2]):
+                    if not g.tok_mask[e, n, slot]:
+                        continue
+                    s = int(g.tok[e, n, slot])
+                    bz = P["attn.rel_bias"][int(g.tok_dist[e, n, slot]), 0] if variant == "gt" else 0.0
+                    scores.append((X[s] @ Wk) @ q / math.sqrt(d) + bz)
+                    values.append(X[s] @ Wv + bv)
+                att = torch.softmax(torch.stack(scores), 0)
+                h = sum(w * v for w, v in zip(att, values)) @ P["attn.proj.w"] + P["attn.proj.b"]
+            out[e, b] = P["a"] @ torch.relu(h @ P["fc1.w"] + P["fc1.b"])
+    return out
+
+
+def check_forward(cfgs: Sequence[GraphConfig], params: dict[str, torch.Tensor], device) -> float:
+    """max |forward - forward_reference| on 4 labelled nodes per model (conformance)."""
+    g = graphs(cfgs, device)
+    nodes = g.order[:, :4]
+    variant = shared_value(cfgs, "variant")
+    p = {k: v.double() for k, v in params.items()}
+    g64 = GraphBatch(**{**g.__dict__, "X": g.X.double(), "adj": g.adj.double()})
+    return float((forward(p, g64, nodes, variant) - forward_reference(p, g64, nodes, variant)).abs().max())

@@ -1,0 +1,97 @@
+"""SGD on the hinge loss over the labelled nodes (section 2.3): each step draws B labelled nodes per model
+with replacement (n_label may differ between the models of one ensemble). At every checkpoint the probes
+record the test error on the unlabelled untied nodes, b_0..b_Z and the attention statistics.
+
+A cell's stored weights are the trained ones plus "a"; its metrics: train/test error, the final b_z, and the
+attention statistics of the trained and the untrained model; its curves: those along training.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
+from theorylab.core.losses import hinge, sign_error
+from theorylab.core.progress import Bars
+from theorylab.core.study import GroupResult, group_result
+from theorylab.core.train import SGD, train_ensemble
+from theorylab.studies.graph.config import GraphConfig
+from theorylab.studies.graph.data import GraphBatch, graphs
+from theorylab.studies.graph.model import forward, init_params, trainable
+
+EVAL_NODES = 512  # nodes per evaluation chunk (bounds the [E, n, L, L] attention map)
+
+
+def bytes_per_model(cfg: GraphConfig) -> int:
+    n = min(cfg.N, EVAL_NODES)
+    return 4 * (6 * n * cfg.L * (cfg.L + 3 * cfg.d + cfg.m) + 3 * cfg.N * cfg.N)
+
+
+def evaluate(params: dict[str, torch.Tensor], g: GraphBatch, variant: str) -> dict[str, torch.Tensor]:
+    """Over every node (chunked): test and train error [E], and for attention variants the query's attention
+    mass on the class-relevant tokens (distance z_m, discriminative), on the label-consistent ones among them,
+    on the core distance, and the effective number of attended tokens exp(entropy), means over test nodes."""
+    E, N = g.y.shape
+    f = torch.empty(E, N, device=g.X.device)
+    stats = {k: torch.zeros(E, N, device=g.X.device) for k in ("relevant", "consistent", "core", "eff")}
+    with torch.no_grad():
+        for start in range(0, N, EVAL_NODES):
+            nodes = torch.arange(start, min(N, start + EVAL_NODES), device=g.X.device).expand(E, -1)
+            probes: dict = {} if variant != "gcn" else None
+            f[:, nodes[0]] = forward(params, g, nodes, variant, probes)
+            if probes is None:
+                continue
+            A = probes["attn.map"][:, :, 0, 0, :]  # query row of the one head                  [E, n, L]
+            tok = g.tok[:, nodes[0]]
+            kind = torch.gather(g.kind, 1, tok.flatten(1)).view_as(tok)  # kind of each token      [E, n, L]
+            at_core = (g.tok_dist[:, nodes[0]] == g.z_m[:, None, None]) & g.tok_mask[:, nodes[0]]
+            y = g.y[:, nodes[0]]
+            stats["relevant"][:, nodes[0]] = (A * (at_core & (kind != 0))).sum(-1)
+            stats["consistent"][:, nodes[0]] = (A * (at_core & (kind == y[..., None].long()))).sum(-1)
+            stats["core"][:, nodes[0]] = (A * at_core).sum(-1)
+            stats["eff"][:, nodes[0]] = torch.exp(-(A * torch.log(A.clamp_min(1e-30))).sum(-1))
+    out = {"test_error": _masked_error(f, g.y, g.test), "train_error": _masked_error(f, g.y, g.labelled)}
+    if variant != "gcn":
+        w = g.test.float() / g.test.sum(1, keepdim=True).clamp_min(1)
+        out.update({f"attn_{k}": (v * w).sum(1) for k, v in stats.items()})
+    return out
+
+
+def _masked_error(f: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    wrong = (~(y * f > 0)).float()  # a non-finite prediction is an error
+    return (wrong * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
+def b_values(params: dict[str, torch.Tensor], Z: int, E: int, device) -> dict[str, torch.Tensor]:
+    table = params.get("attn.rel_bias")
+    return {f"b{z}": (table[:, z, 0] if table is not None else torch.zeros(E, device=device)) for z in range(Z + 1)}
+
+
+def train_group(cfgs: Sequence[GraphConfig], device: torch.device, bars: Bars) -> GroupResult:
+    E = len(cfgs)
+    g = graphs(cfgs, device)
+    rng = rng_for(cfgs, device)
+    params = init_params(cfgs, rng, device)
+    variant, B, steps, Z = (shared_value(cfgs, f) for f in ("variant", "B", "steps", "Z"))
+    untrained = evaluate(params, g, variant)
+
+    def loss_fn(p, step):
+        pick = torch.floor(rng.uniform((B,), "batch", step).to(device) * g.n_label[:, None]).long()  # [E, B]
+        nodes = torch.gather(g.order, 1, pick)  # labelled = the first n_label of the order
+        f = forward(p, g, nodes, variant)
+        y = torch.gather(g.y, 1, nodes)
+        return {"loss": hinge(f, y), "batch_error": sign_error(f, y)}
+
+    def probe_fn(p, step):
+        return {**evaluate(p, g, variant), **b_values(p, Z, E, device)}
+
+    with bars.task(f"graph ({variant}): {E} model(s) x {steps} SGD steps", steps, models=E) as advance:
+        res = train_ensemble(params, trainable(cfgs), loss_fn, scalar_tensor(cfgs, "lr", device), steps,
+                             optimizer=SGD(), probe_fn=probe_fn, curve_points=shared_value(cfgs, "curve_points"),
+                             on_step=advance)
+    final = {k: v[-1] for k, v in res.curves.items() if k != "batch_error"}
+    final.update({f"untrained_{k}": v for k, v in untrained.items()})
+    final["n_test"] = g.test.sum(1).float()
+    curves = [res.model_curves(e) for e in range(E)]
+    return group_result(res.params, final, curves, res.diverged_at, res.seconds)
