@@ -1,0 +1,88 @@
+"""icl_gpt2 config: the ICL paper's prompts (section 1.1, field names as the `icl` study's) read by a small GPT-2
+(section 1.4). Data fields keep the `icl` study's names and meaning; model and training fields are GPT-2's.
+
+Defaults: the spec's GPT-2 run is 3 layers, 2 heads, width 64, AdamW lr 1e-4, batch 64 [S/D]; the quick size is
+smaller (2 layers, width 32, lr 1e-3) so five seeds train in about a minute on two CPU cores, `full` is the spec's.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from theorylab.core.config import StudyConfig
+
+
+class ICLGPT2Config(StudyConfig):
+    study: ClassVar[str] = "icl_gpt2"
+    ensemble_scalars: ClassVar[frozenset[str]] = frozenset(
+        {"seed", "lr", "alpha", "kappa", "beta", "alpha_test", "S1", "ood_mix"})
+
+    seed: int = Field(0, ge=0, description="seed; every random stream derives from the config hash")
+    # data model (section 1.1; the icl study's fields)
+    M1: int = Field(6, ge=3, le=256, description="number of in-domain-relevant (IDR) patterns [S]")
+    M2: int = Field(24, ge=1, le=4096, description="number of in-domain-irrelevant (IDI) patterns [S]")
+    d_X: int = Field(30, ge=3, le=8192, description="feature dimension; >= M1 + M2 [I/D]")
+    d_Y: int = Field(10, ge=1, le=8192, description="label-embedding dimension [D]")
+    beta: float = Field(1.0, gt=0, le=100, description="norm of the IDR patterns [M/D]")
+    kappa: float = Field(0.4, ge=0, lt=1, description="noise scale: x = mu + k nu, k ~ U[-kappa, kappa] [I/D]")
+    alpha: float = Field(0.8, gt=0, le=1, description="fraction of training contexts sharing the query's task patterns [S]")
+    l_tr: int = Field(20, ge=1, le=1024, description="training prompt length [S]")
+    train_task_offsets: tuple[int, ...] | None = Field(
+        None, description="T_tr = {(a,b): b-a mod M1 in offsets}; default (1, M1-1, M1/2) [D]")
+    # model (section 1.4): read_in -> GPT-2 backbone -> read_out at the query token
+    task: Literal["icl"] = Field("icl", description="icl: one query token, sign of the read-out (section 1.4)")
+    n_layer: int = Field(2, ge=1, le=48, description="GPT-2 layers (spec: 3) [S]")
+    n_head: int = Field(2, ge=1, le=64, description="attention heads per layer (spec: 2) [S]")
+    n_embd: int = Field(32, ge=2, le=4096, description="GPT-2 width; a multiple of n_head (spec: 64) [I]")
+    n_inner_mult: int = Field(4, ge=1, le=16, description="MLP width = n_inner_mult x n_embd (GPT-2: 4)")
+    init_std: float = Field(0.02, gt=0, le=1, description="GPT-2 initializer_range (normal std of weights)")
+    # training (section 1.3, GPT-2 runs)
+    lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate (spec 1e-4 at full size) [D]")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW decoupled weight decay [D]")
+    B: int = Field(64, ge=1, le=1 << 20, description="batch size (fresh prompts every step) [D]")
+    steps: int = Field(1500, ge=1, le=10_000_000, description="AdamW steps [D]")
+    # evaluation (section 1.1, 1.5)
+    alpha_test: float = Field(0.8, gt=0, le=1, description="alpha' of test prompts")
+    l_ts: int = Field(20, ge=1, le=1024, description="test prompt length for the headline errors")
+    n_test: int = Field(2000, ge=10, le=1 << 22, description="test prompts per evaluation [D]")
+    M1_ood: int = Field(3, ge=2, le=128, description="number of out-of-domain relevant (ODR) patterns [S]")
+    S1: float = Field(1.3, gt=0, le=100, description="sum of IDR coefficients of each ODR pattern")
+    ood_construction: Literal["literal", "unit"] = Field(
+        "literal", description="literal: mu'_j = S1 (c mu_a + (1-c) mu_b); unit: orthonormal, needs S1 <= sqrt(2)")
+    ood_mix: float = Field(0.7, ge=0, le=1, description="c in the literal ODR construction [D]")
+    curve_points: int = Field(20, ge=2, le=10_000, description="checkpoints recorded along training")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ICLGPT2Config":
+        if self.d_X < self.M1 + self.M2:
+            raise ValueError(f"field 'd_X' must be >= M1 + M2 = {self.M1 + self.M2} (got {self.d_X})")
+        if 2 * self.M1_ood > self.M1:
+            raise ValueError(f"field 'M1_ood' must be <= M1/2 = {self.M1 // 2} (got {self.M1_ood})")
+        if self.ood_construction == "unit" and self.S1 > 2**0.5:
+            raise ValueError(f"field 'S1' must be <= sqrt(2) with ood_construction='unit' (got {self.S1})")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"field 'n_embd' must be a multiple of n_head = {self.n_head} (got {self.n_embd})")
+        for off in self.task_offsets:
+            if not 1 <= off <= self.M1 - 1:
+                raise ValueError(f"field 'train_task_offsets' entries must be in [1, M1-1] = [1, {self.M1 - 1}] (got {off})")
+        return self
+
+    @property
+    def task_offsets(self) -> tuple[int, ...]:
+        if self.train_task_offsets is not None:
+            return tuple(sorted(set(self.train_task_offsets)))
+        return tuple(sorted({1, self.M1 - 1, self.M1 // 2}))
+
+    @property
+    def d(self) -> int:
+        return self.d_X + self.d_Y
+
+    @property
+    def n_positions(self) -> int:
+        """Learned positions: prompts are right-aligned so the query always sits at the last one."""
+        return max(self.l_tr, self.l_ts) + 1
+
+
+QUICK = {}  # the defaults are the quick size
+FULL = {"n_layer": 3, "n_head": 2, "n_embd": 64, "lr": 1e-4, "steps": 20000, "n_test": 10000, "curve_points": 40}
