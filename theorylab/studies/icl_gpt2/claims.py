@@ -20,7 +20,7 @@ from theorylab.core.claims import Claim, ClaimContext, Outcome
 from theorylab.core.ensemble import rng_for
 from theorylab.core.measures import r4, zero_count_bound
 from theorylab.studies.icl_gpt2.evaluate import (error_vs_length, evaluate, ood_world, pruned, seen_world,
-                                                 unseen_world)
+                                                 id_world)
 from theorylab.studies.icl_gpt2.model import init_params, neuron_embeddings
 
 CLOSE_GAP = 0.25
@@ -84,7 +84,7 @@ def fig_alpha_test(ctx: ClaimContext) -> Outcome:
     tol = zero_count_bound(cfgs[0].n_test)
     bound = 2 * eps_hat(ctx)
     lengths = _lengths(cfgs[0])
-    worlds = {"ood": ood_world(cfgs, ctx.device), "id": unseen_world(cfgs, ctx.device)}
+    worlds = {"ood": ood_world(cfgs, ctx.device), "id": id_world(cfgs, ctx.device)}
     errs = {(w, a): torch.stack(list(error_vs_length(params, cfgs, world, lengths, alpha_test=a,
                                                      stream=("claim", "alpha", w)).values()))  # [L, E]
             for w, world in worlds.items() for a in ALPHA_TEST_GRID}

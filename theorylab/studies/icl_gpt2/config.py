@@ -1,6 +1,11 @@
 """icl_gpt2 config: the ICL paper's prompts (section 1.1, field names as the `icl` study's) read by a small GPT-2
 (section 1.4). Data fields keep the `icl` study's names and meaning; model and training fields are GPT-2's.
 
+Training tasks: every in-domain task by default (the GPT-2 figures test out-of-domain tasks). With the icl study's
+split (offsets 1, M1/2, M1-1: 18 of 30 tasks, every pair in both orders) five GPT-2 seeds reached 0 training loss but
+unseen in-domain error 0.01-0.50 (2 layers, width 32, 1,500 steps, 2026-11-23): attending to the partner pattern of
+an odd offset and negating its label solves every training task and no unseen one. `train_task_offsets` restores it.
+
 Defaults: the spec's GPT-2 run is 3 layers, 2 heads, width 64, AdamW lr 1e-4, batch 64 [S/D]; the quick size is
 smaller (2 layers, width 32, lr 1e-3) so five seeds train in about a minute on two CPU cores, `full` is the spec's.
 """
@@ -29,7 +34,8 @@ class ICLGPT2Config(StudyConfig):
     alpha: float = Field(0.8, gt=0, le=1, description="fraction of training contexts sharing the query's task patterns [S]")
     l_tr: int = Field(20, ge=1, le=1024, description="training prompt length [S]")
     train_task_offsets: tuple[int, ...] | None = Field(
-        None, description="T_tr = {(a,b): b-a mod M1 in offsets}; default (1, M1-1, M1/2) [D]")
+        None, description="T_tr = {(a,b): b-a mod M1 in offsets}; default: every offset, all in-domain tasks [D] "
+        "(the icl study's 18-of-30 split lets a randomly initialised GPT-2 learn a partner-pattern shortcut)")
     # model (section 1.4): read_in -> GPT-2 backbone -> read_out at the query token
     task: Literal["icl"] = Field("icl", description="icl: one query token, sign of the read-out (section 1.4)")
     n_layer: int = Field(2, ge=1, le=48, description="GPT-2 layers (spec: 3) [S]")
@@ -41,7 +47,7 @@ class ICLGPT2Config(StudyConfig):
     lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate (spec 1e-4 at full size) [D]")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW decoupled weight decay [D]")
     B: int = Field(64, ge=1, le=1 << 20, description="batch size (fresh prompts every step) [D]")
-    steps: int = Field(1500, ge=1, le=10_000_000, description="AdamW steps [D]")
+    steps: int = Field(1000, ge=1, le=10_000_000, description="AdamW steps [D]")
     # evaluation (section 1.1, 1.5)
     alpha_test: float = Field(0.8, gt=0, le=1, description="alpha' of test prompts")
     l_ts: int = Field(20, ge=1, le=1024, description="test prompt length for the headline errors")
@@ -72,7 +78,7 @@ class ICLGPT2Config(StudyConfig):
     def task_offsets(self) -> tuple[int, ...]:
         if self.train_task_offsets is not None:
             return tuple(sorted(set(self.train_task_offsets)))
-        return tuple(sorted({1, self.M1 - 1, self.M1 // 2}))
+        return tuple(range(1, self.M1))
 
     @property
     def d(self) -> int:

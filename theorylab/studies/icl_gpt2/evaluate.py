@@ -15,8 +15,10 @@ from theorylab.studies.icl.data import World, in_domain_world, out_of_domain_wor
 from theorylab.studies.icl_gpt2.model import forward, neuron_embeddings, prune_neurons
 
 
-def unseen_world(cfgs: Sequence, device) -> World:
-    return in_domain_world(cfgs, device, split_tasks(cfgs[0])[1])
+def id_world(cfgs: Sequence, device) -> World:
+    """In-domain test tasks: the unseen ones if the config holds some out, else the training tasks (fresh prompts)."""
+    train, unseen = split_tasks(cfgs[0])
+    return in_domain_world(cfgs, device, unseen or train)
 
 
 def seen_world(cfgs: Sequence, device) -> World:

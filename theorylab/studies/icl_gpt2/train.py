@@ -14,7 +14,7 @@ from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import AdamW, train_ensemble
 from theorylab.studies.icl.data import sample_prompts
-from theorylab.studies.icl_gpt2.evaluate import evaluate, ood_world, same_pattern_mass, seen_world, unseen_world
+from theorylab.studies.icl_gpt2.evaluate import evaluate, ood_world, same_pattern_mass, seen_world, id_world
 from theorylab.studies.icl_gpt2.model import forward, init_params, neuron_embeddings, shapes
 
 PROBE_PROMPTS = 256  # prompts used to track attention along training
@@ -59,7 +59,7 @@ def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult
         res = train_ensemble(params, trainable, loss_fn, lr, steps, optimizer=opt, probe_fn=probe_fn,
                              curve_points=shared_value(cfgs, "curve_points"), on_step=advance)
 
-    id_eval = evaluate(res.params, cfgs, unseen_world(cfgs, device), stream=("final", "id"))
+    id_eval = evaluate(res.params, cfgs, id_world(cfgs, device), stream=("final", "id"))
     ood_eval = evaluate(res.params, cfgs, ood_world(cfgs, device), stream=("final", "ood"))
     metrics = {**{f"id_{k}": id_eval[k] for k in ("error", "loss")}, **{f"ood_{k}": ood_eval[k] for k in ("error", "loss")},
                **{f"ood_{k}": v for k, v in ood_eval.items() if k.startswith("attn_same")},
