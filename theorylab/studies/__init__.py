@@ -2,4 +2,5 @@
 from theorylab.studies import icl  # noqa: F401
 from theorylab.studies import task_vectors  # noqa: F401
 from theorylab.studies import colored_digits  # noqa: F401
+from theorylab.studies import cot  # noqa: F401
 from theorylab.studies import icl_gpt2  # noqa: F401

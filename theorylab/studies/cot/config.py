@@ -1,0 +1,31 @@
+"""CoT study config (Li, Lu, Chen, Cui, Wang; ICLR 2025). Paper symbols as field names; [D] defaults are
+parameters (../shared/papers/icl_cot_lowrank.md section 2; the data fields live in data.CoTDataConfig)."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from theorylab.studies.cot.data import CoTDataConfig
+
+
+class CoTConfig(CoTDataConfig):
+    study: ClassVar[str] = "cot"
+    ensemble_scalars: ClassVar[frozenset[str]] = CoTDataConfig.ensemble_scalars | {"lr", "delta"}
+
+    # model (section 2.2)
+    delta: float = Field(0.1, ge=0, le=10, description="W_Q = W_K = delta * I at init [D]")
+    train_W_V: bool = Field(False, description="train W_V too (default: frozen [0, I]) [M/D]")
+    # training (section 2.3)
+    lr: float = Field(1.0, gt=0, le=1e4, description="SGD learning rate (calibrated: 0.1 has not left the uniform-attention plateau after 300 steps) [D]")
+    B: int = Field(256, ge=1, le=1 << 20, description="batch size (fresh prompts every step) [D]")
+    steps: int = Field(500, ge=1, le=10_000_000, description="SGD steps T (calibrated: the loss is flat by 400 at lr 1) [D]")
+    curve_points: int = Field(40, ge=2, le=10_000, description="checkpoints recorded along training")
+    # evaluation (section 2.4)
+    l_ts: int = Field(100, ge=0, le=4096, description="largest number of test context examples in the sweeps")
+    l_ts_step: int = Field(20, ge=1, le=4096, description="spacing of the l_ts sweeps (0, step, ..., l_ts)")
+    n_test: int = Field(500, ge=10, le=1 << 22, description="test prompts per evaluation point [D]")
+
+
+QUICK = {}
+FULL = {"steps": 1000, "l_ts_step": 10, "n_test": 5000, "curve_points": 100}

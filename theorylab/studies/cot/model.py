@@ -1,0 +1,89 @@
+"""The one-layer, single-head, attention-only Transformer of section 2.2, ensemble-first.
+
+    F(Psi; P) = sum_i W_V p_i softmax_i( (W_K p_i)^T W_Q p_query )   in R^{d_X}
+
+The sum runs over the prompt's columns except the query's (absent columns masked out). Weights carry a
+leading model axis: W_Q, W_K [E, m, 2 d_X] with m = 2 d_X, W_V [E, d_X, 2 d_X] (frozen [0, I] by default).
+Named probes (probes=True): attn [E, B, N], scores [E, B, N], F [E, B, d_X].
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theorylab.core.ensemble import scalar_tensor, shared_value
+
+
+def trainable(cfgs: Sequence) -> list[str]:
+    return ["W_Q", "W_K", "W_V"] if shared_value(cfgs, "train_W_V") else ["W_Q", "W_K"]
+
+
+def init_params(cfgs: Sequence, device) -> dict[str, torch.Tensor]:
+    """W_Q = W_K = delta I (near-uniform attention at the start), W_V = [0, I] (reads a column's output half)."""
+    E, d_X = len(cfgs), shared_value(cfgs, "d_X")
+    eye = torch.eye(2 * d_X, device=device).expand(E, 2 * d_X, 2 * d_X)
+    delta = scalar_tensor(cfgs, "delta", device)[:, None, None]
+    W_V = torch.zeros(E, d_X, 2 * d_X, device=device)
+    W_V[:, :, d_X:] = torch.eye(d_X, device=device)
+    return {"W_Q": delta * eye, "W_K": delta * eye, "W_V": W_V}
+
+
+def forward(params: dict[str, torch.Tensor], C: torch.Tensor, mask: torch.Tensor, Q: torch.Tensor,
+            probes: bool = False):
+    """C [E, B, N, 2 d_X] columns, mask [E, B, N], Q [E, B, 2 d_X] query column -> F [E, B, d_X].
+    A prompt with no columns at all gives F = 0."""
+    u = torch.einsum("emj,ebj->ebm", params["W_Q"], Q)  # W_Q p_query                       [E, B, m]
+    w = torch.einsum("emi,ebm->ebi", params["W_K"], u)  # W_K^T W_Q p_query                  [E, B, 2 d_X]
+    scores = torch.einsum("ebni,ebi->ebn", C, w)  # (W_K p_i)^T W_Q p_query, section 2.2     [E, B, N]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    attn = torch.softmax(scores, dim=-1)  # softmax over the columns i                       [E, B, N]
+    attn = torch.where(mask.any(-1, keepdim=True), attn, 0.0)  # no column: no output (not NaN)
+    mixed = torch.einsum("ebn,ebni->ebi", attn, C)  # sum_i p_i attn_i                        [E, B, 2 d_X]
+    F = torch.einsum("edi,ebi->ebd", params["W_V"], mixed)  # sum_i W_V p_i attn_i           [E, B, d_X]
+    if not probes:
+        return F
+    return F, {"attn": attn, "scores": scores, "F": F}
+
+
+def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, mask: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """Section 2.2's sum one model and one prompt at a time, over the present columns (for tests)."""
+    E, B, N, _ = C.shape
+    out = torch.zeros(E, B, params["W_V"].shape[1], dtype=C.dtype)
+    for e in range(E):
+        WQ, WK, WV = (params[k][e] for k in ("W_Q", "W_K", "W_V"))
+        for b in range(B):
+            cols = [C[e, b, i] for i in range(N) if mask[e, b, i]]
+            if not cols:
+                continue
+            s = torch.stack([(WK @ p) @ (WQ @ Q[e, b]) for p in cols])
+            a = torch.softmax(s, 0)
+            out[e, b] = sum(WV @ p * a_i for p, a_i in zip(cols, a))
+    return out
+
+
+def decode(F: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
+    """Greedy output v = argmin_u 1/2 ||F - u||^2 over the patterns Y: F [E, B, d_X], patterns [E, M, d_X] -> [E, B].
+    A non-finite F decodes to -1 (never correct)."""
+    dist = torch.cdist(F, patterns)  # [E, B, M]
+    v = dist.argmin(-1)
+    return torch.where(torch.isfinite(F).all(-1), v, -1)
+
+
+def half_squared_loss(F: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """[E, B, d_X] -> [E]: mean over prompts of 1/2 ||z - F||^2 (section 2.3)."""
+    return 0.5 * ((F - z) ** 2).sum(-1).mean(-1)
+
+
+def check_forward(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> float:
+    """max |forward - forward_reference| on a few test prompts at every step (the conformance test's check)."""
+    from theorylab.core.ensemble import rng_for
+    from theorylab.studies.cot.data import eval_reasoning, icl_prompts, step_prompts
+
+    r = eval_reasoning(cfgs, rng_for(cfgs, device), 3, min(cfgs[0].l_tr, 4), "check")
+    gap = 0.0
+    K = shared_value(cfgs, "K")
+    for pr in [step_prompts(r, k) for k in range(1, K + 1)] + [icl_prompts(r)]:
+        gap = max(gap, float((forward(params, pr.C, pr.mask, pr.Q) - forward_reference(params, pr.C, pr.mask, pr.Q))
+                             .abs().max()))
+    return gap
