@@ -21,5 +21,6 @@ def study() -> Study:
         variations={"n_layer": (1, 2), "n_head": (1, 2), "n_embd": (16, 24), "M1": (4, 6), "M2": (2, 24),
                     "d_Y": (1, 3), "alpha": (0.3, 1.0), "l_tr": (3, 8), "l_ts": (2, 7), "M1_ood": (2,),
                     "S1": (0.5, 1.0), "ood_construction": ("unit",), "train_task_offsets": ((1,), (1, 2)),
-                    "kappa": (0.0,), "weight_decay": (0.1,)},
+                    "kappa": (0.0,), "weight_decay": (0.1,), "task": ("cot",), "K": (1, 2),
+                    "wrong_targets": ("converge",)},
     )

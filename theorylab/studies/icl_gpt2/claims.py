@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from theorylab.core.claims import Claim, ClaimContext, Outcome
+from theorylab.core.claims import Claim, ClaimContext, NotApplicable, Outcome
 from theorylab.core.ensemble import rng_for
 from theorylab.core.measures import r4, zero_count_bound
 from theorylab.studies.icl_gpt2.evaluate import (error_vs_length, evaluate, ood_world, pruned, seen_world,
@@ -34,6 +34,8 @@ PRUNE_ALPHAS = (0.6, 0.8, 1.0)  # slide Fig. 20
 
 def _base(ctx: ClaimContext):
     cfgs = ctx.configs()
+    if cfgs[0].task != "icl":
+        raise NotApplicable("this figure is about the ICL task (the base config has task='cot')")
     params, cells = ctx.trained(cfgs)
     return cfgs, params, cells
 
@@ -235,6 +237,39 @@ def fig_pruning_alpha(ctx: ClaimContext) -> Outcome:
         {"error_by_alpha_test": {str(a): _list(err[i].mean(1)) for i, a in enumerate(PRUNE_ALPHAS)}, "rates": list(rates)})
 
 
+# the one-layer model's CoT / ICL errors as the spec reports them (section 2.5 C7, slide Fig. 9; read off a plot)
+ONE_LAYER_C7 = "one-layer (spec C7, 10 -> 100 examples): CoT w/o Condition 1 0.15 -> 0.014; ICL w/ Condition 1 0.35 -> 0.05; " \
+    "ICL w/o Condition 1 flat at 0.55-0.7"
+
+
+def fig_cot_vs_icl(ctx: ClaimContext) -> Outcome:
+    from theorylab.studies.icl_gpt2.cot_task import evaluate as cot_evaluate
+    cfgs = ctx.configs(task="cot")  # a CoT ensemble on the same backbone, whatever the base task
+    params, _ = ctx.trained(cfgs)
+    cfg = cfgs[0]
+    lengths = sorted({max(1, cfg.l_ts // 4), max(1, cfg.l_ts // 2), cfg.l_ts})
+
+    def compute():
+        return {wt: {L: cot_evaluate(params, cfgs, L, stream=("claim", "c7", wt), wrong=wt) for L in lengths}
+                for wt in ("scatter", "converge")}
+    ev = ctx.memo("icl_gpt2:cot_c7", compute)
+    L = lengths[-1]
+    cot_wo, icl_wo, icl_w = ev["converge"][L]["cot"], ev["converge"][L]["icl"], ev["scatter"][L]["icl"]
+    ok = (cot_wo < icl_wo) & (icl_w < icl_wo)
+    curves = {"CoT w/o Condition 1": [float(ev["converge"][l]["cot"].mean()) for l in lengths],
+              "CoT w/ Condition 1": [float(ev["scatter"][l]["cot"].mean()) for l in lengths],
+              "ICL w/ Condition 1": [float(ev["scatter"][l]["icl"].mean()) for l in lengths],
+              "ICL w/o Condition 1": [float(ev["converge"][l]["icl"].mean()) for l in lengths]}
+    return Outcome(
+        ok.tolist(), "ICL error w/o Condition 1 minus CoT error w/o Condition 1", (icl_wo - cot_wo).tolist(),
+        f"at l_ts = {L} examples: CoT error without Condition 1 < ICL error without it, and ICL with Condition 1 < ICL "
+        "without it (the one-layer model's ordering in slide Fig. 9 / spec C7)",
+        "GPT-2 (" + ", ".join(f"{k} {[r4(v) for v in c]}" for k, c in curves.items()) + f" at l_ts {lengths}); "
+        + ONE_LAYER_C7 + f"; chance 1 - 1/M = {1 - 1 / cfg.M:.2f}",
+        {"lengths": lengths, **{k: c for k, c in curves.items()}},
+        {"cot_vs_icl": {"lengths": lengths, "curves": curves, "chance": 1 - 1 / cfg.M}})
+
+
 CLAIMS = [
     Claim("fig_ood_s1", "Fig. 17 (GPT-2)", "figure", "OOD error falls with S1 and every S1 < 1 is worse than every "
           "S1 >= 1, on a GPT-2 trained here.", fig_ood_s1, seeds=5),
@@ -250,4 +285,7 @@ CLAIMS = [
           "rate R (OOD prompts).", fig_pruning, seeds=5),
     Claim("fig_pruning_alpha", "Fig. 20 (GPT-2)", "figure", "Under magnitude pruning the OOD error is lower for larger "
           "alpha' at every rate R.", fig_pruning_alpha, seeds=5),
+    Claim("fig_cot_vs_icl", "CoT C7 (GPT-2)", "figure", "On the GPT-2 backbone trained for CoT, CoT beats ICL when "
+          "Condition 1 fails, and ICL is worse without Condition 1 than with it, as for the one-layer model.",
+          fig_cot_vs_icl, seeds=5),
 ]

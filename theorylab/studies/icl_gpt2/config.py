@@ -16,12 +16,13 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from theorylab.core.config import StudyConfig
+from theorylab.studies.cot.data import runner_up
 
 
 class ICLGPT2Config(StudyConfig):
     study: ClassVar[str] = "icl_gpt2"
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset(
-        {"seed", "lr", "alpha", "kappa", "beta", "alpha_test", "S1", "ood_mix"})
+        {"seed", "lr", "alpha", "kappa", "beta", "alpha_test", "S1", "ood_mix", "noise", "p_correct", "rho", "overlap"})
 
     seed: int = Field(0, ge=0, description="seed; every random stream derives from the config hash")
     # data model (section 1.1; the icl study's fields)
@@ -37,7 +38,8 @@ class ICLGPT2Config(StudyConfig):
         None, description="T_tr = {(a,b): b-a mod M1 in offsets}; default: every offset, all in-domain tasks [D] "
         "(the icl study's 18-of-30 split lets a randomly initialised GPT-2 learn a partner-pattern shortcut)")
     # model (section 1.4): read_in -> GPT-2 backbone -> read_out at the query token
-    task: Literal["icl"] = Field("icl", description="icl: one query token, sign of the read-out (section 1.4)")
+    task: Literal["icl", "cot"] = Field("icl", description="icl: the ICL prompts, sign of a scalar read-out (section 1.4); "
+                                        "cot: the CoT prompts (cot.data), a d_X read-out decoded greedily (section 2.5 C9)")
     n_layer: int = Field(2, ge=1, le=48, description="GPT-2 layers (spec: 3) [S]")
     n_head: int = Field(2, ge=1, le=64, description="attention heads per layer (spec: 2) [S]")
     n_embd: int = Field(32, ge=2, le=4096, description="GPT-2 width; a multiple of n_head (spec: 64) [I]")
@@ -57,6 +59,15 @@ class ICLGPT2Config(StudyConfig):
     ood_construction: Literal["literal", "unit"] = Field(
         "literal", description="literal: mu'_j = S1 (c mu_a + (1-c) mu_b); unit: orthonormal, needs S1 <= sqrt(2)")
     ood_mix: float = Field(0.7, ge=0, le=1, description="c in the literal ODR construction [D]")
+    # CoT task (task='cot'; cot.data's fields, section 2.1; d_X, alpha, alpha_test, l_tr, l_ts are shared: examples)
+    M: int = Field(10, ge=3, le=1024, description="cot: number of TRR (and TSR) patterns [D]")
+    K: int = Field(3, ge=1, le=32, description="cot: reasoning steps per task [I/D]")
+    noise: float = Field(0.1, ge=0, le=10, description="cot: norm of the noise on every test token [D]")
+    overlap: float = Field(0.0, ge=0, le=0.5, description="cot: TSR component outside span{TRR} [D]")
+    p_correct: float = Field(0.7, gt=0, le=1, description="cot: probability of the correct step [D family]")
+    rho: float = Field(0.6, gt=0, le=1, description="cot: requested primacy of the correct step [D family]")
+    wrong_targets: Literal["scatter", "converge"] = Field(
+        "scatter", description="cot: Condition 1 knob (scatter: holds; converge: fails when K q > p)")
     curve_points: int = Field(20, ge=2, le=10_000, description="checkpoints recorded along training")
 
     @model_validator(mode="after")
@@ -69,6 +80,13 @@ class ICLGPT2Config(StudyConfig):
             raise ValueError(f"field 'S1' must be <= sqrt(2) with ood_construction='unit' (got {self.S1})")
         if self.n_embd % self.n_head:
             raise ValueError(f"field 'n_embd' must be a multiple of n_head = {self.n_head} (got {self.n_embd})")
+        if self.task == "cot":
+            need = self.M + self.K + (self.M if self.overlap > 0 else 0)
+            if self.d_X < need:
+                raise ValueError(f"field 'd_X' must be >= M + K (+ M with overlap > 0) = {need} for task='cot' (got {self.d_X})")
+            q, r = runner_up(self.p_correct, self.rho, self.M)
+            if r > q + 1e-9:
+                raise ValueError(f"field 'rho' too large for p_correct={self.p_correct} (runner-up {q:.4f} < rest {r:.4f})")
         for off in self.task_offsets:
             if not 1 <= off <= self.M1 - 1:
                 raise ValueError(f"field 'train_task_offsets' entries must be in [1, M1-1] = [1, {self.M1 - 1}] (got {off})")
@@ -82,12 +100,19 @@ class ICLGPT2Config(StudyConfig):
 
     @property
     def d(self) -> int:
-        return self.d_X + self.d_Y
+        """Token (column) dimension: (x; y) for icl, (input; output) halves of 2 d_X for cot."""
+        return self.d_X + self.d_Y if self.task == "icl" else 2 * self.d_X
+
+    @property
+    def d_out(self) -> int:
+        return 1 if self.task == "icl" else self.d_X
 
     @property
     def n_positions(self) -> int:
-        """Learned positions: prompts are right-aligned so the query always sits at the last one."""
-        return max(self.l_tr, self.l_ts) + 1
+        """Learned positions: prompts are right-aligned so the query always sits at the last one
+        (icl: l contexts + query; cot: l K example columns + K-1 query-prefix slots + query)."""
+        l = max(self.l_tr, self.l_ts)
+        return l + 1 if self.task == "icl" else l * self.K + self.K
 
 
 QUICK = {}  # the defaults are the quick size

@@ -33,7 +33,7 @@ def shapes(cfg) -> dict[str, tuple[int, ...]]:
         out.update({b + "ln_1.w": (D,), b + "ln_1.b": (D,), b + "attn.qkv.w": (D, 3 * D), b + "attn.qkv.b": (3 * D,),
                     b + "attn.proj.w": (D, D), b + "attn.proj.b": (D,), b + "ln_2.w": (D,), b + "ln_2.b": (D,),
                     b + "mlp.fc1.w": (D, m), b + "mlp.fc1.b": (m,), b + "mlp.fc2.w": (m, D), b + "mlp.fc2.b": (D,)})
-    out.update({"ln_f.w": (D,), "ln_f.b": (D,), "read_out.w": (D, 1), "read_out.b": (1,)})
+    out.update({"ln_f.w": (D,), "ln_f.b": (D,), "read_out.w": (D, cfg.d_out), "read_out.b": (cfg.d_out,)})
     return out
 
 
@@ -42,7 +42,7 @@ def init_params(cfgs: Sequence, rng: EnsembleRNG, device) -> dict[str, torch.Ten
     N(0, init_std^2 / (2 n_layer)), biases 0, LayerNorm (1, 0), wpe N(0, init_std^2). Read-in and read-out
     (not part of GPT-2): N(0, 1/fan_in), bias 0."""
     cfg, E = cfgs[0], len(cfgs)
-    for k in ("n_layer", "n_head", "n_embd", "n_inner_mult", "init_std", "d_X", "d_Y", "l_tr", "l_ts"):
+    for k in ("task", "n_layer", "n_head", "n_embd", "n_inner_mult", "init_std", "d_X", "d_Y", "l_tr", "l_ts", "K"):
         shared_value(cfgs, k)
     std = cfg.init_std
     out = {}
@@ -68,11 +68,14 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")  # GPT-2's gelu_new
 
 
-def forward(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, heads: int, probes: bool = False):
-    """C [E, B, L, d] contexts, Q [E, B, d] query -> F [E, B] (and probes: attn.{l} [E, B, H, L+1] the query
-    row of layer l's attention; mlp.{l} [E, B, m] layer l's MLP activations at the query token)."""
+def forward(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, heads: int, probes: bool = False,
+            mask: torch.Tensor | None = None):
+    """C [E, B, L, d] contexts, Q [E, B, d] query -> F [E, B] (icl; [E, B, d_out] when the read-out has d_out > 1),
+    and probes: attn.{l} [E, B, H, L+1] the query row of layer l's attention; mlp.{l} [E, B, m] layer l's MLP
+    activations at the query token. mask [E, B, L] (cot): False = an absent column, never attended to."""
     p = params
     X = torch.cat([C, Q[:, :, None, :]], dim=2)  # columns p_1..p_L, p_query as tokens           [E, B, L+1, d]
+    keys = None if mask is None else torch.cat([mask, torch.ones_like(mask[..., :1])], dim=2)  # [E, B, L+1]
     N, P = X.shape[2], p["wpe"].shape[-2]
     h = nn.linear(X, p, "read_in") + p["wpe"][:, None, P - N :]  # read-in + learned positions    [E, B, N, D]
     found: dict[str, torch.Tensor] = {}
@@ -80,20 +83,23 @@ def forward(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, h
         b = f"h.{l}."
         maps = {} if probes else None
         h = h + nn.attention(nn.layer_norm(h, p, b + "ln_1"), p, b + "attn", heads, causal=True, key_bias=False,
-                             probes=maps)  # causal self-attention                                 [E, B, N, D]
+                             key_mask=keys, probes=maps)  # causal self-attention                                 [E, B, N, D]
         act = gelu(nn.linear(nn.layer_norm(h, p, b + "ln_2"), p, b + "mlp.fc1"))  # MLP neurons     [E, B, N, m]
         h = h + nn.linear(act, p, b + "mlp.fc2")
         if probes:
             found[f"attn.{l}"] = maps[b + "attn.map"][..., -1, :]  # the query's attention row     [E, B, H, N]
             found[f"mlp.{l}"] = act[..., -1, :]
-    out = nn.linear(nn.layer_norm(h[..., -1, :], p, "ln_f", data_dims=1), p, "read_out", data_dims=1)[..., 0]  # [E, B]
+    out = nn.linear(nn.layer_norm(h[..., -1, :], p, "ln_f", data_dims=1), p, "read_out", data_dims=1)  # [E, B, d_out]
+    out = out[..., 0] if out.shape[-1] == 1 else out
     return (out, found) if probes else out
 
 
-def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, heads: int) -> torch.Tensor:
-    """The same network one model and one prompt at a time, token by token (for tests)."""
+def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, heads: int,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The same network one model and one prompt at a time, token by token, absent columns skipped as keys."""
     E, B, L, _ = C.shape
-    out = torch.empty(E, B, dtype=C.dtype)
+    d_out = params["read_out.w"].shape[-1]
+    out = torch.empty(E, B, d_out, dtype=C.dtype)
 
     def ln(x, w, b):
         mu, var = x.mean(), x.var(unbiased=False)
@@ -105,6 +111,7 @@ def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch
         dh, P = D // heads, p["wpe"].shape[0]
         for bi in range(B):
             toks = [C[e, bi, i] for i in range(L)] + [Q[e, bi]]
+            present = [True if mask is None else bool(mask[e, bi, i]) for i in range(L)] + [True]
             N = len(toks)
             h = [t @ p["read_in.w"] + p["read_in.b"] + p["wpe"][P - N + i] for i, t in enumerate(toks)]
             for l in range(n_layers(p)):
@@ -117,15 +124,16 @@ def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch
                     for hd in range(heads):
                         sl = slice(hd * dh, (hd + 1) * dh)
                         q = qkv[i][:D][sl]
-                        s = torch.stack([q @ qkv[j][D : 2 * D][sl] / math.sqrt(dh) for j in range(i + 1)])
+                        seen = [j for j in range(i + 1) if present[j]]
+                        s = torch.stack([q @ qkv[j][D : 2 * D][sl] / math.sqrt(dh) for j in seen])
                         a = torch.softmax(s, 0)
-                        heads_out.append(sum(a[j] * qkv[j][2 * D :][sl] for j in range(i + 1)))
+                        heads_out.append(sum(a[n] * qkv[j][2 * D :][sl] for n, j in enumerate(seen)))
                     x = h[i] + torch.cat(heads_out) @ p[b + "attn.proj.w"] + p[b + "attn.proj.b"]
                     z = gelu(ln(x, p[b + "ln_2.w"], p[b + "ln_2.b"]) @ p[b + "mlp.fc1.w"] + p[b + "mlp.fc1.b"])
                     new.append(x + z @ p[b + "mlp.fc2.w"] + p[b + "mlp.fc2.b"])
                 h = new
-            out[e, bi] = (ln(h[-1], p["ln_f.w"], p["ln_f.b"]) @ p["read_out.w"] + p["read_out.b"])[0]
-    return out
+            out[e, bi] = ln(h[-1], p["ln_f.w"], p["ln_f.b"]) @ p["read_out.w"] + p["read_out.b"]
+    return out[..., 0] if d_out == 1 else out
 
 
 def neuron_embeddings(params: dict[str, torch.Tensor], d_X: int) -> list[dict[str, torch.Tensor]]:
@@ -164,6 +172,13 @@ def check_forward(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> fl
     from theorylab.core.ensemble import rng_for, scalar_tensor
     from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
 
+    if cfgs[0].task == "cot":
+        from theorylab.studies.cot.data import eval_reasoning, step_prompts
+        r = eval_reasoning(cfgs, rng_for(cfgs, device), 2, min(cfgs[0].l_tr, 3), "check")
+        pr = step_prompts(r, 2 if cfgs[0].K > 1 else 1)
+        h = cfgs[0].n_head
+        return float((forward(params, pr.C, pr.Q, h, mask=pr.mask) - forward_reference(params, pr.C, pr.Q, h, pr.mask))
+                     .abs().max())
     world = in_domain_world(cfgs, device, split_tasks(cfgs[0])[0])
     pr = sample_prompts(world, rng_for(cfgs, device), scalar_tensor(cfgs, "alpha", device), 2, min(cfgs[0].l_tr, 6),
                         "check")

@@ -90,5 +90,16 @@ def pruning(d: dict, path) -> None:  # slide Figs. 19-20
     save_figure(fig, path)
 
 
+def cot_vs_icl(d: dict, path) -> None:  # CoT paper slide Fig. 9 (spec C7), on GPT-2
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for name, ys in d["curves"].items():
+        ax.plot(d["lengths"], np.maximum(np.array(ys), 1e-4), marker="o", ms=3, label=name)
+    ax.axhline(d["chance"], ls=":", c="k", lw=1, label="chance")
+    ax.set(yscale="log", xlabel="test context examples l_ts", ylabel="error (floored at 1e-4)",
+           title="GPT-2: CoT vs ICL, with / without Condition 1")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
 PLOTS = {"attention_layers": attention_layers, "neuron_layers": neuron_layers, "ood_error_vs_S1": ood_error_vs_S1,
-         "error_vs_alpha_test": error_vs_alpha_test, "pruning": pruning}
+         "error_vs_alpha_test": error_vs_alpha_test, "pruning": pruning, "cot_vs_icl": cot_vs_icl}
