@@ -99,3 +99,27 @@ def test_training_lowers_the_hinge_loss():
     loss = res.curves[0]["loss"]  # per-batch hinge at 11 checkpoints
     assert res.status == ["done"] and sum(loss[-3:]) < 0.5 * sum(loss[:3])
     assert {"attn_same_ood.0", "label_norm_median.0"} <= set(res.curves[0])
+
+
+def test_cot_task_forward_with_absent_columns_equals_the_reference():
+    from theorylab.studies.cot.data import eval_reasoning, icl_prompts, step_prompts
+    cfgs = [ICLGPT2Config(seed=s, task="cot", n_layer=2, n_head=2, n_embd=16, l_tr=3, l_ts=3, K=3) for s in range(2)]
+    rng = rng_for(cfgs, dev)
+    gen = torch.Generator().manual_seed(1)
+    params = {k: v + 0.2 * torch.randn(v.shape, generator=gen) for k, v in init_params(cfgs, rng, dev).items()}
+    assert params["read_in.w"].shape == (2, 2 * cfgs[0].d_X, 16) and params["read_out.w"].shape == (2, 16, cfgs[0].d_X)
+    r = eval_reasoning(cfgs, rng, 2, 3, "t")
+    for pr in (step_prompts(r, 2), icl_prompts(r)):  # 1 of 2 prefix slots absent; both absent
+        assert not bool(pr.mask.all())
+        F = forward(params, pr.C, pr.Q, 2, mask=pr.mask)
+        assert F.shape == (2, 2, cfgs[0].d_X)
+        torch.testing.assert_close(F, forward_reference(params, pr.C, pr.Q, 2, pr.mask), atol=1e-5, rtol=1e-5)
+        # an absent column's content never matters
+        C2 = torch.where(pr.mask[..., None], pr.C, torch.randn(pr.C.shape, generator=gen))
+        torch.testing.assert_close(forward(params, C2, pr.Q, 2, mask=pr.mask), F, atol=1e-6, rtol=1e-6)
+
+
+def test_cot_fields_are_checked_only_for_the_cot_task():
+    make_config(ICLGPT2Config, {"d_X": 30, "M": 40})  # icl: the CoT fields are unused
+    with pytest.raises(ConfigError, match="d_X"):
+        make_config(ICLGPT2Config, {"task": "cot", "M": 40})
