@@ -52,3 +52,9 @@ def test_no_study_imports_another_study_except_its_data_model():
             others = {n.split(".")[2] for n in imports_of(path) if n.startswith("theorylab.studies.")
                       and len(n.split(".")) > 2 and not is_data_module(n)} - {study.name}
             assert not others, f"{study.name}/{path.name} imports study {others}"
+
+
+def test_test_files_have_unique_basenames():
+    """pytest imports test modules by basename (no __init__.py in tests/): two test_data.py files cannot coexist."""
+    names = [p.name for p in Path(__file__).parent.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
