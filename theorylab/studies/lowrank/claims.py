@@ -211,8 +211,10 @@ def thm_pruning(ctx: ClaimContext) -> Outcome:
         f">= 3/n_test); pruning a fraction R in {list(PRUNE_FRACTIONS)} of the large rows, largest first, raises the "
         f"hinge risk with a positive slope in R, more at R = {PRUNE_FRACTIONS[-1]} than at {PRUNE_FRACTIONS[0]}",
         f"small rows {_list(d['n_small'].float() / m)} of m; unpruned hinge {_list(d['base']['loss'])}, error "
-        f"{_list(d['base']['error'])}; bound {_list(bound)}; error after pruning the small rows {_list(small_err)}; hinge slope in R {_list(slope)} ("about R": 1); error slope in R {_list(err_slope)}; mean "
-        f"hinge by R: {[r4(d['largest'][R]['loss'].mean()) for R in PRUNE_FRACTIONS]}, error by R: {[r4(d['largest'][R]['error'].mean()) for R in PRUNE_FRACTIONS]}",
+        f"{_list(d['base']['error'])}; bound {_list(bound)}; error after pruning the small rows {_list(small_err)}; "
+        f"hinge slope in R {_list(slope)} ('about R': 1); error slope in R {_list(err_slope)}; mean hinge by R: "
+        f"{[r4(d['largest'][R]['loss'].mean()) for R in PRUNE_FRACTIONS]}, error by R: "
+        f"{[r4(d['largest'][R]['error'].mean()) for R in PRUNE_FRACTIONS]}",
         {"small_fraction": _list(d["n_small"].float() / m), "small_pruned_hinge": _list(small_loss),
          "small_pruned_error": _list(small_err),
          "bound": _list(bound), "hinge_slope": _list(slope), "error_slope": _list(err_slope)},
