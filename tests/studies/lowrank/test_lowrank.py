@@ -119,3 +119,18 @@ def test_a_diverged_seed_fails_and_nothing_crashes(poison_seed, claims_at):
     res = claims_at("lowrank")
     for r in res.values():
         assert r.passed_seeds[1] is False and r.diverged == [1], r.claim.id
+
+
+@pytest.mark.slow
+def test_claims_quick_verdicts():
+    """Measured at quick size, 5 seeds (the note's table): rank-2 updates in span{mu_1, mu_2}, W_O split, pruning
+    theorem with a failing control, LoRA agree; the rank stays 2 when k_rel grows, so the sweep fails and the
+    truncation figure differs at k_rel = 4, 6."""
+    from theorylab.core.claims import ClaimContext, run_claims
+    from theorylab.core.study import get_study
+
+    res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("lowrank"), "quick", 5, CPU))}
+    assert {k: r.verdict for k, r in res.items()} == {
+        "updates_low_rank": "holds", "rank_tracks_k_rel": "fails", "wo_rows_split": "holds", "thm_pruning": "holds",
+        "fig_truncation": "differs", "fig_lora": "agrees"}
+    assert res["thm_pruning"].control_discriminates
