@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
-from theorylab.core.measures import r4, small_group_size, zero_count_bound
+from theorylab.core.measures import r4, rows_below, small_group_size, zero_count_bound
 from theorylab.edit import prune_rows_count
 from theorylab.studies.lowrank.data import relevant_span
 from theorylab.studies.lowrank.evaluate import (effective_rank, energy_top, evaluate, principal_angles, spectrum,
@@ -91,7 +91,8 @@ def _structure(cfgs, params, device) -> dict:
         out["spectrum"][w] = s / s[:, :1].clamp_min(1e-30)
         out["rank"][w] = effective_rank(s, RANK_REL)
         out["energy"][w] = energy_top(s, k)
-        out["angle"][w] = torch.stack([principal_angles(up[w], span, k, side).max(-1).values for side in SIDES[w]]).max(0).values
+        worst = [principal_angles(up[w], span, k, side).max(-1).values for side in SIDES[w]]  # [E] per side
+        out["angle"][w] = torch.stack(worst).max(0).values
     out["angle_V_left"] = principal_angles(up["W_V"], span, k, "left").max(-1).values
     return out
 
@@ -99,7 +100,7 @@ def _structure(cfgs, params, device) -> dict:
 def updates_low_rank(ctx: ClaimContext) -> Outcome:
     cfgs, params, _ = _base(ctx)
     k = cfgs[0].k_rel
-    st = _sweep(ctx)[k]
+    st = ctx.memo("lowrank:structure", lambda: _structure(cfgs, params, ctx.device))
     ok = torch.ones(len(cfgs), dtype=torch.bool)
     for w in ATTENTION:
         ok &= (st["rank"][w] == k) & (st["energy"][w] >= ENERGY) & (st["angle"][w] <= ANGLE)
@@ -117,8 +118,8 @@ def updates_low_rank(ctx: ClaimContext) -> Outcome:
          **{f"{w}_energy_top_k": _list(st["energy"][w]) for w in ATTENTION},
          **{f"{w}_max_angle": _list(st["angle"][w]) for w in ATTENTION},
          **{f"{w}_sigma_over_sigma1": _list(spectra[w].mean(0)[: k + 4]) for w in ATTENTION}},
-        {"spectra": {"k_rel": k, "rel": RANK_REL, **{w: {"mean": spectra[w].mean(0).tolist(), "std": spectra[w].std(0).tolist()}
-                                                     for w in ATTENTION}}})
+        {"spectra": {"k_rel": k, "rel": RANK_REL,
+                     **{w: {"mean": spectra[w].mean(0).tolist(), "std": spectra[w].std(0).tolist()} for w in ATTENTION}}})
 
 
 def rank_tracks_k_rel(ctx: ClaimContext) -> Outcome:
@@ -131,32 +132,36 @@ def rank_tracks_k_rel(ctx: ClaimContext) -> Outcome:
             ok &= sw[k]["rank"][w] == k
     top = ks[-1]
     key = torch.stack([sw[top]["rank"][w].float() for w in ATTENTION]).mean(0)
-    table = {str(k): {w: _list(sw[k]["rank"][w].float().mean()) [0] for w in ATTENTION} for k in ks}
-    within = {str(k): {w: _list(sw[k]["spectrum"][w][:, 2:k].mean()) [0] if k > 2 else None for w in ATTENTION} for k in ks}
+    table = {str(k): {w: r4(sw[k]["rank"][w].float().mean()) for w in ATTENTION} for k in ks}
+    within = {str(k): {w: r4(sw[k]["spectrum"][w][:, 2:k].mean()) if k > 2 else None for w in ATTENTION} for k in ks}
     return Outcome(
         ok.tolist(), f"mean effective rank of dW_Q, dW_K, dW_V at k_rel = {top}", key.tolist(),
         f"effective rank (#{{sigma_i >= {RANK_REL} sigma_1}}) of each of dW_Q, dW_K, dW_V equals k_rel at every "
         f"k_rel in {ks} (the sweep of spec L2; k_rel/2 patterns per class)",
         f"mean effective rank by k_rel: {table}; mean sigma_3..sigma_k / sigma_1 (within-class directions): {within}",
         {"ranks": {str(k): {w: sw[k]["rank"][w].tolist() for w in ATTENTION} for k in ks}, "within_class_sigma": within,
-         "energy_top_k": {str(k): {w: _list(sw[k]["energy"][w].mean())[0] for w in ATTENTION} for k in ks}},
-        {"rank_vs_k": {"k": ks, "rel": RANK_REL, **{w: {"mean": [float(sw[k]["rank"][w].float().mean()) for k in ks],
-                                                        "std": [float(sw[k]["rank"][w].float().std()) if E > 1 else 0.0 for k in ks],
-                                                        "spectra": {str(k): sw[k]["spectrum"][w].mean(0)[: max(ks) + 3].tolist()
-                                                                    for k in ks}} for w in ATTENTION}}})
+         "energy_top_k": {str(k): {w: r4(sw[k]["energy"][w].mean()) for w in ATTENTION} for k in ks}},
+        {"rank_vs_k": {"k": ks, "rel": RANK_REL, **{w: _rank_curve(sw, ks, w) for w in ATTENTION}}})
+
+
+def _rank_curve(sw: dict, ks: list[int], w: str) -> dict:
+    """Figure data: effective rank of dW mean and std over seeds by k_rel, and the mean normalised spectra."""
+    ranks = [sw[k]["rank"][w].float() for k in ks]
+    return {"mean": [float(r.mean()) for r in ranks], "std": [float(r.std()) if len(r) > 1 else 0.0 for r in ranks],
+            "spectra": {str(k): sw[k]["spectrum"][w].mean(0)[: max(ks) + 3].tolist() for k in ks}}
 
 
 def _split(params) -> dict:
     norms = params["W_O"].norm(dim=-1)  # [E, m]
     n_small = small_group_size(norms)
-    rank = norms.argsort(-1).argsort(-1)
-    small = rank < n_small[:, None]
+    small = rows_below(norms, n_small)
     return {"norms": norms, "n_small": n_small, "small": small,
             "update": (params["W_O"] - params["W_O0"]).norm(dim=-1), "init": params["W_O0"].norm(dim=-1)}
 
 
 def _median_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return torch.stack([x[e][mask[e]].median() if mask[e].any() else x.new_tensor(float("nan")) for e in range(x.shape[0])])
+    nan = x.new_tensor(float("nan"))
+    return torch.stack([x[e][mask[e]].median() if mask[e].any() else nan for e in range(x.shape[0])])
 
 
 def wo_rows_split(ctx: ClaimContext) -> Outcome:

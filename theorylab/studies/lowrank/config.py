@@ -8,7 +8,6 @@ generalises the paper's two label-relevant patterns to k_rel/2 patterns per clas
 """
 from __future__ import annotations
 
-import math
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -30,7 +29,8 @@ class LowRankConfig(StudyConfig):
     alpha_hash: float = Field(0.1, ge=0, lt=1, description="fraction of confusion tokens (other class) [D]")
     tau: float = Field(0.1, ge=0, le=10, description="token noise: x = mu + z, ||z|| = tau, uniform direction [D]")
     irrelevant_sign: Literal["random", "plus"] = Field(
-        "random", description="irrelevant tokens +-mu_j with a random sign (zero mean) or +mu_j [D; see README note]")
+        "random", description="irrelevant tokens +-mu_j with a random sign (zero mean, as the task_vectors study "
+        "chose: +mu_j gives every sample a shared mean direction) or +mu_j (the spec's x = mu + z) [D]")
     relevant_draw: Literal["token", "sample"] = Field(
         "token", description="token: each relevant token draws its pattern in its class (spec L2); sample: one pattern "
         "per class per sample, shared by its tokens [D]")

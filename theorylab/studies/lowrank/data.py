@@ -5,8 +5,8 @@ e_0..e_{k/2-1}, class -1 owns e_{k/2}..e_{k-1} (k = k_rel; the paper's case is k
 mu_2 <-> -1); e_k..e_{M-1} are label-irrelevant. A sample X [L, d] with label y holds round(alpha_* L)
 tokens of y's patterns, round(alpha_# L) confusion tokens of the other class's patterns (fewer: the label is
 the majority vote over the label-relevant tokens) and irrelevant tokens (+-mu_j, or +mu_j), each token's
-pattern drawn uniformly in its group (relevant_draw = "sample": one pattern per class for all of a sample's tokens), in random order; every token gets noise z with ||z|| = tau in a
-uniform direction.
+pattern drawn uniformly in its group (relevant_draw = "sample": one pattern per class for all of a sample's
+tokens), in random order; every token gets noise z with ||z|| = tau in a uniform direction.
 """
 from __future__ import annotations
 
