@@ -7,7 +7,7 @@ from .lwptv import (SCORES, LayerMasks, apply_layer_masks, cross_task, layer_gro
                     relative_update, salient_mass)
 from .merge import MERGE_METHODS, MERGEKIT_ONLY_METHODS, MergeKnobs, MergeMethod, TensorMerge, get_merge_method, merge, merge_tensor, register_merge_method
 from .params import resolve
-from .prune import prune_rows, prune_rows_state, row_keep_mask
+from .prune import prune_rows, prune_rows_count, prune_rows_state, row_keep_mask
 from .relate import (LambdaSearch, Recommendation, output_similarity, recommend, search_lambda, search_lambda_for_pair,
                      task_vector_cosines)
 from .sparsify import (dare, della_keep_probability, magnitude_mask, magnitude_rule, mergekit_count, random_mask, sparsify,

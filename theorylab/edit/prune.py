@@ -66,3 +66,24 @@ def prune_rows_state(state: Mapping[str, Tensor], names: str | list[str], fracti
         raise ValueError(f"names {names!r} match no tensor; known tensors include {list(state)[:5]}")
     return {k: prune_rows(v, fraction, which, derive_seed(seed, k), model_axis) if k in chosen else v.clone()
             for k, v in state.items()}
+
+
+def prune_rows_count(t: Tensor, count: int | Tensor, which: Literal["smallest", "largest"] = "smallest",
+                     model_axis: bool = False) -> Tensor:
+    """Copy of t with `count` rows of the smallest (or largest) l2 norm zeroed; with model_axis, count may be an
+    [E] tensor (a different number of rows per model, e.g. each model's small-norm group). Ties as row_keep_mask."""
+    if which not in ("smallest", "largest"):
+        raise ValueError(f"which must be 'smallest' or 'largest', got {which!r}")
+    lead = 1 if model_axis else 0
+    if t.dim() - lead < 1:
+        raise ValueError("row pruning needs at least a vector (plus the model axis)")
+    rows = t.shape[lead]
+    score = t.reshape(*t.shape[: lead + 1], -1).float().norm(dim=-1)  # [E?, rows]
+    if which == "largest":
+        score = -score
+    n = torch.as_tensor(count, device=t.device)
+    if bool((n < 0).any()) or bool((n > rows).any()):
+        raise ValueError(f"count must be in [0, {rows}] (got {count})")
+    rank = torch.sort(score, dim=-1, stable=True).indices.argsort(dim=-1)  # position of each row in pruning order
+    keep = rank >= (n[..., None] if n.dim() else n)
+    return t * keep.reshape(*keep.shape, *([1] * (t.dim() - lead - 1))).to(t.dtype)

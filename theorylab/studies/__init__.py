@@ -12,3 +12,4 @@ from theorylab.studies import vit  # noqa: F401
 from theorylab.studies import mamba  # noqa: F401
 from theorylab.studies import graph  # noqa: F401
 from theorylab.studies import icl_gpt2  # noqa: F401
+from theorylab.studies import lowrank  # noqa: F401

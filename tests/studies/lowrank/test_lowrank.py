@@ -1,0 +1,136 @@
+"""Low-rank study: the data model's statistics (majority vote, token counts, zero-mean irrelevant tokens, noise
+norm), the forward against a per-example reference, LoRA composition, the measurements (effective rank,
+principal angles, truncation, per-model row pruning), early config errors, and every claim at the tiny config
+and on a diverged seed."""
+import math
+
+import pytest
+import torch
+
+import theorylab.studies.lowrank.train as train
+from theorylab.core.config import ConfigError, make_config
+from theorylab.core.ensemble import rng_for
+from theorylab.edit import prune_rows, prune_rows_count
+from theorylab.studies.lowrank.config import LowRankConfig
+from theorylab.studies.lowrank.data import relevant_span, sample
+from theorylab.studies.lowrank.evaluate import effective_rank, energy_top, principal_angles, spectrum, truncated
+from theorylab.studies.lowrank.model import compose, forward, forward_reference, init_lora, init_params
+
+CPU = torch.device("cpu")
+
+
+def cfgs(n=3, **kw):
+    return [LowRankConfig(seed=s, **kw) for s in range(n)]
+
+
+@pytest.mark.parametrize("k_rel,sign,draw", [(2, "random", "token"), (6, "plus", "sample")])
+def test_data_majority_vote_and_counts(k_rel, sign, draw):
+    cs = cfgs(k_rel=k_rel, irrelevant_sign=sign, relevant_draw=draw, tau=0.0)
+    b = sample(cs, rng_for(cs, CPU), 1000, "t")
+    half = k_rel // 2
+    assert abs(float(b.y.mean())) < 0.1
+    own = torch.where(b.y[..., None] > 0, b.pattern < half, (b.pattern >= half) & (b.pattern < k_rel))
+    other = (b.pattern < k_rel) & ~own
+    assert bool(((own.sum(-1) == 6) & (other.sum(-1) == 2)).all())  # alpha_* L = 6, alpha_# L = 2
+    counts = b.X[..., :half].sum((-1, -2)) - b.X[..., half:k_rel].sum((-1, -2))  # class +1 tokens minus class -1
+    assert torch.equal(torch.sign(counts), b.y)  # the label is the majority vote
+    irr = b.X[b.kind == 0]
+    assert torch.allclose(irr.abs().sum(-1), torch.ones(len(irr)))  # each irrelevant token is +-one pattern
+    assert bool((irr[:, :k_rel] == 0).all())
+    mean = irr.mean(0).norm()
+    assert (float(mean) < 0.03) if sign == "random" else (float(mean) > 0.2)
+    if draw == "sample":  # one pattern per class per sample
+        first = torch.where(own, b.pattern, -1).max(-1).values
+        assert bool((torch.where(own, b.pattern, first[..., None]) == first[..., None]).all())
+
+
+def test_noise_has_norm_tau():
+    cs = cfgs(tau=0.1)
+    b = sample(cs, rng_for(cs, CPU), 50, "t")
+    clean = torch.nn.functional.one_hot(b.pattern, 30).float()
+    z = b.X - clean * torch.sign((b.X * clean).sum(-1, keepdim=True))
+    assert torch.allclose(z.norm(dim=-1), torch.full(z.shape[:-1], 0.1), atol=1e-5)
+
+
+def test_forward_matches_per_example_reference_and_lora_composes():
+    cs = cfgs(2, d=12, M=8, L=6, m=8, delta=0.9, xi=0.5, lora_rank=2)
+    rng = rng_for(cs, CPU)
+    p = {k: v.double() for k, v in init_params(cs, rng, CPU).items()}
+    p["W_Q"] = p["W_Q"] + 0.3 * torch.randn_like(p["W_Q"])
+    X = sample(cs, rng, 4, "ref").X.double()
+    assert torch.allclose(forward(p, X), forward_reference(p, X), atol=1e-10)
+    lora = init_lora(cs, rng, CPU)
+    assert lora["A_W_Q"].shape == (2, 2, 12) and bool((lora["B_W_V"] == 0).all())
+    lora = {k: v.double() + 0.1 * torch.randn_like(v.double()) for k, v in lora.items()}
+    full = compose({**lora, "W_O": p["W_O"], "a": p["a"]}, p)
+    assert torch.allclose(full["W_K"] - p["W_K"], lora["B_W_K"] @ lora["A_W_K"])
+    assert int(torch.linalg.matrix_rank(full["W_V"] - p["W_V"])[0]) == 2
+
+
+def test_rank_measurements_on_a_known_matrix():
+    cs = cfgs(2)
+    span = relevant_span(cs, CPU)  # e_0, e_1
+    e = torch.eye(30)
+    dW = torch.stack([3 * torch.outer(e[0], e[1]) + torch.outer(e[1], e[0]) + 0.01 * torch.outer(e[5], e[7]),
+                      torch.outer(e[0], e[0]) + torch.outer(e[4], e[4])])
+    s = spectrum(dW)
+    assert effective_rank(s, 0.1).tolist() == [2, 2]
+    assert float(energy_top(s, 2)[0]) > 0.999 and abs(float(energy_top(s, 1)[1]) - 0.5) < 1e-6
+    ang = principal_angles(dW, span, 2, "right").max(-1).values
+    assert float(ang[0]) < 1e-6 and abs(float(ang[1]) - math.pi / 2) < 1e-6  # e_4 is orthogonal to the span
+    nan = dW.clone()
+    nan[1, 0, 0] = float("nan")
+    assert bool(spectrum(nan)[1].isnan().all()) and not bool(spectrum(nan)[0].isnan().any())
+    p = {"W_Q": dW, "W_K": dW, "W_V": dW, "W_O": dW, **{f"W_{w}0": torch.zeros_like(dW) for w in "QKVO"}}
+    t = truncated(p, 1)
+    assert torch.allclose(t["W_Q"][0], 3 * torch.outer(e[0], e[1]), atol=1e-5)
+
+
+def test_prune_rows_count_per_model():
+    t = torch.randn(3, 6, 4)
+    out = prune_rows_count(t, torch.tensor([0, 2, 6]), model_axis=True)
+    assert (out.norm(dim=-1) == 0).sum(-1).tolist() == [0, 2, 6]
+    assert torch.equal(prune_rows_count(t, 3, "largest", model_axis=True), prune_rows(t, 0.5, "largest", model_axis=True))
+    with pytest.raises(ValueError, match="count"):
+        prune_rows_count(t, 7, model_axis=True)
+
+
+@pytest.mark.parametrize("field,value", [("k_rel", 3), ("M", 2), ("k_rel", 10), ("d", 8), ("alpha_hash", 0.3),
+                                         ("m", 7), ("lora_rank", 31), ("relevant_draw", "pair"), ("tau", -1.0)])
+def test_bad_config_names_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        make_config(LowRankConfig, {field: value})
+
+
+def test_every_claim_runs_at_tiny_configs(claims_at):
+    res = claims_at("lowrank")
+    assert res["thm_pruning"].claim.kind == "theorem" and res["thm_pruning"].outcome.control is not None
+    for r in res.values():
+        assert r.outcome.figures, r.claim.id
+    # the first SGD steps are already rank 2 in span{mu_1, mu_2} (the gradient's structure), with or without LoRA
+    assert res["updates_low_rank"].outcome.numbers["W_V_rank"] == [2, 2]
+    assert max(res["updates_low_rank"].outcome.numbers["W_Q_max_angle"]) < math.pi / 8
+    res = claims_at("lowrank", k_rel=4, irrelevant_sign="plus", lora_rank=0, M=6)
+    assert sorted(res["rank_tracks_k_rel"].outcome.numbers["ranks"]) == ["2", "4"]
+
+
+def test_a_diverged_seed_fails_and_nothing_crashes(poison_seed, claims_at):
+    poison_seed(train, "W_O")
+    res = claims_at("lowrank")
+    for r in res.values():
+        assert r.passed_seeds[1] is False and r.diverged == [1], r.claim.id
+
+
+@pytest.mark.slow
+def test_claims_quick_verdicts():
+    """Measured at quick size, 5 seeds (the note's table): rank-2 updates in span{mu_1, mu_2}, W_O split, pruning
+    theorem with a failing control, LoRA agree; the rank stays 2 when k_rel grows, so the sweep fails and the
+    truncation figure differs at k_rel = 4, 6."""
+    from theorylab.core.claims import ClaimContext, run_claims
+    from theorylab.core.study import get_study
+
+    res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("lowrank"), "quick", 5, CPU))}
+    assert {k: r.verdict for k, r in res.items()} == {
+        "updates_low_rank": "holds", "rank_tracks_k_rel": "fails", "wo_rows_split": "holds", "thm_pruning": "holds",
+        "fig_truncation": "differs", "fig_lora": "agrees"}
+    assert res["thm_pruning"].control_discriminates
