@@ -54,3 +54,16 @@ def test_a_lease_is_not_taken_for_a_stored_cell_or_from_a_live_owner(tmp_path):
     assert b.lease([c.hash for c in cfgs]) == set()
     a.release_leases()
     assert b.lease([cfgs[0].hash]) == {cfgs[0].hash}
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(tmp_path):
+    import socket
+
+    study = get_study("icl")
+    cfg = study.seed_configs("quick", 1, **study.tiny)[0]
+    st = Store(tmp_path / "s.sqlite")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with st._con() as con:
+        con.execute("INSERT INTO leases VALUES (?,?,?)", (cfg.hash, f"{socket.gethostname()}:{dead.pid}:x", time.time() + 60))
+    assert st.lease([cfg.hash]) == {cfg.hash}

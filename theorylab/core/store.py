@@ -74,8 +74,24 @@ CREATE TABLE IF NOT EXISTS claims (
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CELL_COLUMNS = ["config_hash", "study", "group_key", "config", "metrics", "curves", "status", "seconds", "device",
                 "created"]
-LEASE_SECONDS = 60.0  # a lease not renewed for this long belongs to a dead sweep
+LEASE_SECONDS = 60.0  # a lease not renewed for this long belongs to a dead sweep (on this host: as soon as its pid is gone)
 RENEW_EVERY = 10.0
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """A lease owner (host:pid:tag) on this machine whose process is gone: its lease need not run out first
+    (a sweep resumed after a crash starts at once). Owners on other hosts wait for expiry."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 class StoreError(ValueError):
@@ -230,7 +246,7 @@ class Store:
                     if con.execute(f"SELECT 1 FROM {table} WHERE config_hash = ?", (h,)).fetchone():
                         continue
                     row = con.execute("SELECT owner FROM leases WHERE config_hash = ?", (h,)).fetchone()
-                    if row is None or row[0] == self.owner:
+                    if row is None or row[0] == self.owner or _owner_is_dead(row[0]):
                         con.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?)", (h, self.owner, now + LEASE_SECONDS))
                         taken.add(h)
                 con.execute("COMMIT")
