@@ -31,3 +31,23 @@ def test_distributions():
     assert (r.permutation(7, "p").sort(dim=-1).values == torch.arange(7)).all()
     q = r.orthogonal(5, "o")
     assert torch.allclose(q @ q.transpose(1, 2), torch.eye(5).expand(4, 5, 5), atol=1e-5)
+
+
+def test_the_hash_is_splitmix64s_finaliser_bit_for_bit():
+    from theorylab.core.rng import _mix
+
+    def splitmix(v: int) -> int:  # on unsigned 64-bit Python ints
+        mask = (1 << 64) - 1
+        v ^= v >> 30
+        v = (v * 0xBF58476D1CE4E5B9) & mask
+        v ^= v >> 27
+        v = (v * 0x94D049BB133111EB) & mask
+        return v ^ (v >> 31)
+
+    xs = [0, 1, -1, 2**62 + 12345, -(2**63), 2**63 - 1, 0x9E3779B97F4A7C15 - 2**64]
+    x = torch.tensor(xs, dtype=torch.int64)
+    before = x.clone()
+    got = _mix(x)
+    assert torch.equal(x, before)  # the input is not written
+    for v, g in zip(xs, got.tolist()):
+        assert g & ((1 << 64) - 1) == splitmix(v & ((1 << 64) - 1))

@@ -1,0 +1,180 @@
+"""Peer benchmark (issue 17): the ICL reference training step written four ways, timed in one run.
+
+Same model (eq. (1): F = a^T ReLU(W_O W_V sum_i p_i softmax_i(p_i^T W_K^T W_Q p_q))), same data model (fresh
+in-domain prompts every step: a task (a, b) of the training split, contexts on a or b with probability alpha,
+labels +-q, noise kappa along an irrelevant pattern), same loss (hinge) and update (plain SGD), at the reference
+config of `theorylab bench icl` (B = 64, l = 20, d_X = 30, d_Y = 10, m = 64, M1 = 6, M2 = 24):
+
+  theorylab      the study's own training step (`theorylab bench icl`'s path: batched ensemble, eager torch)
+  torch.func     vmap(grad(per-model loss)) over the models, prompts from the theorylab sampler
+  one-at-a-time  the theorylab step with E = 1, looped over models
+  jax            vmap over models + jit of the whole step (sampling inside) + lax.scan over the steps
+
+Each path is timed `--repeats` times, the paths alternating, and the best is kept (a shared machine's bursts
+of load then penalise no path more than another). Prints model-steps/s per path and the ratios to JAX.
+
+    pip install -e ".[bench]"          # jax[cpu]
+    python benchmarks/peers/icl_peers.py --models 64,512 --threads 2                 # both cores
+    taskset -c 0 python benchmarks/peers/icl_peers.py --models 64,512 --threads 1    # one core, every path
+
+--threads sets torch's intra-op threads; XLA sizes its pool from the CPUs the process may use, so the one-thread
+comparison pins the whole process to one core (taskset) to hold JAX to the same budget.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from theorylab.core.ensemble import rng_for, scalar_tensor
+from theorylab.core.losses import hinge
+from theorylab.core.study import get_study
+from theorylab.studies.icl.bench import REFERENCE, icl_train_seconds
+from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
+from theorylab.studies.icl.model import init_params
+
+
+def configs(E: int):
+    base = get_study("icl").config("quick", **REFERENCE)
+    return [base.replace(seed=i) for i in range(E)]
+
+
+def theorylab_rate(E: int, steps: int) -> float:
+    return E * steps / icl_train_seconds(configs(E), torch.device("cpu"), steps)
+
+
+def one_at_a_time_rate(E: int, steps: int) -> float:
+    cfgs = configs(min(E, 8))
+    t = sum(icl_train_seconds([c], torch.device("cpu"), steps) for c in cfgs)
+    return len(cfgs) * steps / t
+
+
+def torch_func_rate(E: int, steps: int) -> float:
+    from torch.func import grad, vmap
+
+    cfgs = configs(E)
+    dev = torch.device("cpu")
+    rng = rng_for(cfgs, dev)
+    p = init_params(cfgs, rng, dev)
+    world = in_domain_world(cfgs, dev, split_tasks(cfgs[0])[0])
+    alpha, lr = scalar_tensor(cfgs, "alpha", dev), scalar_tensor(cfgs, "lr", dev)
+    B, L = cfgs[0].B, cfgs[0].l_tr
+    names = ["W_Q", "W_K", "W_V", "W_O"]
+
+    def loss(w, a, C, Q, z):  # one model: C [B, L, D], Q [B, D], z [B]
+        s = torch.einsum("bld,bd->bl", C, (Q @ w["W_Q"].T) @ w["W_K"])
+        h = torch.einsum("bl,bld->bd", torch.softmax(s, -1), C) @ w["W_V"].T
+        return torch.clamp(1 - z * (torch.relu(h @ w["W_O"].T) @ a), min=0).mean()
+
+    step_grad = vmap(grad(loss))
+    t0 = time.perf_counter()
+    for step in range(steps):
+        pr = sample_prompts(world, rng, alpha, B, L, "train", step)
+        g = step_grad({k: p[k] for k in names}, p["a"], pr.C, pr.Q, pr.z)
+        with torch.no_grad():
+            for k in names:
+                p[k] -= lr[:, None, None] * g[k]
+    return E * steps / (time.perf_counter() - t0)
+
+
+def jax_rate(E: int, steps: int) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    cfg = configs(1)[0]
+    M1, M2, d_X, d_Y, m, B, L = cfg.M1, cfg.M2, cfg.d_X, cfg.d_Y, cfg.m, cfg.B, cfg.l_tr
+    D = d_X + d_Y
+    tasks = jnp.array(split_tasks(cfg)[0])
+    mu = cfg.beta * jnp.eye(M1, d_X)
+    nu = jnp.eye(d_X)[M1 : M1 + M2]
+    q = jnp.zeros(d_Y).at[0].set(1.0)
+    a_vec = jnp.concatenate([jnp.full(m // 2, 1.0 / m), jnp.full(m - m // 2, -1.0 / m)])
+
+    def init(key):
+        eye = jnp.eye(D)
+        return {"W_Q": cfg.delta * eye, "W_K": cfg.delta * eye, "W_V": cfg.v_init * eye,
+                "W_O": cfg.xi * jax.random.normal(key, (m, D))}
+
+    def prompts(key):  # one model's batch: C [B, L, D], Q [B, D], z [B]
+        k = jax.random.split(key, 8)
+        ab = tasks[jax.random.randint(k[0], (B,), 0, tasks.shape[0])]
+        a, b = ab[:, 0:1], ab[:, 1:2]
+        u = jax.random.uniform(k[1], (B, L))
+        other = jax.random.randint(k[2], (B, L), 0, M1 - 2)
+        lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+        other = other + (other >= lo)
+        other = other + (other >= hi)
+        pat = jnp.where(u < cfg.alpha / 2, a, jnp.where(u < cfg.alpha, b, other))
+        coin = jnp.where(jax.random.bernoulli(k[3], 0.5, (B, L)), 1.0, -1.0)
+        y = jnp.where(pat == a, 1.0, jnp.where(pat == b, -1.0, coin))
+        q_is_a = jax.random.bernoulli(k[4], 0.5, (B,))
+        q_pat = jnp.where(q_is_a, ab[:, 0], ab[:, 1])
+        z = jnp.where(q_is_a, 1.0, -1.0)
+
+        def feats(key, pats):
+            k1, k2 = jax.random.split(key)
+            kap = (2 * jax.random.uniform(k1, pats.shape) - 1) * cfg.kappa
+            return mu[pats] + kap[..., None] * nu[jax.random.randint(k2, pats.shape, 0, M2)]
+
+        C = jnp.concatenate([feats(k[5], pat), y[..., None] * q], -1)
+        Q = jnp.concatenate([feats(k[6], q_pat), jnp.zeros((B, d_Y))], -1)
+        return C, Q, z
+
+    def loss(w, C, Q, z):
+        s = jnp.einsum("bld,bd->bl", C, (Q @ w["W_Q"].T) @ w["W_K"])
+        h = jnp.einsum("bl,bld->bd", jax.nn.softmax(s, -1), C) @ w["W_V"].T
+        return jnp.maximum(1 - z * (jax.nn.relu(h @ w["W_O"].T) @ a_vec), 0).mean()
+
+    def one_step(w, key):
+        g = jax.grad(loss)(w, *prompts(key))
+        return jax.tree_util.tree_map(lambda p, gp: p - cfg.lr * gp, w, g)
+
+    def train(w, keys):  # one model, keys [steps, 2]
+        return jax.lax.scan(lambda w, k: (one_step(w, k), None), w, keys)[0]
+
+    run = jax.jit(jax.vmap(train))
+    keys = jax.random.split(jax.random.PRNGKey(0), E)
+    w0 = jax.vmap(init)(keys)
+    step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
+    jax.block_until_ready(run(w0, step_keys))  # compile (the timed call reuses the executable)
+    t0 = time.perf_counter()
+    jax.block_until_ready(run(w0, step_keys))
+    return E * steps / (time.perf_counter() - t0)
+
+
+PATHS = {"theorylab": theorylab_rate, "torch.func": torch_func_rate, "one-at-a-time": one_at_a_time_rate,
+         "jax": jax_rate}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="64,512")
+    ap.add_argument("--threads", default="2,1")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--paths", default=",".join(PATHS))
+    args = ap.parse_args()
+    paths = args.paths.split(",")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    rows = []
+    for threads in map(int, args.threads.split(",")):
+        torch.set_num_threads(threads)
+        for E in map(int, args.models.split(",")):
+            best = {p: 0.0 for p in paths}
+            for _ in range(args.repeats):
+                for p in paths:
+                    best[p] = max(best[p], PATHS[p](E, args.steps))
+            row = {"E": E, "threads": threads, **{p: round(v) for p, v in best.items()}}
+            if "jax" in best:
+                row.update({f"{p}/jax": round(v / best["jax"], 2) for p, v in best.items() if p != "jax"})
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
