@@ -126,7 +126,6 @@ def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: 
         set: SetOpt = None, store: StoreOpt = DEFAULT_STORE,
         out_dir: Annotated[Optional[Path], typer.Option("--out", help="results folder")] = None, yes: YesOpt = False) -> None:
     """Train the study's models, check every claim, write figures and a report."""
-    _prepare(study, size, seeds, device, set, store, None, yes)
     s, n, dev, rows = _run_study(study, size, seeds, device, set, store, yes=yes)
     out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
     folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")

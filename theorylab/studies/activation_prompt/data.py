@@ -9,18 +9,13 @@ from functools import lru_cache
 import torch
 
 from theorylab.core.rng import EnsembleRNG
+from theorylab.studies.colored_digits.data import digits as colored_digits_split
 
 
 @lru_cache(maxsize=4)
 def digits(test_every: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """split -> (images [N, 1, 8, 8] in [0, 1], digit [N])."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    img = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    test = torch.arange(len(y)) % test_every == 0
-    return {"train": (img[~test], y[~test]), "test": (img[test], y[test])}
+    """split -> (images [N, 1, 8, 8] in [0, 1], digit [N]): colored_digits' split, with a channel axis."""
+    return {k: (img[:, None], y) for k, (img, y) in colored_digits_split(test_every).items()}
 
 
 def transform(img: torch.Tensor, how: str) -> torch.Tensor:
