@@ -5,7 +5,9 @@ in-domain prompts every step: a task (a, b) of the training split, contexts on a
 labels +-q, noise kappa along an irrelevant pattern), same loss (hinge) and update (plain SGD), at the reference
 config of `theorylab bench icl` (B = 64, l = 20, d_X = 30, d_Y = 10, m = 64, M1 = 6, M2 = 24):
 
-  theorylab      the study's own training step (`theorylab bench icl`'s path: batched ensemble, eager torch)
+  theorylab      the study's own training step (`theorylab bench icl`'s path: batched ensemble, the sampler's random
+                 choices through torch.compile (bit-identical to eager), eq. (1) with its hand-written gradient)
+  theorylab-eager  the same with the eager sampler (what runs too short to repay compiling use)
   torch.func     vmap(grad(per-model loss)) over the models, prompts from the theorylab sampler
   one-at-a-time  the theorylab step with E = 1, looped over models
   jax            vmap over models + jit of the whole step (sampling inside) + lax.scan over the steps
@@ -43,8 +45,25 @@ def configs(E: int):
     return [base.replace(seed=i) for i in range(E)]
 
 
+WARMUP: dict[str, float] = {}  # path -> seconds of its first call (compilation included), printed once
+
+
+def _warm(path: str, fn, *args) -> None:
+    if path not in WARMUP:
+        t0 = time.perf_counter()
+        fn(*args)
+        WARMUP[path] = time.perf_counter() - t0
+
+
 def theorylab_rate(E: int, steps: int) -> float:
+    """The default path (`theorylab bench icl`): compiled sampler, hand-written gradient."""
+    _warm(f"theorylab E={E}", icl_train_seconds, configs(E), torch.device("cpu"), 2)
     return E * steps / icl_train_seconds(configs(E), torch.device("cpu"), steps)
+
+
+def theorylab_eager_rate(E: int, steps: int) -> float:
+    """The same with the eager sampler (THEORYLAB_COMPILE=0; what a short run uses)."""
+    return E * steps / icl_train_seconds(configs(E), torch.device("cpu"), steps, compiled_sampler=False)
 
 
 def one_at_a_time_rate(E: int, steps: int) -> float:
@@ -140,13 +159,15 @@ def jax_rate(E: int, steps: int) -> float:
     keys = jax.random.split(jax.random.PRNGKey(0), E)
     w0 = jax.vmap(init)(keys)
     step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
+    t0 = time.perf_counter()
     jax.block_until_ready(run(w0, step_keys))  # compile (the timed call reuses the executable)
+    WARMUP.setdefault(f"jax E={E} ({steps} steps)", time.perf_counter() - t0)
     t0 = time.perf_counter()
     jax.block_until_ready(run(w0, step_keys))
     return E * steps / (time.perf_counter() - t0)
 
 
-PATHS = {"theorylab": theorylab_rate, "torch.func": torch_func_rate, "one-at-a-time": one_at_a_time_rate,
+PATHS = {"theorylab": theorylab_rate, "theorylab-eager": theorylab_eager_rate, "torch.func": torch_func_rate, "one-at-a-time": one_at_a_time_rate,
          "jax": jax_rate}
 
 
@@ -174,6 +195,7 @@ def main() -> None:
                 row.update({f"{p}/jax": round(v / best["jax"], 2) for p, v in best.items() if p != "jax"})
             rows.append(row)
             print(json.dumps(row), flush=True)
+    print("first calls (compilation included), s:", json.dumps({k: round(v, 1) for k, v in WARMUP.items()}))
 
 
 if __name__ == "__main__":

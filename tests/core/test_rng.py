@@ -36,18 +36,54 @@ def test_distributions():
 def test_the_hash_is_splitmix64s_finaliser_bit_for_bit():
     from theorylab.core.rng import _mix
 
-    def splitmix(v: int) -> int:  # on unsigned 64-bit Python ints
-        mask = (1 << 64) - 1
-        v ^= v >> 30
-        v = (v * 0xBF58476D1CE4E5B9) & mask
-        v ^= v >> 27
-        v = (v * 0x94D049BB133111EB) & mask
-        return v ^ (v >> 31)
-
     xs = [0, 1, -1, 2**62 + 12345, -(2**63), 2**63 - 1, 0x9E3779B97F4A7C15 - 2**64]
     x = torch.tensor(xs, dtype=torch.int64)
     before = x.clone()
     got = _mix(x)
     assert torch.equal(x, before)  # the input is not written
     for v, g in zip(xs, got.tolist()):
-        assert g & ((1 << 64) - 1) == splitmix(v & ((1 << 64) - 1))
+        assert g & ((1 << 64) - 1) == _splitmix(v & ((1 << 64) - 1))
+
+
+def _splitmix(v: int) -> int:  # SplitMix64's finaliser on unsigned 64-bit Python ints
+    mask = (1 << 64) - 1
+    v ^= v >> 30
+    v = (v * 0xBF58476D1CE4E5B9) & mask
+    v ^= v >> 27
+    v = (v * 0x94D049BB133111EB) & mask
+    return v ^ (v >> 31)
+
+
+def _uniform_reference(key: int, sid: int, n: int) -> list[float]:
+    """The documented stream in pure Python: counter i of stream sid of a model with key `key` is
+    mix(mix(mix(key) ^ sid) + (i + 1) * GOLDEN); its top 53 bits over 2^53 are the uniform number."""
+    mask = (1 << 64) - 1
+    base = _splitmix(_splitmix(key & mask) ^ (sid & mask))
+    return [(_splitmix((base + (i + 1) * 0x9E3779B97F4A7C15) & mask) >> 11) * 2.0**-53 for i in range(n)]
+
+
+def test_uniform_draws_are_the_documented_stream_in_every_dtype():
+    import numpy as np
+
+    from theorylab.core.rng import stream_id
+
+    keys = [0, 7, -3, 2**62 + 99]
+    r = EnsembleRNG(keys)
+    for stream in (("a",), ("train", 3, "kappa")):
+        ref = torch.tensor([_uniform_reference(k, stream_id(*stream), 257) for k in keys], dtype=torch.float64)
+        assert torch.equal(r.uniform((257,), *stream, dtype=torch.float64), ref.clamp(max=1 - 2.0**-52))
+        # float32: the same real number rounded once (numpy's float64 -> float32 cast), then kept below 1
+        ref32 = torch.from_numpy(ref.numpy().astype(np.float32)).clamp(max=1 - 2.0**-23)
+        assert torch.equal(r.uniform((257,), *stream), ref32)
+        for dt in (torch.float16, torch.bfloat16):
+            assert torch.equal(r.uniform((257,), *stream, dtype=dt), ref.to(dt).clamp(max=1 - torch.finfo(dt).eps))
+
+
+def test_a_resolved_stream_id_draws_the_named_streams_numbers():
+    from theorylab.core.rng import stream_ids
+
+    r = EnsembleRNG([11, 12, 13])
+    ids = stream_ids(("x", 1), ("y",))
+    assert torch.equal(r.uniform((4, 5), ids[0]), r.uniform((4, 5), "x", 1))
+    assert torch.equal(r.randint(9, (6,), ids[1]), r.randint(9, (6,), "y"))
+    assert torch.equal(r.sign((3,), ids[1]), r.sign((3,), "y"))

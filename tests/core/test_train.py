@@ -93,3 +93,13 @@ def test_a_probe_returning_a_view_of_a_weight_records_each_checkpoints_value():
                          probe_fn=lambda p, step: {"w0": p["w"][:, 0]}, curve_points=5)
     w0 = res.curves["w0"][:, 0]
     assert w0[0] == 0.0 and (w0[1:] > w0[:-1]).all()  # a view would record the final value at every checkpoint
+
+
+def test_the_finite_check_flags_nan_and_both_infinities_per_model():
+    from theorylab.core.train import _finite_per_model
+
+    g = torch.zeros(5, 3, 4)
+    g[1, 2, 3], g[2, 0, 0], g[3, 1, 1] = float("nan"), float("inf"), -float("inf")
+    g[4] = 3e38  # large but finite
+    assert _finite_per_model(g).tolist() == [True, False, False, False, True]
+    assert _finite_per_model(torch.zeros(2, 0)).tolist() == [True, True]

@@ -63,6 +63,12 @@ app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
 @app.callback()
 def root(debug: Annotated[bool, typer.Option("--debug", help="show the Python traceback of an error")] = False) -> None:
     """Runnable theory of efficient learning in shallow Transformers."""
+    from theorylab.core.fast import compile_mode
+
+    try:
+        compile_mode()  # checked before any work starts
+    except ValueError as e:
+        fail(str(e))
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 

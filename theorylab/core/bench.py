@@ -57,7 +57,9 @@ def run_bench(study: Study, device: torch.device, models: int = 64, steps: int =
     base = study.config("quick", **study.bench_config)
     cfgs = [base.replace(seed=i) for i in range(models)]
     k = min(models, naive_models or 8)
+    t0 = time.perf_counter()
     train_seconds(study, cfgs, device, 2, compile)  # warm-up: allocator, kernels, compilation
+    warmup = time.perf_counter() - t0
     train_seconds(study, cfgs[:1], device, 2)
     ens, naive = [], []
     for _ in range(repeats):
@@ -81,5 +83,6 @@ def run_bench(study: Study, device: torch.device, models: int = 64, steps: int =
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],
         "compile": compile,
+        "warmup_seconds": warmup,  # the first 2 steps, compilation included (not in the rates)
         "torch": torch.__version__,
     }

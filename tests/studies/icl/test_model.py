@@ -63,3 +63,43 @@ def test_pruning_masks_remove_exact_counts_by_norm():
         assert (keep.sum(-1) == 6).all()
     keep = pruning_mask(params, 0.25, "smallest")
     assert (norms[~keep].reshape(2, 2).max(-1).values <= norms[keep].reshape(2, 6).min(-1).values).all()
+
+
+def test_the_hand_written_gradient_of_eq1_is_autograds():
+    from theorylab.studies.icl.model import _Eq1, forward_autograd
+
+    params, pr = _random_setup(E=2, B=3, L=5)
+    p64 = {k: v.double().requires_grad_(True) for k, v in params.items()}
+    C, Q = pr.C.double().requires_grad_(True), pr.Q.double().requires_grad_(True)
+    names = ("W_Q", "W_K", "W_V", "W_O", "a")
+    assert torch.autograd.gradcheck(lambda *x: _Eq1.apply(*x), [p64[k] for k in names] + [C, Q])
+    # float32, the training precision: the same gradients as autograd through the einsum form
+    p32 = {k: v.clone().requires_grad_(k != "a") for k, v in params.items()}
+    F = forward(p32, pr.C, pr.Q)
+    ref = forward_autograd(p32, pr.C, pr.Q)
+    assert torch.allclose(F, ref, atol=1e-6)
+    w = torch.randn_like(F)
+    mine = torch.autograd.grad((F * w).sum(), [p32[k] for k in names[:4]])
+    theirs = torch.autograd.grad((ref * w).sum(), [p32[k] for k in names[:4]])
+    for k, g, h in zip(names, mine, theirs):
+        assert torch.allclose(g, h, atol=1e-5, rtol=1e-4), k
+
+
+def test_training_with_the_fast_step_stays_within_1e5_of_the_einsum_autograd_step():
+    """Issue 17's contract: the fast path's numbers are the eager reference's within 1e-5."""
+    import theorylab.studies.icl.train as icl_train
+    from theorylab.studies.icl.model import forward_autograd
+
+    cfgs = [ICLConfig(seed=s, steps=300, n_test=200, curve_points=3) for s in range(4)]
+    fast = train_group(cfgs, dev, QUIET)
+    original = icl_train.forward
+    icl_train.forward = lambda p, C, Q, attend_query=False, probes=False: (
+        original(p, C, Q, attend_query, probes) if probes else forward_autograd(p, C, Q))
+    try:
+        reference = train_group(cfgs, dev, QUIET)
+    finally:
+        icl_train.forward = original
+    for k, v in fast.params.items():
+        assert (v - reference.params[k]).abs().max() <= 1e-5, k
+    start = init_params(cfgs, EnsembleRNG(list(range(4))), dev)["W_Q"]  # delta * I whatever the keys
+    assert (fast.params["W_Q"] - start).abs().max() > 1e-3  # it did train

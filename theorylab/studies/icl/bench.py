@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.bench import sync
+from theorylab.core.fast import worth_compiling
 from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.train import train_ensemble
 from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
@@ -16,8 +17,12 @@ from theorylab.studies.icl.model import TRAINABLE, forward, init_params
 REFERENCE = {"B": 64, "l_tr": 20, "d_X": 30, "d_Y": 10, "m": 64}  # the reference config of BENCHMARKS.md
 
 
-def icl_train_seconds(cfgs: Sequence, device: torch.device, steps: int, compile: bool = False) -> float:
-    """Wall seconds of `steps` SGD steps of the ICL models `cfgs`, trained as one ensemble."""
+def icl_train_seconds(cfgs: Sequence, device: torch.device, steps: int, compile: bool = False,
+                      compiled_sampler: bool | None = None) -> float:
+    """Wall seconds of `steps` SGD steps of the ICL models `cfgs`, trained as one ensemble.
+
+    compiled_sampler: None times the path a long training run takes (the compiled sampler, unless
+    THEORYLAB_COMPILE=0); False the eager one. compile: also torch.compile the model's loss."""
     rng = rng_for(cfgs, device)
     params = init_params(cfgs, rng, device)
     world = in_domain_world(cfgs, device, split_tasks(cfgs[0])[0])
@@ -27,12 +32,16 @@ def icl_train_seconds(cfgs: Sequence, device: torch.device, steps: int, compile:
     def model_loss(p, C, Q, z):  # [E, B, L, D], [E, B, D], [E, B] -> [E]
         return hinge(forward(p, C, Q), z)
 
-    # the prompt sampler hashes stream names in Python, so only the model part can be compiled
     model_loss = torch.compile(model_loss, dynamic=False) if compile else model_loss
+    if compiled_sampler is None:
+        compiled_sampler = worth_compiling(float("inf"))
+
+    last = None
 
     def loss_fn(p, step):
-        pr = sample_prompts(world, rng, alpha, B, L, "train", step)
-        return {"loss": model_loss(p, pr.C, pr.Q, pr.z)}
+        nonlocal last
+        last = sample_prompts(world, rng, alpha, B, L, "train", step, reuse=last, compiled=compiled_sampler)
+        return {"loss": model_loss(p, last.C, last.Q, last.z)}
 
     sync(device)
     t0 = time.perf_counter()

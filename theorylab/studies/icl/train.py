@@ -10,7 +10,7 @@ from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import train_ensemble
 from theorylab.studies.icl.config import ICLConfig
-from theorylab.studies.icl.data import Prompts, in_domain_world, sample_prompts, split_tasks
+from theorylab.studies.icl.data import Prompts, compile_sampler, in_domain_world, sample_prompts, split_tasks
 from theorylab.studies.icl.evaluate import evaluate, ood_world, same_pattern_mass, unseen_world
 from theorylab.core.losses import hinge
 from theorylab.core.losses import sign_error as error
@@ -42,9 +42,14 @@ def train_group(cfgs: Sequence[ICLConfig], device: torch.device, bars: Bars) -> 
     attend_query = shared_value(cfgs, "attend_query")
     pool = sample_prompts(world, rng, alpha, n_train, L, "pool") if n_train else None
 
+    last: Prompts | None = None  # the previous batch: its buffers take the next one (nothing else reads them)
+    compiled = pool is None and compile_sampler(E, B, L, steps)  # same prompts either way (core/fast.py)
+
     def batch(step: int) -> Prompts:
+        nonlocal last
         if pool is None:
-            return sample_prompts(world, rng, alpha, B, L, "train", step)
+            last = sample_prompts(world, rng, alpha, B, L, "train", step, reuse=last, compiled=compiled)
+            return last
         return _subset(pool, rng.randint(n_train, (B,), "minibatch", step).to(device))
 
     def loss_fn(p, step):
