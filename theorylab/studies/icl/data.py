@@ -164,15 +164,21 @@ def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, 
         (*world.relevant_basis, *world.irrelevant_basis)
     task, pat, y, q_pat, z, ctx, query = draw(rng.keys.to(dev), ids, world.tasks, alpha, world.kappa,
                                               world.relevant.shape[1], world.irrelevant.shape[1], B, L, basis)
-    C = buffer(reuse and reuse.C, E, B, L, D).zero_()  # p_i = (x_i; y_i)
-    _write_x(C, world, ctx)
+    C = buffer(reuse and reuse.C, E, B, L, D)  # p_i = (x_i; y_i)
+    Q = buffer(reuse and reuse.Q, E, B, D)  # p_query = (x_q; 0)
+    if compiled and basis is not None:  # one streaming pass per buffer (scatters touch C's memory 3 more times)
+        q_full = torch.cat([torch.zeros(d_X, device=dev), world.q])  # (0; q)
+        write = compiled_columns()
+        write(C, *ctx, y, q_full)
+        write(Q.view(E, B, 1, D), *query, torch.zeros_like(z)[..., None], q_full)
+        return Prompts(C, Q, z, pat, q_pat, task)
+    _write_x(C.zero_(), world, ctx)
     if world.label_basis is not None:  # q = value * e_col: one column carries the label
         col, value = world.label_basis
         C[..., d_X + col].copy_(y * value)
     else:
         C[..., d_X:].copy_(y[..., None] * world.q)
-    Q = buffer(reuse and reuse.Q, E, B, D).zero_()  # p_query = (x_q; 0)
-    _write_x(Q.view(E, B, 1, D), world, query)
+    _write_x(Q.zero_().view(E, B, 1, D), world, query)
     return Prompts(C, Q, z, pat, q_pat, task)
 
 
@@ -227,6 +233,21 @@ def _write_x(out: torch.Tensor, world: World, parts: tuple[torch.Tensor, ...]) -
     d_X = world.relevant.shape[-1]
     x = torch.addcmul(_rows(world.relevant, patterns), kap.reshape(E, -1, 1), _rows(world.irrelevant, nu))
     out[..., :d_X] = x.reshape(E, B, n, d_X)
+
+
+def _write_columns(out: torch.Tensor, mu_col, mu_val, nu_col, nu_term, y, q_full) -> None:
+    """out [E, B, n, D] = mu_val e_mu_col + nu_term e_nu_col + y (0; q), written whole in one pass (compiled):
+    the same numbers as zeroing out and scattering (_write_x), where the two columns may coincide."""
+    E, B, n, D = out.shape
+    col = torch.arange(D, device=out.device)
+    mu_col, mu_val, nu_col, nu_term = (t.view(E, B, n, 1) for t in (mu_col, mu_val, nu_col, nu_term))
+    x = torch.where(col == mu_col, mu_val, 0.0) + torch.where(col == nu_col, nu_term, 0.0)
+    out.copy_(x + y.view(E, B, n, 1) * q_full)
+
+
+@functools.cache
+def compiled_columns() -> CompiledOrEager:
+    return CompiledOrEager(_write_columns, "the ICL prompt writer")
 
 
 @functools.cache
