@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+import torch.fx.experimental._config as fx_config
 
 # eager work (in units the caller defines, e.g. prompt contexts drawn) above which compiling pays for itself
 _MODES = ("auto", "0", "1")
@@ -55,7 +56,9 @@ class CompiledOrEager:
     def __call__(self, *args):
         if self.failed is None:
             try:
-                return self._compiled(*args)
+                # no duck sizing: with E == B == 64 dynamo would assume E == B and recompile for every other E
+                with fx_config.patch(use_duck_shape=False):
+                    return self._compiled(*args)
             except Exception as e:  # noqa: BLE001 - any failure to compile: the eager function gives the same numbers
                 self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
                 warnings.warn(f"theorylab: torch.compile of {self.name} failed ({self.failed}); using the eager "

@@ -81,9 +81,13 @@ def key_from_hash(config_hash: str) -> int:
 class EnsembleRNG:
     """Independent random streams for E models. keys: one int per model."""
 
-    def __init__(self, keys: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu"):
+    def __init__(self, keys: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu",
+                 weyl: Sequence[torch.Tensor] = ()):
+        """weyl: Weyl sequences (_weyl(n)) to use for draws of n numbers; compiled code passes them in, since a
+        graph that read the module's cache would be recompiled whenever the cache changed."""
         self.keys = torch.as_tensor(keys, dtype=torch.int64, device=device).reshape(-1)  # [E]
         self.device = self.keys.device
+        self.weyl = tuple(weyl)
 
     @property
     def E(self) -> int:
@@ -99,7 +103,9 @@ class EnsembleRNG:
         n = math.prod(shape)
         resolved = len(stream) == 1 and isinstance(stream[0], torch.Tensor)  # an id from stream_ids
         base = _mix_(_mix(self.keys) ^ (stream[0] if resolved else stream_id(*stream)))  # [E]
-        return _mix_(base[:, None] + _weyl(n, self.device)).reshape(self.E, *shape)
+        counter = next((w for w in self.weyl if w.shape[0] == n), None)
+        counter = _weyl(n, self.device) if counter is None else counter
+        return _mix_(base[:, None] + counter).reshape(self.E, *shape)
 
     def uniform(self, shape: Sequence[int], *stream: object, dtype=torch.float32) -> torch.Tensor:
         """[E, *shape] uniform on [0, 1): the top 53 bits over 2^53, rounded to dtype (then kept below 1)."""

@@ -1,3 +1,5 @@
+import shutil
+
 import torch
 
 from theorylab.core.rng import EnsembleRNG
@@ -92,7 +94,7 @@ def test_reused_buffers_and_the_label_column_write_the_same_prompts():
 
 def test_the_compiled_sampler_draws_bit_identical_prompts():
     """The default path of long runs (core/fast.py): torch.compile'd random choices, same bits as eager."""
-    from theorylab.studies.icl.data import compiled_draws
+    from theorylab.studies.icl.data import compiled_columns, compiled_draws
 
     cfgs = [ICLConfig(seed=s, kappa=0.2 + 0.1 * s) for s in range(3)]
     alpha = torch.tensor([0.5, 0.8, 1.0])
@@ -103,4 +105,5 @@ def test_the_compiled_sampler_draws_bit_identical_prompts():
             comp = sample_prompts(w, EnsembleRNG([5, 6, 7][:E]), alpha[:E], B, L, "train", 4, compiled=True)
             for field in ("C", "Q", "z", "ctx_pattern", "query_pattern", "task"):
                 assert torch.equal(getattr(eager, field), getattr(comp, field)), (name, E, field)
-    assert compiled_draws().failed is None  # it really compiled here (a C++ compiler is on the machine)
+    if shutil.which("g++") or shutil.which("c++"):  # it really compiled (else this compared eager with eager)
+        assert compiled_draws().failed is None and compiled_columns().failed is None

@@ -13,7 +13,7 @@ import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.fast import CompiledOrEager, worth_compiling
-from theorylab.core.rng import EnsembleRNG, stream_ids
+from theorylab.core.rng import EnsembleRNG, _weyl, stream_ids
 from theorylab.studies.icl.config import ICLConfig
 
 
@@ -163,7 +163,8 @@ def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, 
     basis = None if world.relevant_basis is None or world.irrelevant_basis is None else \
         (*world.relevant_basis, *world.irrelevant_basis)
     task, pat, y, q_pat, z, ctx, query = draw(rng.keys.to(dev), ids, world.tasks, alpha, world.kappa,
-                                              world.relevant.shape[1], world.irrelevant.shape[1], B, L, basis)
+                                              world.relevant.shape[1], world.irrelevant.shape[1], B, L, basis,
+                                              (_weyl(B, dev), _weyl(B * L, dev)))
     C = buffer(reuse and reuse.C, E, B, L, D)  # p_i = (x_i; y_i)
     Q = buffer(reuse and reuse.Q, E, B, D)  # p_query = (x_q; 0)
     if compiled and basis is not None:  # one streaming pass per buffer (scatters touch C's memory 3 more times)
@@ -183,12 +184,14 @@ def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, 
 
 
 def _draws(keys: torch.Tensor, ids: torch.Tensor, tasks: torch.Tensor, alpha: torch.Tensor, kappa: torch.Tensor,
-           P: int, M2: int, B: int, L: int, basis: tuple[torch.Tensor, ...] | None) -> tuple:
+           P: int, M2: int, B: int, L: int, basis: tuple[torch.Tensor, ...] | None,
+           weyl: tuple[torch.Tensor, ...] = ()) -> tuple:
     """Every random choice of a batch, on tensors only (torch.compile traces it into a few fused loops):
     task [E, B, 2], context patterns and labels [E, B, L], query pattern and label [E, B], and for the contexts
     and the query what _write_x needs to write x = mu_pattern + kappa nu: with basis patterns (basis = the
-    columns and values of mu and nu) the column and value of each term, otherwise (pattern, nu index, kappa)."""
-    rng = EnsembleRNG(keys)
+    columns and values of mu and nu) the column and value of each term, otherwise (pattern, nu index, kappa).
+    weyl: the RNG's counters for draws of B and B * L numbers (see EnsembleRNG)."""
+    rng = EnsembleRNG(keys, keys.device, weyl)
     E = keys.shape[0]
     id_task, id_which, id_other, id_coin, id_query, id_ctx_nu, id_ctx_kappa, id_query_nu, id_query_kappa = ids
     task = tasks.index_select(0, rng.randint(tasks.shape[0], (B,), id_task).view(-1)).view(E, B, 2)
