@@ -1,5 +1,6 @@
 import shutil
 
+import pytest
 import torch
 
 from theorylab.core.rng import EnsembleRNG
@@ -107,3 +108,15 @@ def test_the_compiled_sampler_draws_bit_identical_prompts():
                 assert torch.equal(getattr(eager, field), getattr(comp, field)), (name, E, field)
     if shutil.which("g++") or shutil.which("c++"):  # it really compiled (else this compared eager with eager)
         assert compiled_draws().failed is None and compiled_columns().failed is None
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_compiled_sampler_draws_the_cpu_prompts():
+    cuda = torch.device("cuda")
+    cfgs = [ICLConfig(seed=s) for s in range(3)]
+    alpha = torch.tensor([0.5, 0.8, 1.0])
+    cpu = sample_prompts(in_domain_world(cfgs, dev, split_tasks(cfgs[0])[0]), EnsembleRNG([5, 6, 7]), alpha, 32, 20, "t")
+    gpu = sample_prompts(in_domain_world(cfgs, cuda, split_tasks(cfgs[0])[0]), EnsembleRNG([5, 6, 7], cuda),
+                         alpha.to(cuda), 32, 20, "t", compiled=True)
+    for field in ("C", "Q", "z", "ctx_pattern", "task"):
+        assert torch.equal(getattr(cpu, field), getattr(gpu, field).cpu()), field

@@ -47,8 +47,12 @@ def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ICLConfig], world: 
     rng = rng_for(cfgs, dev)
     D = world.relevant.shape[-1] + world.q.shape[0]
 
+    last = None  # the previous block's prompts: the next block of the same shape is written into their memory
+
     def block(models: slice, i: int, count: int) -> dict[str, torch.Tensor]:
-        pr = sample_prompts(world.subset(models), rng.subset(models), alpha_test[models], count, L, *stream, L, i)
+        nonlocal last
+        pr = last = sample_prompts(world.subset(models), rng.subset(models), alpha_test[models], count, L, *stream,
+                                   L, i, reuse=last)
         F, probes = forward({k: v[models] for k, v in params.items()}, pr.C, pr.Q, attend_query, probes=True)
         return {"error": error(F, pr.z), "loss": hinge(F, pr.z),
                 "attn_same": same_pattern_mass(probes["attn"], pr.ctx_pattern, pr.query_pattern)}
