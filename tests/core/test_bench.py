@@ -37,3 +37,25 @@ def test_bench_trains_the_reference_config():
 
     cfg = ICLConfig(B=64, l_tr=20, d_X=30, d_Y=10, m=64)
     assert cfg.d == 40 and icl_train_seconds([cfg], torch.device("cpu"), 1) > 0
+
+
+def test_a_training_time_lost_in_the_noise_is_reported_unresolved_not_as_a_huge_rate():
+    import dataclasses
+    import time as _time
+
+    from theorylab.core.study import GroupResult
+
+    real = get_study("dqn")
+
+    done: dict[int, GroupResult] = {}
+
+    def evaluation_bound(cfgs, device, bars) -> GroupResult:  # the same 50 ms whatever the number of steps
+        if len(cfgs) not in done:
+            done[len(cfgs)] = real.train_group([c.replace(steps=1) for c in cfgs], device, bars)
+        _time.sleep(0.05)
+        return done[len(cfgs)]
+
+    study = dataclasses.replace(real, train_group=evaluation_bound, bench=None)
+    res = run_bench(study, torch.device("cpu"), models=2, steps=3, naive_models=1, repeats=1)
+    assert res["ensemble_model_steps_per_s"] != res["ensemble_model_steps_per_s"]  # NaN, not 1e9 model-steps/s
+    assert res["ratio"] != res["ratio"]

@@ -132,4 +132,7 @@ def register(app: typer.Typer) -> None:
         out.print(f"  ensemble (E={models}):      {res['ensemble_model_steps_per_s']:>12,.0f} model-steps/s")
         out.print(f"  one model at a time ({res['naive_models_timed']}): {res['naive_model_steps_per_s']:>12,.0f} model-steps/s")
         out.print(f"  ratio: {res['ratio']:.1f}x")
+        if res["ratio"] != res["ratio"]:
+            out.print(f"  not resolved: {steps} training steps took under 10% of the run (set-up and evaluation "
+                      "dominate); raise --steps")
         out.print(f"  warm-up (2 steps, compilation included; not in the rates): {res['warmup_seconds']:.1f} s")
