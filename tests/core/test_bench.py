@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 KEYS = {"ensemble_model_steps_per_s", "naive_model_steps_per_s", "ratio", "device", "models"}
 
 
-def test_run_bench_reports_rates_and_ratio():
+def test_run_bench_reports_rates_and_ratio(monkeypatch):
+    monkeypatch.setenv("THEORYLAB_COMPILE", "0")  # the bench's mechanics; the compiled sampler has its own test
     res = run_bench(get_study("icl"), torch.device("cpu"), models=4, steps=3, naive_models=2, repeats=1)
     assert KEYS <= set(res) and res["models"] == 4 and res["naive_models_timed"] == 2
     assert res["ensemble_model_steps_per_s"] > 0 and res["naive_model_steps_per_s"] > 0
@@ -22,7 +23,8 @@ def test_run_bench_reports_rates_and_ratio():
     assert res["device"].startswith("cpu")
 
 
-def test_bench_cli_json():
+def test_bench_cli_json(monkeypatch):
+    monkeypatch.setenv("THEORYLAB_COMPILE", "0")
     res = CliRunner().invoke(app, ["bench", "--device", "cpu", "--models", "2", "--steps", "2", "--json"])
     assert res.exit_code == 0, res.output
     assert KEYS <= set(json.loads(res.output.strip().splitlines()[-1]))
