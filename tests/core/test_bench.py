@@ -38,7 +38,7 @@ def test_bench_trains_the_reference_config():
     from theorylab.studies.icl.config import ICLConfig
 
     cfg = ICLConfig(B=64, l_tr=20, d_X=30, d_Y=10, m=64)
-    assert cfg.d == 40 and icl_train_seconds([cfg], torch.device("cpu"), 1) > 0
+    assert cfg.d == 40 and icl_train_seconds([cfg], torch.device("cpu"), 1, compiled_sampler=False) > 0
 
 
 def test_a_training_time_lost_in_the_noise_is_reported_unresolved_not_as_a_huge_rate():
