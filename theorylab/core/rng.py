@@ -48,9 +48,10 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 _COUNTERS: dict[tuple[int, str], torch.Tensor] = {}  # (n, device) -> GOLDEN * [1, ..., n], the Weyl sequence
 
 
-def _weyl(n: int, device: torch.device) -> torch.Tensor:
-    """[n] int64: (i + 1) * GOLDEN (wrapping), cached: every draw of the same size reuses it (and a compiled
-    graph reads it as a constant: inductor cannot fold the product, which overflows its int64 index maths)."""
+def weyl_sequence(n: int, device: torch.device) -> torch.Tensor:
+    """[n] int64: (i + 1) * GOLDEN (wrapping), the counters of a draw of n numbers, cached per size. Compiled code
+    takes it as an input (EnsembleRNG(weyl=...)): computed inside a graph, inductor folds the product into its
+    int64 index maths and overflows."""
     key = (n, str(device))
     c = _COUNTERS.get(key)
     if c is None:
@@ -83,8 +84,8 @@ class EnsembleRNG:
 
     def __init__(self, keys: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu",
                  weyl: Sequence[torch.Tensor] = ()):
-        """weyl: Weyl sequences (_weyl(n)) to use for draws of n numbers; compiled code passes them in, since a
-        graph that read the module's cache would be recompiled whenever the cache changed."""
+        """weyl: Weyl sequences (weyl_sequence(n)) to use for draws of n numbers; compiled code passes them in,
+        since a graph that read the module's cache would be recompiled whenever the cache changed."""
         self.keys = torch.as_tensor(keys, dtype=torch.int64, device=device).reshape(-1)  # [E]
         self.device = self.keys.device
         self.weyl = tuple(weyl)
@@ -104,7 +105,7 @@ class EnsembleRNG:
         resolved = len(stream) == 1 and isinstance(stream[0], torch.Tensor)  # an id from stream_ids
         base = _mix_(_mix(self.keys) ^ (stream[0] if resolved else stream_id(*stream)))  # [E]
         counter = next((w for w in self.weyl if w.shape[0] == n), None)
-        counter = _weyl(n, self.device) if counter is None else counter
+        counter = weyl_sequence(n, self.device) if counter is None else counter
         return _mix_(base[:, None] + counter).reshape(self.E, *shape)
 
     def uniform(self, shape: Sequence[int], *stream: object, dtype=torch.float32) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.fast import CompiledOrEager, worth_compiling
-from theorylab.core.rng import EnsembleRNG, _weyl, stream_ids
+from theorylab.core.rng import EnsembleRNG, stream_ids, weyl_sequence
 from theorylab.studies.icl.config import ICLConfig
 
 
@@ -164,7 +164,7 @@ def sample_prompts(world: World, rng: EnsembleRNG, alpha: torch.Tensor, B: int, 
         (*world.relevant_basis, *world.irrelevant_basis)
     task, pat, y, q_pat, z, ctx, query = draw(rng.keys.to(dev), ids, world.tasks, alpha, world.kappa,
                                               world.relevant.shape[1], world.irrelevant.shape[1], B, L, basis,
-                                              (_weyl(B, dev), _weyl(B * L, dev)))
+                                              (weyl_sequence(B, dev), weyl_sequence(B * L, dev)))
     C = buffer(reuse and reuse.C, E, B, L, D)  # p_i = (x_i; y_i)
     Q = buffer(reuse and reuse.Q, E, B, D)  # p_query = (x_q; 0)
     if compiled and basis is not None:  # one streaming pass per buffer (scatters touch C's memory 3 more times)
