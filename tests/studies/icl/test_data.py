@@ -100,7 +100,7 @@ def test_the_compiled_sampler_draws_bit_identical_prompts():
     cfgs = [ICLConfig(seed=s, kappa=0.2 + 0.1 * s) for s in range(3)]
     alpha = torch.tensor([0.5, 0.8, 1.0])
     for name, world in _worlds(cfgs).items():
-        for E, (B, L) in ((3, (32, 20)), (2, (7, 5))):  # a second shape: the dynamic-shape graph is reused
+        for E, (B, L) in ((3, (32, 20)),):  # each shape compiles once (static shapes)
             w = world.subset(slice(0, E))
             eager = sample_prompts(w, EnsembleRNG([5, 6, 7][:E]), alpha[:E], B, L, "train", 4)
             comp = sample_prompts(w, EnsembleRNG([5, 6, 7][:E]), alpha[:E], B, L, "train", 4, compiled=True)
