@@ -2,10 +2,20 @@
 
 At each study's `tiny` config: an ensemble trains the same weights and metrics as each model alone; the forward
 equals the per-example reference; a bad field is named before anything trains; every claim runs without ERROR at
-randomly drawn valid configs; every declared figure is drawn; a diverged model never counts toward a verdict.
+valid configs drawn jointly over every field of the config; every declared figure is drawn; a diverged model
+never counts toward a verdict. The claim contract: every claim is built from the kit's types (core.contract), a
+theorem claim declares hypotheses and a computed control whose values are measured (not constant), its criterion
+text is the bound's own rendering, the contract's constants are declared once in core, and cells that differ only
+in a swept field share their world.
 """
 from __future__ import annotations
 
+import ast
+import math
+import typing
+from pathlib import Path
+
+import annotated_types as at
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +25,8 @@ from typer.testing import CliRunner
 from theorylab.cli import app
 from theorylab.core.claims import ClaimContext, run_claims
 from theorylab.core.config import ConfigError
+from theorylab.core.contract import CONTRACT_CONSTANTS
+from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
 from theorylab.core.report import write_report
 from theorylab.core.store import Store
@@ -102,13 +114,60 @@ def test_every_claim_runs_and_every_declared_figure_is_drawn(name, tiny_runs, tm
     assert set(s.plots) <= drawn, f"declared but not drawn: {set(s.plots) - drawn}"
 
 
+def _bounds(info) -> tuple[float, float, bool, bool]:
+    lo, hi, lo_open, hi_open = -math.inf, math.inf, False, False
+    for m in info.metadata:
+        if isinstance(m, at.Ge):
+            lo = m.ge
+        elif isinstance(m, at.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, at.Le):
+            hi = m.le
+        elif isinstance(m, at.Lt):
+            hi, hi_open = m.lt, True
+    return lo, hi, lo_open, hi_open
+
+
+def field_values(cls, name: str, base, extra: tuple) -> st.SearchStrategy:
+    """Valid values of one field near the tiny config (0.5x to 2x of a number, every choice of a Literal or bool),
+    plus the study's declared variations: the whole validated space, kept cheap enough to train in a test."""
+    info = cls.model_fields[name]
+    ann = info.annotation
+    lo, hi, lo_open, hi_open = _bounds(info)
+    near: st.SearchStrategy
+    if ann is bool:
+        near = st.booleans()
+    elif typing.get_origin(ann) is typing.Literal:
+        near = st.sampled_from(typing.get_args(ann))
+    elif ann is int and isinstance(base, int):
+        a, b = max(lo + lo_open, base // 2), min(hi - hi_open, 2 * base + 2)
+        near = st.integers(int(a), int(b)) if a <= b else st.just(base)
+    elif ann is float and isinstance(base, (int, float)):
+        a, b = (base / 2, base * 2) if base > 0 else (base * 2, base / 2) if base < 0 else (-1.0, 1.0)
+        a, b = max(lo, a), min(hi, b)
+        near = (st.floats(a, b, exclude_min=lo_open and a == lo, exclude_max=hi_open and b == hi)
+                if a < b else st.just(base))
+    else:
+        near = st.just(base)
+    return st.one_of(st.just(base), near, *([st.sampled_from(extra)] if extra else []))
+
+
 @pytest.mark.parametrize("name", STUDIES)
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
-def test_every_claim_runs_without_error_at_random_valid_configs(name, data):
+def test_every_claim_runs_without_error_at_jointly_drawn_valid_configs(name, data):
+    """Every field is drawn at once (not one at a time from a list): a crash at a valid combination such as
+    M1 = 6 with M1_ood = 2 is found the day it appears."""
     s = get_study(name)
-    fields = data.draw(st.lists(st.sampled_from(sorted(s.variations)), max_size=4, unique=True), label="fields")
-    changes = {f: data.draw(st.sampled_from(s.variations[f]), label=f) for f in fields}
+    base = s.config("quick", **s.tiny)
+    cls = s.config_cls
+    changes = {}
+    for f in sorted(cls.model_fields):
+        if f == "seed":
+            continue
+        v = data.draw(field_values(cls, f, getattr(base, f), tuple(s.variations.get(f, ()))), label=f)
+        if v != getattr(base, f):
+            changes[f] = v
     try:
         s.config("quick", **{**s.tiny, **changes})
     except ConfigError:
@@ -116,6 +175,72 @@ def test_every_claim_runs_without_error_at_random_valid_configs(name, data):
     ctx = ClaimContext(s, "quick", 2, CPU, overrides={**s.tiny, **changes})
     errors = {r.claim.id: r.error for r in run_claims(ctx) if r.verdict == "ERROR"}
     assert not errors, f"at {changes}: {errors}"
+
+
+# ---- the claim contract ----
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_claim_is_built_from_the_kit(name):
+    """measure + typed criterion (+ hypotheses and a control arm for a theorem), never a hand-built Outcome."""
+    for c in get_study(name).claims:
+        assert c.declared, f"{c.id}: built by hand (check=...), not from core.contract's types"
+        if c.kind == "theorem":
+            assert c.hypotheses and c.control is not None, c.id
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_controls_are_measured_and_criteria_render_themselves(name, tiny_runs):
+    for r in tiny_runs[name]:
+        if r.outcome is None or not r.claim.declared:
+            continue
+        assert r.outcome.criterion == r.claim.criterion.text()
+        c = r.outcome.control
+        if r.claim.kind == "theorem":
+            assert c is not None and len(c.values) == len(r.seeds), r.claim.id
+            finite = [v for v in c.values if math.isfinite(v)]
+            main = [v for v in r.outcome.values if math.isfinite(v)]
+            # a literal would be one value everywhere: on every seed and equal to the claim's own arm
+            assert not (len(set(finite)) <= 1 and set(finite) == set(main)), \
+                f"{r.claim.id}: control values {c.values} equal the claim's {r.outcome.values} on every seed"
+
+
+CLAIM_SOURCES = sorted((Path(__file__).parents[1] / "theorylab" / "studies").glob("*/*.py"))
+
+
+@pytest.mark.parametrize("path", CLAIM_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_contract_constants_are_declared_once_in_core(path):
+    """A study uses core.contract's O_EPS, CLOSE_GAP, ... and never redeclares (or re-tunes) its own."""
+    banned = set(CONTRACT_CONSTANTS) | {"EPS_MULT"}
+    for node in ast.parse(path.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names = {t.id for t in targets if isinstance(t, ast.Name)}
+        assert not names & banned, f"{path.parent.name}/{path.name} declares {names & banned}"
+
+
+@pytest.mark.parametrize("path", CLAIM_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_random_streams_are_keyed_by_the_world(path):
+    """Every random stream derives from StudyConfig.world_hash (through core.ensemble.rng_for), so cells that
+    differ only in a swept field share their draws; keying one by the full config hash would redraw the world."""
+    text = path.read_text()
+    assert "key_from_hash(" not in text or "world_hash" in text, \
+        f"{path.parent.name}/{path.name} keys a random stream by something other than world_hash"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_cells_differing_only_in_a_swept_field_share_their_world(name):
+    s = get_study(name)
+    base = s.config("quick", **s.tiny)
+    for f in sorted(s.config_cls.swept_fields):
+        assert f in s.config_cls.model_fields and f != "seed", f
+        other = next((v for v in (*s.variations.get(f, ()), ) if v != getattr(base, f)), None)
+        if other is None:
+            continue
+        try:
+            moved = base.replace(**{f: other})
+        except ConfigError:
+            continue
+        assert moved.world_hash == base.world_hash and moved.hash != base.hash, f
+        a, b = rng_for([base], CPU), rng_for([moved], CPU)
+        assert torch.equal(a.normal((8,), "teacher"), b.normal((8,), "teacher")), f
 
 
 @pytest.mark.parametrize("name", STUDIES)

@@ -1,5 +1,7 @@
-"""The import contract: core is shared machinery (it imports no study, no CLI, no notebook API); a study imports
-no other study but its data model (`theorylab.studies.<other>.data`); edit and hf import no study. Read from the source (every import, also inside functions)."""
+"""The import contract, by layers: core <- edit <- shared <- studies. core imports no edit, shared, study, CLI or
+notebook API; edit and hf import no shared science or study; shared imports no study; a study imports no other
+study (what two studies share lives in theorylab.shared). Read from the source (every import, also inside
+functions)."""
 import ast
 from pathlib import Path
 
@@ -26,31 +28,33 @@ def modules(sub: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
-def test_core_imports_no_study_cli_or_api(path):
-    bad = {n for n in imports_of(path) if n.startswith(("theorylab.studies", "theorylab.cli", "theorylab.api"))}
+def test_core_imports_no_study_edit_shared_cli_or_api(path):
+    bad = {n for n in imports_of(path) if n.startswith(("theorylab.studies", "theorylab.cli", "theorylab.api",
+                                                         "theorylab.edit", "theorylab.shared", "theorylab.hf"))}
     assert not bad, f"{path.name} imports {bad}"
 
 
 @pytest.mark.parametrize("sub", ["edit", "hf"])
 def test_edit_and_hf_import_no_study_or_api(sub):
     for path in modules(sub):
-        bad = {n for n in imports_of(path) if n.startswith(("theorylab.studies", "theorylab.api", "theorylab.cli"))}
+        bad = {n for n in imports_of(path) if n.startswith(("theorylab.studies", "theorylab.api", "theorylab.cli",
+                                                             "theorylab.shared"))}
         assert not bad, f"{sub}/{path.name} imports {bad}"
 
 
-def is_data_module(name: str) -> bool:
-    parts = name.split(".")
-    return len(parts) >= 4 and parts[3] == "data"
+@pytest.mark.parametrize("path", modules("shared"), ids=lambda p: p.name)
+def test_shared_science_imports_no_study(path):
+    bad = {n for n in imports_of(path) if n.startswith(("theorylab.studies", "theorylab.api", "theorylab.cli"))}
+    assert not bad, f"shared/{path.name} imports {bad}"
 
 
-def test_no_study_imports_another_study_except_its_data_model():
+def test_no_study_imports_another_study():
     studies = [p for p in (PACKAGE / "studies").iterdir() if p.is_dir() and (p / "__init__.py").exists()]
     assert len(studies) >= 3
     for study in studies:
         for path in study.rglob("*.py"):
-            # a data model may be shared (a multi-layer study reads the one-layer study's prompts); nothing else
             others = {n.split(".")[2] for n in imports_of(path) if n.startswith("theorylab.studies.")
-                      and len(n.split(".")) > 2 and not is_data_module(n)} - {study.name}
+                      and len(n.split(".")) > 2} - {study.name}
             assert not others, f"{study.name}/{path.name} imports study {others}"
 
 

@@ -36,7 +36,7 @@ from theorylab.core.ensemble import rng_for, scalar_tensor
 from theorylab.core.losses import hinge
 from theorylab.core.study import get_study
 from theorylab.studies.icl.bench import REFERENCE, icl_train_seconds
-from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
+from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_tasks
 from theorylab.studies.icl.model import init_params
 
 

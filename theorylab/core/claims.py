@@ -22,6 +22,8 @@ from typing import Any, Literal
 import torch
 
 from theorylab.core.config import ConfigError, StudyConfig
+from theorylab.core.contract import (MAIN, ContractError, ControlArm, Criterion, Hypothesis, Measurement, per_seed,
+                                     short)
 from theorylab.core.progress import QUIET, Bars
 from theorylab.core.store import Store
 from theorylab.core.study import Study
@@ -44,6 +46,7 @@ class Control:
     description: str
     per_seed: Sequence[bool]
     summary: str = ""
+    values: Sequence[float] = ()  # the key number on the control arm, per seed (kit-built claims)
 
 
 @dataclass
@@ -60,16 +63,66 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Claim:
+    """A theorem's prediction as data. A kit-built claim declares:
+    - measure(ctx, arm) -> Measurement: named per-seed values on an arm (MAIN, or the control's arm);
+    - criterion: typed bounds on those values (core.contract), which render the criterion's text;
+    - hypotheses: what the theorem assumes (a failing one makes the claim "not applicable: ...");
+    - control: the arm where the same measurement and criterion should fail.
+    `check` is the retired hand-built form (it returns an Outcome itself); the conformance tests refuse it."""
     id: str
     theorem: str  # e.g. "Thm 1", "Prop. 2", "Fig. 24"
     kind: Kind
     statement: str
-    check: Callable[["ClaimContext"], Outcome]
+    check: Callable[["ClaimContext"], Outcome] | None = None
     seeds: int | None = None  # default seed count for this claim (None: the study's default)
+    measure: Callable[["ClaimContext", str], Measurement] | None = None
+    criterion: Criterion | None = None
+    hypotheses: tuple[Hypothesis, ...] = ()
+    control: ControlArm | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"claim {self.id}: kind must be one of {', '.join(KINDS)} (got {self.kind!r})")
+        if self.check is not None:
+            return
+        if self.measure is None or self.criterion is None:
+            raise ContractError(f"claim {self.id}: a claim declares measure and criterion")
+        if self.kind == "theorem" and (not self.hypotheses or self.control is None):
+            raise ContractError(f"claim {self.id}: a theorem claim declares the hypotheses it needs and a control arm")
+        if self.control is not None and self.control.arm == MAIN:
+            raise ContractError(f"claim {self.id}: the control arm must differ from {MAIN!r}")
+
+    @property
+    def declared(self) -> bool:
+        """Built from the kit's types (not a hand-built Outcome)."""
+        return self.check is None
+
+    def evaluate(self, ctx: "ClaimContext") -> Outcome:
+        if self.check is not None:
+            return self.check(ctx)
+        for h in self.hypotheses:
+            reason = h.check(ctx)
+            if reason:
+                raise NotApplicable(f"{h.text}: {reason}")
+        crit = self.criterion
+        refs = {r.name: ctx.reference(r) for r in crit.references()}
+        m = self.measure(ctx, MAIN)
+        key = crit.key
+        numbers = {**m.numbers, "per_seed": m.per_seed_lists(),
+                   "references": {k: short(v) for k, v in refs.items()}}
+        summary = m.summary
+        if refs:
+            summary = "; ".join([*(f"{k} {short(v)}" for k, v in refs.items()), *([summary] if summary else [])])
+        control = None
+        if self.control is not None:
+            cm = self.measure(ctx, self.control.arm)
+            cvals = per_seed(cm.values[key]).tolist()
+            control = Control(self.control.description, crit.test(cm.values, refs),
+                              f"{key} {short(cvals)}" + (f"; {cm.summary}" if cm.summary else ""), cvals)
+            numbers["control"] = {"arm": self.control.arm, "per_seed": cm.per_seed_lists(), **cm.numbers}
+        meaning = next((b.meaning for b in crit.bounds if b.value_name == key and b.meaning), key)
+        return Outcome(crit.test(m.values, refs), meaning, per_seed(m.values[key]).tolist(), crit.text(), summary,
+                       numbers, m.figures, control)
 
 
 @dataclass
@@ -104,6 +157,28 @@ class ClaimContext:
         params, cells = self.cache[key]
         self.diverged |= {c.seed for c, cell in zip(cfgs, cells) if cell.status != "done"}
         return params, cells
+
+    def reference(self, ref) -> torch.Tensor:
+        """A reference quantity (core.contract.Reference) measured once per run: [E] float64."""
+        return self.memo(f"ref:{ref.name}", lambda: per_seed(ref.compute(self)))
+
+    def sweep(self, field_name: str, values: Sequence[Any], **changes: Any) -> dict[Any, list[StudyConfig]]:
+        """{value: the seed configs with field_name = value}. The field must be one the study declares swept
+        (StudyConfig.swept_fields), so the cells of one seed share their world (teacher, patterns, init)."""
+        swept = self.study.config_cls.swept_fields
+        if field_name not in swept:
+            raise ContractError(f"study {self.study.name}: a claim sweeps {field_name!r}, which is not in its "
+                                f"swept_fields {sorted(swept)}: cells would not share their world")
+        return {v: self.configs(**{**changes, field_name: v}) for v in values}
+
+    def trained_sweep(self, field_name: str, values: Sequence[Any], **changes: Any) -> dict[Any, tuple]:
+        """{value: (params [E, ...], cells)} over a swept field; every cell trained in one call (cells sharing
+        shapes train as one ensemble)."""
+        by_value = self.sweep(field_name, values, **changes)
+        every = [c for cfgs in by_value.values() for c in cfgs]
+        unique = list({c.hash: c for c in every}.values())
+        self.trained(unique)  # one call: the store groups what shares shapes
+        return {v: self.trained(cfgs) for v, cfgs in by_value.items()}
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """compute() once per key and per set of configs (claims of one run may use different seed counts)."""
@@ -225,7 +300,7 @@ def run_claims(ctx: ClaimContext, only: Sequence[str] | None = None, seeds_given
         t0 = time.perf_counter()
         seeds = c.seed_values
         try:
-            outcome = claim.check(c)
+            outcome = claim.evaluate(c)
             if len(outcome.per_seed) != len(seeds) or len(outcome.values) != len(seeds):
                 raise RuntimeError(f"claim {claim.id} returned {len(outcome.per_seed)} per-seed results for "
                                    f"{len(seeds)} seeds")

@@ -32,6 +32,10 @@ class StudyConfig(BaseModel):
     study: ClassVar[str] = "base"
     # Fields that may vary between the models of one ensemble (they become [E] tensors).
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed"})
+    # Common random numbers: fields a claim sweeps while the world stays fixed. Two configs that differ only in
+    # these draw every random stream from one key (world_hash), so the cells of one seed share their teacher,
+    # patterns and initialisation and a comparison across cells is not confounded by a redraw.
+    swept_fields: ClassVar[frozenset[str]] = frozenset()
 
     seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed; every random stream derives from the config hash")
     lr: float = Field(0.1, gt=0, le=1e4, description="learning rate")
@@ -54,6 +58,17 @@ class StudyConfig(BaseModel):
     @property
     def hash(self) -> str:
         return config_hash(self)
+
+    @property
+    def world_hash(self) -> str:
+        """The key of every random stream: the config hash less the swept fields (equal to `hash` when the study
+        declares none, so declaring none changes no number)."""
+        if not self.swept_fields:
+            return self.hash
+        if "seed" in self.swept_fields:
+            raise ValueError(f"{self.study}: 'seed' defines the world and cannot be a swept field")
+        kept = {k: v for k, v in self.model_dump(mode="json").items() if k not in self.swept_fields}
+        return _digest({"study": self.study, "world": kept})
 
     def group_key(self) -> str:
         """Cells with equal group keys share tensor shapes and program: they train as one ensemble."""

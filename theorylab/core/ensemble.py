@@ -40,8 +40,9 @@ def expand_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def rng_for(cfgs: Sequence[StudyConfig], device) -> EnsembleRNG:
-    """One counter-based random stream per model, keyed by its config hash (core.rng)."""
-    return EnsembleRNG([key_from_hash(c.hash) for c in cfgs], device)
+    """One counter-based random stream per model, keyed by its world (the config hash less the swept fields,
+    StudyConfig.world_hash; core.rng)."""
+    return EnsembleRNG([key_from_hash(c.world_hash) for c in cfgs], device)
 
 
 def tile(x: torch.Tensor, T: int) -> torch.Tensor:

@@ -9,11 +9,11 @@ import torch
 from theorylab.core.claims import ClaimContext, run_claims
 from theorylab.core.config import ConfigError, make_config
 from theorylab.core.ensemble import rng_for
-from theorylab.core.experiment import evaluate_grid
+from theorylab.shared.task_arithmetic import evaluate_grid
 from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
 from theorylab.studies.colored_digits.config import TINY, ColoredDigitsConfig
-from theorylab.studies.colored_digits.data import digits, task_data
+from theorylab.shared.colored_digits import digits, task_data
 from theorylab.studies.colored_digits.evaluate import experiment, regress_gammas
 from theorylab.studies.colored_digits.model import body_keys, init_params, logits
 from theorylab.studies.colored_digits.train import task_key, train_group

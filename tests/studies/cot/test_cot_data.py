@@ -5,7 +5,7 @@ import torch
 from theorylab.core.config import ConfigError, make_config
 from theorylab.core.ensemble import rng_for
 from theorylab.studies.cot.config import CoTConfig
-from theorylab.studies.cot.data import (eval_reasoning, icl_prompts, positions, random_tasks, step_prompts,
+from theorylab.shared.cot_reasoning import (eval_reasoning, icl_prompts, positions, random_tasks, step_prompts,
                                         training_prompts, training_reasoning, transition_matrices, transition_stats,
                                         trr_patterns, tsr_patterns)
 

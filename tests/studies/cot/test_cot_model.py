@@ -5,7 +5,7 @@ from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.cot.config import CoTConfig
-from theorylab.studies.cot.data import eval_reasoning, icl_prompts, step_prompts
+from theorylab.shared.cot_reasoning import eval_reasoning, icl_prompts, step_prompts
 from theorylab.studies.cot.evaluate import attention_by_category, cot_decode
 from theorylab.studies.cot.model import decode, forward, forward_reference, init_params
 from theorylab.studies.cot.train import train_group

@@ -5,7 +5,7 @@ import torch
 
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
-from theorylab.studies.icl.data import (idi_patterns, idr_patterns, in_domain_world, odi_patterns, odr_patterns,
+from theorylab.shared.icl_prompts import (idi_patterns, idr_patterns, in_domain_world, odi_patterns, odr_patterns,
                                         sample_prompts, split_tasks)
 
 dev = torch.device("cpu")
@@ -95,7 +95,7 @@ def test_reused_buffers_and_the_label_column_write_the_same_prompts():
 
 def test_the_compiled_sampler_draws_bit_identical_prompts():
     """The default path of long runs (core/fast.py): torch.compile'd random choices, same bits as eager."""
-    from theorylab.studies.icl.data import compiled_columns, compiled_draws
+    from theorylab.shared.icl_prompts import compiled_columns, compiled_draws
 
     cfgs = [ICLConfig(seed=s, kappa=0.2 + 0.1 * s) for s in range(3)]
     alpha = torch.tensor([0.5, 0.8, 1.0])

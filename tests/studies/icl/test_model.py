@@ -3,7 +3,7 @@ import torch
 from theorylab.core.progress import QUIET
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
-from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
+from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_tasks
 from theorylab.core.ensemble import rng_for
 from theorylab.studies.icl.evaluate import pruning_mask
 from theorylab.studies.icl.model import forward, forward_reference, init_params

@@ -4,7 +4,7 @@ import torch
 from theorylab.core.config import ConfigError, make_config
 from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
-from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
+from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_tasks
 from theorylab.studies.icl_gpt2.config import ICLGPT2Config
 from theorylab.studies.icl_gpt2.evaluate import pruning_masks
 from theorylab.studies.icl_gpt2.model import forward, forward_reference, init_params, neuron_embeddings, prune_neurons
@@ -102,7 +102,7 @@ def test_training_lowers_the_hinge_loss():
 
 
 def test_cot_task_forward_with_absent_columns_equals_the_reference():
-    from theorylab.studies.cot.data import eval_reasoning, icl_prompts, step_prompts
+    from theorylab.shared.cot_reasoning import eval_reasoning, icl_prompts, step_prompts
     cfgs = [ICLGPT2Config(seed=s, task="cot", n_layer=2, n_head=2, n_embd=16, l_tr=3, l_ts=3, K=3) for s in range(2)]
     rng = rng_for(cfgs, dev)
     gen = torch.Generator().manual_seed(1)

@@ -9,7 +9,7 @@ from functools import lru_cache
 import torch
 
 from theorylab.core.rng import EnsembleRNG
-from theorylab.studies.colored_digits.data import digits as colored_digits_split
+from theorylab.shared.colored_digits import digits as colored_digits_split
 
 
 @lru_cache(maxsize=4)

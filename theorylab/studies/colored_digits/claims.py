@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
-from theorylab.core.experiment import (evaluate_grid, heatmap_data, in_region8, lam_grid, lwptv_table, nearest,
+from theorylab.shared.task_arithmetic import (evaluate_grid, heatmap_data, in_region8, lam_grid, lwptv_table, nearest,
                                        pair_lambdas, plane_lambdas, seed_argbest)
 from theorylab.core.measures import r4
 from theorylab.studies.colored_digits.evaluate import alpha_hat, experiment, regress_gammas

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from theorylab.core.config import StudyConfig
-from theorylab.core.experiment import check_lambda_grid
+from theorylab.shared.task_arithmetic import check_lambda_grid
 
 LAM_NEEDS = (-1.0, 0.0, 1.0)  # Psi*_T (0 and 1) and negation down to -1 (unlearning, lambda2 < 0 of Fig. 24)
 

@@ -1,4 +1,4 @@
-"""The task-arithmetic experiment (core.experiment) on the ViT: Psi0's body, the task vectors dPsi_p of every
+"""The task-arithmetic experiment (shared.task_arithmetic) on the ViT: Psi0's body, the task vectors dPsi_p of every
 colour task p (theorylab.edit.TaskVector), the coloured test sets, and the model as a metric (accuracy and
 cross-entropy through the frozen head, which no task vector touches)."""
 from __future__ import annotations
@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.experiment import Experiment, guard_finite
+from theorylab.shared.task_arithmetic import Experiment, guard_finite
 from theorylab.core.losses import accuracy, cross_entropy
 from theorylab.edit import TaskVector, output_similarity
 from theorylab.studies.colored_digits.config import ColoredDigitsConfig
-from theorylab.studies.colored_digits.data import task_data
+from theorylab.shared.colored_digits import task_data
 from theorylab.studies.colored_digits.model import HEADS, logits, margin
 from theorylab.studies.colored_digits.train import task_key
 

@@ -1,11 +1,11 @@
 """Figures: accuracy vs lambda per correlation type (Fig. 23) and the OOD (lambda1, lambda2) heatmap of
-T' accuracy with region (8) outlined (Fig. 24; core.experiment.ood_heatmap)."""
+T' accuracy with region (8) outlined (Fig. 24; shared.task_arithmetic.ood_heatmap)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from theorylab.core.experiment import ood_heatmap
+from theorylab.shared.task_arithmetic import ood_heatmap
 from theorylab.core.plots import save_figure
 
 

@@ -61,7 +61,7 @@ def reference_logits(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: ColoredDi
 def check_forward(cfgs: Sequence[ColoredDigitsConfig], params: dict[str, torch.Tensor], device) -> float:
     """max |model.logits - reference_logits| on 2 test images per model, for the fine-tuned body of task p_T1
     (the frozen head from Psi0)."""
-    from theorylab.studies.colored_digits.data import task_data
+    from theorylab.shared.colored_digits import task_data
     from theorylab.studies.colored_digits.model import logits
     from theorylab.studies.colored_digits.train import task_key
 

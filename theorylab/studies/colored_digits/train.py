@@ -23,7 +23,7 @@ from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import AdamW, TrainResult, train_ensemble
 from theorylab.studies.colored_digits.config import ColoredDigitsConfig
-from theorylab.studies.colored_digits.data import load_split
+from theorylab.shared.colored_digits import load_split
 from theorylab.studies.colored_digits.model import body_keys, init_params, logits, pre_logits, shapes
 
 

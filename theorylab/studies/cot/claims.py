@@ -20,7 +20,7 @@ import torch
 from theorylab.core.claims import Claim, ClaimContext, Control, NotApplicable, Outcome
 from theorylab.core.ensemble import rng_for
 from theorylab.core.measures import r4, zero_count_bound
-from theorylab.studies.cot.data import random_tasks, transition_matrices, transition_stats
+from theorylab.shared.cot_reasoning import random_tasks, transition_matrices, transition_stats
 from theorylab.studies.cot.evaluate import error_vs_length, evaluate
 from theorylab.studies.cot.model import decode, forward, half_squared_loss, init_params
 from theorylab.studies.cot.train import CATEGORY_KEYS
@@ -59,7 +59,7 @@ def _chance(cfg) -> float:
 @torch.no_grad()
 def _train_metrics(params, cfgs, device) -> dict[str, torch.Tensor]:
     """Step error and loss [E] on n_test fresh training prompts (teacher-forced, k uniform)."""
-    from theorylab.studies.cot.data import training_prompts
+    from theorylab.shared.cot_reasoning import training_prompts
     pr, patterns = training_prompts(cfgs, rng_for(cfgs, device), cfgs[0].n_test, "claim", "train", with_patterns=True)
     F = forward(params, pr.C, pr.mask, pr.Q)
     z = torch.gather(patterns, 1, pr.target[..., None].expand(-1, -1, patterns.shape[-1]))

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from theorylab.studies.cot.data import CoTDataConfig
+from theorylab.shared.cot_reasoning import CoTDataConfig
 
 
 class CoTConfig(CoTDataConfig):

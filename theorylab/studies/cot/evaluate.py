@@ -12,7 +12,7 @@ import torch
 
 from theorylab.core.ensemble import rng_for, shared_value
 from theorylab.core.evaluate import mean_over_blocks
-from theorylab.studies.cot.data import Prompts, Reasoning, eval_reasoning, icl_prompts, step_prompts
+from theorylab.shared.cot_reasoning import Prompts, Reasoning, eval_reasoning, icl_prompts, step_prompts
 from theorylab.studies.cot.model import decode, forward
 
 CATEGORIES = ("same TSR, same step", "same TSR, diff. step", "diff. TSR, same step", "diff. TSR, diff. step")

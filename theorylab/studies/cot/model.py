@@ -78,7 +78,7 @@ def half_squared_loss(F: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 def check_forward(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> float:
     """max |forward - forward_reference| on a few test prompts at every step (the conformance test's check)."""
     from theorylab.core.ensemble import rng_for
-    from theorylab.studies.cot.data import eval_reasoning, icl_prompts, step_prompts
+    from theorylab.shared.cot_reasoning import eval_reasoning, icl_prompts, step_prompts
 
     r = eval_reasoning(cfgs, rng_for(cfgs, device), 3, min(cfgs[0].l_tr, 4), "check")
     gap = 0.0

@@ -11,7 +11,7 @@ from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import train_ensemble
 from theorylab.studies.cot.config import CoTConfig
-from theorylab.studies.cot.data import eval_reasoning, training_prompts
+from theorylab.shared.cot_reasoning import eval_reasoning, training_prompts
 from theorylab.studies.cot.evaluate import CATEGORIES, attention_by_category, evaluate, wk_wq_blocks
 from theorylab.studies.cot.model import decode, forward, half_squared_loss, init_params, trainable
 

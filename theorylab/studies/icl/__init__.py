@@ -19,8 +19,8 @@ def study() -> Study:
         claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, eval_tokens=lambda c: c.n_test * (c.l_ts + 1),
         tiny={"steps": 30, "n_test": 100, "B": 16, "curve_points": 4},
         forward_check=check_forward, bench=icl_train_seconds, bench_config=REFERENCE,
-        variations={"M1": (4, 5, 7), "M2": (2, 5, 24), "d_X": (30, 40), "d_Y": (1, 3), "alpha": (0.3, 1.0),
-                    "l_tr": (4, 9), "m": (4, 10), "attend_query": (True,), "M1_ood": (2,), "S1": (0.5, 1.0),
+        variations={"M1": (4, 5, 7, 8), "M2": (2, 5, 24), "d_X": (30, 40), "d_Y": (1, 3), "alpha": (0.3, 1.0),
+                    "l_tr": (4, 9), "m": (4, 10), "attend_query": (True,), "M1_ood": (2, 4), "S1": (0.5, 1.0),
                     "ood_construction": ("unit",), "train_task_offsets": ((1,), (1, 2)), "n_train": (40,),
                     "l_ts": (3, 8), "kappa": (0.0,)},
     )

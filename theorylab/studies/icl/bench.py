@@ -10,7 +10,7 @@ from theorylab.core.bench import sync
 from theorylab.core.fast import compile_mode
 from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.train import train_ensemble
-from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
+from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_tasks
 from theorylab.core.losses import hinge
 from theorylab.studies.icl.model import TRAINABLE, forward, init_params
 

@@ -45,7 +45,8 @@ class ICLConfig(StudyConfig):
     alpha_test: float = Field(0.8, gt=0, le=1, description="alpha' of test prompts")
     l_ts: int = Field(20, ge=1, le=4096, description="test prompt length for the headline errors")
     n_test: int = Field(2000, ge=10, le=1 << 22, description="test prompts per evaluation [D]")
-    M1_ood: int = Field(3, ge=2, le=128, description="number of out-of-domain relevant (ODR) patterns [S]")
+    M1_ood: int = Field(3, ge=3, le=128, description="number of out-of-domain relevant (ODR) patterns [S]; >= 3: a "
+                        "context whose pattern is neither of its task's two needs a third")
     S1: float = Field(1.3, gt=0, le=100, description="sum of IDR coefficients of each ODR pattern")
     ood_construction: Literal["literal", "unit"] = Field(
         "literal", description="literal: mu'_j = S1 (c mu_a + (1-c) mu_b), not renormalised (calibration); "
@@ -58,7 +59,8 @@ class ICLConfig(StudyConfig):
         if self.d_X < self.M1 + self.M2:
             raise ValueError(f"field 'd_X' must be >= M1 + M2 = {self.M1 + self.M2} (got {self.d_X})")
         if 2 * self.M1_ood > self.M1:
-            raise ValueError(f"field 'M1_ood' must be <= M1/2 = {self.M1 // 2}: each ODR pattern mixes two IDR patterns (got {self.M1_ood})")
+            raise ValueError(f"field 'M1_ood' must be <= M1/2 = {self.M1 // 2}: each ODR pattern mixes two IDR patterns, "
+                             f"and M1_ood >= 3, so M1 >= 6 (got M1_ood={self.M1_ood}, M1={self.M1})")
         if self.ood_construction == "unit" and self.S1 > 2**0.5:
             raise ValueError(f"field 'S1' must be <= sqrt(2) with ood_construction='unit' (got {self.S1})")
         if self.train_task_offsets is not None and not self.train_task_offsets:

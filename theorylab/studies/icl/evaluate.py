@@ -10,7 +10,7 @@ from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
-from theorylab.studies.icl.data import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
+from theorylab.shared.icl_prompts import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
 from theorylab.core.losses import hinge
 from theorylab.core.losses import sign_error as error
 from theorylab.studies.icl.model import forward

@@ -139,7 +139,7 @@ def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch
 def check_forward(cfgs: Sequence[ICLConfig], params: dict[str, torch.Tensor], device) -> float:
     """max |forward - forward_reference| on a few prompts (the conformance test's forward check)."""
     from theorylab.core.ensemble import rng_for
-    from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
+    from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_tasks
 
     world = in_domain_world(cfgs, device, split_tasks(cfgs[0])[0])
     pr = sample_prompts(world, rng_for(cfgs, device), scalar_tensor(cfgs, "alpha", device), 3, cfgs[0].l_tr, "check")

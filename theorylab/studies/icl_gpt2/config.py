@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from theorylab.core.config import StudyConfig
-from theorylab.studies.cot.data import runner_up
+from theorylab.shared.cot_reasoning import runner_up
 
 
 class ICLGPT2Config(StudyConfig):
@@ -39,7 +39,7 @@ class ICLGPT2Config(StudyConfig):
         "(the icl study's 18-of-30 split lets a randomly initialised GPT-2 learn a partner-pattern shortcut)")
     # model (section 1.4): read_in -> GPT-2 backbone -> read_out at the query token
     task: Literal["icl", "cot"] = Field("icl", description="icl: the ICL prompts, sign of a scalar read-out (section 1.4); "
-                                        "cot: the CoT prompts (cot.data), a d_X read-out decoded greedily (section 2.5 C9)")
+                                        "cot: the CoT prompts (shared.cot_reasoning), a d_X read-out decoded greedily (section 2.5 C9)")
     n_layer: int = Field(2, ge=1, le=48, description="GPT-2 layers (spec: 3) [S]")
     n_head: int = Field(2, ge=1, le=64, description="attention heads per layer (spec: 2) [S]")
     n_embd: int = Field(32, ge=2, le=4096, description="GPT-2 width; a multiple of n_head (spec: 64) [I]")
@@ -54,7 +54,7 @@ class ICLGPT2Config(StudyConfig):
     alpha_test: float = Field(0.8, gt=0, le=1, description="alpha' of test prompts")
     l_ts: int = Field(20, ge=1, le=1024, description="test prompt length for the headline errors")
     n_test: int = Field(2000, ge=10, le=1 << 22, description="test prompts per evaluation [D]")
-    M1_ood: int = Field(3, ge=2, le=128, description="number of out-of-domain relevant (ODR) patterns [S]")
+    M1_ood: int = Field(3, ge=3, le=128, description="number of out-of-domain relevant (ODR) patterns [S]; >= 3: a context whose pattern is neither of its task's two needs a third")
     S1: float = Field(1.3, gt=0, le=100, description="sum of IDR coefficients of each ODR pattern")
     ood_construction: Literal["literal", "unit"] = Field(
         "literal", description="literal: mu'_j = S1 (c mu_a + (1-c) mu_b); unit: orthonormal, needs S1 <= sqrt(2)")

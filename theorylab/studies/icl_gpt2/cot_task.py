@@ -1,4 +1,4 @@
-"""The CoT task on the GPT-2 backbone (task='cot'; spec section 2.5 C9): the cot study's prompts (cot.data), one
+"""The CoT task on the GPT-2 backbone (task='cot'; spec section 2.5 C9): the cot study's prompts (shared.cot_reasoning), one
 column per token, a d_X read-out at the query token, half squared loss, AdamW; CoT inference by greedy step-by-step
 decoding, ICL inference as one step without intermediate steps (section 2.4)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import AdamW, train_ensemble
-from theorylab.studies.cot.data import Reasoning, eval_reasoning, icl_prompts, step_prompts, training_prompts
+from theorylab.shared.cot_reasoning import Reasoning, eval_reasoning, icl_prompts, step_prompts, training_prompts
 from theorylab.studies.icl_gpt2.model import forward, init_params
 
 TEST_FIELDS = ("alpha_test", "p_correct", "rho", "noise", "overlap")

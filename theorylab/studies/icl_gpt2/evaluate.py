@@ -11,7 +11,7 @@ from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.losses import hinge
 from theorylab.core.losses import sign_error as error
 from theorylab.core.rng import EnsembleRNG
-from theorylab.studies.icl.data import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
+from theorylab.shared.icl_prompts import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
 from theorylab.studies.icl_gpt2.model import forward, neuron_embeddings, prune_neurons
 
 

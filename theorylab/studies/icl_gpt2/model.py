@@ -170,10 +170,10 @@ def prune_neurons(params: dict[str, torch.Tensor], keep: list[torch.Tensor]) -> 
 def check_forward(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> float:
     """max |forward - forward_reference| on a few prompts (the conformance test's forward check)."""
     from theorylab.core.ensemble import rng_for, scalar_tensor
-    from theorylab.studies.icl.data import in_domain_world, sample_prompts, split_tasks
+    from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_tasks
 
     if cfgs[0].task == "cot":
-        from theorylab.studies.cot.data import eval_reasoning, step_prompts
+        from theorylab.shared.cot_reasoning import eval_reasoning, step_prompts
         r = eval_reasoning(cfgs, rng_for(cfgs, device), 2, min(cfgs[0].l_tr, 3), "check")
         pr = step_prompts(r, 2 if cfgs[0].K > 1 else 1)
         h = cfgs[0].n_head

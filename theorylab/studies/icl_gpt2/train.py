@@ -13,7 +13,7 @@ from theorylab.core.losses import sign_error as error
 from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import AdamW, train_ensemble
-from theorylab.studies.icl.data import sample_prompts
+from theorylab.shared.icl_prompts import sample_prompts
 from theorylab.studies.icl_gpt2.evaluate import evaluate, ood_world, same_pattern_mass, seen_world, id_world
 from theorylab.studies.icl_gpt2.model import forward, init_params, neuron_embeddings, shapes
 

@@ -9,7 +9,7 @@ import torch
 
 from theorylab.core.ensemble import rng_for, shared_value
 from theorylab.core.evaluate import mean_over_blocks
-from theorylab.core.experiment import guard_finite
+from theorylab.shared.task_arithmetic import guard_finite
 from theorylab.core.losses import hinge, sign_error
 from theorylab.edit import low_rank
 from theorylab.studies.lowrank.config import LowRankConfig

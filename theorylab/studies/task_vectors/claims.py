@@ -25,7 +25,7 @@ import torch
 
 from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
 from theorylab.core.ensemble import rng_for
-from theorylab.core.experiment import (Experiment, evaluate_grid, guard_finite, heatmap_data, in_region8, lam_grid,
+from theorylab.shared.task_arithmetic import (Experiment, evaluate_grid, guard_finite, heatmap_data, in_region8, lam_grid,
                                        lwptv_table, nearest, pair_lambdas, plane_lambdas, seed_argbest)
 from theorylab.core.measures import r4, small_group_size, zero_count_bound
 from theorylab.edit import low_rank

@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from theorylab.core.config import StudyConfig
-from theorylab.core.experiment import check_lambda_grid
+from theorylab.shared.task_arithmetic import check_lambda_grid
 
 LAM_LO, LAM_HI = -2.0, 3.0  # the paper's search range
 LAM_NEEDS = (-1.0, 0.0, 1.0, 2.0)  # Thm 5's range [-1, 0], Psi*_T (0 and 1), Thm 4's range end

@@ -1,4 +1,4 @@
-"""The task-arithmetic experiment (core.experiment) on the eq. (7) model: Psi0 = (W0, V0), the task vectors
+"""The task-arithmetic experiment (shared.task_arithmetic) on the eq. (7) model: Psi0 = (W0, V0), the task vectors
 dPsi_T = (dW_T, dV_T) of T1 and T2, fresh test sequences of T1, T2 and T', and the model as a metric
 (hinge loss, sign error and accuracy of every merge of a coefficient grid)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import rng_for
-from theorylab.core.experiment import Experiment, guard_finite
+from theorylab.shared.task_arithmetic import Experiment, guard_finite
 from theorylab.core.losses import hinge, sign_error
 from theorylab.core.measures import rows_below
 from theorylab.edit import low_rank

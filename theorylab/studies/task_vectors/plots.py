@@ -1,11 +1,11 @@
 """The figures: loss vs lambda per correlation type (Thms 4-5) and the OOD heatmap with region (8)
-outlined (Thm 6; seed 004 Fig. 27; drawn by core.experiment.ood_heatmap)."""
+outlined (Thm 6; seed 004 Fig. 27; drawn by shared.task_arithmetic.ood_heatmap)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from theorylab.core.experiment import ood_heatmap
+from theorylab.shared.task_arithmetic import ood_heatmap
 from theorylab.core.plots import save_figure
 
 

@@ -19,7 +19,7 @@ import torch
 
 from theorylab.core.ensemble import rng_for, shared_value
 from theorylab.core.rng import EnsembleRNG
-from theorylab.studies.colored_digits.config import ColoredDigitsConfig
+from theorylab.core.config import StudyConfig as ColoredDigitsConfig  # any config with the coloured-digits fields
 
 
 @lru_cache(maxsize=4)

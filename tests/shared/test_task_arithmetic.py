@@ -1,11 +1,11 @@
-"""The task-arithmetic experiment written once (core.experiment): merges, region (8), grid evaluation, the
+"""The task-arithmetic experiment written once (shared.task_arithmetic): merges, region (8), grid evaluation, the
 lambda-grid validation, and NaN guarding."""
 import math
 
 import pytest
 import torch
 
-from theorylab.core.experiment import (Experiment, check_lambda_grid, evaluate_grid, guard_finite, in_region8, lam_grid,
+from theorylab.shared.task_arithmetic import (Experiment, check_lambda_grid, evaluate_grid, guard_finite, in_region8, lam_grid,
                                        lwptv_table, nearest, plane_lambdas, region8, seed_argbest)
 from theorylab.edit import TaskVector
 

@@ -14,7 +14,7 @@ import torch
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.fast import CompiledOrEager, worth_compiling
 from theorylab.core.rng import EnsembleRNG, stream_ids, weyl_sequence
-from theorylab.studies.icl.config import ICLConfig
+from theorylab.core.config import StudyConfig as ICLConfig  # any config with the ICL data fields (icl, icl_gpt2)
 
 
 @dataclass
