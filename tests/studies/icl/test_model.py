@@ -66,17 +66,18 @@ def test_pruning_masks_remove_exact_counts_by_norm():
 
 
 def test_the_hand_written_gradient_of_eq1_is_autograds():
-    from theorylab.studies.icl.model import _Eq1, forward_autograd
+    from theorylab.studies.icl.eq1_fast import Eq1
+    from theorylab.studies.icl.model import forward_equation
 
     params, pr = _random_setup(E=2, B=3, L=5)
     p64 = {k: v.double().requires_grad_(True) for k, v in params.items()}
     C, Q = pr.C.double().requires_grad_(True), pr.Q.double().requires_grad_(True)
     names = ("W_Q", "W_K", "W_V", "W_O", "a")
-    assert torch.autograd.gradcheck(lambda *x: _Eq1.apply(*x), [p64[k] for k in names] + [C, Q])
+    assert torch.autograd.gradcheck(lambda *x: Eq1.apply(*x), [p64[k] for k in names] + [C, Q])
     # float32, the training precision: the same gradients as autograd through the einsum form
     p32 = {k: v.clone().requires_grad_(k != "a") for k, v in params.items()}
     F = forward(p32, pr.C, pr.Q)
-    ref = forward_autograd(p32, pr.C, pr.Q)
+    ref = forward_equation(p32, pr.C, pr.Q)
     assert torch.allclose(F, ref, atol=1e-6)
     w = torch.randn_like(F)
     mine = torch.autograd.grad((F * w).sum(), [p32[k] for k in names[:4]])
@@ -88,13 +89,13 @@ def test_the_hand_written_gradient_of_eq1_is_autograds():
 def test_training_with_the_fast_step_stays_within_1e5_of_the_einsum_autograd_step():
     """Issue 17's contract: the fast path's numbers are the eager reference's within 1e-5."""
     import theorylab.studies.icl.train as icl_train
-    from theorylab.studies.icl.model import forward_autograd
+    from theorylab.studies.icl.model import forward_equation
 
     cfgs = [ICLConfig(seed=s, steps=300, n_test=200, curve_points=3) for s in range(4)]
     fast = train_group(cfgs, dev, QUIET)
     original = icl_train.forward
     icl_train.forward = lambda p, C, Q, attend_query=False, probes=False: (
-        original(p, C, Q, attend_query, probes) if probes else forward_autograd(p, C, Q))
+        original(p, C, Q, attend_query, probes) if probes else forward_equation(p, C, Q))
     try:
         reference = train_group(cfgs, dev, QUIET)
     finally:
