@@ -22,46 +22,72 @@ def _app():
     return app
 
 
-def _expected(base, ft, carried: set[str], rank=None, energy=None):
-    """base + truncated task vector on the carried matrices, base elsewhere (what the adapter holds)."""
+def _expected(base, ft, adapter, rank=None, energy=None):
+    """What the adapter should hold: base + truncated task vector on LoRA matrices, the fine-tune's tensors for
+    modules saved whole and for lora_bias biases, base elsewhere."""
     tau = E.TaskVector(base, ft)
-    return {k: (b + E.low_rank(tau[k], rank=rank, energy=energy)) if k in carried else b for k, b in base.items()}
+    out = {}
+    for k, b in base.items():
+        if k in adapter.factors:
+            out[k] = b + E.low_rank(tau[k], rank=rank, energy=energy)
+        elif k in adapter.replaced or k in adapter.bias_deltas:
+            out[k] = ft[k]
+        else:
+            out[k] = b
+    return out
+
+
+def _outputs(model, ids):
+    with torch.no_grad():
+        out = model(input_ids=ids)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
 
 @pytest.mark.parametrize("arch, args", [("llama", ["--rank", "2"]), ("gpt2", ["--energy", "0.5"]),
-                                        ("llama", ["--rank", "3", "--embeddings"])])
+                                        ("llama", ["--rank", "3", "--embeddings"]), ("bert", ["--rank", "2"])])
 def test_extract_lora_round_trips_through_peft(arch, args, family, tmp_path):
+    """peft loads the adapter and its adapted model is base + truncated task vector on the LoRA matrices and
+    the fine-tune everywhere else that changed (norms, embeddings, LM head, biases)."""
     paths = family(arch)
     out = tmp_path / "adapter"
     res = runner.invoke(_app(), ["extract-lora", str(paths["ft0"]), str(out), "--base", str(paths["base"]), *args])
     assert res.exit_code == 0, res.output
-    assert "kept energy per matrix" in res.output and "LoRA does not carry" in res.output
-    factors = read_adapter(out)
-    assert factors and all(k.endswith(".weight") for k in factors)
-    if arch == "gpt2":
-        assert all(f.transposed for f in factors.values())  # Conv1D: fan_in_fan_out
-    assert ("model.embed_tokens.weight" in factors) == ("--embeddings" in args)
+    assert "kept energy per matrix" in res.output and "not carried" not in res.output
+    adapter = read_adapter(out)
+    assert adapter.factors and all(k.endswith(".weight") for k in adapter.factors)
     base, ft = load_state_dict(paths["base"]), load_state_dict(paths["ft0"])
+    changed = {k for k in base if not torch.equal(base[k], ft[k])}
+    assert changed == adapter.changed & set(base)  # everything that changed is carried, nothing else is touched
+    if arch == "gpt2":  # the tied head is saved beside the embedding, as peft saves tied modules
+        assert adapter.changed - set(base) == {"lm_head.weight"} and adapter.config["ensure_weight_tying"]
+        assert torch.equal(adapter.replaced["lm_head.weight"], ft["transformer.wte.weight"])
+        assert all(f.transposed for f in adapter.factors.values())  # Conv1D: fan_in_fan_out
+        assert adapter.bias_deltas and adapter.config["lora_bias"]
+    embed = {"llama": "model.embed_tokens.weight", "gpt2": "transformer.wte.weight",
+             "bert": "embeddings.word_embeddings.weight"}[arch]
+    assert (embed in adapter.factors) == ("--embeddings" in args) and (embed in adapter.replaced) != ("--embeddings" in args)
+    assert adapter.config["task_type"] == ("FEATURE_EXTRACTION" if arch == "bert" else "CAUSAL_LM")
+    assert adapter.config["base_model_name_or_path"] == str(paths["base"])
     rank = int(args[1]) if args[0] == "--rank" else None
     energy = float(args[1]) if args[0] == "--energy" else None
-    expected = _expected(base, ft, set(factors), rank, energy)
+    expected = _expected(base, ft, adapter, rank, energy)
 
     cls = getattr(transformers, MODEL_CLASSES[arch])
-    model = peft.PeftModel.from_pretrained(cls.from_pretrained(paths["base"]), out)
+    model = peft.PeftModel.from_pretrained(cls.from_pretrained(paths["base"]), out).eval()
     ids = torch.arange(12).reshape(1, 12) % 90
-    with torch.no_grad():
-        adapted_logits = model(input_ids=ids).logits
+    adapted = _outputs(model, ids)
+    reference = cls.from_pretrained(paths["base"]).eval()
+    reference.load_state_dict(expected, strict=False)
+    if arch == "gpt2":
+        reference.tie_weights()
+    torch.testing.assert_close(adapted, _outputs(reference, ids), rtol=0, atol=1e-5)
     merged = model.merge_and_unload().state_dict()
     for k, v in expected.items():
         torch.testing.assert_close(merged[k], v, rtol=0, atol=1e-5)
-    reference = cls.from_pretrained(paths["base"])
-    reference.load_state_dict(expected, strict=False)
-    with torch.no_grad():
-        torch.testing.assert_close(adapted_logits, reference(input_ids=ids).logits, rtol=0, atol=1e-5)
 
 
 def test_extract_lora_reports_kept_energy_and_refuses_bad_input(family, tmp_path):
-    from theorylab.hf.lora import extract_lora
+    from theorylab.hf.lora_extract import extract_lora
 
     paths = family("llama")
     rep = extract_lora(paths["ft1"], paths["base"], tmp_path / "a", rank=1)
