@@ -179,7 +179,7 @@ class AdaptedReader:
 
         try:
             kinds = module_kinds(self.model.path if self.model.path.is_dir() else self.model.path.parent)
-        except (ValueError, OSError):
+        except (ImportError, ValueError, OSError):
             return  # no architecture to look at: trust the flag, as the shape check still catches most mistakes
         for name, f in self.adapter.factors.items():
             if kinds.get(name) == "linear":

@@ -28,10 +28,11 @@ from .lora import PEFT_PREFIX
 from .safetensors_io import SafetensorsWriter, TensorInfo
 
 _KINDS = {"Linear": "linear", "Conv1D": "conv1d", "Embedding": "embedding"}
-# peft task types by the suffix of a transformers architecture name
+# peft task types by the suffix of a transformers architecture name. Classification heads get none: peft's
+# SEQ_CLS / TOKEN_CLS / QUESTION_ANS add the head to modules_to_save on their own, which would clash with
+# factoring it.
 _TASK_TYPES = (("ForCausalLM", "CAUSAL_LM"), ("LMHeadModel", "CAUSAL_LM"), ("ForSeq2SeqLM", "SEQ_2_SEQ_LM"),
-               ("ForSequenceClassification", "SEQ_CLS"), ("ForTokenClassification", "TOKEN_CLS"),
-               ("ForQuestionAnswering", "QUESTION_ANS"), ("Model", "FEATURE_EXTRACTION"))
+               ("Model", "FEATURE_EXTRACTION"))
 
 
 @dataclass(frozen=True)
