@@ -86,20 +86,29 @@ def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the
 
 def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned model folder")],
                  out_dir: Annotated[Path, typer.Argument(help="adapter folder to write (atomically)")],
-                 base: Annotated[Path, typer.Option("--base", help="the pre-trained model the task vector is taken against")],
-                 rank: Annotated[Optional[int], typer.Option(help="singular values kept per matrix")] = None,
+                 base: Annotated[str, typer.Option("--base", help="the pre-trained model the task vector is taken "
+                                                   "against (recorded as given in base_model_name_or_path)")],
+                 rank: Annotated[Optional[int], typer.Option("--rank", "--max-rank", help="singular values kept per matrix")] = None,
                  energy: Annotated[Optional[float], typer.Option(help="fraction of each matrix's squared norm kept (0, 1]")] = None,
-                 embeddings: Annotated[bool, typer.Option(help="also write embedding deltas as LoRA factors")] = False,
-                 include: Annotated[Optional[str], typer.Option(help="regex: only weights whose name matches")] = None,
-                 exclude: Annotated[Optional[str], typer.Option(help="regex: skip weights whose name matches")] = None,
+                 sv_epsilon: Annotated[float, typer.Option(help="also drop singular values <= this (mergekit's --sv-epsilon)")] = 0.0,
+                 embeddings: Annotated[bool, typer.Option("--embeddings/--no-embeddings", "--embed-lora/--no-embed-lora",
+                                                          help="write embeddings and the LM head as LoRA factors "
+                                                          "(default: saved whole when changed)")] = False,
+                 save_module: Annotated[Optional[list[str]], typer.Option(help="module saved whole (full name or last "
+                                                                          "part, e.g. lm_head); repeatable")] = None,
+                 include: Annotated[Optional[list[str]], typer.Option(help="regex on module names: only those matching; repeatable")] = None,
+                 exclude: Annotated[Optional[list[str]], typer.Option(help="regex on module names: skip those matching; repeatable")] = None,
+                 skip_undecomposable: Annotated[bool, typer.Option(help="leave changed norms etc. out instead of saving them whole")] = False,
                  overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False) -> None:
-    """Write the low-rank task vector FINETUNED - BASE as a PEFT LoRA adapter (--rank r or --energy f)."""
-    from .lora import extract_lora as run
+    """Write the task vector FINETUNED - BASE as a PEFT LoRA adapter (--rank r or --energy f): low-rank factors
+    for Linear/Conv1D weights, modules LoRA cannot carry (norms, embeddings, LM head) saved whole if changed."""
+    from .lora_extract import extract_lora as run
 
     console = Console()
     try:
-        rep = run(finetuned, base, out_dir, rank=rank, energy=energy, embeddings=embeddings, include=include,
-                  exclude=exclude, overwrite=overwrite)
+        rep = run(finetuned, base, out_dir, rank=rank, energy=energy, sv_epsilon=sv_epsilon, embeddings=embeddings,
+                  save_modules=save_module or (), include=include, exclude=exclude,
+                  skip_undecomposable=skip_undecomposable, overwrite=overwrite)
     except (FileExistsError, FileNotFoundError, ValueError, OSError) as err:
         _error(console, err)
     t = Table(title=f"kept energy per matrix ({rep.out_dir.name})")
@@ -110,11 +119,18 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     console.print(t)
     for note in rep.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    total = rep.total_sq or 1.0
+    if rep.saved_whole:
+        modules = sorted({n.rsplit(".", 1)[0] for n in rep.saved_whole})
+        console.print(f"saved whole (modules_to_save): {len(modules)} modules holding "
+                      f"{sum(rep.saved_whole.values()) / total:.2%} of ||tau||^2, e.g. {modules[0]}")
+    if rep.lora_bias:
+        console.print(f"lora_bias: {len(rep.lora_bias)} changed biases carried exactly")
     if rep.not_carried:
-        share = sum(rep.not_carried.values()) / rep.total_sq
-        console.print(f"[yellow]note:[/yellow] {len(rep.not_carried)} changed tensors LoRA does not carry (biases, norms, "
-                      f"embeddings without --embeddings) hold {share:.2%} of ||tau||^2; e.g. {next(iter(rep.not_carried))}")
-    console.print(f"carried: {rep.carried_fraction:.2%} of ||tau||^2; wrote {rep.out_dir}")
+        share = sum(rep.not_carried.values()) / total
+        console.print(f"[yellow]note:[/yellow] {len(rep.not_carried)} changed tensors are not carried (excluded, "
+                      f"skipped or unowned) and hold {share:.2%} of ||tau||^2; e.g. {next(iter(rep.not_carried))}")
+    console.print(f"carried: {rep.carried_fraction:.2%} of ||tau||^2 (task_type {rep.task_type}); wrote {rep.out_dir}")
 
 
 def register(app: typer.Typer) -> None:
