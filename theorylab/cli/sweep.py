@@ -31,7 +31,7 @@ def to_file(df: pd.DataFrame, fmt: str, out: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     from theorylab import api
-    from theorylab.cli.app import DeviceOpt, SetOpt, SizeOpt, StoreOpt, fail, out
+    from theorylab.cli.app import DeviceOpt, SetOpt, SizeOpt, StoreOpt, fail, message, out
     from theorylab.core.store import DEFAULT_STORE, Store
     from theorylab.core.study import get_study
 
@@ -67,10 +67,12 @@ def register(app: typer.Typer) -> None:
             runner = make_backend(backend, device, address)
             history = Store(store, create=False) if Path(store).exists() else None
             cost = estimate(s, samples, n, runner.budget(), history, device=str(runner.device))
+            if s.needs is not None:
+                s.needs(next(iter(samples)) if eager else s.config(size, **overrides))
             cost.guard(yes or dry_run)
             st = None if dry_run else Store(store)
         except (ConfigError, KeyError, ValueError) as e:
-            fail(str(e).strip("'\""))
+            fail(message(e))
         out.print(cost.describe(), soft_wrap=True)
         if dry_run:
             why = cost.over_limits()
@@ -123,7 +125,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--models must be >= 1 and --steps >= 2 (got {models}, {steps})")
             s.config("quick", **s.bench_config)
         except (ConfigError, KeyError, ValueError) as e:
-            fail(str(e).strip("'\""))
+            fail(message(e))
         res = run_bench(s, dev, models, steps, naive_models, compile=compile)
         if as_json:
             print(json.dumps(res))

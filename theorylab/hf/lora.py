@@ -157,8 +157,9 @@ class ExtractReport:
 def _module_kinds(model_dir: Path) -> dict[str, str]:
     """Weight name -> "linear" | "conv1d" | "embedding" for the model's adaptable modules, from the
     architecture instantiated on the meta device (no weights are read)."""
-    import transformers
+    from theorylab.core.extras import require
 
+    transformers = require("transformers", "extract-lora")
     cfg = transformers.AutoConfig.from_pretrained(model_dir)
     arch = (getattr(cfg, "architectures", None) or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
