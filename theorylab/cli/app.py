@@ -193,6 +193,13 @@ def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: 
         set: SetOpt = None, store: StoreOpt = DEFAULT_STORE,
         out_dir: Annotated[Optional[Path], typer.Option("--out", help="results folder")] = None, yes: YesOpt = False) -> None:
     """Train the study's models, check every claim, write figures and a report."""
+    from theorylab.core.outputs import check_output_folder
+
+    if out_dir is not None:
+        try:  # before anything trains
+            check_output_folder(out_dir)
+        except ConfigError as e:
+            fail(str(e))
     s, n, dev, rows = _run_study(study, size, seeds, device, set, store, yes=yes)
     out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
     folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -237,6 +244,13 @@ def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
     stored = Store(store, create=False).latest_claims(s.name, size)
     if not stored:
         fail(f"no stored {size} claims for '{study}' in {store}; run `theorylab run {study} --size {size}` first")
+    if out_dir is not None:
+        from theorylab.core.outputs import check_output_folder
+
+        try:
+            check_output_folder(out_dir)
+        except ConfigError as e:
+            fail(str(e))
     by_id = {c.id: c for c in s.claims}
     rows = []
     for r in stored:

@@ -22,11 +22,12 @@ def to_file(df: pd.DataFrame, fmt: str, out: Path) -> None:
     for col in df.columns[df.dtypes == object]:
         if df[col].map(lambda v: isinstance(v, (list, tuple, dict))).any():
             df[col] = df[col].map(lambda v: None if v is None else json.dumps(v))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from theorylab.core.outputs import write_atomically
+
     if fmt == "parquet":
-        df.to_parquet(out, index=False)
+        write_atomically(out, lambda tmp: df.to_parquet(tmp, index=False))
     else:
-        df.to_csv(out, index=False)
+        write_atomically(out, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def register(app: typer.Typer) -> None:
@@ -96,8 +97,14 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = DEFAULT_STORE,
     ) -> None:
         """Write the store's cells as a table: one row per cell (config_hash, config fields, final metrics)."""
+        from theorylab.core.outputs import check_output_file
+
         if fmt not in ("parquet", "csv"):
             fail(f"--format must be parquet or csv (got {fmt!r})")
+        try:  # before the store is read: the output may never be the store itself
+            check_output_file(out_file, [store])
+        except ConfigError as e:
+            fail(str(e))
         df = api.results(store, study)
         if df.empty:
             fail(f"no cells{' of study ' + repr(study) if study else ''} in {store}")
