@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,16 +27,70 @@ from theorylab.core.study import get_study, study_names
 USER_ERRORS = (ConfigError, StoreError, HFConfigError, OSError, MemoryError)
 
 
-class OneLineErrors(TyperGroup):
-    """The one error path of every command: a user-facing failure is one line `error: ...` and exit code 2,
-    with no traceback (`theorylab --debug ...` or THEORYLAB_DEBUG=1 shows it); any other exception is an
-    internal error, reported in one line with exit code 1."""
+def _typers_click():
+    """The click that typer raises its exceptions from: typer >= 0.2x bundles a private copy (typer._click) that
+    the click package's classes never match; older typer uses the click package itself. Resolved from typer's
+    own core module so the handler below matches whichever this typer is, without importing click."""
+    import importlib
 
-    def invoke(self, ctx: click.Context):
+    for name in ("_click", "click"):
+        mod = getattr(typer.core, name, None)
+        if mod is not None and hasattr(mod, "exceptions"):
+            return mod
+    return importlib.import_module("click")
+
+
+_click = _typers_click()
+USAGE_ERRORS = (_click.exceptions.ClickException,)  # UsageError, BadParameter, MissingParameter, NoSuchOption ...
+# exits typer/click handle themselves; no_args_is_help's "error" is the help text, shown as such
+PASS_THROUGH = tuple({getattr(_click.exceptions, name, typer.Exit) for name in ("Exit", "Abort", "NoArgsIsHelpError")}
+                     | {typer.Exit, typer.Abort})
+# what a Ctrl-C leaves behind, per command (every write of theorylab is one transaction or one atomic rename)
+KEPT_ON_INTERRUPT = {
+    "sweep": "cells finished before it are in the store; the same command resumes from there",
+    "run": "claims and cells finished before it are in the store; no report was written",
+    "check": "claims and cells finished before it are in the store",
+    "seeds": "cells finished before it are in the store",
+    "merge": "no output folder was written (outputs appear only when complete)",
+    "extract-lora": "no adapter folder was written (outputs appear only when complete)",
+    "export": "no output file was written (outputs appear only when complete)",
+    "report": "no report folder was written",
+}
+
+
+def _usage_exit(e: BaseException) -> None:
+    """A click/typer usage error (bad option value, missing argument, unknown option): one line, exit 2."""
+    msg = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and isinstance(e, _click.exceptions.UsageError) else ""
+    err.print(Text.assemble(("error:", "bold red"), " ", " ".join(f"{msg}{hint}".split())), soft_wrap=True)
+    raise typer.Exit(2)
+
+
+class OneLineErrors(TyperGroup):
+    """The one error path of every command: a user-facing failure (usage errors included) is one line
+    `error: ...` and exit code 2, with no traceback (`theorylab --debug ...` or THEORYLAB_DEBUG=1 shows it);
+    Ctrl-C says what was kept and exits 130; any other exception is an internal error, one line, exit code 1."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except PASS_THROUGH:
+            raise
+        except USAGE_ERRORS as e:  # the group's own options: `theorylab --bogus`
+            _usage_exit(e)
+
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, typer.Exit, typer.Abort):
+        except PASS_THROUGH:
             raise
+        except USAGE_ERRORS as e:
+            _usage_exit(e)
+        except KeyboardInterrupt:
+            kept = KEPT_ON_INTERRUPT.get(ctx.invoked_subcommand or "", "nothing was written")
+            err.print(Text.assemble(("interrupted:", "bold yellow"), " ", kept), soft_wrap=True)
+            raise typer.Exit(130) from None
         except Exception as e:
             if ctx.params.get("debug") or os.environ.get("THEORYLAB_DEBUG"):
                 raise
@@ -80,6 +134,11 @@ StoreOpt = Annotated[Path, typer.Option("--store", help="results store (SQLite f
 YesOpt = Annotated[bool, typer.Option("--yes", help="run even when the cost estimate is above the limits")]
 
 
+def message(e: BaseException) -> str:
+    """An exception's text for `error:` lines; a KeyError's str() is its quoted repr, the others are left as they are."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
 def fail(message: str, code: int = 2) -> None:
     err.print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())), soft_wrap=True)
     raise typer.Exit(code)
@@ -103,9 +162,11 @@ def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: l
         history = Store(store, create=False) if Path(store).exists() else None
         cost = estimate(study, cfgs, len(cfgs), memory_budget(dev), history, f"{study.name} claims, per trained group",
                         str(dev))
+        if study.needs is not None:
+            study.needs(cfgs[0])
         cost.guard(yes)
     except (ConfigError, KeyError, ValueError) as e:
-        fail(str(e).strip("'\""))
+        fail(message(e))
     return study, overrides, n, dev, Store(store)
 
 
@@ -132,6 +193,13 @@ def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: 
         set: SetOpt = None, store: StoreOpt = DEFAULT_STORE,
         out_dir: Annotated[Optional[Path], typer.Option("--out", help="results folder")] = None, yes: YesOpt = False) -> None:
     """Train the study's models, check every claim, write figures and a report."""
+    from theorylab.core.outputs import check_output_folder
+
+    if out_dir is not None:
+        try:  # before anything trains
+            check_output_folder(out_dir)
+        except ConfigError as e:
+            fail(str(e))
     s, n, dev, rows = _run_study(study, size, seeds, device, set, store, yes=yes)
     out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
     folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -172,10 +240,17 @@ def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
     try:
         s = get_study(study)
     except KeyError as e:
-        fail(str(e).strip("'\""))
+        fail(message(e))
     stored = Store(store, create=False).latest_claims(s.name, size)
     if not stored:
         fail(f"no stored {size} claims for '{study}' in {store}; run `theorylab run {study} --size {size}` first")
+    if out_dir is not None:
+        from theorylab.core.outputs import check_output_folder
+
+        try:
+            check_output_folder(out_dir)
+        except ConfigError as e:
+            fail(str(e))
     by_id = {c.id: c for c in s.claims}
     rows = []
     for r in stored:

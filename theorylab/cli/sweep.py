@@ -22,16 +22,17 @@ def to_file(df: pd.DataFrame, fmt: str, out: Path) -> None:
     for col in df.columns[df.dtypes == object]:
         if df[col].map(lambda v: isinstance(v, (list, tuple, dict))).any():
             df[col] = df[col].map(lambda v: None if v is None else json.dumps(v))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from theorylab.core.outputs import write_atomically
+
     if fmt == "parquet":
-        df.to_parquet(out, index=False)
+        write_atomically(out, lambda tmp: df.to_parquet(tmp, index=False))
     else:
-        df.to_csv(out, index=False)
+        write_atomically(out, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def register(app: typer.Typer) -> None:
     from theorylab import api
-    from theorylab.cli.app import DeviceOpt, SetOpt, SizeOpt, StoreOpt, fail, out
+    from theorylab.cli.app import DeviceOpt, SetOpt, SizeOpt, StoreOpt, fail, message, out
     from theorylab.core.store import DEFAULT_STORE, Store
     from theorylab.core.study import get_study
 
@@ -67,10 +68,12 @@ def register(app: typer.Typer) -> None:
             runner = make_backend(backend, device, address)
             history = Store(store, create=False) if Path(store).exists() else None
             cost = estimate(s, samples, n, runner.budget(), history, device=str(runner.device))
+            if s.needs is not None:
+                s.needs(next(iter(samples)) if eager else s.config(size, **overrides))
             cost.guard(yes or dry_run)
             st = None if dry_run else Store(store)
         except (ConfigError, KeyError, ValueError) as e:
-            fail(str(e).strip("'\""))
+            fail(message(e))
         out.print(cost.describe(), soft_wrap=True)
         if dry_run:
             why = cost.over_limits()
@@ -94,8 +97,14 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = DEFAULT_STORE,
     ) -> None:
         """Write the store's cells as a table: one row per cell (config_hash, config fields, final metrics)."""
+        from theorylab.core.outputs import check_output_file
+
         if fmt not in ("parquet", "csv"):
             fail(f"--format must be parquet or csv (got {fmt!r})")
+        try:  # before the store is read: the output may never be the store itself
+            check_output_file(out_file, [store])
+        except ConfigError as e:
+            fail(str(e))
         df = api.results(store, study)
         if df.empty:
             fail(f"no cells{' of study ' + repr(study) if study else ''} in {store}")
@@ -123,7 +132,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--models must be >= 1 and --steps >= 2 (got {models}, {steps})")
             s.config("quick", **s.bench_config)
         except (ConfigError, KeyError, ValueError) as e:
-            fail(str(e).strip("'\""))
+            fail(message(e))
         res = run_bench(s, dev, models, steps, naive_models, compile=compile)
         if as_json:
             print(json.dumps(res))

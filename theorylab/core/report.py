@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from theorylab.core.study import Study  # noqa: E402
 
@@ -31,7 +32,7 @@ def verdict_table(rows: list[dict], title: str = "claims") -> Table:
         t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(r["study"], r["claim"], r.get("kind", ""), r["theorem"], f"[{VERDICT_STYLE.get(r['verdict'], 'bold red')}]"
-                  f"{r['verdict']}[/]", r["summary"], f"{r['seconds']:.1f}")
+                  f"{r['verdict']}[/]", Text(str(r["summary"])), f"{r['seconds']:.1f}")  # summaries are not markup
     return t
 
 

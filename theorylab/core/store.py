@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -125,10 +126,11 @@ class Store:
         if not self.memory:
             self._check_file(create)
         with self._con() as con:
-            if not self.memory and self.writable:
-                con.execute("PRAGMA journal_mode=WAL")
+            # checked before anything is written: a file that is not a theorylab store is never changed
             self._check_schema(con, missing_ok=self.writable)
             if self.writable:
+                if not self.memory:
+                    con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(_SCHEMA)
         self._opened = True
 
@@ -150,6 +152,12 @@ class Store:
                 raise StoreError(f"store {p}: its folder {p.parent} is not writable")
             self.writable = True
             return
+        try:  # stat, not open: opening a FIFO or a device would block or read forever
+            mode = os.stat(p).st_mode
+        except OSError as e:
+            raise StoreError(f"store {p}: cannot read it ({e.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise StoreError(f"store {p} is not a regular file (a pipe, socket or device); give an SQLite file")
         try:
             with open(p, "rb") as f:
                 head = f.read(len(SQLITE_MAGIC))
@@ -157,13 +165,16 @@ class Store:
             raise StoreError(f"store {p}: cannot read it ({e.strerror})") from None
         if head and head != SQLITE_MAGIC:
             raise StoreError(f"{p} is not a theorylab store (not an SQLite database)")
-        self.writable = os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
+        # a reader (create=False) opens the file read-only: it never adds tables or switches the journal mode
+        self.writable = create and os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
         if create and not self.writable:
             raise StoreError(f"store {p} is read-only; a run writes to its store (pass another --store)")
 
     def _check_schema(self, con: sqlite3.Connection, missing_ok: bool) -> None:
         cols = [r[1] for r in con.execute("PRAGMA table_info(cells)")]
-        if cols != CELL_COLUMNS and (cols or not missing_ok):
+        # a new (empty) database may become a store; an SQLite file holding other tables is someone else's
+        empty = con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+        if cols != CELL_COLUMNS and (cols or not (missing_ok and empty)):
             what = "has no 'cells' table" if not cols else "has a 'cells' table of another shape"
             raise StoreError(f"{self.path} is not a theorylab store (an SQLite file that {what})")
 

@@ -59,6 +59,9 @@ class Study:
     # valid alternatives for some fields (over `tiny`): the conformance test draws configs from them and asks every
     # claim to run without ERROR (combinations the config rejects are skipped)
     variations: dict[str, tuple] = field(default_factory=dict)
+    # raises core.extras.MissingExtra when the config needs an optional dependency that is not installed; the CLI
+    # calls it before anything trains
+    needs: Callable[[StudyConfig], None] | None = None
 
     def config(self, size: str = "quick", **overrides: Any) -> StudyConfig:
         if size not in self.sizes:

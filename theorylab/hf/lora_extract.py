@@ -54,7 +54,9 @@ class Architecture:
 
 def architecture(model_dir: str | Path) -> Architecture:
     """The model's modules from its architecture instantiated on the meta device (no weights are read)."""
-    import transformers
+    from theorylab.core.extras import require
+
+    transformers = require("transformers", "extract-lora")
 
     cfg = transformers.AutoConfig.from_pretrained(model_dir)
     arch = (getattr(cfg, "architectures", None) or [None])[0]

