@@ -85,7 +85,8 @@ def model_card(config: MergeConfig, config_text: str, report: MergeReport) -> st
     method = get_merge_method(config.merge_method)
     link = f"[{method.pretty_name}]({method.reference})" if method.reference else method.pretty_name
     base = f" with `{config.base_model}` as the base" if config.base_model else ""
-    models = "\n".join(f"* `{m.model}`" for m in config.models if m.model != config.base_model) or "* (none)"
+    listed = dict.fromkeys(m.model for _, m in config.listed_inputs() if m.model != config.base_model)
+    models = "\n".join(f"* `{m}`" for m in listed) or "* (none)"
     notes = "\n".join(f"* {n}" for n in report.notes) or "* none"
     edits = "\n".join(f"| {g} | {(report.edit_sq[g] / report.base_sq[g]) ** 0.5 if report.base_sq[g] > 0 else 0:.3e} |"
                        for g in sorted(report.edit_sq, key=group_order))
@@ -265,6 +266,11 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
         config_text = Path(config).read_text()
         config = load_config(config)
     console = console or Console(stderr=True)
+    if get_merge_method(config.merge_method).kernel is not None:  # slerp, passthrough, ...: whole tensors
+        from .whole_tensor_merge import merge_whole_tensors
+        return merge_whole_tensors(config, out_dir, config_dir=config_dir, config_text=config_text,
+                                   max_shard_bytes=max_shard_bytes, overwrite=overwrite, progress=progress,
+                                   console=console, layer_pattern=layer_pattern)
     knobs = _knobs(config)
     notes = config.notes()
     ref_path, inputs = _inputs(config, config_dir, notes)
