@@ -1,0 +1,69 @@
+"""theorylab merge against committed mergekit 0.1.5 outputs (no mergekit needed; regenerate them with
+tests/hf/fixtures/mergekit/make_refs.py). Each case is a mergekit YAML over tiny committed Llama models."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from theorylab.hf import load_state_dict, merge_checkpoints
+
+REFS = Path(__file__).parent / "fixtures" / "mergekit"
+CASES = sorted(p.stem for p in (REFS / "cases").glob("*.yml"))
+
+
+def _expected(case: str) -> tuple[dict, dict]:
+    with safe_open(REFS / "expected" / f"{case}.safetensors", "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def _merge(case: str, tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / f"{case}.yml"
+    cfg.write_text((REFS / "cases" / f"{case}.yml").read_text().replace("models/", f"{REFS}/models/") + extra)
+    out = tmp_path / f"{case}-out"
+    merge_checkpoints(cfg, out, progress=False)
+    return out
+
+
+def test_every_case_has_a_reference():
+    assert len(CASES) >= 19
+    assert all((REFS / "expected" / f"{c}.safetensors").exists() for c in CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_same_tensors_as_mergekit(case, tmp_path):
+    out = _merge(case, tmp_path)
+    ours = load_state_dict(out)
+    theirs, meta = _expected(case)
+    assert set(ours) == set(theirs)
+    for k, v in theirs.items():
+        assert ours[k].dtype == v.dtype, k
+        if v.dtype == torch.float32:
+            assert float((ours[k] - v).abs().max()) <= 1e-6, k
+        else:  # half precision: the same up to one rounding step of the output dtype
+            torch.testing.assert_close(ours[k], v, rtol=torch.finfo(v.dtype).eps, atol=1e-6, msg=k)
+    n_layers = json.loads((out / "config.json").read_text())["num_hidden_layers"]
+    assert n_layers == int(meta["num_hidden_layers"])
+
+
+def test_passthrough_stacks_and_renumbers_layers(tmp_path):
+    out = load_state_dict(_merge("passthrough_stack", tmp_path))
+    ft1 = load_state_dict(REFS / "models" / "ft1")
+    ft2 = load_state_dict(REFS / "models" / "ft2")
+    # output layer 2 is ft1's layer 1 (gradient scale [1, 0.5] at t = 0 -> 1; o_proj filtered to 0)
+    assert torch.equal(out["model.layers.2.mlp.up_proj.weight"], ft1["model.layers.1.mlp.up_proj.weight"])
+    assert torch.equal(out["model.layers.3.mlp.up_proj.weight"], ft1["model.layers.2.mlp.up_proj.weight"] * 0.5)
+    assert not out["model.layers.2.self_attn.o_proj.weight"].any()
+    # the last slice supplies what follows the layers, the first what precedes them
+    assert torch.equal(out["lm_head.weight"], ft2["lm_head.weight"])
+    assert torch.equal(out["model.layers.4.self_attn.q_proj.weight"], ft2["model.layers.2.self_attn.q_proj.weight"])
+
+
+def test_compute_dtype_float32_differs_from_mergekits_bf16(tmp_path):
+    """compute_dtype: float32 is theorylab's option: the arithmetic in float32, only the output in bf16."""
+    out = load_state_dict(_merge("ties_bf16", tmp_path, "compute_dtype: float32\n"))
+    theirs, _ = _expected("ties_bf16")
+    diff = max(float((out[k].float() - theirs[k].float()).abs().max()) for k in theirs)
+    assert diff > 0
+    assert all(out[k].dtype == torch.bfloat16 for k in out)
