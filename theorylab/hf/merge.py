@@ -364,6 +364,40 @@ def _lwptv(config, base, models, entries, report, layer_pattern, chunk_elems) ->
     return {n: frozenset(ts) for n, ts in masked.items()}
 
 
+def half_compute_dtype(config: MergeConfig) -> torch.dtype | None:
+    """mergekit computes in ``dtype``: float16/bfloat16 merges take the whole-tensor path that repeats its
+    arithmetic there, unless compute_dtype asks for float32 (theorylab's streaming path)."""
+    if config.compute_dtype is None and config.dtype in ("float16", "bfloat16"):
+        return getattr(torch, config.dtype)
+    return None
+
+
+def _merge_one_in_dtype(name, base, models, writer, out_info, plan, knobs, config, report, layer_pattern,
+                        masked: frozenset[int], dtype: torch.dtype) -> None:
+    from ..edit.in_dtype import linear_in_dtype, model_stock_in_dtype, sce_in_dtype, task_arithmetic_in_dtype
+    from ..edit.sparsify import task_seed
+
+    b = base.read(name).to(dtype)
+    ms = [b if t in masked else m.read(name).to(dtype) for t, m in enumerate(models)]
+    p = config.parameters
+    if knobs.weights_on_models:
+        merged = linear_in_dtype(ms, plan.weights, knobs.normalize)
+    elif knobs.coefficients == "sce":
+        merged = sce_in_dtype(b, ms, plan.select_topk, bool(p.int8_mask))
+    elif knobs.coefficients == "model_stock":
+        merged = model_stock_in_dtype(b, ms, knobs.filter_wise)
+    else:
+        seeds = [int(task_seed(p.seed, t, name)) for t in range(len(ms))]
+        merged = task_arithmetic_in_dtype(b, ms, plan.weights, plan.densities, knobs, lam=plan.lam, gammas=plan.gammas,
+                                          epsilons=plan.epsilons, int8_mask=bool(p.int8_mask), seeds=seeds)
+    merged = merged.to(out_info.dtype)
+    writer.write(name, merged)
+    group = group_name(name, layer_pattern)
+    report.add_relations(group, [m.float() - b.float() for m in ms])
+    report.edit_sq[group] = report.edit_sq.get(group, 0.0) + float((merged.double() - b.double()).pow(2).sum())
+    report.base_sq[group] = report.base_sq.get(group, 0.0) + float(b.double().pow(2).sum())
+
+
 def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_elems, report, layer_pattern,
                masked: frozenset[int] = frozenset()) -> None:
     """masked: models whose task vector is zero in this tensor (LwPTV), so every merge method sees tau = 0."""
@@ -371,6 +405,10 @@ def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_
     if not info.dtype.is_floating_point:  # integer buffers: copied from the base
         for a, b in info.row_blocks(chunk_elems):
             writer.write(name, base.read_rows(name, a, b))
+        return
+    half = half_compute_dtype(config)
+    if half is not None:
+        _merge_one_in_dtype(name, base, models, writer, out_info, plan, knobs, config, report, layer_pattern, masked, half)
         return
     tm = _tensor_merge(name, plan, knobs, config)
     if tm.needs_whole_rows and len(info.shape) < 2:
