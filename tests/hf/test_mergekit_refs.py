@@ -27,7 +27,7 @@ def _merge(case: str, tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_every_case_has_a_reference():
-    assert len(CASES) >= 19
+    assert len(CASES) >= 22
     assert all((REFS / "expected" / f"{c}.safetensors").exists() for c in CASES)
 
 
@@ -43,8 +43,12 @@ def test_same_tensors_as_mergekit(case, tmp_path):
             assert float((ours[k] - v).abs().max()) <= 1e-6, k
         else:  # half precision: the same up to one rounding step of the output dtype
             torch.testing.assert_close(ours[k], v, rtol=torch.finfo(v.dtype).eps, atol=1e-6, msg=k)
-    n_layers = json.loads((out / "config.json").read_text())["num_hidden_layers"]
-    assert n_layers == int(meta["num_hidden_layers"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == int(meta["num_hidden_layers"])
+    assert config["vocab_size"] == int(meta["vocab_size"])
+    if "vocab" in meta:  # tokenizer_source / tokenizer: the same output vocabulary
+        vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
+        assert vocab == json.loads(meta["vocab"])
 
 
 def test_passthrough_stacks_and_renumbers_layers(tmp_path):
@@ -67,3 +71,22 @@ def test_compute_dtype_float32_differs_from_mergekits_bf16(tmp_path):
     diff = max(float((out[k].float() - theirs[k].float()).abs().max()) for k in theirs)
     assert diff > 0
     assert all(out[k].dtype == torch.bfloat16 for k in out)
+
+
+def test_tokenizer_source_moves_rows_to_the_output_ids(tmp_path):
+    """tok_b's tokenizer orders the shared words differently: after alignment, row i of every input is the
+    row of output token i, so the slerp of tok_b with itself at any t gives tok_b's rows in tok_b's order."""
+    case = tmp_path / "self.yml"
+    m = f"{REFS}/models"
+    case.write_text(f"merge_method: slerp\nbase_model: {m}/base\ntokenizer_source: base\ndtype: float32\n"
+                    f"models:\n  - model: {m}/base\n  - model: {m}/tok_b\nparameters:\n  t: 1.0\n")
+    merge_checkpoints(case, tmp_path / "out", progress=False)
+    out = load_state_dict(tmp_path / "out")
+    tok_b = load_state_dict(REFS / "models" / "tok_b")
+    vocab_a = json.loads((REFS / "models" / "base" / "tokenizer.json").read_text())["model"]["vocab"]
+    vocab_b = json.loads((REFS / "models" / "tok_b" / "tokenizer.json").read_text())["model"]["vocab"]
+    emb = out["model.embed_tokens.weight"]
+    assert emb.shape[0] == len(vocab_a)
+    for word, i in vocab_a.items():
+        if word in vocab_b:  # slerp at t = 1 returns tok_b's row (up to float32 rounding)
+            torch.testing.assert_close(emb[i], tok_b["model.embed_tokens.weight"][vocab_b[word]])

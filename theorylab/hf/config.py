@@ -26,8 +26,6 @@ OutDtype = Literal["float32", "float16", "bfloat16", "float64"]
 # mergekit config keys for things theorylab does not do: layer stacking and tokenizer surgery.
 UNSUPPORTED_KEYS = {
     "modules": "per-module merge definitions",
-    "tokenizer_source": "tokenizer merging (the output takes the base model's tokenizer files)",
-    "tokenizer": "tokenizer merging (the output takes the base model's tokenizer files)",
     "chat_template": "chat template selection (the output takes the base model's files)",
 }
 THEORYLAB_PARAMETERS = ("seed", "sign_consensus", "rescale_norm", "lwptv")
@@ -151,6 +149,39 @@ class GlobalParameters(ModelParameters):
         return [names.get(k, k) for k in self.model_fields_set]
 
 
+class ZeroRow(_Frozen):
+    kind: Literal["zero"]
+
+
+class ModelTokenRow(_Frozen):
+    kind: Literal["model_token"]
+    model: str
+    token_id: int | None = Field(None, ge=0)
+    token: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.token_id is None) == (self.token is None):
+            raise ValueError("give exactly one of token_id and token")
+        return self
+
+
+class TokenSpec(_Frozen):
+    """Where a token's embedding row comes from when a model lacks it (or always, with force)."""
+    source: ZeroRow | ModelTokenRow | str | None = None
+    force: bool = False
+
+
+class TokenizerSettings(_Frozen):
+    source: str = "union"
+    tokens: dict[str, TokenSpec] | None = None
+    pad_to_multiple_of: int | None = Field(None, ge=1)
+
+
+UNION_REFUSED = ("the union of the models' vocabularies is not implemented in theorylab; use 'base' or a model "
+                 f"(its tokenizer and vocabulary), or {MERGEKIT_HINT}")
+
+
 class SliceSource(_Frozen):
     model: str
     layer_range: tuple[int, int]
@@ -199,6 +230,8 @@ class MergeConfig(_Frozen):
     # (a bfloat16 merge computes in bfloat16), else the inputs' own; "float32" computes in float32 and
     # only casts the output.
     compute_dtype: Literal["float32", "float64"] | None = None
+    tokenizer_source: str | None = None  # "base" or a model ("union" is refused)
+    tokenizer: TokenizerSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +251,12 @@ class MergeConfig(_Frozen):
     @model_validator(mode="after")
     def _parameters_fit_the_method(self):
         method = get_merge_method(self.merge_method)
+        if self.tokenizer_source is not None and self.tokenizer is not None:
+            raise ValueError("tokenizer_source / tokenizer: give at most one of them")
+        if self.tokenizer_source == "union":
+            raise ValueError(f"tokenizer_source: {UNION_REFUSED}")
+        if self.tokenizer is not None and self.tokenizer.source == "union":
+            raise ValueError(f"tokenizer.source: 'union' (also the default when source is not given): {UNION_REFUSED}")
         if (self.models is None) == (self.slices is None):
             raise ValueError("models / slices: give exactly one of them (models: whole models; slices: layer ranges)")
         extras = THEORYLAB_PARAMETERS if method.kernel is None else ()
@@ -250,6 +289,11 @@ class MergeConfig(_Frozen):
         if self.models is not None:
             return [(f"models[{i}]", m) for i, m in enumerate(self.models)]
         return [(f"slices[{i}].sources[{j}]", s) for i, sl in enumerate(self.slices) for j, s in enumerate(sl.sources)]
+
+    @property
+    def vocabulary_source(self) -> str | None:
+        """"base", a model reference, or None (no tokenizer handling: the base's files are copied)."""
+        return self.tokenizer.source if self.tokenizer is not None else self.tokenizer_source
 
     @property
     def output_dtype(self) -> str | None:

@@ -28,6 +28,7 @@ from .config import ConfigError, MergeConfig, ModelParameters, load_config, para
 from .lora import AdaptedReader, is_adapter
 from .lwptv import checkpoint_masks
 from .safetensors_io import TensorInfo
+from .vocabulary import AlignedReader, aligned_tensors, plan_for_config, save_tokenizer
 
 CONFIG_COPY = "mergekit_config.yml"  # mergekit's name for the copy of the config beside its output
 
@@ -285,8 +286,10 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
         for inp in inputs:
             r = _open(inp)
             readers.append(r)
-            _check_layout(base, r, inp.label, notes)
             models.append(r)
+        base, models, vocab = _align_vocabulary(config, config_dir, ref_path, base, inputs, models)
+        for inp, r in zip(inputs, models):
+            _check_layout(base, r, inp.label, notes)
         n_layers = count_layers(base.names, layer_pattern)
         infos = [TensorInfo(n, base.info(n).shape, out_dtype if out_dtype and base.info(n).dtype.is_floating_point
                             else base.info(n).dtype) for n in base.names]
@@ -308,6 +311,8 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
                 bar.advance(task)
             writer.close()
             copy_support_files(ref_path, tmp, out_dtype)
+            if vocab is not None:
+                save_tokenizer(vocab, tmp)
             if "density" in ignored:
                 notes.append(f"density is ignored by {config.merge_method} (no sparsification), as in mergekit")
             if config_text is None:
@@ -318,6 +323,24 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
     finally:
         for r in readers:
             r.close()
+
+
+def _align_vocabulary(config, config_dir, ref_path, base, inputs, models):
+    """With tokenizer_source / tokenizer: every model's embedding rows moved to the output vocabulary."""
+    if config.vocabulary_source is None:
+        return base, models, None
+    keys = {(ref_path, None): f"base_model ({ref_path})"} | {(i.path, i.lora): i.label for i in inputs}
+
+    def resolve_key(ref: str, where: str):
+        path, _, lora = ref.partition("+")
+        return resolve_model_path(path, config_dir), resolve_model_path(lora, config_dir) if lora else None
+
+    base_key = (ref_path, None) if config.base_model else None
+    plan = plan_for_config(config, resolve_key, keys, base_key)
+    by_key = {(ref_path, None): base} | {(i.path, i.lora): r for i, r in zip(inputs, models)}
+    replaced = aligned_tensors(plan, by_key)
+    return (AlignedReader(base, replaced[(ref_path, None)]),
+            [AlignedReader(r, replaced[(i.path, i.lora)]) for i, r in zip(inputs, models)], plan)
 
 
 def _check_layout(base: CheckpointReader, other, label: str, notes: list[str]) -> None:

@@ -30,6 +30,7 @@ from .checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir, chec
 from .config import (ConfigError, FilterRule, GlobalParameters, MergeConfig, ModelParameters, resolve_model_path)
 from .lora import AdaptedReader, is_adapter
 from .safetensors_io import TensorInfo
+from .vocabulary import AlignedReader, aligned_tensors, plan_for_config, save_tokenizer
 
 # Non-layer tensors whose name says they feed the first layer (mergekit's "pre" weights); every other
 # non-layer tensor follows the last layer.
@@ -237,6 +238,16 @@ def merge_whole_tensors(config: MergeConfig, out_dir, *, config_dir: Path | None
         base_key = _key(config.base_model, config_dir, "base_model") if config.base_model else None
         ref_key = base_key or slices[0].sources[0].key
         ref_reader = readers.get(ref_key, "base_model")
+        labels = {s.key: s.label for sl in slices for s in sl.sources}
+        if base_key is not None:
+            labels = {base_key: f"base_model ({config.base_model})"} | labels
+        vocab = plan_for_config(config, lambda ref, where: _key(ref, config_dir, where), labels, base_key)
+        if vocab is not None:
+            for k in labels:
+                readers.get(k, labels[k])
+            replaced = aligned_tensors(vocab, readers.open)
+            readers.open = {k: AlignedReader(r, replaced[k]) for k, r in readers.open.items()}
+            ref_reader = readers.get(ref_key, "base_model")
         splits = {id(sl): _split(config, kernel, sl, base_key,
                                  f"slices[{i}]" if config.slices is not None else "models")
                   for i, sl in enumerate(slices)}
@@ -301,6 +312,8 @@ def merge_whole_tensors(config: MergeConfig, out_dir, *, config_dir: Path | None
             writer.close()
             out_cast = getattr(torch, config.output_dtype) if config.output_dtype else None
             copy_support_files(ref_key[0], tmp, out_cast)
+            if vocab is not None:
+                save_tokenizer(vocab, tmp)
             if config.slices is not None:
                 _write_layer_count(tmp, n_out_layers)
                 notes.append(f"layer slices: the output has {n_out_layers} layers")
