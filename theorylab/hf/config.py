@@ -1,15 +1,18 @@
 """Merge configs in mergekit's YAML vocabulary, validated by frozen pydantic models.
 
 Accepted: merge_method (mergekit's task-vector family: linear, task_arithmetic, ties, dare_linear,
-dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock; plus theorylab's
-magnitude_prune*), base_model, models[].model (a folder, or mergekit's ``folder+lora_adapter``),
-models[].parameters (the method's per-model parameters), parameters (the method's parameters), dtype,
-out_dtype. Each method takes exactly the parameters mergekit's spec gives it (see ``MergeMethod``).
-theorylab additions: parameters.seed (random masks), parameters.sign_consensus ("sum"/"count"),
-parameters.rescale_norm (l1/l2/linf/density), parameters.lwptv (layer-wise pruning of the task vectors).
-A parameter value may be a number, a list of numbers (gradient over blocks) or filter rules
-[{filter: "self_attn", value: 0.5}, {value: 1.0}]. Every problem is reported as one line naming the field.
-Computation is always float32 (or float64 for float64 inputs); ``dtype``/``out_dtype`` only cast the output.
+dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock; its whole-tensor methods:
+slerp, nuslerp, multislerp, karcher, nearswap, arcee_fusion, passthrough; plus theorylab's
+magnitude_prune*), base_model, models[].model (a folder, or mergekit's ``folder+lora_adapter``) or
+slices[].sources[] (model, layer_range; whole-tensor methods), models[].parameters (the method's per-model
+parameters), parameters (the method's parameters), dtype, out_dtype, tokenizer_source / tokenizer (base or
+a model; union is refused). Each method takes exactly the parameters mergekit's spec gives it (see
+``MergeMethod``). theorylab additions: parameters.seed (random masks), parameters.sign_consensus
+("sum"/"count"), parameters.rescale_norm (l1/l2/linf/density), parameters.lwptv (layer-wise pruning of the
+task vectors), compute_dtype. A parameter value may be a number, a list of numbers (gradient over blocks)
+or filter rules [{filter: "self_attn", value: 0.5}, {value: 1.0}]. Every problem is reported as one line
+naming the field. ``dtype`` is the precision the merge is computed in (as in mergekit) unless
+compute_dtype says float32; ``out_dtype`` the precision written.
 """
 from __future__ import annotations
 

@@ -387,12 +387,14 @@ def _lwptv(config, base, models, entries, report, layer_pattern, chunk_elems) ->
     return {n: frozenset(ts) for n, ts in masked.items()}
 
 
-def half_compute_dtype(config: MergeConfig) -> torch.dtype | None:
-    """mergekit computes in ``dtype``: float16/bfloat16 merges take the whole-tensor path that repeats its
-    arithmetic there, unless compute_dtype asks for float32 (theorylab's streaming path)."""
-    if config.compute_dtype is None and config.dtype in ("float16", "bfloat16"):
-        return getattr(torch, config.dtype)
-    return None
+def half_compute_dtype(config: MergeConfig, stored: torch.dtype | None = None) -> torch.dtype | None:
+    """mergekit computes in ``dtype``, or without it in the inputs' (promoted) dtype ``stored``:
+    float16/bfloat16 merges take the whole-tensor path that repeats its arithmetic there, unless
+    compute_dtype asks for float32 (theorylab's streaming path)."""
+    if config.compute_dtype is not None:
+        return None
+    dtype = getattr(torch, config.dtype) if config.dtype else stored
+    return dtype if dtype in (torch.float16, torch.bfloat16) else None
 
 
 def _merge_one_in_dtype(name, base, models, writer, out_info, plan, knobs, config, report, layer_pattern,
@@ -429,7 +431,10 @@ def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_
         for a, b in info.row_blocks(chunk_elems):
             writer.write(name, base.read_rows(name, a, b))
         return
-    half = half_compute_dtype(config)
+    stored = info.dtype
+    for m in models:
+        stored = torch.promote_types(stored, m.info(name).dtype)
+    half = half_compute_dtype(config, stored)
     if half is not None:
         _merge_one_in_dtype(name, base, models, writer, out_info, plan, knobs, config, report, layer_pattern, masked, half)
         return
