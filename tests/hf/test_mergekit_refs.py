@@ -90,3 +90,22 @@ def test_tokenizer_source_moves_rows_to_the_output_ids(tmp_path):
     for word, i in vocab_a.items():
         if word in vocab_b:  # slerp at t = 1 returns tok_b's row (up to float32 rounding)
             torch.testing.assert_close(emb[i], tok_b["model.embed_tokens.weight"][vocab_b[word]])
+
+
+def test_half_checkpoints_without_dtype_compute_in_their_dtype(tmp_path):
+    """mergekit computes in the inputs' own dtype when the config names none: bf16 checkpoints without
+    dtype merge exactly as the fp32 checkpoints with dtype: bfloat16 (the committed reference)."""
+    from theorylab.hf import save_state_dict
+
+    for name in ("base", "ft0", "ft1"):
+        sd = {k: v.bfloat16() for k, v in load_state_dict(REFS / "models" / name).items()}
+        save_state_dict(sd, tmp_path / "models" / name, support_from=REFS / "models" / name)
+    cfg = tmp_path / "ties.yml"
+    text = (REFS / "cases" / "ties_bf16.yml").read_text().replace("models/", f"{tmp_path}/models/")
+    cfg.write_text(text.replace("dtype: bfloat16\n", ""))
+    assert "dtype" not in cfg.read_text()
+    merge_checkpoints(cfg, tmp_path / "out", progress=False)
+    ours = load_state_dict(tmp_path / "out")
+    theirs, _ = _expected("ties_bf16")
+    for k, v in theirs.items():
+        torch.testing.assert_close(ours[k], v, rtol=torch.finfo(v.dtype).eps, atol=1e-6, msg=k)
