@@ -269,6 +269,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/mkcmp")
     ap.add_argument("--archs", default="llama,gpt2,bert")
     ap.add_argument("--skip-random", action="store_true")
+    ap.add_argument("--only", choices=("task-vector", "whole-tensor"),
+                    help="run one group of deterministic rows (default: both)")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -276,7 +278,8 @@ def main() -> None:
     rows = ["| arch | method | parameters | max abs diff vs mergekit | result |", "|---|---|---|---|---|"]
     for arch in args.archs.split(","):
         paths = build_family(work / "models", arch, n_tasks=3)
-        cases = deterministic_cases(paths, arch) + (whole_tensor_cases(paths, arch) if arch != "bert" else [])
+        cases = ((deterministic_cases(paths, arch) if args.only != "whole-tensor" else [])
+                 + (whole_tensor_cases(paths, arch) if arch != "bert" and args.only != "task-vector" else []))
         for i, (method, desc, cfg) in enumerate(cases):
             mk, ours = work / f"{arch}-{i}-mergekit", work / f"{arch}-{i}-theorylab"
             if arch == "bert":
