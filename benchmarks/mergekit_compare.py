@@ -110,6 +110,61 @@ def deterministic_cases(paths, arch: str) -> list[tuple[str, str, dict]]:
                                  {"model": str(paths["ft0"]), "parameters": {"weight": 1.0}}]})]
 
 
+def whole_tensor_cases(paths, arch: str) -> list[tuple[str, str, dict]]:
+    """slerp and the other whole-tensor methods, layer slices, and half-precision compute."""
+    b, a0, a1, a2 = (str(paths[k]) for k in ("base", "ft0", "ft1", "ft2"))
+    n = 2  # layers of the tiny models
+    mw = lambda ref, x: {"model": ref, "parameters": {"weight": x}}  # noqa: E731
+    rules = [{"filter": "attn", "value": [0.0, 0.5, 1.0]}, {"filter": "mlp", "value": [1.0, 0.3]}, {"value": 0.4}]
+    dens = [{"model": a0, "parameters": {"weight": 1.0, "density": 0.5}},
+            {"model": a1, "parameters": {"weight": 0.6, "density": 0.3}}]
+    f32 = {"dtype": "float32"}
+    cases = [
+        ("slerp", "t filter rules with gradients", {"merge_method": "slerp", "base_model": b, "models": [{"model": b}, {"model": a0}], "parameters": {"t": rules}} | f32),
+        ("slerp", "slices (same layers of both), t gradient [0, 1]",
+         {"merge_method": "slerp", "base_model": a0, "parameters": {"t": [0.0, 1.0]},
+          "slices": [{"sources": [{"model": a0, "layer_range": [0, n]}, {"model": a1, "layer_range": [0, n]}]}]} | f32),
+        ("slerp", "dtype bfloat16, t 0.3", {"merge_method": "slerp", "base_model": b, "models": [{"model": a1}], "parameters": {"t": 0.3}, "dtype": "bfloat16"}),
+        ("nuslerp", "no base, weights 0.3 / 0.7 (flattened)", {"merge_method": "nuslerp", "models": [mw(a0, 0.3), mw(a1, 0.7)]} | f32),
+        ("nuslerp", "base (task vectors), row-wise", {"merge_method": "nuslerp", "base_model": b, "models": [mw(a0, 1.0), mw(a1, 2.0)],
+                                                       "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True}} | f32),
+        ("nuslerp", "nuslerp_flatten: false (per column)", {"merge_method": "nuslerp", "models": [mw(a0, 0.5), mw(a1, 0.5)],
+                                                             "parameters": {"nuslerp_flatten": False}} | f32),
+        ("multislerp", "base, 3 models, weights 0.3 / 0.5 / 0.2", {"merge_method": "multislerp", "base_model": b,
+                                                                    "models": [mw(a0, 0.3), mw(a1, 0.5), mw(a2, 0.2)]} | f32),
+        ("multislerp", "no base, normalize_weights: false", {"merge_method": "multislerp", "models": [mw(a0, 1.0), mw(a1, 3.0)],
+                                                              "parameters": {"normalize_weights": False}} | f32),
+        ("karcher", "3 models, max_iter 20, tol 1e-6", {"merge_method": "karcher", "models": [{"model": a0}, {"model": a1}, {"model": a2}],
+                                                        "parameters": {"max_iter": 20, "tol": 1e-6}} | f32),
+        ("nearswap", "t 0.02", {"merge_method": "nearswap", "base_model": b, "models": [{"model": a0}], "parameters": {"t": 0.02}} | f32),
+        ("arcee_fusion", "base + 1 model", {"merge_method": "arcee_fusion", "base_model": b, "models": [{"model": a0}]} | f32),
+        ("passthrough", "slices: 2 + 1 layers from two models, scale 0.5", {"merge_method": "passthrough", "slices": [
+            {"sources": [{"model": a0, "layer_range": [0, n]}]},
+            {"sources": [{"model": a1, "layer_range": [n - 1, n], "parameters": {"scale": 0.5}}]}]} | f32),
+        ("ties", "dtype bfloat16 (computed in bfloat16)", {"merge_method": "ties", "base_model": b, "models": dens, "dtype": "bfloat16"}),
+        ("task_arithmetic", "dtype bfloat16, lambda 0.7", {"merge_method": "task_arithmetic", "base_model": b, "dtype": "bfloat16",
+                                                           "models": [mw(a0, 1.0), mw(a1, -0.4)], "parameters": {"lambda": 0.7}}),
+        ("breadcrumbs_ties", "dtype bfloat16, gamma 0.05", {"merge_method": "breadcrumbs_ties", "base_model": b, "dtype": "bfloat16",
+                                                            "models": dens, "parameters": {"gamma": 0.05}}),
+        ("sce", "dtype bfloat16, select_topk 0.5", {"merge_method": "sce", "base_model": b, "models": [{"model": a0}, {"model": a1}],
+                                                    "parameters": {"select_topk": 0.5}, "dtype": "bfloat16"}),
+        ("model_stock", "dtype bfloat16", {"merge_method": "model_stock", "base_model": b, "models": [{"model": a0}, {"model": a1}],
+                                           "dtype": "bfloat16"}),
+        ("linear", "dtype float16", {"merge_method": "linear", "models": [mw(b, 1.0), mw(a0, 0.5), mw(a1, 0.25)], "dtype": "float16"}),
+        ("dare_ties", "dtype bfloat16, density 1", {"merge_method": "dare_ties", "base_model": b, "dtype": "bfloat16",
+                                                    "models": [mw(a0, 1.0), mw(a1, 0.5)]}),
+        ("della", "dtype bfloat16, density 1", {"merge_method": "della", "base_model": b, "dtype": "bfloat16",
+                                                "models": [mw(a0, 1.0), mw(a1, 0.5)]}),
+    ]
+    if arch != "llama":
+        cases = [c for c in cases if "dtype" not in c[1]]
+    return cases
+
+
+# theorylab's own option: the same YAML computed in float32 (the difference mergekit's bf16 arithmetic makes)
+FLOAT32_COMPUTE = ("ties", "task_arithmetic", "sce", "slerp")
+
+
 def random_cases(paths) -> list[tuple[str, str, dict, int]]:
     """(method, parameters, config, number of task vectors)."""
     base = str(paths["base"])
@@ -174,6 +229,9 @@ def max_abs_diff(a: dict, b: dict) -> float:
     missing = set(a) ^ set(b)
     if missing:
         raise RuntimeError(f"tensor names differ: {sorted(missing)[:5]}")
+    dtypes = [k for k in a if a[k].dtype != b[k].dtype]
+    if dtypes:
+        raise RuntimeError(f"dtypes differ: {dtypes[0]}: {a[dtypes[0]].dtype} vs {b[dtypes[0]].dtype}")
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
 
 
@@ -211,6 +269,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/mkcmp")
     ap.add_argument("--archs", default="llama,gpt2,bert")
     ap.add_argument("--skip-random", action="store_true")
+    ap.add_argument("--only", choices=("task-vector", "whole-tensor"),
+                    help="run one group of deterministic rows (default: both)")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -218,7 +278,9 @@ def main() -> None:
     rows = ["| arch | method | parameters | max abs diff vs mergekit | result |", "|---|---|---|---|---|"]
     for arch in args.archs.split(","):
         paths = build_family(work / "models", arch, n_tasks=3)
-        for i, (method, desc, cfg) in enumerate(deterministic_cases(paths, arch)):
+        cases = ((deterministic_cases(paths, arch) if args.only != "whole-tensor" else [])
+                 + (whole_tensor_cases(paths, arch) if arch != "bert" and args.only != "task-vector" else []))
+        for i, (method, desc, cfg) in enumerate(cases):
             mk, ours = work / f"{arch}-{i}-mergekit", work / f"{arch}-{i}-theorylab"
             if arch == "bert":
                 run_mergekit_api(cfg, mk)
@@ -229,6 +291,12 @@ def main() -> None:
             ok = diff <= 1e-6
             rows.append(f"| {arch} | {method} | {desc} | {diff:.2e} | {'same' if ok else '**differs**'} |")
             print(rows[-1], flush=True)
+            if cfg.get("dtype") in ("bfloat16", "float16") and method in FLOAT32_COMPUTE:
+                run_theorylab(cfg | {"compute_dtype": "float32"}, ours)
+                diff = max_abs_diff(load_state_dict(ours), load_state_dict(mk))
+                rows.append(f"| {arch} | {method} | {desc}, theorylab `compute_dtype: float32` | {diff:.2e} | "
+                            "differs by design (float32 arithmetic) |")
+                print(rows[-1], flush=True)
     if not args.skip_random:
         rows += ["", "| arch | method | parameters | statistic | theorylab | mergekit | expected | test |",
                  "|---|---|---|---|---|---|---|---|"]

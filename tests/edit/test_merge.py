@@ -94,10 +94,10 @@ def test_per_layer_filters_and_gradients_select_values(base, make_state):
 def test_bad_inputs_are_refused_with_names(base, make_state):
     from tests.edit.conftest import SHAPES
     tv = make_state(1, SHAPES)
-    with pytest.raises(ValueError, match="known: breadcrumbs, breadcrumbs_ties, dare_linear"):
+    with pytest.raises(ValueError, match="known: arcee_fusion, breadcrumbs, breadcrumbs_ties, dare_linear"):
         get_merge_method("slerpy")
     with pytest.raises(ValueError, match="outside the task-vector family.*mergekit"):
-        get_merge_method("slerp")
+        get_merge_method("ram")
     with pytest.raises(ValueError, match="sparsify_method"):
         merge(base, [tv], 1.0, density=0.5)
     with pytest.raises(ValueError, match="density"):

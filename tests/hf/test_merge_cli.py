@@ -131,10 +131,28 @@ def test_per_layer_filter_rules_from_yaml(family, tmp_path):
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c["models"][1]["parameters"].update(wieght=1.0), "models.1.parameters.wieght: unknown field"),
     (lambda c: c.update(merge_method="slerp2"), "unknown method 'slerp2'; supported: linear, task_arithmetic, ties"),
-    (lambda c: c.update(merge_method="slerp"), "'slerp' is outside the task-vector family and not supported by "
-                                               "theorylab merge; use mergekit"),
-    (lambda c: c.update(tokenizer_source="base"), "tokenizer_source: tokenizer merging"),
-    (lambda c: c.update(slices=[]), "slices: layer slices (passthrough / frankenmerges) is not supported"),
+    (lambda c: c.update(merge_method="ram"), "'ram' is outside the task-vector family and not supported by "
+                                             "theorylab merge; use mergekit"),
+    (lambda c: c.update(merge_method="slerp"), "models[1].parameters.weight: not a per-model parameter of slerp"),
+    (lambda c: c.update(merge_method="slerp", models=[{"model": m["model"]} for m in c["models"][:2]]),
+     "parameters.t: required by slerp"),
+    (lambda c: c.update(merge_method="nearswap", models=[{"model": m["model"]} for m in c["models"]],
+                        parameters={"t": 0.1}), "models: nearswap takes exactly 1 model(s) besides the base, got 2"),
+    (lambda c: c.update(tokenizer_source="union"), "tokenizer_source: the union of the models' vocabularies is not "
+                                                    "implemented in theorylab; use 'base' or a model"),
+    (lambda c: c.update(tokenizer={"tokens": {"x": {"source": {"kind": "zero"}}}}),
+     "tokenizer.source: 'union' (also the default when source is not given)"),
+    (lambda c: c.update(tokenizer_source="base", tokenizer={"source": "base"}), "give at most one of them"),
+    (lambda c: c.update(slices=[{"sources": [{"model": c["base_model"], "layer_range": [0, 2]}]}]),
+     "models / slices: give exactly one of them"),
+    (lambda c: c.update(models=None, slices=[{"sources": [{"model": c["base_model"], "layer_range": [0, 2]}]}]),
+     "slices: layer slices are supported with the whole-tensor methods (passthrough, slerp, nuslerp, ...), not with ties"),
+    (lambda c: c.update(merge_method="passthrough", models=None, parameters={},
+                        slices=[{"sources": [{"model": c["base_model"], "layer_range": [2, 1]}]}]),
+     "layer_range must be [start, stop] with 0 <= start < stop, got [2, 1]"),
+    (lambda c: c.update(merge_method="passthrough", base_model=None, models=None, parameters={},
+                        slices=[{"sources": [{"model": c["models"][0]["model"], "layer_range": [0, 5]}]}]),
+     "slices[0].sources[0].layer_range: [0, 5] goes past the 2 layers"),
     (lambda c: c["models"][1]["parameters"].update(gamma=0.1), "models[1].parameters.gamma: not a per-model parameter "
                                                                "of ties (per model it takes: weight, density)"),
     (lambda c: c["models"][1]["parameters"].update({"lambda": 2.0}), "models.1.parameters.lambda: a global parameter"),

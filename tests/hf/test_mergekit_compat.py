@@ -37,6 +37,11 @@ CASES = [
     ("breadcrumbs_ties", [{"weight": 1.0, "density": 0.6}, {"weight": 0.6, "density": 0.5}], {"gamma": 0.05}),
     ("sce", [None, None], {"select_topk": 0.5}),
     ("model_stock", [None, None], {"filter_wise": True}),
+    ("slerp", [None], {"t": [0.0, 1.0]}),
+    ("nuslerp", [{"weight": 0.3}, {"weight": 0.7}], {"nuslerp_row_wise": True, "nuslerp_flatten": False}),
+    ("multislerp", [{"weight": 0.3}, {"weight": 0.7}], None),
+    ("karcher", [None, None], None),
+    ("nearswap", [None], {"t": 0.01}),
 ]
 
 

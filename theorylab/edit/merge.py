@@ -513,12 +513,17 @@ class MergeMethod:
     per_model_parameters: tuple[str, ...] = ()
     from_mergekit: bool = True
     preset: Callable[[], dict] = field(repr=False, default=dict)
+    # whole-tensor methods (slerp, ...; theorylab.edit.geometric) carry their kernel instead of knob settings
+    kernel: object | None = field(repr=False, default=None)
 
     @property
     def parameters(self) -> tuple[str, ...]:
         return self.per_model_parameters + self.global_parameters
 
     def __call__(self, base: StateDict, task_vectors, weights=1.0, **overrides) -> dict[str, Tensor]:
+        if self.kernel is not None:
+            raise ValueError(f"{self.name} merges whole models, not task vectors; use "
+                             "theorylab.edit.geometric.merge_states")
         kw = {f: getattr(self.knobs, f) for f in ("sparsify_method", "sign_consensus", "normalize", "rescale",
                                                    "rescale_norm", "coefficients", "weights_on_models", "filter_wise")}
         kw.update(overrides)
@@ -528,8 +533,7 @@ class MergeMethod:
 MERGE_METHODS: dict[str, MergeMethod] = {}
 
 # mergekit's methods outside the task-vector family: named so that a config using them gets pointed there.
-MERGEKIT_ONLY_METHODS = ("slerp", "nuslerp", "multislerp", "karcher", "passthrough", "nearswap", "arcee_fusion",
-                         "ram", "ramplus_tl")
+MERGEKIT_ONLY_METHODS = ("ram", "ramplus_tl")
 
 _GTA_GLOBAL = ("normalize", "rescale", "lambda", "int8_mask")
 
@@ -656,3 +660,6 @@ def _magnitude_prune():
 def _magnitude_prune_rescaled():
     """theorylab: magnitude trimming with kept entries divided by density (keeps the task vector's scale)."""
     return {"sparsify_method": "magnitude", "rescale": True, "rescale_norm": "density"}
+
+
+from . import geometric as _geometric  # noqa: E402,F401  registers slerp, nuslerp, ... (whole-tensor kernels)

@@ -1,15 +1,18 @@
 """Merge configs in mergekit's YAML vocabulary, validated by frozen pydantic models.
 
 Accepted: merge_method (mergekit's task-vector family: linear, task_arithmetic, ties, dare_linear,
-dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock; plus theorylab's
-magnitude_prune*), base_model, models[].model (a folder, or mergekit's ``folder+lora_adapter``),
-models[].parameters (the method's per-model parameters), parameters (the method's parameters), dtype,
-out_dtype. Each method takes exactly the parameters mergekit's spec gives it (see ``MergeMethod``).
-theorylab additions: parameters.seed (random masks), parameters.sign_consensus ("sum"/"count"),
-parameters.rescale_norm (l1/l2/linf/density), parameters.lwptv (layer-wise pruning of the task vectors).
-A parameter value may be a number, a list of numbers (gradient over blocks) or filter rules
-[{filter: "self_attn", value: 0.5}, {value: 1.0}]. Every problem is reported as one line naming the field.
-Computation is always float32 (or float64 for float64 inputs); ``dtype``/``out_dtype`` only cast the output.
+dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock; its whole-tensor methods:
+slerp, nuslerp, multislerp, karcher, nearswap, arcee_fusion, passthrough; plus theorylab's
+magnitude_prune*), base_model, models[].model (a folder, or mergekit's ``folder+lora_adapter``) or
+slices[].sources[] (model, layer_range; whole-tensor methods), models[].parameters (the method's per-model
+parameters), parameters (the method's parameters), dtype, out_dtype, tokenizer_source / tokenizer (base or
+a model; union is refused). Each method takes exactly the parameters mergekit's spec gives it (see
+``MergeMethod``). theorylab additions: parameters.seed (random masks), parameters.sign_consensus
+("sum"/"count"), parameters.rescale_norm (l1/l2/linf/density), parameters.lwptv (layer-wise pruning of the
+task vectors), compute_dtype. A parameter value may be a number, a list of numbers (gradient over blocks)
+or filter rules [{filter: "self_attn", value: 0.5}, {value: 1.0}]. Every problem is reported as one line
+naming the field. ``dtype`` is the precision the merge is computed in (as in mergekit) unless
+compute_dtype says float32; ``out_dtype`` the precision written.
 """
 from __future__ import annotations
 
@@ -25,14 +28,11 @@ from ..edit.merge import MERGE_METHODS, MERGEKIT_ONLY_METHODS, get_merge_method
 OutDtype = Literal["float32", "float16", "bfloat16", "float64"]
 # mergekit config keys for things theorylab does not do: layer stacking and tokenizer surgery.
 UNSUPPORTED_KEYS = {
-    "slices": "layer slices (passthrough / frankenmerges)",
     "modules": "per-module merge definitions",
-    "tokenizer_source": "tokenizer merging (the output takes the base model's tokenizer files)",
-    "tokenizer": "tokenizer merging (the output takes the base model's tokenizer files)",
     "chat_template": "chat template selection (the output takes the base model's files)",
 }
 THEORYLAB_PARAMETERS = ("seed", "sign_consensus", "rescale_norm", "lwptv")
-PER_MODEL_NAMES = ("weight", "density", "gamma", "epsilon")
+PER_MODEL_NAMES = ("weight", "density", "gamma", "epsilon", "scale")
 # Valid range of each numeric parameter: (low, high, low inclusive, high inclusive)
 RANGES = {"density": (0.0, 1.0), "gamma": (0.0, 1.0), "epsilon": (0.0, 0.5), "select_topk": (0.0, 1.0)}
 MERGEKIT_HINT = "use mergekit itself for it (pip install mergekit; mergekit-yaml config.yml out_dir)"
@@ -94,6 +94,7 @@ class ModelParameters(_Frozen):
     density: Param | None = None
     gamma: Param | None = None
     epsilon: Param | None = None
+    scale: Param | None = None  # passthrough
 
     def given(self) -> list[str]:
         return [k for k in PER_MODEL_NAMES if getattr(self, k) is not None]
@@ -137,19 +138,103 @@ class GlobalParameters(ModelParameters):
     sign_consensus: Literal["sum", "count"] | None = None
     rescale_norm: Literal["l1", "l2", "linf", "density"] | None = None
     lwptv: LwptvParameters | None = None
+    # the whole-tensor methods' own parameters (theorylab.edit.geometric)
+    t: Param | None = None
+    nuslerp_flatten: bool | None = None
+    nuslerp_row_wise: bool | None = None
+    normalize_weights: bool | None = None
+    eps: float | None = None
+    max_iter: int | None = Field(None, ge=1, le=10_000)
+    tol: float | None = Field(None, ge=0.0)
 
     def given(self) -> list[str]:
         names = {"lambda_": "lambda"}
         return [names.get(k, k) for k in self.model_fields_set]
 
 
+class ZeroRow(_Frozen):
+    kind: Literal["zero"]
+
+
+class ModelTokenRow(_Frozen):
+    kind: Literal["model_token"]
+    model: str
+    token_id: int | None = Field(None, ge=0)
+    token: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.token_id is None) == (self.token is None):
+            raise ValueError("give exactly one of token_id and token")
+        return self
+
+
+class TokenSpec(_Frozen):
+    """Where a token's embedding row comes from when a model lacks it (or always, with force)."""
+    source: ZeroRow | ModelTokenRow | str | None = None
+    force: bool = False
+
+
+class TokenizerSettings(_Frozen):
+    source: str = "union"
+    tokens: dict[str, TokenSpec] | None = None
+    pad_to_multiple_of: int | None = Field(None, ge=1)
+
+
+UNION_REFUSED = ("the union of the models' vocabularies is not implemented in theorylab; use 'base' or a model "
+                 f"(its tokenizer and vocabulary), or {MERGEKIT_HINT}")
+
+
+class SliceSource(_Frozen):
+    model: str
+    layer_range: tuple[int, int]
+    parameters: ModelParameters = ModelParameters()
+
+    @model_validator(mode="after")
+    def _range(self):
+        a, b = self.layer_range
+        if not 0 <= a < b:
+            raise ValueError(f"layer_range must be [start, stop] with 0 <= start < stop, got [{a}, {b}]")
+        return self
+
+    @property
+    def path(self) -> str:
+        return self.model.split("+", 1)[0]
+
+    @property
+    def lora(self) -> str | None:
+        parts = self.model.split("+", 1)
+        return parts[1] if len(parts) == 2 else None
+
+
+class SliceEntry(_Frozen):
+    """One output slice (mergekit's ``slices:``): the same number of layers from each source."""
+    sources: list[SliceSource] = Field(min_length=1)
+    parameters: GlobalParameters = GlobalParameters()
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        lengths = {s.layer_range[1] - s.layer_range[0] for s in self.sources}
+        if len(lengths) > 1:
+            raise ValueError("every source of a slice must span the same number of layers, got "
+                             + ", ".join(f"{s.model}: {list(s.layer_range)}" for s in self.sources))
+        return self
+
+
 class MergeConfig(_Frozen):
     merge_method: str
     base_model: str | None = None
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[ModelEntry] | None = Field(None, min_length=1)
+    slices: list[SliceEntry] | None = Field(None, min_length=1)
     parameters: GlobalParameters = GlobalParameters()
     dtype: OutDtype | None = None
     out_dtype: OutDtype | None = None
+    # theorylab: the precision of the arithmetic. Default (None): mergekit's, i.e. ``dtype`` when given
+    # (a bfloat16 merge computes in bfloat16), else the inputs' own; "float32" computes in float32 and
+    # only casts the output.
+    compute_dtype: Literal["float32", "float64"] | None = None
+    tokenizer_source: str | None = None  # "base" or a model ("union" is refused)
+    tokenizer: TokenizerSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -169,21 +254,49 @@ class MergeConfig(_Frozen):
     @model_validator(mode="after")
     def _parameters_fit_the_method(self):
         method = get_merge_method(self.merge_method)
-        takes = set(method.parameters) | set(THEORYLAB_PARAMETERS)
-        for name in self.parameters.given():
-            if name not in takes:
-                raise ValueError(f"parameters.{name}: not a parameter of {self.merge_method} "
-                                 f"(it takes: {', '.join(method.parameters + THEORYLAB_PARAMETERS)})")
-            _check_range(name, getattr(self.parameters, "lambda_" if name == "lambda" else name, None), "parameters")
-        for i, m in enumerate(self.models):
+        if self.tokenizer_source is not None and self.tokenizer is not None:
+            raise ValueError("tokenizer_source / tokenizer: give at most one of them")
+        if self.tokenizer_source == "union":
+            raise ValueError(f"tokenizer_source: {UNION_REFUSED}")
+        if self.tokenizer is not None and self.tokenizer.source == "union":
+            raise ValueError(f"tokenizer.source: 'union' (also the default when source is not given): {UNION_REFUSED}")
+        if (self.models is None) == (self.slices is None):
+            raise ValueError("models / slices: give exactly one of them (models: whole models; slices: layer ranges)")
+        extras = THEORYLAB_PARAMETERS if method.kernel is None else ()
+        takes = set(method.parameters) | set(extras)
+        for where, params in [("parameters", self.parameters)] + [
+                (f"slices[{i}].parameters", s.parameters) for i, s in enumerate(self.slices or [])]:
+            for name in params.given():
+                if name not in takes:
+                    raise ValueError(f"{where}.{name}: not a parameter of {self.merge_method} "
+                                     f"(it takes: {', '.join(method.parameters + extras) or 'nothing'})")
+                _check_range(name, getattr(params, "lambda_" if name == "lambda" else name, None), where)
+        for where, m in self.listed_inputs():
             for name in m.parameters.given():
                 if name not in method.per_model_parameters:
-                    raise ValueError(f"models[{i}].parameters.{name}: not a per-model parameter of {self.merge_method} "
+                    raise ValueError(f"{where}.parameters.{name}: not a per-model parameter of {self.merge_method} "
                                      f"(per model it takes: {', '.join(method.per_model_parameters) or 'nothing'})")
-                _check_range(name, getattr(m.parameters, name), f"models[{i}].parameters", m.model)
-        if self.base_model is None and self.merge_method != "linear":
-            raise ValueError(f"base_model: required by {self.merge_method} (task vectors are differences to it)")
+                _check_range(name, getattr(m.parameters, name), f"{where}.parameters", m.model)
+        if method.kernel is None:
+            if self.slices is not None:
+                raise ValueError(f"slices: layer slices are supported with the whole-tensor methods (passthrough, "
+                                 f"slerp, nuslerp, ...), not with {self.merge_method}; {MERGEKIT_HINT}")
+            if self.base_model is None and self.merge_method != "linear":
+                raise ValueError(f"base_model: required by {self.merge_method} (task vectors are differences to it)")
+        elif method.kernel.base == "required" and self.base_model is None:
+            raise ValueError(f"base_model: required by {self.merge_method}")
         return self
+
+    def listed_inputs(self) -> list[tuple[str, "ModelEntry | SliceSource"]]:
+        """(where in the config, entry) for every model listed under models or slices[].sources."""
+        if self.models is not None:
+            return [(f"models[{i}]", m) for i, m in enumerate(self.models)]
+        return [(f"slices[{i}].sources[{j}]", s) for i, sl in enumerate(self.slices) for j, s in enumerate(sl.sources)]
+
+    @property
+    def vocabulary_source(self) -> str | None:
+        """"base", a model reference, or None (no tokenizer handling: the base's files are copied)."""
+        return self.tokenizer.source if self.tokenizer is not None else self.tokenizer_source
 
     @property
     def output_dtype(self) -> str | None:
@@ -193,12 +306,13 @@ class MergeConfig(_Frozen):
         out = []
         if self.parameters.int8_mask is not None:
             out.append("parameters.int8_mask is a mergekit memory option; ignored (masks are boolean here)")
-        if self.dtype and not self.out_dtype:
-            out.append(f"dtype {self.dtype}: output is cast to it; the merge itself is computed in float32")
+        if self.compute_dtype and self.dtype and self.compute_dtype != self.dtype:
+            out.append(f"compute_dtype {self.compute_dtype}: the merge is computed in it, then cast to "
+                       f"{self.output_dtype} (mergekit computes in dtype {self.dtype})")
         return out
 
 
-PARAM_FIELDS = ("weight", "density", "gamma", "epsilon", "lambda", "select_topk")
+PARAM_FIELDS = ("weight", "density", "gamma", "epsilon", "lambda", "select_topk", "t", "scale")
 
 
 def _format(err: ValidationError) -> str:

@@ -28,6 +28,7 @@ from .config import ConfigError, MergeConfig, ModelParameters, load_config, para
 from .lora import AdaptedReader, is_adapter
 from .lwptv import checkpoint_masks
 from .safetensors_io import TensorInfo
+from .vocabulary import AlignedReader, aligned_tensors, plan_for_config, save_tokenizer
 
 CONFIG_COPY = "mergekit_config.yml"  # mergekit's name for the copy of the config beside its output
 
@@ -85,7 +86,8 @@ def model_card(config: MergeConfig, config_text: str, report: MergeReport) -> st
     method = get_merge_method(config.merge_method)
     link = f"[{method.pretty_name}]({method.reference})" if method.reference else method.pretty_name
     base = f" with `{config.base_model}` as the base" if config.base_model else ""
-    models = "\n".join(f"* `{m.model}`" for m in config.models if m.model != config.base_model) or "* (none)"
+    listed = dict.fromkeys(m.model for _, m in config.listed_inputs() if m.model != config.base_model)
+    models = "\n".join(f"* `{m}`" for m in listed) or "* (none)"
     notes = "\n".join(f"* {n}" for n in report.notes) or "* none"
     edits = "\n".join(f"| {g} | {(report.edit_sq[g] / report.base_sq[g]) ** 0.5 if report.base_sq[g] > 0 else 0:.3e} |"
                        for g in sorted(report.edit_sq, key=group_order))
@@ -265,6 +267,11 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
         config_text = Path(config).read_text()
         config = load_config(config)
     console = console or Console(stderr=True)
+    if get_merge_method(config.merge_method).kernel is not None:  # slerp, passthrough, ...: whole tensors
+        from .whole_tensor_merge import merge_whole_tensors
+        return merge_whole_tensors(config, out_dir, config_dir=config_dir, config_text=config_text,
+                                   max_shard_bytes=max_shard_bytes, overwrite=overwrite, progress=progress,
+                                   console=console, layer_pattern=layer_pattern)
     knobs = _knobs(config)
     notes = config.notes()
     ref_path, inputs = _inputs(config, config_dir, notes)
@@ -279,8 +286,10 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
         for inp in inputs:
             r = _open(inp)
             readers.append(r)
-            _check_layout(base, r, inp.label, notes)
             models.append(r)
+        base, models, vocab = _align_vocabulary(config, config_dir, ref_path, base, inputs, models)
+        for inp, r in zip(inputs, models):
+            _check_layout(base, r, inp.label, notes)
         n_layers = count_layers(base.names, layer_pattern)
         infos = [TensorInfo(n, base.info(n).shape, out_dtype if out_dtype and base.info(n).dtype.is_floating_point
                             else base.info(n).dtype) for n in base.names]
@@ -302,6 +311,8 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
                 bar.advance(task)
             writer.close()
             copy_support_files(ref_path, tmp, out_dtype)
+            if vocab is not None:
+                save_tokenizer(vocab, tmp)
             if "density" in ignored:
                 notes.append(f"density is ignored by {config.merge_method} (no sparsification), as in mergekit")
             if config_text is None:
@@ -312,6 +323,24 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
     finally:
         for r in readers:
             r.close()
+
+
+def _align_vocabulary(config, config_dir, ref_path, base, inputs, models):
+    """With tokenizer_source / tokenizer: every model's embedding rows moved to the output vocabulary."""
+    if config.vocabulary_source is None:
+        return base, models, None
+    keys = {(ref_path, None): f"base_model ({ref_path})"} | {(i.path, i.lora): i.label for i in inputs}
+
+    def resolve_key(ref: str, where: str):
+        path, _, lora = ref.partition("+")
+        return resolve_model_path(path, config_dir), resolve_model_path(lora, config_dir) if lora else None
+
+    base_key = (ref_path, None) if config.base_model else None
+    plan = plan_for_config(config, resolve_key, keys, base_key)
+    by_key = {(ref_path, None): base} | {(i.path, i.lora): r for i, r in zip(inputs, models)}
+    replaced = aligned_tensors(plan, by_key)
+    return (AlignedReader(base, replaced[(ref_path, None)]),
+            [AlignedReader(r, replaced[(i.path, i.lora)]) for i, r in zip(inputs, models)], plan)
 
 
 def _check_layout(base: CheckpointReader, other, label: str, notes: list[str]) -> None:
@@ -358,6 +387,42 @@ def _lwptv(config, base, models, entries, report, layer_pattern, chunk_elems) ->
     return {n: frozenset(ts) for n, ts in masked.items()}
 
 
+def half_compute_dtype(config: MergeConfig, stored: torch.dtype | None = None) -> torch.dtype | None:
+    """mergekit computes in ``dtype``, or without it in the inputs' (promoted) dtype ``stored``:
+    float16/bfloat16 merges take the whole-tensor path that repeats its arithmetic there, unless
+    compute_dtype asks for float32 (theorylab's streaming path)."""
+    if config.compute_dtype is not None:
+        return None
+    dtype = getattr(torch, config.dtype) if config.dtype else stored
+    return dtype if dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _merge_one_in_dtype(name, base, models, writer, out_info, plan, knobs, config, report, layer_pattern,
+                        masked: frozenset[int], dtype: torch.dtype) -> None:
+    from ..edit.in_dtype import linear_in_dtype, model_stock_in_dtype, sce_in_dtype, task_arithmetic_in_dtype
+    from ..edit.sparsify import task_seed
+
+    b = base.read(name).to(dtype)
+    ms = [b if t in masked else m.read(name).to(dtype) for t, m in enumerate(models)]
+    p = config.parameters
+    if knobs.weights_on_models:
+        merged = linear_in_dtype(ms, plan.weights, knobs.normalize)
+    elif knobs.coefficients == "sce":
+        merged = sce_in_dtype(b, ms, plan.select_topk, bool(p.int8_mask))
+    elif knobs.coefficients == "model_stock":
+        merged = model_stock_in_dtype(b, ms, knobs.filter_wise)
+    else:
+        seeds = [int(task_seed(p.seed, t, name)) for t in range(len(ms))]
+        merged = task_arithmetic_in_dtype(b, ms, plan.weights, plan.densities, knobs, lam=plan.lam, gammas=plan.gammas,
+                                          epsilons=plan.epsilons, int8_mask=bool(p.int8_mask), seeds=seeds)
+    merged = merged.to(out_info.dtype)
+    writer.write(name, merged)
+    group = group_name(name, layer_pattern)
+    report.add_relations(group, [m.float() - b.float() for m in ms])
+    report.edit_sq[group] = report.edit_sq.get(group, 0.0) + float((merged.double() - b.double()).pow(2).sum())
+    report.base_sq[group] = report.base_sq.get(group, 0.0) + float(b.double().pow(2).sum())
+
+
 def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_elems, report, layer_pattern,
                masked: frozenset[int] = frozenset()) -> None:
     """masked: models whose task vector is zero in this tensor (LwPTV), so every merge method sees tau = 0."""
@@ -365,6 +430,13 @@ def _merge_one(name, base, models, writer, out_info, plan, knobs, config, chunk_
     if not info.dtype.is_floating_point:  # integer buffers: copied from the base
         for a, b in info.row_blocks(chunk_elems):
             writer.write(name, base.read_rows(name, a, b))
+        return
+    stored = info.dtype
+    for m in models:
+        stored = torch.promote_types(stored, m.info(name).dtype)
+    half = half_compute_dtype(config, stored)
+    if half is not None:
+        _merge_one_in_dtype(name, base, models, writer, out_info, plan, knobs, config, report, layer_pattern, masked, half)
         return
     tm = _tensor_merge(name, plan, knobs, config)
     if tm.needs_whole_rows and len(info.shape) < 2:
