@@ -102,6 +102,7 @@ def test_claims_at_tiny_size_report_per_seed_numbers(claims_at):
             measured = sum(isinstance(row[j], int) for row in o.numbers["T"])
             assert o.numbers["points_fitted_T"][j] == measured
             assert math.isfinite(o.values[j]) == (measured >= 2)
+            assert o.numbers["points_fitted_N"][j] == sum(isinstance(row[j], int) for row in o.numbers["N_star"])
     assert res["fig_noise"].outcome.numbers["x"] == sorted(res["fig_noise"].outcome.numbers["x"])
     loc = res["fig_locality"].outcome.numbers["x"]
     assert len(loc) == 3 and loc == sorted(loc, reverse=True)  # dl_near 1, 2, 3: the signal falls

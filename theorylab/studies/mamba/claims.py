@@ -8,8 +8,9 @@ m >= d^2 (a Hypothesis: below it they are "not applicable").
 - "learned" = test error <= FAR_FROM_CHANCE x chance (core's constant; chance = 1/2, the labels are balanced).
   T = the first recorded GD step from which the error on the fixed probe set stays learned (largest N of the
   grid); N* = the smallest N of the grid n_pool / (8, 4, 2, 1) from which the trained model's test error stays
-  learned. Not reached within the steps / the grid (or already at step 0) is censored: left out of the slope fit
-  (core.measures.log_log_slope), never entered as a placeholder.
+  learned. Not reached within the steps / the grid, or already reached at step 0 / at the grid's smallest N
+  (only a bound either way), is censored: left out of the slope fit (core.measures.log_log_slope), never entered
+  as a placeholder.
 - Control arm of every sweep: the same sweep with the gating vector frozen at w = 0 (train_gate=False). There
   the scan weights a token at distance k from the end by (1/2)^k and only the MLP learns: the shape it gives
   belongs to the data and the fixed scan, not to gate training. If the frozen arm passes the same test the
@@ -98,17 +99,17 @@ def _sweep(ctx: ClaimContext, name: str, points: list[dict], arm: str) -> dict:
             T.append(t)
             T_cens.append(t_cens | (t <= 0))  # learned at step 0 (no training needed): only a bound, left out
             N.append(n_star)
-            N_cens.append(n_cens)
+            N_cens.append(n_cens | (n_star <= grid[0]))  # learned at the grid's smallest N: only N* <= grid[0]
         st = lambda xs: torch.stack(xs)  # noqa: E731
         return {"T": st(T), "T_cens": st(T_cens), "N": st(N), "N_cens": st(N_cens), "err": err, "grid": grid,
                 "steps": ctx.configs()[0].steps}
     return ctx.memo(f"mamba:sweep:{name}:{arm}", build)
 
 
-def _show(v: torch.Tensor, cens: torch.Tensor) -> list:
+def _show(v: torch.Tensor, cens: torch.Tensor, floor: int) -> list:
     """Per-seed numbers for a report, a censored one as a string: '>x' (not reached within the grid or the
-    steps) or '<=0' (already learned at step 0)."""
-    return [(f">{int(x)}" if x > 0 else "<=0") if c else int(x) for x, c in zip(v.tolist(), cens.tolist())]
+    steps) or '<=floor' (already learned at step 0 / at the grid's smallest N: only a bound)."""
+    return [(f"<={floor}" if x <= floor else f">{int(x)}") if c else int(x) for x, c in zip(v.tolist(), cens.tolist())]
 
 
 def _slope_measure(ctx: ClaimContext, arm: str, name: str, points: list[dict], xs: list[float], xname: str,
@@ -116,25 +117,26 @@ def _slope_measure(ctx: ClaimContext, arm: str, name: str, points: list[dict], x
     sw = _sweep(ctx, name, points, arm)
     sT, nT = log_log_slope(xs, sw["T"], sw["T_cens"])
     sN, nN = log_log_slope(xs, sw["N"], sw["N_cens"])
-    numbers = {"x": xs, "T": [_show(sw["T"][i], sw["T_cens"][i]) for i in range(len(xs))],
-               "N_star": [_show(sw["N"][i], sw["N_cens"][i]) for i in range(len(xs))],
+    numbers = {"x": xs, "T": [_show(sw["T"][i], sw["T_cens"][i], 0) for i in range(len(xs))],
+               "N_star": [_show(sw["N"][i], sw["N_cens"][i], sw["grid"][0]) for i in range(len(xs))],
                "points_fitted_T": nT.tolist(), "points_fitted_N": nN.tolist(), "test_error": sw["err"]}
     summary = (f"{xname} {[r4(x) for x in xs]}: T per point and seed {numbers['T']}, N* {numbers['N_star']} "
                f"('>' = censored, left out of the fit); slope of log N* {short(sN)}")
     figures = {}
     if arm == MAIN:
         fr = _sweep(ctx, name, points, FROZEN)  # the control arm's sweep (memoised: measured once)
-        numbers.update({"T_frozen_gate": [_show(fr["T"][i], fr["T_cens"][i]) for i in range(len(xs))],
-                        "N_star_frozen_gate": [_show(fr["N"][i], fr["N_cens"][i]) for i in range(len(xs))]})
+        numbers.update({"T_frozen_gate": [_show(fr["T"][i], fr["T_cens"][i], 0) for i in range(len(xs))],
+                        "N_star_frozen_gate": [_show(fr["N"][i], fr["N_cens"][i], fr["grid"][0]) for i in range(len(xs))]})
         summary += (f"; what gate training adds over the frozen w = 0 scan: T frozen {numbers['T_frozen_gate']}, "
                     f"N* frozen {numbers['N_star_frozen_gate']}")
         if exponent is not None:
             summary += f"; the bound's exponent {exponent} (shown for comparison, not graded)"
         figures = {f"sweep_{name}": {
             "x": xs, "xname": xname, "exponent": exponent, "steps": sw["steps"], "n_cap": 2 * sw["grid"][-1],
-            **{f"{k}{suffix}": torch.where(d[f"{k}_cens"], cap, d[k]).tolist()
+            # plotted: not reached at the cap line, reached at once at the floor (T >= 1 for the log axis)
+            **{f"{k}{suffix}": torch.where(d[f"{k}_cens"] & (d[k] > floor), cap, d[k].clamp_min(1)).tolist()
                for suffix, d in (("", sw), ("_frozen", fr))
-               for k, cap in (("T", float(sw["steps"] + 1)), ("N", float(2 * sw["grid"][-1])))}}}
+               for k, cap, floor in (("T", float(sw["steps"] + 1), 0), ("N", float(2 * sw["grid"][-1]), sw["grid"][0]))}}}
     return Measurement({"slope_T": sT, "slope_N": sN}, summary, numbers, figures)
 
 
