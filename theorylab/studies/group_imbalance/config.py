@@ -27,8 +27,14 @@ class GroupImbalanceConfig(StudyConfig):
     study: ClassVar[str] = "group_imbalance"
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset(
         {"seed", "lr", "sigma1", "sigma2", "mu1", "mu2", "lam2", "noise2"})
+    # common random numbers: cells of one seed that differ only in these share the teacher W*, the initialisation
+    # and the standard-normal / uniform draws behind every sample (x = mu_g + sigma_g z, y = 1{u < H*(x)}), so a
+    # sweep compares the swept quantity, not a redrawn world. N is prefix-consistent: a larger N adds samples.
+    swept_fields: ClassVar[frozenset[str]] = frozenset(
+        {"sigma1", "sigma2", "mu1", "mu2", "lam2", "N", "noise2", "labels"})
 
-    seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the config hash")
+    seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the world hash "
+                      "(the config less its swept fields)")
     dataset: Literal["gmm", "digits"] = Field("gmm", description="the Gaussian mixture model or sklearn digits")
     # data model (section 4.1)
     d: int = Field(5, ge=1, le=64, description="input dimension (digits: principal components) [R precursor: 5]")
@@ -42,6 +48,9 @@ class GroupImbalanceConfig(StudyConfig):
     sigma2: float = Field(1.0, gt=0, le=1000, description="group 2 std: Sigma_2 = sigma2^2 I [R precursor: 1]")
     teacher_scale: float = Field(1.0, gt=0, le=100, description="||W*||_F: W* = teacher_scale G / ||G||_F, G Gaussian "
                                  "[R precursor: unit Frobenius norm]")
+    labels: Literal["teacher", "shuffled"] = Field(
+        "teacher", description="GMM training labels: from the teacher, or the same labels permuted across the "
+        "training set (no information about x: the shape claims' control arm)")
     noise2: float = Field(1.0, ge=0, le=100, description="digits: std of the noise added to minority inputs [D]")
     # learner (section 4.2)
     init_radius: float = Field(0.1, ge=0, le=10, description="GMM: ||W0 - W*||_F / ||W*||_F; digits: W0 = "

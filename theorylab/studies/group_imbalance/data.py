@@ -57,9 +57,15 @@ def gmm_split(cfgs: Sequence, W_star: torch.Tensor, g: torch.Tensor, *stream, de
 
 
 def gmm_train(cfgs: Sequence, W_star: torch.Tensor, device) -> Split:
+    """The training set; labels = "shuffled" permutes its labels across samples (keeping their count), so they
+    carry no information about x."""
     N = shared_value(cfgs, "N")
     g = (torch.arange(N, device=device)[None] < minority_count(cfgs, device)[:, None]).long()  # [E, N]
-    return gmm_split(cfgs, W_star, g, "train", device=device)
+    split = gmm_split(cfgs, W_star, g, "train", device=device)
+    if shared_value(cfgs, "labels") == "shuffled":
+        perm = rng_for(cfgs, device).permutation(N, "train", "shuffle").to(device)
+        split = Split(split.X, split.y.gather(1, perm), split.g, split.p)
+    return split
 
 
 def gmm_test(cfgs: Sequence, W_star: torch.Tensor, device) -> Split:

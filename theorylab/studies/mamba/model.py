@@ -39,9 +39,9 @@ from theorylab.studies.mamba.config import MambaConfig
 POS_STD = 0.1  # learned positions start at N(0, POS_STD^2) per entry [D]
 
 
-def trainable(arch: str) -> list[str]:
+def trainable(arch: str, train_gate: bool = True) -> list[str]:
     if arch == "ssm":
-        return ["w", "V"]
+        return ["w", "V"] if train_gate else ["V"]
     return ["attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b", "pos", "V"]
 
 

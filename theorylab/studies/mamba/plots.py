@@ -14,11 +14,14 @@ def _sweep(d: dict, path, title: str) -> None:
         ys = np.array(d[key])  # [points, seeds]
         for j in range(ys.shape[1]):
             ax.plot(x, ys[:, j], "o-", c="tab:blue", alpha=0.3, ms=3)
-        ax.plot(x, np.exp(np.log(ys).mean(1)), "o-", c="k", label="geometric mean over seeds")
+        ax.plot(x, np.exp(np.log(ys).mean(1)), "o-", c="k", label="gate trained: geometric mean over seeds")
+        if f"{key}_frozen" in d:
+            ax.plot(x, np.exp(np.log(np.array(d[f"{key}_frozen"])).mean(1)), "s--", c="tab:gray",
+                    label="gate frozen at w = 0")
         if d.get("exponent") is not None:
             ref = np.exp(np.log(ys).mean()) * (x / np.exp(np.log(x).mean())) ** d["exponent"]
             ax.plot(x, ref, "--", c="tab:red", label=f"slope {d['exponent']}")
-        ax.axhline(cap, c="gray", ls=":", lw=1, label="not reached")
+        ax.axhline(cap, c="gray", ls=":", lw=1, label="not reached (censored)")
         ax.set(xscale="log", yscale="log", xlabel=d["xname"], ylabel=label)
     axes[0].legend(fontsize=7)
     fig.suptitle(title)

@@ -29,7 +29,7 @@ def bytes_per_model(cfg: MambaConfig) -> int:
 
 def train_group(cfgs: Sequence[MambaConfig], device: torch.device, bars: Bars) -> GroupResult:
     E, cfg = len(cfgs), cfgs[0]
-    for k in ("arch", "regime", "loss", "gain", "B", "n_pool", "steps"):
+    for k in ("arch", "regime", "loss", "gain", "B", "n_pool", "steps", "train_gate"):
         shared_value(cfgs, k)
     rng = rng_for(cfgs, device)
     params = init_params(cfgs, rng, device)
@@ -55,7 +55,7 @@ def train_group(cfgs: Sequence[MambaConfig], device: torch.device, bars: Bars) -
         return out
 
     with bars.task(f"mamba: {E} {cfg.arch} model(s) x {cfg.steps} GD steps", cfg.steps, models=E) as advance:
-        res = train_ensemble(params, trainable(cfg.arch), loss_fn, scalar_tensor(cfgs, "lr", device), cfg.steps,
+        res = train_ensemble(params, trainable(cfg.arch, cfg.train_gate), loss_fn, scalar_tensor(cfgs, "lr", device), cfg.steps,
                              optimizer=SGD(), probe_fn=probe_fn, curve_points=cfg.curve_points, on_step=advance)
     test = evaluate(res.params, cfgs)
     metrics = {"test_error": test["error"], "test_loss": test["loss"], "train_loss": res.curves["loss"][-1],
