@@ -129,11 +129,11 @@ def test_claims_at_tiny_size_say_something_sensible():
 
 @pytest.mark.slow
 def test_claims_quick_verdicts():
-    """The verdicts of the study note at quick size, 5 seeds (measured at tau = 1.0 before the migration; the thm1
-    claims are figures now, so holds reads agrees; to be re-measured at tau = 0.5)."""
+    """The verdicts measured at quick size, 5 seeds, tau = 0.5 (study note, /work/results/after/vit.json)."""
     res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("vit"), "quick", 5, dev))}
     assert {k: r.verdict for k, r in res.items()} == {
-        "thm1_samples": "agrees", "thm1_iterations": "agrees", "prop2_attention": "holds",
-        "thm_sparsify_irrelevant": "holds", "thm_sparsify_noisy": "inconclusive", "fig_spurious": "agrees",
+        "thm1_samples": "inconclusive", "thm1_iterations": "inconclusive", "prop2_attention": "fails",
+        "thm_sparsify_irrelevant": "inconclusive", "thm_sparsify_noisy": "inconclusive", "fig_spurious": "agrees",
         "fig_spurious_digits": "agrees"}
-    assert all(r.control_discriminates for r in res.values() if r.claim.kind == "theorem")
+    assert res["thm_sparsify_noisy"].control_discriminates
+    assert not res["thm_sparsify_irrelevant"].control_discriminates  # random drop with a relevant token kept passes
