@@ -1,6 +1,6 @@
 """DQN study: exact Q* (Bellman optimality, closed form on a slip-free chain), environment statistics against P,
-the Q-network against a per-example reference, ensemble == alone, paired initial networks across epsilon levels,
-early config errors, the rate fit, and every claim on a tiny config; the quick-size verdicts behind -m slow."""
+the Q-network against a per-example reference, ensemble == alone, one world across epsilon levels and radii,
+the optimal-action error, early config errors, crossings with censoring, and every claim on a tiny config; the quick-size verdicts behind -m slow."""
 import math
 
 import pytest
@@ -11,11 +11,11 @@ from theorylab.core.config import ConfigError
 from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
-from theorylab.studies.dqn.claims import fit_rate
+from theorylab.studies.dqn.claims import geometric_rate, iterations_to_small, slowdown
 from theorylab.studies.dqn.config import TINY, DQNConfig
 from theorylab.studies.dqn.mdp import features, make_mdp, step, value_iteration
 from theorylab.studies.dqn.model import init_params, q_reference, q_table
-from theorylab.studies.dqn.train import init_rng_for, train_group
+from theorylab.studies.dqn.train import q_error, q_error_optimal, train_group
 
 CPU = torch.device("cpu")
 
@@ -72,12 +72,35 @@ def test_ensemble_equals_alone_across_epsilon_and_radius():
     assert together.curves[1]["q_err"] == pytest.approx(alone.curves[0]["q_err"], abs=1e-6)
 
 
-def test_epsilon_levels_share_the_initial_network():
-    a, b = DQNConfig(eps0=0.1, eps_decay=1.0, init="perturbed"), DQNConfig(eps0=0.6, eps_decay=1.0, init="perturbed")
-    c = DQNConfig(eps0=0.1, eps_decay=1.0, init="perturbed", radius=2.0)
-    keys = init_rng_for([a, b, c], CPU).keys
-    assert keys[0] == keys[1] and keys[0] != keys[2]
-    assert rng_for([a], CPU).keys[0] != rng_for([b], CPU).keys[0]  # exploration streams differ
+def test_epsilon_levels_and_radii_share_the_world():
+    """Common random numbers: cells of one seed that differ in epsilon, radius or target refresh share phi, omega*,
+    the direction of omega_0 - omega* and the exploration draws; another seed does not."""
+    base = dict(TINY, eps_decay=1.0)
+    a, b = DQNConfig(eps0=0.1, **base), DQNConfig(eps0=0.6, **base)
+    c, other = DQNConfig(eps0=0.1, radius=2.0, **base), DQNConfig(eps0=0.1, seed=1, **base)
+    frozen = DQNConfig(eps0=0.1, target_update="never", **base)
+    keys = rng_for([a, b, c, frozen, other], CPU).keys
+    assert keys[0] == keys[1] == keys[2] == keys[3] != keys[4]
+    res = train_group([a, b, c, other], CPU, QUIET)
+    star = {k: v for k, v in res.params.items() if k.startswith("star.")}
+    for k, v in star.items():
+        assert torch.equal(v[0], v[1]) and torch.equal(v[0], v[2]) and not torch.equal(v[0], v[3]), k
+    assert res.curves[0]["q_err"][0] == res.curves[1]["q_err"][0]  # the same omega_0 at both levels
+    assert res.curves[0]["q_err"][1:] != res.curves[1]["q_err"][1:]  # ... then epsilon makes the difference
+
+
+def test_optimal_action_error_reads_only_the_optimal_actions():
+    cfg = DQNConfig(n=5, slip=0.0)
+    mdp = make_mdp([cfg])
+    Qs = value_iteration(mdp).float()
+    live = ~mdp.terminal
+    phi = torch.eye(5)[None]
+    # a network that gets Q* on the optimal action (right) and is off by 0.3 on the other: fc2 maps one-hot rows
+    p = {"fc1.w": torch.eye(5)[None], "fc1.b": torch.zeros(1, 5), "fc2.w": (Qs + torch.tensor([0.3, 0.0]))[None],
+         "fc2.b": torch.zeros(1, 2)}
+    p["fc2.w"][0, 4] = 0.0
+    assert float(q_error(p, phi, Qs, live)) == pytest.approx(0.3, abs=1e-6)
+    assert float(q_error_optimal(p, phi, Qs, live)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_training_reduces_the_q_error_and_the_fit_is_realizable():
@@ -86,12 +109,28 @@ def test_training_reduces_the_q_error_and_the_fit_is_realizable():
         assert m["q_err_final"] < 0.5 * m["q_err0"] and m["fit_err"] < 0.05
 
 
-def test_fit_rate_on_known_curves():
-    f = fit_rate([2.0 * 0.7**t for t in range(20)])
-    assert f["rho"] == pytest.approx(0.7) and f["r2"] == pytest.approx(1.0) and f["reached"]
-    assert f["tau"] == math.ceil(math.log(0.1) / math.log(0.7))
-    flat = fit_rate([1.0] * 10)
-    assert not flat["reached"] and flat["rho"] == pytest.approx(1.0)
+def test_rate_and_crossing_on_known_curves():
+    err = torch.tensor([[2.0 * 0.7**t, 1.0, 2.0 * 0.5**t] for t in range(20)], dtype=torch.float64)
+    t, censored = iterations_to_small(err)
+    assert t[0] == math.ceil(math.log(0.1) / math.log(0.7)) and t[2] == math.ceil(math.log(0.1) / math.log(0.5))
+    assert censored.tolist() == [False, True, False]  # the flat curve never gets there
+    rho, r2 = geometric_rate(err, torch.tensor([19, 19, 19]))
+    assert rho[0] == pytest.approx(0.7) and r2[0] == pytest.approx(1.0) and rho[1] == pytest.approx(1.0)
+
+
+class _Cell:
+    def __init__(self, curve):
+        self.curves = {"q_err": curve, "q_err_opt": curve}
+
+
+def test_slowdown_treats_a_censored_level_as_censored():
+    fast, slow, never = [0.5**t for t in range(15)], [0.8**t for t in range(15)], [1.0] * 15  # t = 0 .. T = 14
+    d = {"levels": (0.1, 0.6), "cells": {(0.1, 1.0): [_Cell(fast), _Cell(fast), _Cell(never)],
+                                         (0.6, 1.0): [_Cell(slow), _Cell(never), _Cell(fast)]}}
+    gap, _ = slowdown(d, 1.0, "q_err_opt")
+    assert gap[0] == 11 - 4  # both measured: 0.8^11 <= 0.1 < 0.8^10, 0.5^4 <= 0.1 < 0.5^3
+    assert gap[1] == 15 - 4  # the larger level never got there: a lower bound T + 1 - t(lo), still > 0
+    assert math.isnan(gap[2])  # the smaller level never got there: unknown, never passes
 
 
 @pytest.mark.parametrize("field,value", [("eps_levels", (0.6, 0.1)), ("radii", (2.0, 1.0)), ("radii", (0.0, 1.0)),
@@ -110,12 +149,14 @@ def test_claims_on_tiny_and_not_applicable_without_decay():
     assert set(res) == {"thm_geometric", "thm_eps_region", "thm_eps_rate"}
     assert all(r.verdict != "ERROR" for r in res.values()), [r.error for r in res.values()]
     assert res["thm_geometric"].outcome.control is not None
-    (r,) = run_claims(ClaimContext(s, "quick", 2, CPU, overrides={**TINY, "eps_decay": 1.0}), ["thm_geometric"])
-    assert r.not_applicable and r.verdict == "inconclusive"
+    assert {res[c].claim.kind for c in ("thm_eps_region", "thm_eps_rate")} == {"figure"}
+    for over in ({"eps_decay": 1.0}, {"init": "random"}, {"radius": 2.0}):
+        (r,) = run_claims(ClaimContext(s, "quick", 2, CPU, overrides={**TINY, **over}), ["thm_geometric"])
+        assert r.not_applicable and r.verdict == "inconclusive", over
 
 
 @pytest.mark.slow
 def test_quick_verdicts():
     s = get_study("dqn")
     res = {r.claim.id: r.verdict for r in run_claims(ClaimContext(s, "quick", 5, CPU))}
-    assert res["thm_geometric"] == "holds" and res["thm_eps_region"] == "holds"
+    assert res["thm_geometric"] == "holds"

@@ -80,6 +80,25 @@ def test_oracles_drop_the_right_tokens():
     assert ((b.role[~keep_mask(None, b, c, rng, "o")]) == IRRELEVANT).all()
 
 
+def test_the_random_control_always_keeps_a_relevant_token():
+    """Dropping half the tokens at random would remove every relevant token of ~5% of the examples (C(20,4)/C(40,4)
+    at alpha_* = 0.1, L = 40), making zero test error impossible for the control; it keeps one relevant token."""
+    cfgs = [ViTConfig(L=40, alpha_star=0.1, sparsify="random", drop_frac=0.5)]
+    rng = rng_for(cfgs, dev)
+    b = synthetic(cfgs, rng, 2000, "r")
+    keep = keep_mask(None, b, cfgs, rng, "r")
+    rel_kept = (keep & (b.role == RELEVANT)).sum(-1)
+    assert (rel_kept >= 1).all() and (keep.sum(-1) == 20).all()
+    assert (rel_kept < 4).float().mean() > 0.5  # otherwise random: most examples lose some relevant tokens
+
+
+def test_theorem_claims_are_not_applicable_past_the_small_noise_hypothesis():
+    s = get_study("vit")
+    ctx = ClaimContext(s, "quick", 2, dev, overrides={**s.tiny, "tau": 1.0})
+    for r in run_claims(ctx, ["thm1_samples", "thm_sparsify_irrelevant"]):
+        assert r.verdict == "inconclusive" and "small noise" in r.not_applicable, r.claim.id
+
+
 def test_a_cell_of_the_N_sweep_trains_the_same_in_an_ensemble_as_alone():
     base = ViTConfig(**{**TINY, "n_train": 0})
     cfgs = [base.replace(n_train=N, alpha_star=a) for N, a in ((4, 0.2), (16, 0.3), (8, 0.25))]
@@ -110,11 +129,11 @@ def test_claims_at_tiny_size_say_something_sensible():
 
 @pytest.mark.slow
 def test_claims_quick_verdicts():
-    """Measured at quick size, 5 seeds (about 5 CPU minutes): the verdicts of the study's note."""
+    """The verdicts measured at quick size, 5 seeds, tau = 0.5 (study note, /work/results/after/vit.json)."""
     res = {r.claim.id: r for r in run_claims(ClaimContext(get_study("vit"), "quick", 5, dev))}
     assert {k: r.verdict for k, r in res.items()} == {
-        "thm1_samples": "holds", "thm1_iterations": "holds", "prop2_attention": "holds",
-        "thm_sparsify_irrelevant": "holds", "thm_sparsify_noisy": "inconclusive", "fig_spurious": "agrees",
+        "thm1_samples": "inconclusive", "thm1_iterations": "inconclusive", "prop2_attention": "fails",
+        "thm_sparsify_irrelevant": "inconclusive", "thm_sparsify_noisy": "inconclusive", "fig_spurious": "agrees",
         "fig_spurious_digits": "agrees"}
-    assert all(r.control_discriminates for r in res.values() if r.claim.kind == "theorem")
-    assert res["thm1_iterations"].outcome.numbers["minus_one_inside_ci"]
+    assert res["thm_sparsify_noisy"].control_discriminates
+    assert not res["thm_sparsify_irrelevant"].control_discriminates  # random drop with a relevant token kept passes

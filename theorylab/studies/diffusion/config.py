@@ -19,6 +19,9 @@ from theorylab.core.config import StudyConfig
 class DiffusionConfig(StudyConfig):
     study: ClassVar[str] = "diffusion"
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed", "lr"})
+    # common random numbers: the W = 0 control and the token-count sweep keep the seed's world (the N-token draws
+    # change shape with N, the key stays)
+    swept_fields: ClassVar[frozenset[str]] = frozenset({"freeze_attention", "N"})
 
     seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the config hash")
     # data model (section 4.2)

@@ -5,7 +5,9 @@ A data point X0 = [x_1..x_N] [N, d]: c_n ~ Unif[K] per token, x_n = mu_{c_n} + s
 Forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, eps ~ N(0, I) per token.
 
 Fresh data every step costs millions of normals, so draws use one torch.Generator per model, seeded from the
-model's config hash and the stream name: a model's numbers still do not depend on its ensemble.
+model's world hash (StudyConfig.world_hash: the config less its swept fields) and the stream name: a model's numbers
+do not depend on its ensemble, and the cells of one seed that differ only in a swept field (the W = 0 control) see
+the same data points.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from theorylab.core.rng import key_from_hash, stream_id
 
 
 def _generator(cfg, stream: tuple) -> torch.Generator:
-    return torch.Generator().manual_seed((key_from_hash(cfg.hash) ^ stream_id(*stream)) & ((1 << 63) - 1))
+    return torch.Generator().manual_seed((key_from_hash(cfg.world_hash) ^ stream_id(*stream)) & ((1 << 63) - 1))
 
 
 def normal(cfgs: Sequence, shape: Sequence[int], *stream, device="cpu") -> torch.Tensor:

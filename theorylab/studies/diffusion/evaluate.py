@@ -7,42 +7,53 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import shared_value
-from theorylab.studies.diffusion.data import (alpha_bar, bayes, centres, grid_alpha_bar, normal, oracle, risk,
-                                              sample)
+from theorylab.studies.diffusion.data import (alpha_bar, bayes, centres, grid_alpha_bar, mean_denoiser, normal,
+                                              oracle, risk, sample)
 from theorylab.studies.diffusion.model import forward
 
 
 @torch.no_grad()
 def measure(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     """{name: [E, G]} on n_test fresh test data points per noise level (the same data for every quantity):
-    risk of the model, Bayes, oracle and the untrained model (eps_hat = 0); excess = model - Bayes; the attention
+    risk of the model, Bayes, oracle, the true-assignment mean denoiser and the untrained model (eps_hat = 0);
+    excess = model - Bayes, md_excess = mean denoiser - Bayes (the reference the convergence claim grades by); the attention
     mass on the query's own component (uniform attention gives about 1/K); ||eps_hat - eps*|| / ||eps*||."""
     b = sample(cfgs, shared_value(cfgs, "n_test"), "test", device=device)
     pred, A = forward(params, b.xt, probes=True)
     star = oracle(cfgs, b)
     same = (b.c[..., :, None] == b.c[..., None, :]).to(A.dtype)  # [E, G, B, N, N]
     out = {"model": risk(pred, b.eps), "bayes": risk(bayes(cfgs, b.xt, b.abar), b.eps), "oracle": risk(star, b.eps),
-           "zero": risk(torch.zeros_like(b.eps), b.eps),
+           "zero": risk(torch.zeros_like(b.eps), b.eps), "mean_denoiser": risk(mean_denoiser(cfgs, b), b.eps),
            "same_mass": (A * same).sum(-1).mean((-1, -2)),
            "uniform_mass": same.mean(-1).mean((-1, -2)),
            "rel_err": ((pred - star) ** 2).sum((-1, -2, -3)).sqrt() / (star**2).sum((-1, -2, -3)).sqrt()}
     out["excess"] = out["model"] - out["bayes"]
     out["init_excess"] = out["zero"] - out["bayes"]
+    out["md_excess"] = out["mean_denoiser"] - out["bayes"]
     return out
 
 
 @torch.no_grad()
-def generate(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> torch.Tensor:
-    """[E, n_samples, N, d] DDPM ancestral sampling on the t_grid (the schedule respaced to those levels:
-    beta'_i = 1 - abar_i / abar_{i-1}), one trained denoiser per level, returning the last x0 estimate."""
+def generate(cfgs: Sequence, params: dict[str, torch.Tensor] | None, device, levels: str = "grid") -> torch.Tensor:
+    """[E, n_samples, N, d] DDPM ancestral sampling, returning the last x0 estimate. levels = "grid": the t_grid
+    (the schedule respaced to those levels: beta'_i = 1 - abar_i / abar_{i-1}), one trained denoiser per level;
+    params None: the closed-form Bayes denoiser instead (a reference for the same sampler); levels = "full": every
+    step of the schedule (Bayes only: the trained denoisers exist at the t_grid levels alone)."""
     cfg = cfgs[0]
-    abar = grid_alpha_bar(cfgs, device)  # [G], increasing noise with the index
+    if levels == "full":
+        if params is not None:
+            raise ValueError("the full schedule needs a denoiser at every level: only the Bayes denoiser has one")
+        abar = alpha_bar(cfg, device).float()
+    else:
+        abar = grid_alpha_bar(cfgs, device)  # [G], increasing noise with the index
     G, n, N, d = abar.shape[0], shared_value(cfgs, "n_samples"), cfg.N, cfg.d
     x = normal(cfgs, (n, N, d), "sample", "start", device=device)  # x_{t_G} ~ N(0, I)
     for i in range(G - 1, -1, -1):
-        p = {k: v[:, i : i + 1] for k, v in params.items()}
-        eps = forward(p, x[:, None])[:, 0]  # [E, n, N, d]
         a = abar[i]
+        if params is None:
+            eps = bayes(cfgs, x[:, None], a[None])[:, 0]
+        else:
+            eps = forward({k: v[:, i : i + 1] for k, v in params.items()}, x[:, None])[:, 0]  # [E, n, N, d]
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()  # the x0 estimate at this level
         if i == 0:
             return x0

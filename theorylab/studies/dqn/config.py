@@ -22,6 +22,9 @@ from theorylab.core.config import StudyConfig
 class DQNConfig(StudyConfig):
     study: ClassVar[str] = "dqn"
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed", "lr", "eps0", "eps_decay", "eps_min", "radius"})
+    # common random numbers: cells of one seed that differ only in the exploration schedule, the initial distance or
+    # the target refresh share phi, omega*, the direction of omega_0 - omega* and every exploration draw
+    swept_fields: ClassVar[frozenset[str]] = frozenset({"eps0", "eps_decay", "eps_min", "radius", "target_update"})
 
     seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the config hash")
     # the MDP (section 5.3 [D])
@@ -51,8 +54,9 @@ class DQNConfig(StudyConfig):
     eps_decay: float = Field(0.9, gt=0, le=1, description="epsilon decay per outer iteration (1: constant) [D; spec 0.9]")
     eps_min: float = Field(0.0, ge=0, le=1, description="epsilon floor [D]")
     # initial network
-    init: Literal["random", "perturbed"] = Field("random", description="omega_0: the usual random init, or omega* + "
-                                                 "radius x a random direction (per tensor, relative to ||omega*||)")
+    init: Literal["random", "perturbed"] = Field("perturbed", description="omega_0: omega* + radius x a random "
+                                                 "direction (per tensor, relative to ||omega*||; the theorem is local), "
+                                                 "or the usual random init")
     radius: float = Field(0.5, ge=0, le=100, description="relative distance ||omega_0 - omega*|| / ||omega*|| per "
                           "tensor when init = perturbed")
     fit_steps: int = Field(400, ge=1, le=1_000_000, description="Adam steps fitting omega* to Q* (realizability)")

@@ -44,9 +44,9 @@ def q_reference(p: dict[str, torch.Tensor], phi: torch.Tensor) -> torch.Tensor:
 
 def check_forward(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> float:
     """max |q_table - q_reference| on the trained weights (conformance)."""
+    from theorylab.core.ensemble import rng_for
     from theorylab.studies.dqn.mdp import features
-    from theorylab.studies.dqn.train import init_rng_for
 
-    phi = features(cfgs, init_rng_for(cfgs, device), device)
+    phi = features(cfgs, rng_for(cfgs, device), device)
     p = {k: params[k] for k in TRAINABLE}
     return float((q_table(p, phi) - q_reference(p, phi).to(phi.device)).abs().max())

@@ -28,8 +28,8 @@ def eps_region(d: dict, path) -> None:
         for j, c in enumerate(d["curves"][f"{eps}|{d['radii'][0]}"]):
             a2.semilogy(c, c=f"C{i}", alpha=0.7, label=f"eps = {eps}" if j == 0 else None)
     a1.set(xscale="log", xlabel="||omega_0 - omega*|| / ||omega*||", ylabel="share of seeds converged",
-           title=f"converged: final error <= {d['success_share']} max|Q*|", ylim=(-0.05, 1.05))
-    a2.set(xlabel="outer iteration t", ylabel="||Q_t - Q*||_inf", title=f"radius {d['radii'][0]}, constant epsilon")
+           title=f"converged: final optimal-action error <= {d['success_share']} max|Q*|", ylim=(-0.05, 1.05))
+    a2.set(xlabel="outer iteration t", ylabel="max_s |Q_t(s, a*) - Q*(s, a*)|", title=f"radius {d['radii'][0]}, constant epsilon")
     a1.legend(fontsize=8)
     a2.legend(fontsize=8)
     save_figure(fig, path)

@@ -21,7 +21,6 @@ import torch
 
 from theorylab.core.ensemble import expand_to, rng_for, scalar_tensor, shared_value
 from theorylab.core.progress import Bars
-from theorylab.core.rng import EnsembleRNG, key_from_hash
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import SGD, AdamW, train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
@@ -39,16 +38,6 @@ def model_steps(cfg: DQNConfig) -> int:
     return cfg.T * cfg.steps
 
 
-EXPLORATION = ("eps0", "eps_decay", "eps_min")
-
-
-def init_rng_for(cfgs: Sequence[DQNConfig], device) -> EnsembleRNG:
-    """Streams keyed by the config with the exploration fields at their defaults: models that differ only in
-    their epsilon schedule start from the same omega_0 (a paired comparison of epsilon settings)."""
-    defaults = {k: DQNConfig.model_fields[k].default for k in EXPLORATION}
-    return EnsembleRNG([key_from_hash(c.replace(**defaults).hash) for c in cfgs], device)
-
-
 def q_star(cfgs: Sequence[DQNConfig], device) -> tuple[MDP, torch.Tensor]:
     """The MDP and Q* [S, A] (float32 on device)."""
     mdp = make_mdp(cfgs)
@@ -60,6 +49,16 @@ def q_error(p: dict[str, torch.Tensor], phi: torch.Tensor, Qs: torch.Tensor, liv
     with torch.no_grad():
         diff = (q_table(p, phi) - Qs)[:, live]  # [E, S_live, A]
         return torch.where(torch.isfinite(diff), diff.abs(), torch.nan).flatten(1).max(1).values
+
+
+def q_error_optimal(p: dict[str, torch.Tensor], phi: torch.Tensor, Qs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """max over non-terminal s of |Q(s, a*(s); omega) - Q*(s, a*(s))|, a*(s) = argmax_a Q*(s, a): [E]. The error on
+    the actions an optimal policy takes: a larger epsilon cannot lower it merely by visiting actions it never needs."""
+    with torch.no_grad():
+        best = Qs.argmax(1)  # a*(s)                                                                    [S]
+        diff = (q_table(p, phi).gather(2, best.expand(phi.shape[0], -1)[..., None])[..., 0]
+                - Qs.gather(1, best[:, None])[:, 0])[:, live]  # [E, S_live]
+        return torch.where(torch.isfinite(diff), diff.abs(), torch.nan).max(1).values
 
 
 def fit_star(cfgs, rng, phi, Qs, live, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -95,13 +94,14 @@ def train_group(cfgs: Sequence[DQNConfig], device: torch.device, bars: Bars) -> 
     T, W, K, C, B = (shared_value(cfgs, k) for k in ("T", "walkers", "collect_steps", "buffer", "B"))
     n_sgd, gamma, slip, ep_len = (shared_value(cfgs, k) for k in ("steps", "gamma", "slip", "episode_len"))
     S, A = c0.S, c0.A
+    # keyed by world_hash: cells that differ only in epsilon, radius or the target refresh (DQNConfig.swept_fields)
+    # share phi, omega*, the direction of omega_0 - omega* and every exploration draw (common random numbers)
     rng = rng_for(cfgs, device)
-    init_rng = init_rng_for(cfgs, device)  # omega*, omega_0, phi: the same for every exploration setting
     mdp, Qs = q_star(cfgs, device)
     live = ~mdp.terminal.to(device)
-    phi = features(cfgs, init_rng, device)  # [E, S, d]
-    star, fit_err = fit_star(cfgs, init_rng, phi, Qs, live, device)
-    p = initial(cfgs, init_rng, star, phi, device)
+    phi = features(cfgs, rng, device)  # [E, S, d]
+    star, fit_err = fit_star(cfgs, rng, phi, Qs, live, device)
+    p = initial(cfgs, rng, star, phi, device)
     p0 = {k: v.clone() for k, v in p.items()}
     eps0, decay, eps_min = (scalar_tensor(cfgs, k, device) for k in ("eps0", "eps_decay", "eps_min"))
     lr = scalar_tensor(cfgs, "lr", device)
@@ -114,7 +114,7 @@ def train_group(cfgs: Sequence[DQNConfig], device: torch.device, bars: Bars) -> 
            "done": torch.zeros(E, C, device=device)}
     ptr = filled = 0
     diverged = torch.full((E,), -1, dtype=torch.long)
-    errs, epss = [q_error(p, phi, Qs, live)], []
+    errs, errs_opt, epss = [q_error(p, phi, Qs, live)], [q_error_optimal(p, phi, Qs, live)], []
     with bars.task(f"dqn: {E} model(s) x {T} iterations x {n_sgd} SGD steps", T, models=E) as advance:
         for t in range(T):
             eps = torch.maximum(eps_min, eps0 * decay**t)  # eps_t                                       [E]
@@ -152,12 +152,15 @@ def train_group(cfgs: Sequence[DQNConfig], device: torch.device, bars: Bars) -> 
             p = res.params  # 3. omega_{t+1}
             diverged = torch.where((diverged < 0) & (res.diverged_at >= 0), t * n_sgd + res.diverged_at, diverged)
             errs.append(q_error(p, phi, Qs, live))
+            errs_opt.append(q_error_optimal(p, phi, Qs, live))
             advance(t + 1)
     err = torch.stack(errs, 1).cpu()  # [E, T+1]
+    err_opt = torch.stack(errs_opt, 1).cpu()
     qmax = Qs[live].abs().max().item()
     metrics = {"q_err0": err[:, 0], "q_err_final": err[:, -1], "q_err_rel_final": err[:, -1] / qmax,
+               "q_err_opt0": err_opt[:, 0], "q_err_opt_final": err_opt[:, -1],
                "qstar_max": torch.full((E,), qmax), "fit_err": fit_err.cpu()}
     eps_c = torch.stack(epss, 1).cpu()
-    curves = [{"iter": list(range(T + 1)), "q_err": err[e].tolist(), "eps": eps_c[e].tolist()} for e in range(E)]
+    curves = [{"iter": list(range(T + 1)), "q_err": err[e].tolist(), "q_err_opt": err_opt[e].tolist(), "eps": eps_c[e].tolist()} for e in range(E)]
     out = {**p, **{f"star.{k}": v for k, v in star.items()}}
     return group_result(out, metrics, curves, diverged, time.perf_counter() - t_start)
