@@ -111,9 +111,10 @@ def _expressivity(ctx: ClaimContext, arm: str, sw: dict) -> tuple[str, dict]:
     train = {v: short([c.metrics["train_error"] for c in sw["by"][v]["last"]]) for v in VARIANTS}
     tgt = target(ctx)
     blind = int((floor > tgt).sum())
-    text = (f"no_pe cannot represent the label on {blind}/{len(floor)} seeds (best rule on the pattern counts of T^n "
-            f"errs {short(floor)} > the target {short(tgt)}: distance-blind attention sees the same counts with both "
-            f"labels); train error at the largest n_label {train}; core coverage of T^n {core_coverage(ctx)}")
+    text = (f"no_pe's floor (best rule on the pattern counts of T^n: distance-blind attention sees no more) "
+            f"{short(floor)}, above the target {short(tgt)} on {blind}/{len(floor)} seeds (there no_pe cannot reach "
+            f"it at any n_label: an expressivity gap); train error at the largest n_label {train}; core coverage of "
+            f"T^n {core_coverage(ctx)}")
     return text, {"no_pe_floor": short(floor), "train_error_at_largest": train, "core_coverage": core_coverage(ctx)}
 
 
