@@ -15,7 +15,8 @@ def claims_at():
         assert set(res) == {c.id for c in s.claims}
         for r in res.values():
             assert r.error is None, r.error
-            assert len(r.passed_seeds) == seeds
+            if r.not_applicable is None:  # a theorem whose hypothesis fails at this run has no per-seed results
+                assert len(r.passed_seeds) == seeds
         return res
     return run
 

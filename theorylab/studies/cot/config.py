@@ -12,6 +12,8 @@ from theorylab.shared.cot_reasoning import CoTDataConfig
 class CoTConfig(CoTDataConfig):
     study: ClassVar[str] = "cot"
     ensemble_scalars: ClassVar[frozenset[str]] = CoTDataConfig.ensemble_scalars | {"lr", "delta"}
+    # Thm 1's control changes these with the rest of the world (test tasks, training prompts) kept
+    swept_fields: ClassVar[frozenset[str]] = frozenset({"l_tr", "alpha"})
 
     # model (section 2.2)
     delta: float = Field(0.1, ge=0, le=10, description="W_Q = W_K = delta * I at init [D]")
@@ -22,7 +24,10 @@ class CoTConfig(CoTDataConfig):
     steps: int = Field(500, ge=1, le=10_000_000, description="SGD steps T (calibrated: the loss is flat by 400 at lr 1) [D]")
     curve_points: int = Field(40, ge=2, le=10_000, description="checkpoints recorded along training")
     # evaluation (section 2.4)
-    l_ts: int = Field(100, ge=0, le=4096, description="largest number of test context examples in the sweeps")
+    l_ts: int = Field(100, ge=0, le=4096, description="largest number of test context examples in the figure sweeps "
+                      "(the theorem claims sweep to a fixed multiple of the run's own (alpha' tau rho)^-2)")
+    l_ts_max: int = Field(400, ge=1, le=4096, description="longest test prompt a theorem sweep may reach: where the "
+                          "theorem's length exceeds it, the claim says not applicable instead of failing")
     l_ts_step: int = Field(20, ge=1, le=4096, description="spacing of the l_ts sweeps (0, step, ..., l_ts)")
     n_test: int = Field(500, ge=10, le=1 << 22, description="test prompts per evaluation point [D]")
 

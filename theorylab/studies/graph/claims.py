@@ -1,46 +1,39 @@
-"""The graph-transformer paper's statements as claims, graded per seed (core.claims).
+"""The graph-transformer paper's statements as claims (core.claims on core.contract).
 
-Trained cells (all through ctx.trained, the sweep engine and the store): for each variant (gt, no_pe, gcn) the
-seeds x n_label in LABEL_FACTORS x the base n_label (one graph per seed, shared by every variant and n_label:
-the labelled sets are nested); the same at the base n_label with labels drawn independently of the graph
-(the control); gt with PE-based sampling (hops = z, z = 1..Z); and the real graphs.
+Trained cells (through ctx.trained, the sweep engine and the store): for each variant (gt, no_pe, gcn) the seeds x
+n_label in LABEL_FACTORS x the base n_label, on one graph and one initialisation per seed (n_label, variant,
+label_rule and hops are swept fields: common random numbers; the labelled sets are nested); the same grid with the
+label set by the majority over the whole of T^n (label_rule = tokens: no core distance, a rule attention without PE
+represents, so PE has nothing to promote: the controls' arm); gt with PE-based sampling (hops = z); the real graphs.
 
-Constants, fixed before any run and relative to what the same run measures:
-- eps_hat: gt's own test error at the largest n_label, floored at the rule-of-three bound 3/n_test.
-  "Small error" (the theorems' epsilon) = EPS_MULT x eps_hat, one target per seed shared by all variants.
-- labels needed: the smallest n_label on the grid whose final test error is <= the target (grid size + 1: not
-  reached); iterations needed: the first checkpoint step at the largest n_label with test error <= target
-  (steps + 1: not reached). Thm: gt needs strictly fewer than no_pe and than gcn.
-- attention concentration: the trained query's mass on class-relevant tokens (distance z_m, discriminative)
-  closes at least CLOSE_GAP of the untrained model's gap to 1 (ICL study's constant).
-- Fig. 8: argmax_z b_z (z = 1..Z) is the hop whose PE-based sampling gives the best test accuracy, and the
-  Kendall tau between b_z and that accuracy over z = 1..Z is > 0.
+Thresholds are tied to chance, measured in the same run, never to gt's own error: "small error" is at most
+FAR_FROM_CHANCE x chance, where chance is the test error of the best constant prediction on the seed's test nodes.
+
+Expressivity, said beside the rankings: attention without PE is a function of the set of token features of T^n
+(no distance enters), so wherever two nodes see the same pattern counts with different labels it must err on one
+of them; `no_pe_floor` is the error of the best rule on (own pattern, #mu_+, #mu_- in T^n) over the test nodes
+(fitted in-sample, so optimistic for no_pe). A ranking against a variant whose floor is far above the target is an
+expressivity gap, not a sample-complexity gap: that is why these rankings are `figure` claims.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
-from theorylab.core.measures import r4
-from theorylab.studies.graph.data import build_graph
+from theorylab.core.claims import Claim, ClaimContext
+from theorylab.core.contract import (CLOSE_GAP, FAR_FROM_CHANCE, MAIN, Above, AtLeast, AtMost, ControlArm, Criterion,
+                                     Holds, Measurement, Reference, short)
+from theorylab.core.measures import first_crossing, gap_closed
+from theorylab.studies.graph.data import build_graph, graphs
 
 VARIANTS = ("gt", "no_pe", "gcn")
 LABEL_FACTORS = (0.125, 0.25, 0.5, 1.0)  # n_label grid as fractions of the base config's n_label
-EPS_MULT = 2.0
-CLOSE_GAP = 0.5
+TOKENS = "tokens"  # the control arm: label = majority over T^n, no core distance
 REAL_PLANTED = ("karate", "les_miserables")  # florentine: 11 untied nodes, too few to split
 REAL_KNN = {"quick": ("cancer_knn",), "full": ("cancer_knn", "digits_knn")}
 REAL_LABEL_SHARE = 0.5  # planted graphs: half their untied nodes labelled
 KNN_LABEL_SHARE = 0.1  # k-NN graphs: 10% of the nodes labelled
-
-
-def _list(x) -> list[float]:
-    return [r4(v) for v in np.asarray(x, dtype=float).ravel().tolist()]
-
-
-def cells_of(ctx: ClaimContext, cfgs: list) -> list:
-    """The trained cells of cfgs (trained now through the sweep engine if not in the store)."""
-    return ctx.trained(cfgs)[1]
+CPU = torch.device("cpu")
 
 
 def label_grid(ctx: ClaimContext) -> list[int]:
@@ -48,234 +41,279 @@ def label_grid(ctx: ClaimContext) -> list[int]:
     return sorted({max(2, int(round(f * n))) for f in LABEL_FACTORS})
 
 
-def sweep(ctx: ClaimContext) -> dict:
-    """{variant: {"err": [G, S] final test error, "curves": [S] cells at the largest n_label}} and steps."""
+def _rule(arm: str) -> str:
+    return "core" if arm == MAIN else TOKENS
+
+
+def sweep(ctx: ClaimContext, arm: str) -> dict:
+    """{variant: {"err": [G, E] final test error, "last": cells at the largest n_label}} on the arm's label rule."""
     def compute():
         grid = label_grid(ctx)
-        S = ctx.seeds
         out = {}
-        for v in VARIANTS:  # one ctx.trained per variant: their weights have different names
-            block = cells_of(ctx, [c for n in grid for c in ctx.configs(variant=v, n_label=n)])
-            err = np.array([[block[j * S + s].metrics["test_error"] for s in range(S)] for j in range(len(grid))])
-            out[v] = {"err": err, "last": block[(len(grid) - 1) * S:]}
+        for v in VARIANTS:  # one trained call per variant: their weights have different names
+            by_n = ctx.sweep("n_label", grid, variant=v, label_rule=_rule(arm))
+            cells = ctx.trained([c for n in grid for c in by_n[n]])[1]
+            E = len(by_n[grid[0]])
+            err = np.array([[cells[j * E + e].metrics["test_error"] for e in range(E)] for j in range(len(grid))])
+            out[v] = {"err": torch.tensor(err, dtype=torch.float64), "last": cells[(len(grid) - 1) * E:]}
         return {"grid": grid, "by": out}
-    return ctx.memo("graph:sweep", compute)
+    return ctx.memo(f"graph:sweep:{arm}", compute)
 
 
-def targets(ctx: ClaimContext) -> np.ndarray:
-    """[S]: EPS_MULT x gt's own test error at the largest n_label, floored at 3/n_test."""
-    d = sweep(ctx)["by"]["gt"]
-    n_test = np.array([c.metrics["n_test"] for c in d["last"]])
-    return EPS_MULT * np.maximum(d["err"][-1], 3.0 / n_test)
+def _chance(ctx: ClaimContext) -> torch.Tensor:
+    """[E]: the test error of the best constant prediction (the minority label's share of the test nodes)."""
+    g = graphs(ctx.configs(), CPU)
+    pos = ((g.y > 0) & g.test).sum(1).double() / g.test.sum(1).clamp_min(1)
+    return torch.minimum(pos, 1 - pos)
 
 
-def _first_reached(curves: np.ndarray, marks: list[int], target: np.ndarray, beyond: int) -> np.ndarray:
-    """curves [S, T] -> [S]: the first mark with value <= target, else beyond."""
-    ok = curves <= target[:, None]
-    return np.where(ok.any(1), np.array(marks)[ok.argmax(1)], beyond)
+CHANCE = Reference("chance", "the test error of the best constant prediction on the seed's test nodes", _chance)
 
 
-def needed_labels(ctx: ClaimContext, err: np.ndarray, target: np.ndarray) -> np.ndarray:
-    grid = label_grid(ctx)
-    return _first_reached(err.T, grid, target, 2 * grid[-1])
+def target(ctx: ClaimContext) -> torch.Tensor:
+    return FAR_FROM_CHANCE * ctx.reference(CHANCE)
 
 
-def needed_steps(cells, target: np.ndarray) -> np.ndarray:
-    marks = cells[0].curves["step"]
-    curves = np.array([c.curves["test_error"] for c in cells])  # [S, T]
-    return _first_reached(curves, marks, target, marks[-1] + 1)
-
-
-def control_cells(ctx: ClaimContext) -> dict:
-    """Labels independent of the graph (label_rule = random), each variant at the base n_label."""
+def no_pe_floor(ctx: ClaimContext, arm: str) -> torch.Tensor:
+    """[E]: the error of the best rule on (own pattern, #mu_+, #mu_- in T^n) over the test nodes (in-sample)."""
     def compute():
-        return {v: cells_of(ctx, ctx.configs(variant=v, label_rule="random")) for v in VARIANTS}
-    return ctx.memo("graph:control", compute)
+        out = []
+        for c in ctx.configs(label_rule=_rule(arm)):
+            g = build_graph(c)
+            kinds = np.where(g.tok_mask, g.kind[g.tok], 0)
+            key = np.stack([g.kind, (kinds == 1).sum(1), (kinds == -1).sum(1)], 1)
+            test = g.order[c.n_label:g.n_valid]
+            _, group = np.unique(key[test], axis=0, return_inverse=True)
+            pos = np.bincount(group.ravel(), g.y[test] > 0)
+            size = np.bincount(group.ravel())
+            out.append(float(np.minimum(pos, size - pos).sum() / max(1, len(test))))
+        return torch.tensor(out, dtype=torch.float64)
+    return ctx.memo(f"graph:floor:{arm}", compute)
 
 
-def _beats(need: dict[str, np.ndarray]) -> np.ndarray:
-    return (need["gt"] < need["no_pe"]) & (need["gt"] < need["gcn"])
+def core_coverage(ctx: ClaimContext) -> list[float]:
+    return [round(build_graph(c).core_coverage(c.z_m), 4) for c in ctx.configs()]
 
 
-def thm_labels(ctx: ClaimContext) -> Outcome:
-    sw, tgt = sweep(ctx), targets(ctx)
-    need = {v: needed_labels(ctx, sw["by"][v]["err"], tgt) for v in VARIANTS}
-    ok = _beats(need)
-    ctl = control_cells(ctx)
+def _censored_as_beyond(x: torch.Tensor, censored: torch.Tensor, beyond: float) -> torch.Tensor:
+    """A count not reached within the grid only says "beyond it": it enters a ranking as `beyond`, never a fit."""
+    return torch.where(censored, torch.full_like(x, beyond), x)
+
+
+def _ranking(need: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(margin, ratio) [E]: min over no_pe and gcn of what they need, minus (over) what gt needs."""
+    other = torch.minimum(need["no_pe"], need["gcn"])
+    return other - need["gt"], other / need["gt"].clamp_min(1)
+
+
+def _expressivity(ctx: ClaimContext, arm: str, sw: dict) -> tuple[str, dict]:
+    floor = no_pe_floor(ctx, arm)
+    train = {v: short([c.metrics["train_error"] for c in sw["by"][v]["last"]]) for v in VARIANTS}
+    tgt = target(ctx)
+    blind = int((floor > tgt).sum())
+    text = (f"no_pe's floor (best rule on the pattern counts of T^n: distance-blind attention sees no more) "
+            f"{short(floor)}, above the target {short(tgt)} on {blind}/{len(floor)} seeds (there no_pe cannot reach "
+            f"it at any n_label: an expressivity gap); train error at the largest n_label {train}; core coverage of "
+            f"T^n {core_coverage(ctx)}")
+    return text, {"no_pe_floor": short(floor), "train_error_at_largest": train, "core_coverage": core_coverage(ctx)}
+
+
+# ---- sample complexity and iterations: rankings of variants (figure claims) ----
+def measure_labels(ctx: ClaimContext, arm: str) -> Measurement:
+    sw, tgt = sweep(ctx, arm), target(ctx)
     grid = sw["grid"]
-    beyond = 2 * grid[-1]
-    ctl_need = {v: np.where(np.array([c.metrics["test_error"] for c in ctl[v]]) <= tgt, grid[-1], beyond)
-                for v in VARIANTS}  # only the base n_label is trained: reached there, or not reached
-    ctl_ok = _beats(ctl_need)
-    ratio = np.minimum(need["no_pe"], need["gcn"]) / need["gt"]
-    mean_err = {v: _list(sw["by"][v]["err"].mean(1)) for v in VARIANTS}
-    return Outcome(
-        ok.tolist(), "labels needed by the better variant / by gt", ratio.tolist(),
-        f"the smallest n_label on {grid} with test error <= {EPS_MULT} x eps_hat (gt's own error at n_label = "
-        f"{grid[-1]}, >= 3/n_test) is strictly smaller for gt than for no_pe and for gcn ({beyond} = not reached)",
-        "labels needed per seed: " + "; ".join(f"{v} {need[v].tolist()}" for v in VARIANTS)
-        + f"; mean test error over n_label {grid}: " + "; ".join(f"{v} {mean_err[v]}" for v in VARIANTS),
-        {"grid": grid, "target": _list(tgt), "needed": {v: need[v].tolist() for v in VARIANTS},
-         "test_error": {v: sw["by"][v]["err"].tolist() for v in VARIANTS}},
-        {"sample_complexity": {"grid": grid, "target": float(tgt.mean()),
-                               "mean": mean_err, "std": {v: _list(sw["by"][v]["err"].std(1)) for v in VARIANTS}}},
-        Control("labels independent of the graph (no core neighbourhood), base n_label", ctl_ok.tolist(),
-                "test error " + "; ".join(f"{v} {_list([c.metrics['test_error'] for c in ctl[v]])}" for v in VARIANTS)))
+    need, censored = {}, {}
+    for v in VARIANTS:
+        x, cens = first_crossing(sw["by"][v]["err"] <= tgt, grid)
+        need[v], censored[v] = _censored_as_beyond(x, cens, 2 * grid[-1]), cens
+    margin, ratio = _ranking(need)
+    mean_err = {v: short(sw["by"][v]["err"].mean(1)) for v in VARIANTS}
+    text, numbers = _expressivity(ctx, arm, sw)
+    return Measurement(
+        {"label_margin": margin, "labels_ratio": ratio, "gt_error": sw["by"]["gt"]["err"][-1]},
+        f"labels needed per seed ({2 * grid[-1]} = not reached on {grid}): "
+        + "; ".join(f"{v} {need[v].long().tolist()}" for v in VARIANTS)
+        + f"; mean test error over n_label: " + "; ".join(f"{v} {mean_err[v]}" for v in VARIANTS) + f"; {text}",
+        {"grid": grid, "target": short(tgt), "needed": {v: need[v].long().tolist() for v in VARIANTS},
+         "censored": {v: censored[v].tolist() for v in VARIANTS},
+         "test_error": {v: sw["by"][v]["err"].tolist() for v in VARIANTS}, **numbers},
+        {"sample_complexity": {"grid": grid, "target": float(tgt.mean()), "mean": mean_err,
+                               "std": {v: short(sw["by"][v]["err"].std(1)) if sw["by"][v]["err"].shape[1] > 1
+                                       else [0.0] * len(grid) for v in VARIANTS}}} if arm == MAIN else {})
 
 
-def thm_iterations(ctx: ClaimContext) -> Outcome:
-    sw, tgt = sweep(ctx), targets(ctx)
+def measure_iterations(ctx: ClaimContext, arm: str) -> Measurement:
+    sw, tgt = sweep(ctx, arm), target(ctx)
     last = {v: sw["by"][v]["last"] for v in VARIANTS}
-    need = {v: needed_steps(last[v], tgt) for v in VARIANTS}
-    ok = _beats(need)
-    ctl = control_cells(ctx)
-    ctl_need = {v: needed_steps(ctl[v], tgt) for v in VARIANTS}
     marks = last["gt"][0].curves["step"]
-    ratio = np.minimum(need["no_pe"], need["gcn"]) / np.maximum(need["gt"], 1)
-    curves = {v: np.array([c.curves["test_error"] for c in last[v]]) for v in VARIANTS}
-    return Outcome(
-        ok.tolist(), "iterations needed by the better variant / by gt", ratio.tolist(),
-        f"at n_label = {sw['grid'][-1]} the first checkpoint with test error <= {EPS_MULT} x eps_hat comes strictly "
-        f"earlier for gt than for no_pe and for gcn ({marks[-1] + 1} = not reached in {marks[-1]} steps)",
-        "iterations needed per seed: " + "; ".join(f"{v} {need[v].tolist()}" for v in VARIANTS),
-        {"needed": {v: need[v].tolist() for v in VARIANTS}, "target": _list(tgt)},
+    curves = {v: torch.tensor([c.curves["test_error"] for c in last[v]], dtype=torch.float64) for v in VARIANTS}
+    need = {}
+    for v in VARIANTS:
+        x, cens = first_crossing((curves[v] <= tgt[:, None]).T, marks)
+        need[v] = _censored_as_beyond(x, cens, marks[-1] + 1)
+    margin, ratio = _ranking(need)
+    text, numbers = _expressivity(ctx, arm, sw)
+    return Measurement(
+        {"step_margin": margin, "steps_ratio": ratio, "gt_error": curves["gt"][:, -1]},
+        f"at n_label {sw['grid'][-1]}, steps needed per seed ({marks[-1] + 1} = not within {marks[-1]}): "
+        + "; ".join(f"{v} {need[v].long().tolist()}" for v in VARIANTS) + f"; {text}",
+        {"needed": {v: need[v].long().tolist() for v in VARIANTS}, "target": short(tgt), **numbers},
         {"training_curves": {"steps": marks, "target": float(tgt.mean()),
-                             "mean": {v: _list(curves[v].mean(0)) for v in VARIANTS}}},
-        Control("labels independent of the graph (no core neighbourhood)", _beats(ctl_need).tolist(),
-                "iterations needed " + "; ".join(f"{v} {ctl_need[v].tolist()}" for v in VARIANTS)))
+                             "mean": {v: short(curves[v].mean(0)) for v in VARIANTS}}} if arm == MAIN else {})
 
 
-def mech_attention(ctx: ClaimContext) -> Outcome:
-    cells = sweep(ctx)["by"]["gt"]["last"]
-    m = {k: np.array([c.metrics[k] for c in cells]) for k in
+# ---- what training does ----
+def measure_attention(ctx: ClaimContext, arm: str) -> Measurement:
+    cells = sweep(ctx, arm)["by"]["gt"]["last"]
+    m = {k: torch.tensor([c.metrics[k] for c in cells], dtype=torch.float64) for k in
          ("attn_relevant", "untrained_attn_relevant", "attn_consistent", "untrained_attn_consistent",
           "attn_eff", "untrained_attn_eff")}
-    start, end = m["untrained_attn_relevant"], m["attn_relevant"]
-    closed = (end - start) / np.maximum(1 - start, 1e-12)
+    closed = gap_closed(m["untrained_attn_relevant"], m["attn_relevant"], target=1.0)
     steps = cells[0].curves["step"]
     trace = {k: np.array([c.curves[f"attn_{k}"] for c in cells]).mean(0).tolist()
              for k in ("relevant", "consistent", "core")}
-    return Outcome(
-        (closed >= CLOSE_GAP).tolist(), "share of the gap to 1 closed (class-relevant attention mass)", closed.tolist(),
-        f"the trained gt's attention mass on class-relevant nodes (distance z_m, discriminative) closes >= {CLOSE_GAP} "
-        "of the untrained model's gap to 1",
-        f"class-relevant mass {start.mean():.2f} -> {end.mean():.2f}; label-consistent "
-        f"{m['untrained_attn_consistent'].mean():.2f} -> {m['attn_consistent'].mean():.2f}; tokens attended "
-        f"(exp entropy) {m['untrained_attn_eff'].mean():.1f} -> {m['attn_eff'].mean():.1f}",
-        {k: _list(v) for k, v in m.items()},
-        {"attention_mass": {"steps": steps, **trace}})
+    return Measurement(
+        {"gap_closed": closed},
+        f"class-relevant mass {m['untrained_attn_relevant'].mean():.2f} -> {m['attn_relevant'].mean():.2f}; "
+        f"label-consistent {m['untrained_attn_consistent'].mean():.2f} -> {m['attn_consistent'].mean():.2f}; "
+        f"tokens attended (exp entropy) {m['untrained_attn_eff'].mean():.1f} -> {m['attn_eff'].mean():.1f}",
+        {k: short(v) for k, v in m.items()},
+        {"attention_mass": {"steps": steps, **trace}} if arm == MAIN else {})
 
 
-def mech_pe_core(ctx: ClaimContext) -> Outcome:
-    cells = sweep(ctx)["by"]["gt"]["last"]
-    Z, z_m = ctx.configs()[0].Z, np.array([c.z_m for c in ctx.configs()])
-    b = np.array([[c.metrics[f"b{z}"] for z in range(Z + 1)] for c in cells])  # [S, Z+1]
-    top = b.argmax(1)
-    others = np.where(np.arange(Z + 1)[None] == z_m[:, None], -np.inf, b).max(1)
-    steps = cells[0].curves["step"]
+def measure_pe_core(ctx: ClaimContext, arm: str) -> Measurement:
+    cells = sweep(ctx, arm)["by"]["gt"]["last"]
+    Z = ctx.configs()[0].Z
+    z_m = torch.tensor([c.z_m for c in ctx.configs()])
+    b = torch.tensor([[c.metrics[f"b{z}"] for z in range(Z + 1)] for c in cells], dtype=torch.float64)  # [E, Z+1]
+    at_core = b.gather(1, z_m[:, None])[:, 0]
+    others = b.masked_fill(torch.arange(Z + 1)[None] == z_m[:, None], -torch.inf).max(1).values
     traj = {str(z): np.array([c.curves[f"b{z}"] for c in cells]).mean(0).tolist() for z in range(Z + 1)}
-    return Outcome(
-        (top == z_m).tolist(), "b_{z_m} minus the largest other b_z", (b[np.arange(len(b)), z_m] - others).tolist(),
-        "after training, argmax_z b_z (z = 0..Z) is the core distance z_m",
-        f"mean trained b_z for z = 0..{Z}: {_list(b.mean(0))}; argmax per seed {top.tolist()} (z_m = {z_m.tolist()})",
-        {"b": b.tolist(), "argmax": top.tolist()},
-        {"pe_trajectories": {"steps": steps, "z_m": int(z_m[0]), "b": traj}})
+    return Measurement(
+        {"pe_margin": at_core - others},
+        f"mean trained b_z for z = 0..{Z}: {short(b.mean(0))}; argmax per seed {b.argmax(1).tolist()} "
+        f"(z_m = {z_m.tolist()})",
+        {"b": b.tolist(), "argmax": b.argmax(1).tolist()},
+        {"pe_trajectories": {"steps": cells[0].curves["step"], "z_m": int(z_m[0]), "b": traj}} if arm == MAIN else {})
 
 
-def fig8_pe_sampling(ctx: ClaimContext) -> Outcome:
-    cfg0 = ctx.configs()[0]
-    Z = cfg0.Z
-    b = np.array([[c.metrics[f"b{z}"] for z in range(1, Z + 1)] for c in sweep(ctx)["by"]["gt"]["last"]])  # [S, Z]
-    cfgs = [c for z in range(1, Z + 1) for c in ctx.configs(hops=z)]
-    cells = cells_of(ctx, cfgs)
-    S = ctx.seeds
-    acc = np.array([[1 - cells[(z - 1) * S + s].metrics["test_error"] for z in range(1, Z + 1)] for s in range(S)])
-    tau = np.array([_kendall(b[s], acc[s]) for s in range(S)])
+def measure_fig8(ctx: ClaimContext, arm: str) -> Measurement:
+    Z = ctx.configs()[0].Z
+    b = torch.tensor([[c.metrics[f"b{z}"] for z in range(1, Z + 1)] for c in sweep(ctx, MAIN)["by"]["gt"]["last"]],
+                     dtype=torch.float64)  # [E, Z]
+    by_hop = ctx.sweep("hops", list(range(1, Z + 1)))
+    cells = ctx.trained([c for z in range(1, Z + 1) for c in by_hop[z]])[1]
+    E = len(by_hop[1])
+    acc = torch.tensor([[1 - cells[(z - 1) * E + e].metrics["test_error"] for z in range(1, Z + 1)] for e in range(E)],
+                       dtype=torch.float64)
+    tau = torch.tensor([_kendall(b[e], acc[e]) for e in range(E)], dtype=torch.float64)
     same = b.argmax(1) == acc.argmax(1)
-    return Outcome(
-        (same & (tau > 0)).tolist(), "Kendall tau between b_z and PE-sampling accuracy over z = 1..Z", tau.tolist(),
-        "the hop with the largest trained b_z (z >= 1) gives the best accuracy when T^n is only that hop, and "
-        "the Kendall tau of b_z against that accuracy over z = 1..Z is > 0",
-        f"mean b_z (z = 1..{Z}) {_list(b.mean(0))}; mean accuracy training on hop z only {_list(acc.mean(0))}; "
-        f"argmax agree on {int(same.sum())}/{S}",
-        {"b": b.tolist(), "accuracy_by_hop": acc.tolist(), "tau": tau.tolist()},
-        {"pe_sampling": {"z": list(range(1, Z + 1)), "b": _list(b.mean(0)), "acc": _list(acc.mean(0)),
-                         "acc_std": _list(acc.std(0))}})
+    return Measurement(
+        {"kendall_tau": tau, "argmax_agrees": same},
+        f"mean b_z (z = 1..{Z}) {short(b.mean(0))}; mean accuracy training on hop z only {short(acc.mean(0))}; "
+        f"argmax agree on {int(same.sum())}/{E}",
+        {"b": b.tolist(), "accuracy_by_hop": acc.tolist()},
+        {"pe_sampling": {"z": list(range(1, Z + 1)), "b": short(b.mean(0)), "acc": short(acc.mean(0)),
+                         "acc_std": short(acc.std(0)) if E > 1 else [0.0] * Z}})
 
 
-def _kendall(a: np.ndarray, b: np.ndarray) -> float:
+def _kendall(a: torch.Tensor, b: torch.Tensor) -> float:
     n, s = len(a), 0.0
     for i in range(n):
         for j in range(i + 1, n):
-            s += np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+            s += float(torch.sign(a[i] - a[j]) * torch.sign(b[i] - b[j]))
     return s / max(1, n * (n - 1) / 2)
 
 
-def _real(ctx: ClaimContext, graphs: tuple[str, ...], share: float, **extra) -> dict:
-    """{graph: {variant: cells [S]}} for graphs trained with n_label = share x untied nodes."""
+# ---- real graphs ----
+def _real(ctx: ClaimContext, graphs_: tuple[str, ...], share: float) -> dict:
+    """{graph: {variant: cells [E]}} trained with n_label = share x untied nodes."""
     def compute():
         out = {}
-        for g in graphs:
-            base = ctx.configs(graph=g, **extra)[0]
-            n_valid = build_graph(base).n_valid
+        for name in graphs_:
+            n_valid = build_graph(ctx.configs(graph=name)[0]).n_valid
             n = max(2, min(n_valid - 2, int(round(share * n_valid))))
-            out[g] = {v: cells_of(ctx, ctx.configs(graph=g, variant=v, n_label=n, **extra)) for v in VARIANTS}
-            out[g]["n_label"] = n
+            out[name] = {v: ctx.trained(ctx.configs(graph=name, variant=v, n_label=n))[1] for v in VARIANTS}
+            out[name]["n_label"] = n
         return out
-    return ctx.memo(f"graph:real:{','.join(graphs)}", compute)
+    return ctx.memo(f"graph:real:{','.join(graphs_)}", compute)
 
 
-def _real_outcome(ctx: ClaimContext, data: dict, check_pe: bool, figure: str) -> Outcome:
-    S = ctx.seeds
+def _measure_real(ctx: ClaimContext, data: dict, figure: str) -> Measurement:
     Z = ctx.configs()[0].Z
-    ok = np.ones(S, bool)
-    margin = np.full(S, np.inf)
+    E = len(ctx.configs())
+    margin, at_core = torch.full((E,), torch.inf, dtype=torch.float64), torch.ones(E, dtype=torch.bool)
     err, prof, parts = {}, {}, []
-    for g, d in data.items():
-        e = {v: np.array([c.metrics["test_error"] for c in d[v]]) for v in VARIANTS}
-        b = np.array([[c.metrics[f"b{z}"] for z in range(Z + 1)] for c in d["gt"]])
-        best_other = np.minimum(e["no_pe"], e["gcn"])
-        ok &= e["gt"] <= best_other
-        if check_pe:
-            ok &= b.argmax(1) == np.array([c.config["z_m"] for c in d["gt"]])
-        margin = np.minimum(margin, best_other - e["gt"])
-        err[g] = {v: _list(e[v].mean()) for v in VARIANTS}
-        prof[g] = _list(b.mean(0))
-        parts.append(f"{g} (n_label {d['n_label']}): test error " + ", ".join(f"{v} {e[v].mean():.3f}" for v in VARIANTS)
-                     + f"; b_0..b_{Z} {_list(b.mean(0))}, argmax per seed {b.argmax(1).tolist()}")
-    crit = "gt's test error <= min(no_pe, gcn) on every graph"
-    if check_pe:
-        crit += ", and argmax_z b_z = z_m (the planted core distance)"
-    return Outcome(ok.tolist(), "smallest (best variant's error - gt's error) over the graphs", margin.tolist(), crit,
-                   "; ".join(parts), {"test_error": err, "b_profile": prof},
-                   {figure: {"test_error": err, "b": prof}})
+    for name, d in data.items():
+        e = {v: torch.tensor([c.metrics["test_error"] for c in d[v]], dtype=torch.float64) for v in VARIANTS}
+        b = torch.tensor([[c.metrics[f"b{z}"] for z in range(Z + 1)] for c in d["gt"]], dtype=torch.float64)
+        margin = torch.minimum(margin, torch.minimum(e["no_pe"], e["gcn"]) - e["gt"])
+        at_core &= b.argmax(1) == torch.tensor([c.config["z_m"] for c in d["gt"]])
+        err[name] = {v: short([e[v].mean()]) for v in VARIANTS}
+        prof[name] = short(b.mean(0))
+        parts.append(f"{name} (n_label {d['n_label']}): test error " + ", ".join(f"{v} {e[v].mean():.3f}" for v in VARIANTS)
+                     + f"; b_0..b_{Z} {short(b.mean(0))}, argmax per seed {b.argmax(1).tolist()}")
+    return Measurement({"error_margin": margin, "pe_at_core": at_core}, "; ".join(parts),
+                       {"test_error": err, "b_profile": prof}, {figure: {"test_error": err, "b": prof}})
 
 
-def fig_real_planted(ctx: ClaimContext) -> Outcome:
-    return _real_outcome(ctx, _real(ctx, REAL_PLANTED, REAL_LABEL_SHARE), check_pe=True, figure="real_planted")
+def measure_real_planted(ctx: ClaimContext, arm: str) -> Measurement:
+    return _measure_real(ctx, _real(ctx, REAL_PLANTED, REAL_LABEL_SHARE), "real_planted")
 
 
-def fig_real_knn(ctx: ClaimContext) -> Outcome:
-    graphs = REAL_KNN["full" if ctx.size == "full" else "quick"]
-    return _real_outcome(ctx, _real(ctx, graphs, KNN_LABEL_SHARE), check_pe=False, figure="real_knn")
+def measure_real_knn(ctx: ClaimContext, arm: str) -> Measurement:
+    return _measure_real(ctx, _real(ctx, REAL_KNN["full" if ctx.size == "full" else "quick"], KNN_LABEL_SHARE),
+                         "real_knn")
 
+
+TOKENS_ARM = ControlArm(TOKENS, "the label is the majority over all of T^n (no core distance: PE has nothing to "
+                                "promote and no_pe represents the rule)")
+SMALL = FAR_FROM_CHANCE * CHANCE
 
 CLAIMS = [
-    Claim("thm_labels", "Thm (sample complexity) / TL;DR", "theorem", "With a core neighbourhood at distance z_m, "
-          "the graph transformer with trainable PE reaches small test error with fewer labelled nodes than the same "
-          "model without PE and than a GCN.", thm_labels, seeds=5),
-    Claim("thm_iterations", "Thm (iterations) / TL;DR", "theorem", "It also needs fewer SGD iterations than the "
-          "variants to reach small test error.", thm_iterations, seeds=5),
+    Claim("fig_labels", "Thm (sample complexity) / TL;DR", "figure", "With a core neighbourhood at distance z_m, the "
+          "graph transformer with trainable PE reaches small test error with fewer labelled nodes than the same model "
+          "without PE and than a GCN (a ranking of variants; where a variant cannot represent the label the gap is "
+          "one of expressivity, which the summary says).", seeds=5, measure=measure_labels,
+          criterion=Criterion(Above("label_margin", 0.0, "labels needed by the better of no_pe and gcn minus by gt "
+                                    "(first n_label on the grid with test error <= the target; not reached = "
+                                    "2 x the largest)"),
+                              AtMost("gt_error", SMALL, "gt's test error at the largest n_label"),
+                              key="labels_ratio"),
+          control=TOKENS_ARM),
+    Claim("fig_iterations", "Thm (iterations) / TL;DR", "figure", "It also needs fewer SGD iterations than the "
+          "variants to reach small test error (a ranking of variants, like fig_labels).", seeds=5,
+          measure=measure_iterations,
+          criterion=Criterion(Above("step_margin", 0.0, "steps needed by the better of no_pe and gcn minus by gt at "
+                                    "the largest n_label (first checkpoint with test error <= the target; not "
+                                    "reached = steps + 1)"),
+                              AtMost("gt_error", SMALL, "gt's final test error at the largest n_label"),
+                              key="steps_ratio"),
+          control=TOKENS_ARM),
     Claim("mech_attention", "attention sparsity", "mechanism", "Training concentrates the attention on "
-          "class-relevant nodes of the core neighbourhood (a sparse attention map).", mech_attention, seeds=5),
+          "class-relevant nodes of the core neighbourhood (a sparse attention map).", seeds=5,
+          measure=measure_attention,
+          criterion=Criterion(AtLeast("gap_closed", CLOSE_GAP, "share of the untrained attention mass's gap to 1 on "
+                                      "class-relevant nodes (distance z_m, discriminative) closed by training")),
+          control=TOKENS_ARM),
     Claim("mech_pe_core", "PE promotes the core", "mechanism", "The trained relative PE b_z is largest at the core "
-          "distance z_m.", mech_pe_core, seeds=5),
+          "distance z_m.", seeds=5, measure=measure_pe_core,
+          criterion=Criterion(Above("pe_margin", 0.0, "b_{z_m} minus the largest other b_z")), control=TOKENS_ARM),
     Claim("fig8_pe_sampling", "Fig. 8", "figure", "The ordering of b_z over z matches the ordering of test accuracy "
-          "when T^n holds only the distance-z neighbourhood (PE-based sampling).", fig8_pe_sampling, seeds=5),
+          "when T^n holds only the distance-z neighbourhood (PE-based sampling).", seeds=5, measure=measure_fig8,
+          criterion=Criterion(Above("kendall_tau", 0.0, "Kendall tau of b_z against hop-z-only accuracy over z = 1..Z"),
+                              Holds("argmax_agrees", meaning="the hop with the largest b_z (z >= 1) gives the best "
+                                    "hop-only accuracy"))),
     Claim("fig_real_planted", "TL;DR on real graphs", "figure", "On networkx's bundled graphs (karate club, Les "
           "Miserables) with the data model's planted features, gt+PE is at least as accurate as no_pe and gcn, and "
-          "b_z peaks at the planted z_m.", fig_real_planted, seeds=5),
+          "b_z peaks at the planted z_m.", seeds=5, measure=measure_real_planted,
+          criterion=Criterion(AtLeast("error_margin", 0.0, "smallest (better variant's error - gt's error) over the "
+                                      "graphs"),
+                              Holds("pe_at_core", meaning="argmax_z b_z = z_m (the planted core distance) on every "
+                                    "graph"))),
     Claim("fig_real_knn", "TL;DR / Table (real data)", "figure", "On k-NN graphs of scikit-learn data sets with their "
           "own features and labels, gt+PE is at least as accurate as no_pe and gcn (the paper's real-data "
-          "direction).", fig_real_knn, seeds=5),
+          "direction).", seeds=5, measure=measure_real_knn,
+          criterion=Criterion(AtLeast("error_margin", 0.0, "smallest (better variant's error - gt's error) over the "
+                                      "graphs"))),
 ]

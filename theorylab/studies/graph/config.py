@@ -34,8 +34,10 @@ DATA_FIELDS = ("seed", "graph", "N", "deg", "d", "M", "p_d", "tau", "z_m", "Z", 
 
 class GraphConfig(StudyConfig):
     study: ClassVar[str] = "graph"
-    ensemble_scalars: ClassVar[frozenset[str]] = frozenset(
-        {"seed", "lr", "n_label", "p_d", "tau", "z_m", "label_rule"})
+    # z_m is not an ensemble scalar: with k = 0 (auto) it sets the token count L, a shape
+    ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed", "lr", "n_label", "p_d", "tau", "label_rule"})
+    # the claims compare these cells of one seed on one graph with one initialisation (common random numbers)
+    swept_fields: ClassVar[frozenset[str]] = frozenset({"n_label", "variant", "label_rule", "hops"})
 
     seed: int = Field(0, ge=0, lt=2**62, description="seed; the graph, features and labelled set derive from "
                       "the data fields' hash, so variants and n_label of one seed share one graph")
@@ -53,19 +55,28 @@ class GraphConfig(StudyConfig):
                        "[-1, 1]^d / sqrt(d), so ||noise|| <= tau [D]")
     z_m: int = Field(2, ge=1, le=8, description="core distance: the label is the majority pattern at exactly "
                      "this distance [M/I]")
-    label_rule: Literal["core", "random"] = Field(
-        "core", description="core: the majority rule; random: labels drawn independently of the graph "
-        "(the theorems' hypothesis made false, for controls)")
+    label_rule: Literal["core", "tokens", "random"] = Field(
+        "core", description="core: the majority rule at distance z_m; tokens: the majority over the whole of T^n "
+        "(no core distance: a rule attention without PE represents, the controls' arm); random: labels drawn "
+        "independently of the graph")
     knn: int = Field(5, ge=1, le=100, description="neighbours of the k-NN graphs built from scikit-learn sets")
     # model (section 2.2)
     variant: Literal["gt", "no_pe", "gcn"] = Field("gt", description="gt: attention + trainable PE b_z; "
                                                    "no_pe: b frozen at 0; gcn: GCN aggregation, no attention")
     Z: int = Field(3, ge=1, le=8, description="largest distance attended to; b has Z + 1 entries b_0..b_Z [D: 4]")
-    k: int = Field(12, ge=1, le=256, description="sampled nodes per distance 1..Z in T^n (fewer where fewer "
-                   "exist; a fixed sample) [D: 10]")
+    k: int = Field(0, ge=0, le=256, description="sampled nodes per distance 1..Z in T^n (fewer where fewer "
+                   "exist; a fixed sample) [D: 10]; 0: deg (deg-1)^(z_m-1), the largest distance-z_m shell of a "
+                   "deg-regular graph, so T^n holds the whole core neighbourhood at every degree")
     hops: int = Field(-1, ge=-1, le=8, description="-1: T^n covers distances 0..Z; z >= 1: itself and "
                       "distance z only (PE-based sampling, the seed's Fig. 8)")
     gcn_layers: int = Field(0, ge=0, le=8, description="GCN variant: aggregation layers (0: z_m) [D: 1 to z_m]")
+    init: Literal["paper", "gaussian"] = Field(
+        "paper", description="paper: W_Q = W_K = I + init_error G/sqrt(d), W_V = I + init_error G/sqrt(d) (near "
+        "identity, section 1.2 [D]), W_O ~ N(0, 1/d); gaussian: every weight N(0, 1/fan_in)")
+    init_error: float = Field(0.1, ge=0, le=10, description="paper init: the relative error sigma = delta of "
+                              "W_Q, W_K, W_V around the identity [D: 0.1]")
+    biases: bool = Field(False, description="train bias vectors (qkv, output projection, perceptron, GCN layers); "
+                         "the paper's model has none")
     m: int = Field(64, ge=2, le=65536, description="hidden width of the perceptron (W_O rows) [D: 200]")
     # training (section 2.3)
     n_label: int = Field(160, ge=2, le=20000, description="|L|, labelled nodes (the sample complexity)")
@@ -101,9 +112,20 @@ class GraphConfig(StudyConfig):
         return self.gcn_layers or self.z_m
 
     @property
+    def k_eff(self) -> int:
+        """Slots per distance: k, or (k = 0) the largest distance-z_m shell of a deg-regular graph."""
+        return tokens_per_distance(self.k, self.deg, self.z_m)
+
+    @property
     def L(self) -> int:
-        """Tokens per node: itself, then k slots for each attended distance."""
-        return 1 + self.k * (self.Z if self.hops < 0 else 1)
+        """Tokens per node: itself, then k_eff slots for each attended distance."""
+        return 1 + self.k_eff * (self.Z if self.hops < 0 else 1)
+
+
+def tokens_per_distance(k: int, deg: int, z_m: int) -> int:
+    """k, or for k = 0 the size deg (deg-1)^(z_m-1) of the largest distance-z_m shell a deg-regular graph has
+    (Erdos-Renyi and real graphs have hubs above it: the claims report the core coverage they measure)."""
+    return k or min(256, deg * max(1, deg - 1) ** (z_m - 1))
 
 
 TINY = {"N": 60, "n_label": 16, "k": 6, "m": 16, "steps": 20, "B": 8, "curve_points": 4}  # ~1 s

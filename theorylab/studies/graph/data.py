@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from theorylab.core.ensemble import shared_value
-from theorylab.studies.graph.config import DATA_FIELDS, PLANTED, GraphConfig
+from theorylab.studies.graph.config import DATA_FIELDS, PLANTED, GraphConfig, tokens_per_distance
 
 UNREACHED = -1  # distance of a node farther than Z hops (or in another component)
 
@@ -35,6 +35,14 @@ class Graph:
     tok_mask: np.ndarray  # [N, 1 + Z k] slot filled
     order: np.ndarray  # [N] untied nodes first, in random order (labelled = prefix), then tied ones
     n_valid: int  # untied nodes
+
+    def core_coverage(self, z_m: int) -> float:
+        """Share of the (node, distance-z_m node) pairs whose second node is in the first's T^n."""
+        core = self.dist == z_m
+        hit = np.zeros_like(core)
+        rows = np.repeat(np.arange(len(self.tok)), self.tok.shape[1])
+        hit[rows[self.tok_mask.ravel()], self.tok.ravel()[self.tok_mask.ravel()]] = True
+        return float((hit & core).sum() / max(1, core.sum()))
 
 
 @dataclass
@@ -141,6 +149,13 @@ def core_labels(kind: np.ndarray, dist: np.ndarray, z_m: int) -> np.ndarray:
     return np.sign(core @ (kind == 1).astype(np.int64) - core @ (kind == -1).astype(np.int64)).astype(np.float32)
 
 
+def token_labels(kind: np.ndarray, tok: np.ndarray, tok_mask: np.ndarray) -> np.ndarray:
+    """y_n = sign(#mu_+ - #mu_-) over all of T^n (itself and every sampled node): a rule with no core distance,
+    which attention without PE represents (uniform attention's mean feature has that sign); 0 on a tie."""
+    k = np.where(tok_mask, kind[tok], 0)
+    return np.sign(k.sum(1)).astype(np.float32)
+
+
 def sample_tokens(dist: np.ndarray, Z: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """T^n: the node itself, then up to k nodes drawn uniformly without replacement at each distance 1..Z."""
     N = dist.shape[0]
@@ -178,7 +193,9 @@ def _build(key: tuple) -> Graph:
         (X, y), kind = native, np.zeros(N, dtype=np.int64)
     if cfg.label_rule == "random":  # hypothesis false: labels independent of every neighbourhood
         y = np.where(rng.random(N) < 0.5, 1.0, -1.0).astype(np.float32) * (y != 0)
-    tok, tok_mask = sample_tokens(dist, cfg.Z, cfg.k, rng)
+    tok, tok_mask = sample_tokens(dist, cfg.Z, tokens_per_distance(cfg.k, cfg.deg, cfg.z_m), rng)
+    if cfg.label_rule == "tokens" and native is None:
+        y = token_labels(kind, tok, tok_mask)
     valid = np.flatnonzero(y != 0)
     order = np.concatenate([rng.permutation(valid), np.flatnonzero(y == 0)])
     return Graph(X, y, kind, adj, dist, tok, tok_mask, order, len(valid))
@@ -191,7 +208,7 @@ def graphs(cfgs: Sequence[GraphConfig], device) -> GraphBatch:
     if len(Ns) != 1:
         raise ValueError(f"graphs of one ensemble differ in size ({sorted(Ns)})")
     N = Ns.pop()
-    hops, k = shared_value(cfgs, "hops"), shared_value(cfgs, "k")
+    hops, k = shared_value(cfgs, "hops"), shared_value(cfgs, "k_eff")
     keep = np.arange(gs[0].tok.shape[1]) if hops < 0 else np.r_[0, 1 + (hops - 1) * k + np.arange(k)]
     t = lambda a, dt=None: torch.as_tensor(np.stack(a), dtype=dt, device=device)  # noqa: E731
     tok = t([g.tok[:, keep] for g in gs], torch.long)

@@ -8,6 +8,9 @@
 
 The spec's W_O is proj followed by W_1 (core.nn.attention keeps its output projection; the product spans the
 same maps). a = +-1/sqrt(m) is fixed (section 2.2); one head; b = (b_0..b_Z) starts at 0.
+init = paper (the default, spec sections 1.2 / 2.2): W_Q, W_K, W_V start near the identity (I + sigma G/sqrt(d)),
+proj is held at I (so W_O = W_1 ~ N(0, 1/d)), and no bias vector is trained unless biases = True (the paper's
+model has none; held at 0 they change nothing). init = gaussian: every weight N(0, 1/fan_in), proj trained.
 Weights [E, ...]; node batches nodes [E, B] index each model's own graph.
 """
 from __future__ import annotations
@@ -23,15 +26,19 @@ from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
 from theorylab.studies.graph.data import GraphBatch, graphs
 
-ATTN = ["attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b"]
-HEAD = ["fc1.w", "fc1.b"]
-
-
 def trainable(cfgs: Sequence[GraphConfig]) -> list[str]:
-    variant = shared_value(cfgs, "variant")
+    variant, biases, paper = shared_value(cfgs, "variant"), shared_value(cfgs, "biases"), shared_value(cfgs, "init") == "paper"
+    with_bias = lambda *names: [f"{n}.{p}" for n in names for p in (("w", "b") if biases else ("w",))]  # noqa: E731
+    head = with_bias("fc1")
     if variant == "gcn":
-        return [f"gcn.{l}.{p}" for l in range(cfgs[0].layers) for p in ("w", "b")] + HEAD
-    return ATTN + (["attn.rel_bias"] if variant == "gt" else []) + HEAD
+        return with_bias(*(f"gcn.{l}" for l in range(cfgs[0].layers))) + head
+    attn = with_bias("attn.qkv") + ([] if paper else with_bias("attn.proj")) + (["attn.proj.b"] if paper and biases else [])
+    return attn + (["attn.rel_bias"] if variant == "gt" else []) + head
+
+
+def near_identity(rng: EnsembleRNG, name: str, d: int, error: float) -> torch.Tensor:
+    """I + error G / sqrt(d) [E, d, d]: a "pre-trained" embedding within `error` of orthonormal (spec 1.2)."""
+    return torch.eye(d, device=rng.device) + error * rng.normal((d, d), "init", name) / math.sqrt(d)
 
 
 def init_params(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device) -> dict[str, torch.Tensor]:
@@ -42,6 +49,10 @@ def init_params(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device) -> dict[s
             p.update(nn.init_linear(rng, f"gcn.{l}", d, d))
     else:
         p.update(nn.init_attention(rng, "attn", d, 1, rel_buckets=Z + 1))  # rel_bias [E, Z+1, 1] = 0: b^(0) = 0
+        if shared_value(cfgs, "init") == "paper":
+            err = shared_value(cfgs, "init_error")
+            p["attn.qkv.w"] = torch.cat([near_identity(rng, f"attn.{w}", d, err) for w in ("W_Q", "W_K", "W_V")], -1)
+            p["attn.proj.w"] = torch.eye(d, device=rng.device).expand(len(cfgs), d, d).clone()
     p.update(nn.init_linear(rng, "fc1", d, m))
     a = torch.full((m,), 1 / math.sqrt(m), device=device)
     a[m // 2:] *= -1

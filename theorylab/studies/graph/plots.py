@@ -13,7 +13,7 @@ def sample_complexity(d: dict, path) -> None:  # protocol (a): test error vs |L|
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for v, m in d["mean"].items():
         ax.errorbar(d["grid"], m, yerr=d["std"][v], marker="o", ms=3, capsize=2, label=NAMES[v])
-    ax.axhline(d["target"], ls="--", c="k", lw=1, label="2 x eps_hat (mean)")
+    ax.axhline(d["target"], ls="--", c="k", lw=1, label="target: 0.5 x chance (mean)")
     ax.set(xscale="log", xlabel="labelled nodes |L|", ylabel="test error", title="sample complexity")
     ax.legend(fontsize=7)
     save_figure(fig, path)
@@ -23,7 +23,7 @@ def training_curves(d: dict, path) -> None:  # protocol (b): test error vs itera
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for v, m in d["mean"].items():
         ax.plot(d["steps"], m, label=NAMES[v])
-    ax.axhline(d["target"], ls="--", c="k", lw=1, label="2 x eps_hat (mean)")
+    ax.axhline(d["target"], ls="--", c="k", lw=1, label="target: 0.5 x chance (mean)")
     ax.set(xlabel="SGD step", ylabel="test error", title="iterations (largest |L|)")
     ax.legend(fontsize=7)
     save_figure(fig, path)

@@ -25,12 +25,12 @@ errors are reported beside it.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
+from theorylab.core.claims import Claim, ClaimContext
+from theorylab.core.contract import (ALIGN_ANGLE, FAR_FROM_CHANCE, MAIN, O_EPS, STAY_SMALL, Above, AtLeast, AtMost,
+                                     ControlArm, Criterion, Holds, Hypothesis, Measurement, Reference)
 from theorylab.core.measures import r4, rows_below, small_group_size, zero_count_bound
 from theorylab.edit import prune_rows_count
 from theorylab.studies.lowrank.data import relevant_span
@@ -38,11 +38,8 @@ from theorylab.studies.lowrank.evaluate import (effective_rank, energy_top, eval
                                                 truncated, updates)
 from theorylab.studies.lowrank.model import ATTENTION
 
-RANK_REL = 0.1
-ENERGY = 0.9
-ANGLE = math.pi / 8
-STAY_SMALL = 0.1
-EPS_MULT = 2.0
+RANK_REL = 0.1  # spec L1: sigma_3 / sigma_1 < 0.1 marks the effective rank
+ENERGY = 0.9  # spec L1: the top-k singular values hold >= 90% of ||dW||_F^2
 K_SWEEP = (2, 4, 6)
 PRUNE_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)  # R: fraction of the large rows pruned, largest first
 SIDES = {"W_Q": ("right", "left"), "W_K": ("right", "left"), "W_V": ("right",)}
@@ -58,6 +55,15 @@ def _base(ctx: ClaimContext):
     return cfgs, params, cells
 
 
+def _attention_free(ctx: ClaimContext) -> dict:
+    """The trained model with dW_Q, dW_K, dW_V truncated to rank 0 (attention weights back at init): what W_V and
+    W_O alone achieve. Near-zero error here says the task does not need the trained attention."""
+    def compute():
+        cfgs, params, _ = _base(ctx)
+        return evaluate(truncated(params, 0), cfgs)
+    return ctx.memo("lowrank:rank0", compute)
+
+
 def eps_hat(cfgs, ev: dict) -> torch.Tensor:
     """[E] the model's own test hinge risk (from evaluate's output), floored at 3/n_test."""
     return ev["loss"].clamp_min(zero_count_bound(cfgs[0].n_test))
@@ -68,7 +74,7 @@ def _sweep(ctx: ClaimContext) -> dict:
     def compute():
         base_k = ctx.configs()[0].k_rel
         ks = sorted({*[k for k in K_SWEEP if k < ctx.configs()[0].M], base_k})
-        per_k = {k: ctx.configs(k_rel=k) for k in ks}
+        per_k = ctx.sweep("k_rel", ks)
         allc = [c for k in ks for c in per_k[k]]
         params, _ = ctx.trained(allc)
         out, n = {}, len(per_k[ks[0]])
@@ -92,56 +98,9 @@ def _structure(cfgs, params, device) -> dict:
         out["rank"][w] = effective_rank(s, RANK_REL)
         out["energy"][w] = energy_top(s, k)
         worst = [principal_angles(up[w], span, k, side).max(-1).values for side in SIDES[w]]  # [E] per side
-        out["angle"][w] = torch.stack(worst).max(0).values
+        out["angle"][w] = torch.stack(worst).max(0).values  # [E]
     out["angle_V_left"] = principal_angles(up["W_V"], span, k, "left").max(-1).values
     return out
-
-
-def updates_low_rank(ctx: ClaimContext) -> Outcome:
-    cfgs, params, _ = _base(ctx)
-    k = cfgs[0].k_rel
-    st = ctx.memo("lowrank:structure", lambda: _structure(cfgs, params, ctx.device))
-    ok = torch.ones(len(cfgs), dtype=torch.bool)
-    for w in ATTENTION:
-        ok &= (st["rank"][w] == k) & (st["energy"][w] >= ENERGY) & (st["angle"][w] <= ANGLE)
-    tail = torch.stack([st["spectrum"][w][:, k] if st["spectrum"][w].shape[1] > k else torch.zeros(len(cfgs))
-                        for w in ATTENTION]).max(0).values  # [E] worst sigma_{k+1} / sigma_1
-    spectra = {w: st["spectrum"][w] for w in ATTENTION}
-    return Outcome(
-        ok.tolist(), f"largest sigma_(k+1)/sigma_1 over dW_Q, dW_K, dW_V (k = k_rel = {k})", tail.tolist(),
-        f"for each of dW_Q, dW_K, dW_V: #{{sigma_i >= {RANK_REL} sigma_1}} = k_rel = {k}, top-{k} energy >= {ENERGY}, "
-        f"largest principal angle of the top-{k} subspace to span{{relevant patterns}} <= pi/8 (row spaces; column "
-        "spaces of dW_Q, dW_K)",
-        "; ".join(f"{w}: rank {st['rank'][w].tolist()}, energy {_list(st['energy'][w])}, angle {_list(st['angle'][w])}"
-                  for w in ATTENTION) + f"; dW_V column-space angle (not tested) {_list(st['angle_V_left'])}",
-        {"k_rel": k, **{f"{w}_rank": st["rank"][w].tolist() for w in ATTENTION},
-         **{f"{w}_energy_top_k": _list(st["energy"][w]) for w in ATTENTION},
-         **{f"{w}_max_angle": _list(st["angle"][w]) for w in ATTENTION},
-         **{f"{w}_sigma_over_sigma1": _list(spectra[w].mean(0)[: k + 4]) for w in ATTENTION}},
-        {"spectra": {"k_rel": k, "rel": RANK_REL,
-                     **{w: {"mean": spectra[w].mean(0).tolist(), "std": spectra[w].std(0).tolist()} for w in ATTENTION}}})
-
-
-def rank_tracks_k_rel(ctx: ClaimContext) -> Outcome:
-    sw = _sweep(ctx)
-    ks = sorted(sw)
-    E = len(ctx.configs())
-    ok = torch.ones(E, dtype=torch.bool)
-    for k in ks:
-        for w in ATTENTION:
-            ok &= sw[k]["rank"][w] == k
-    top = ks[-1]
-    key = torch.stack([sw[top]["rank"][w].float() for w in ATTENTION]).mean(0)
-    table = {str(k): {w: r4(sw[k]["rank"][w].float().mean()) for w in ATTENTION} for k in ks}
-    within = {str(k): {w: r4(sw[k]["spectrum"][w][:, 2:k].mean()) if k > 2 else None for w in ATTENTION} for k in ks}
-    return Outcome(
-        ok.tolist(), f"mean effective rank of dW_Q, dW_K, dW_V at k_rel = {top}", key.tolist(),
-        f"effective rank (#{{sigma_i >= {RANK_REL} sigma_1}}) of each of dW_Q, dW_K, dW_V equals k_rel at every "
-        f"k_rel in {ks} (the sweep of spec L2; k_rel/2 patterns per class)",
-        f"mean effective rank by k_rel: {table}; mean sigma_3..sigma_k / sigma_1 (within-class directions): {within}",
-        {"ranks": {str(k): {w: sw[k]["rank"][w].tolist() for w in ATTENTION} for k in ks}, "within_class_sigma": within,
-         "energy_top_k": {str(k): {w: r4(sw[k]["energy"][w].mean()) for w in ATTENTION} for k in ks}},
-        {"rank_vs_k": {"k": ks, "rel": RANK_REL, **{w: _rank_curve(sw, ks, w) for w in ATTENTION}}})
 
 
 def _rank_curve(sw: dict, ks: list[int], w: str) -> dict:
@@ -164,28 +123,6 @@ def _median_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([x[e][mask[e]].median() if mask[e].any() else nan for e in range(x.shape[0])])
 
 
-def wo_rows_split(ctx: ClaimContext) -> Outcome:
-    cfgs, params, _ = _base(ctx)
-    sp = _split(params)
-    small_up, large_up = _median_where(sp["update"], sp["small"]), _median_where(sp["update"], ~sp["small"])
-    ratio = small_up / large_up
-    ok = ratio <= STAY_SMALL  # NaN (no split) fails
-    m = params["W_O"].shape[1]
-    order = sp["norms"].argsort(-1)
-    return Outcome(
-        ok.tolist(), "small rows' median update / large rows' median update", ratio.tolist(),
-        f"W_O rows split at the largest ratio gap of the sorted norms; small rows' median ||dW_O[i]|| <= {STAY_SMALL} x "
-        "the large rows' median",
-        f"small rows {_list(sp['n_small'].float() / m)} of m; median update small {_list(small_up)} vs large "
-        f"{_list(large_up)}; median init norm {r4(sp['init'].median())}",
-        {"small_fraction": _list(sp["n_small"].float() / m), "small_update_median": _list(small_up),
-         "large_update_median": _list(large_up)},
-        {"wo_rows": {"norm": sp["norms"].gather(1, order).mean(0).tolist(),
-                     "update": sp["update"].gather(1, order).mean(0).tolist(),
-                     "init": sp["init"].gather(1, order).mean(0).tolist(),
-                     "small_fraction": float(sp["n_small"].float().mean() / m)}})
-
-
 def _pruning(ctx: ClaimContext) -> dict:
     def compute():
         cfgs, params, _ = _base(ctx)
@@ -198,112 +135,202 @@ def _pruning(ctx: ClaimContext) -> dict:
     return ctx.memo("lowrank:pruning", compute)
 
 
-def thm_pruning(ctx: ClaimContext) -> Outcome:
+
+
+def _eps_hat(ctx: ClaimContext) -> torch.Tensor:
+    cfgs = ctx.configs()
+    return eps_hat(cfgs, _pruning(ctx)["base"])
+
+
+EPS_HAT = Reference("eps_hat", "the unedited model's own test hinge risk, >= 3/n_test", _eps_hat)
+
+
+# ---- what training does ----
+def measure_low_rank(ctx: ClaimContext, arm: str) -> Measurement:
     cfgs, params, _ = _base(ctx)
+    k = cfgs[0].k_rel
+    st = ctx.memo("lowrank:structure", lambda: _structure(cfgs, params, ctx.device))
+    rank_ok = torch.stack([st["rank"][w] == k for w in ATTENTION]).all(0)
+    energy = torch.stack([st["energy"][w] for w in ATTENTION]).min(0).values
+    angle = torch.stack([st["angle"][w] for w in ATTENTION]).max(0).values
+    tail = torch.stack([st["spectrum"][w][:, k] if st["spectrum"][w].shape[1] > k else torch.zeros(len(cfgs))
+                        for w in ATTENTION]).max(0).values  # [E] worst sigma_{k+1} / sigma_1
+    free = _attention_free(ctx)
+    spectra = {w: st["spectrum"][w] for w in ATTENTION}
+    return Measurement(
+        {"tail": tail, "rank_is_k": rank_ok, "energy": energy, "angle": angle},
+        "; ".join(f"{w}: rank {st['rank'][w].tolist()}, energy {_list(st['energy'][w])}, angle {_list(st['angle'][w])}"
+                  for w in ATTENTION) + f"; dW_V column-space angle (not tested) {_list(st['angle_V_left'])}; "
+        f"irrelevant tokens {cfgs[0].irrelevant_sign}; with the attention updates removed (rank 0) test error "
+        f"{_list(free['error'])}, hinge {_list(free['loss'])}",
+        {"k_rel": k, **{f"{w}_rank": st["rank"][w].tolist() for w in ATTENTION},
+         **{f"{w}_energy_top_k": _list(st["energy"][w]) for w in ATTENTION},
+         **{f"{w}_max_angle": _list(st["angle"][w]) for w in ATTENTION},
+         **{f"{w}_sigma_over_sigma1": _list(spectra[w].mean(0)[: k + 4]) for w in ATTENTION},
+         "rank0_error": _list(free["error"]), "rank0_hinge": _list(free["loss"])},
+        {"spectra": {"k_rel": k, "rel": RANK_REL,
+                     **{w: {"mean": spectra[w].mean(0).tolist(), "std": spectra[w].std(0).tolist()} for w in ATTENTION}}})
+
+
+def measure_rank_tracks(ctx: ClaimContext, arm: str) -> Measurement:
+    sw = _sweep(ctx)
+    ks = sorted(sw)
+    ok = torch.stack([sw[k]["rank"][w] == k for k in ks for w in ATTENTION]).all(0)
+    top = ks[-1]
+    key = torch.stack([sw[top]["rank"][w].float() for w in ATTENTION]).mean(0)
+    table = {str(k): {w: r4(sw[k]["rank"][w].float().mean()) for w in ATTENTION} for k in ks}
+    within = {str(k): {w: r4(sw[k]["spectrum"][w][:, 2:k].mean()) if k > 2 else None for w in ATTENTION} for k in ks}
+    return Measurement(
+        {"rank_at_largest_k": key, "rank_equals_k": ok},
+        f"mean effective rank by k_rel: {table}; mean sigma_3..sigma_k / sigma_1 (within-class directions): {within}. "
+        "The label is a class-level majority over interchangeable patterns, so two class directions suffice: a rank "
+        "of 2 at every k_rel follows from the data model",
+        {"ranks": {str(k): {w: sw[k]["rank"][w].tolist() for w in ATTENTION} for k in ks}, "within_class_sigma": within,
+         "energy_top_k": {str(k): {w: r4(sw[k]["energy"][w].mean()) for w in ATTENTION} for k in ks}},
+        {"rank_vs_k": {"k": ks, "rel": RANK_REL, **{w: _rank_curve(sw, ks, w) for w in ATTENTION}}})
+
+
+def measure_wo_rows(ctx: ClaimContext, arm: str) -> Measurement:
+    cfgs, params, _ = _base(ctx)
+    sp = _split(params)
+    small_up, large_up = _median_where(sp["update"], sp["small"]), _median_where(sp["update"], ~sp["small"])
+    m = params["W_O"].shape[1]
+    order = sp["norms"].argsort(-1)
+    return Measurement(
+        {"update_ratio": small_up / large_up},  # NaN (no split) fails
+        f"small rows {_list(sp['n_small'].float() / m)} of m; median update small {_list(small_up)} vs large "
+        f"{_list(large_up)}; median init norm {r4(sp['init'].median())}",
+        {"small_fraction": _list(sp["n_small"].float() / m), "small_update_median": _list(small_up),
+         "large_update_median": _list(large_up)},
+        {"wo_rows": {"norm": sp["norms"].gather(1, order).mean(0).tolist(),
+                     "update": sp["update"].gather(1, order).mean(0).tolist(),
+                     "init": sp["init"].gather(1, order).mean(0).tolist(),
+                     "small_fraction": float(sp["n_small"].float().mean() / m)}})
+
+
+# ---- pruning ----
+def _fits(ctx: ClaimContext) -> str | None:
+    err = _pruning(ctx)["base"]["error"]
+    bad = [round(float(e), 4) for e in err if e > FAR_FROM_CHANCE * 0.5]
+    return None if not bad else f"test error {bad} above {FAR_FROM_CHANCE:g} x chance (0.5) on some seeds"
+
+
+TRAINED = Hypothesis("the theorem's trained model: test error <= FAR_FROM_CHANCE x chance (it learned the task)", _fits)
+
+
+def measure_pruning(ctx: ClaimContext, arm: str) -> Measurement:
     d = _pruning(ctx)
-    bound = EPS_MULT * eps_hat(cfgs, d["base"])
-    small_loss, small_err = d["small"]["loss"], d["small"]["error"]
+    which = "small" if arm == MAIN else "largest_same"
+    m = ctx.configs()[0].m
+    return Measurement(
+        {"pruned_hinge": d[which]["loss"]},
+        f"{'smallest' if arm == MAIN else 'largest'} {d['n_small'].tolist()} of {m} rows pruned; unpruned hinge "
+        f"{_list(d['base']['loss'])}, error {_list(d['base']['error'])}; error after pruning {_list(d[which]['error'])}",
+        {"small_fraction": _list(d["n_small"].float() / m), "pruned_error": _list(d[which]["error"])})
+
+
+def measure_pruning_rate(ctx: ClaimContext, arm: str) -> Measurement:
+    d = _pruning(ctx)
     rise = torch.stack([d["largest"][R]["loss"] - d["base"]["loss"] for R in PRUNE_FRACTIONS])  # [R, E] hinge risk
     err_rise = torch.stack([d["largest"][R]["error"] - d["base"]["error"] for R in PRUNE_FRACTIONS])
     rates = torch.tensor(PRUNE_FRACTIONS)[:, None]
     slope = (rise * rates).sum(0) / (rates**2).sum()  # least squares through the origin
     err_slope = (err_rise * rates).sum(0) / (rates**2).sum()
-    grows = (slope > 0) & (rise[-1] > rise[0])
-    m = params["W_O"].shape[1]
-    return Outcome(
-        ((small_loss <= bound) & grows).tolist(), "hinge risk after pruning all small rows", small_loss.tolist(),
-        f"pruning every small W_O row: hinge risk <= {EPS_MULT:g} x eps_hat (the unpruned model's own test hinge risk, "
-        f">= 3/n_test); pruning a fraction R in {list(PRUNE_FRACTIONS)} of the large rows, largest first, raises the "
-        f"hinge risk with a positive slope in R, more at R = {PRUNE_FRACTIONS[-1]} than at {PRUNE_FRACTIONS[0]}",
-        f"small rows {_list(d['n_small'].float() / m)} of m; unpruned hinge {_list(d['base']['loss'])}, error "
-        f"{_list(d['base']['error'])}; bound {_list(bound)}; error after pruning the small rows {_list(small_err)}; "
+    return Measurement(
+        {"hinge_slope": slope, "rise_at_ends": rise[-1] - rise[0]},
         f"hinge slope in R {_list(slope)} ('about R': 1); error slope in R {_list(err_slope)}; mean hinge by R: "
         f"{[r4(d['largest'][R]['loss'].mean()) for R in PRUNE_FRACTIONS]}, error by R: "
         f"{[r4(d['largest'][R]['error'].mean()) for R in PRUNE_FRACTIONS]}",
-        {"small_fraction": _list(d["n_small"].float() / m), "small_pruned_hinge": _list(small_loss),
-         "small_pruned_error": _list(small_err),
-         "bound": _list(bound), "hinge_slope": _list(slope), "error_slope": _list(err_slope)},
+        {"error_slope": _list(err_slope)},
         {"pruning": {"R": list(PRUNE_FRACTIONS), "error": [float(d["largest"][R]["error"].mean()) for R in PRUNE_FRACTIONS],
                      "loss": [float(d["largest"][R]["loss"].mean()) for R in PRUNE_FRACTIONS],
                      "base_error": float(d["base"]["error"].mean()), "base_loss": float(d["base"]["loss"].mean()),
-                     "small_error": float(small_err.mean()), "small_loss": float(small_loss.mean()),
-                     "bound": float(bound.mean())}},
-        control=Control("pruning as many of the largest rows", (d["largest_same"]["loss"] <= bound).tolist(),
-                        f"hinge {_list(d['largest_same']['loss'])}"))
+                     "small_error": float(d["small"]["error"].mean()), "small_loss": float(d["small"]["loss"].mean()),
+                     "bound": float(O_EPS * _eps_hat(ctx).mean())}})
 
 
-def fig_truncation(ctx: ClaimContext) -> Outcome:
+# ---- truncation and LoRA ----
+def measure_truncation(ctx: ClaimContext, arm: str) -> Measurement:
     sw = _sweep(ctx)
     ks = sorted(sw)
     ranks = list(range(0, max(ks) + 3))
     E = len(ctx.configs())
-    ok = torch.ones(E, dtype=torch.bool)
-    margin = torch.full((E,), float("inf"))
+    keeps = torch.ones(E, dtype=torch.bool)
+    margin = torch.full((E,), float("inf"), dtype=torch.float64)
     curves, errors = {}, {}
     for k in ks:
         cs, p = sw[k]["cfgs"], sw[k]["params"]
-        bound = EPS_MULT * eps_hat(cs, evaluate(p, cs))
+        bound = O_EPS * eps_hat(cs, evaluate(p, cs))  # each k_rel's own model
         evs = [evaluate(truncated(p, r), cs) for r in ranks]
-        err = torch.stack([e["loss"] for e in evs])  # [R, E] hinge risk
+        hinge = torch.stack([e["loss"] for e in evs])  # [R, E] hinge risk
         errors[str(k)] = [r4(e["error"].mean()) for e in evs]
-        keep = (err[k:] <= bound).all(0)
-        degrade = err[k - 1] > bound
-        ok &= keep & degrade
-        margin = torch.minimum(margin, err[k - 1] - bound)
-        curves[str(k)] = {"mean": err.mean(1).tolist(), "bound": float(bound.mean())}
-    return Outcome(
-        ok.tolist(), "min over k_rel of hinge(rank k_rel - 1) minus the bound", margin.tolist(),
-        f"with dW_Q, dW_K, dW_V replaced by their best rank-r approximations: hinge risk <= {EPS_MULT:g} x eps_hat for every "
-        f"r >= k_rel, and > {EPS_MULT:g} x eps_hat at r = k_rel - 1, at every k_rel in {ks}",
+        keeps &= (hinge[k:] <= bound).all(0)
+        margin = torch.minimum(margin, (hinge[k - 1] - bound).double())
+        curves[str(k)] = {"mean": hinge.mean(1).tolist(), "bound": float(bound.mean())}
+    return Measurement(
+        {"degrade_margin": margin, "keeps": keeps},
         "mean hinge by rank r = " + str(ranks) + ": " + "; ".join(f"k_rel {k}: {[r4(x) for x in curves[str(k)]['mean']]}"
-                                                                for k in ks) + f"; mean error by rank: {errors}",
+                                                                for k in ks) + f"; mean error by rank: {errors} "
+        "(error at rank 0 near 0: the task does not need the trained attention)",
         {"ranks": ranks, "hinge_by_rank": {k: [r4(x) for x in v["mean"]] for k, v in curves.items()},
          "error_by_rank": errors},
         {"truncation": {"ranks": ranks, "curves": curves}})
 
 
-def _lora(ctx: ClaimContext, r: int):
-    return ctx.trained(ctx.configs(lora_rank=r))
-
-
-def fig_lora(ctx: ClaimContext) -> Outcome:
+def measure_lora(ctx: ClaimContext, arm: str) -> Measurement:
     cfgs, params, cells = _base(ctx)
     k = cfgs[0].k_rel
-    full = evaluate(params, cfgs)
-    bound = EPS_MULT * eps_hat(cfgs, full)
+    full = _pruning(ctx)["base"]
     out, curves = {}, {"full": cells}
     for r in (k, k - 1):
-        cs = ctx.configs(lora_rank=r)
-        p, c = _lora(ctx, r)
-        out[r] = evaluate(p, cs)
+        p, c = ctx.trained(ctx.configs(lora_rank=r))
+        out[r] = evaluate(p, ctx.configs(lora_rank=r))
         curves[f"LoRA r={r}"] = c
-    err = out[k]["loss"]
     steps = cells[0].curves["step"]
     loss = {name: np.array([c.curves["loss"] for c in cs]).mean(0).tolist() for name, cs in curves.items()}
-    return Outcome(
-        (err <= bound).tolist(), f"test hinge risk of rank-{k} LoRA updates trained from the start", err.tolist(),
-        f"W_Q, W_K, W_V trained as W^(0) + B A with rank r = k_rel = {k} (W_O full; same lr, steps, data): hinge risk "
-        f"<= {EPS_MULT:g} x eps_hat of full training",
-        f"full training hinge {_list(full['loss'])}, error {_list(full['error'])}; bound {_list(bound)}; LoRA r = {k} "
-        f"error {_list(out[k]['error'])}; LoRA r = {k - 1} hinge {_list(out[k - 1]['loss'])}, error "
-        f"{_list(out[k - 1]['error'])}",
-        {"lora_hinge": _list(err), "lora_error": _list(out[k]["error"]), f"lora_r{k - 1}_hinge": _list(out[k - 1]["loss"]),
-         "full_hinge": _list(full["loss"]), "bound": _list(bound)},
+    return Measurement(
+        {"lora_hinge": out[k]["loss"]},
+        f"full training hinge {_list(full['loss'])}, error {_list(full['error'])}; LoRA r = {k} error "
+        f"{_list(out[k]['error'])}; LoRA r = {k - 1} hinge {_list(out[k - 1]['loss'])}, error {_list(out[k - 1]['error'])}",
+        {"lora_error": _list(out[k]["error"]), f"lora_r{k - 1}_hinge": _list(out[k - 1]["loss"])},
         {"lora": {"steps": steps, "loss": loss, "hinge": {"full": float(full["loss"].mean()),
                                                           **{f"LoRA r={r}": float(v["loss"].mean()) for r, v in out.items()}}}})
 
 
 CLAIMS = [
     Claim("updates_low_rank", "abstract / L1", "mechanism", "The updates of W_Q, W_K, W_V are low-rank, with effective "
-          "rank the number of label-relevant patterns, and lie in those patterns' span.", updates_low_rank),
+          "rank the number of label-relevant patterns, and lie in those patterns' span.", measure=measure_low_rank,
+          criterion=Criterion(AtMost("tail", RANK_REL, "largest sigma_(k+1)/sigma_1 over dW_Q, dW_K, dW_V"),
+                              Holds("rank_is_k", meaning=f"#{{sigma_i >= {RANK_REL} sigma_1}} = k_rel for each update"),
+                              AtLeast("energy", ENERGY, "smallest top-k_rel energy share over the updates"),
+                              AtMost("angle", ALIGN_ANGLE, "largest principal angle of a top-k_rel subspace to "
+                                     "span{relevant patterns} (rad; row spaces, and column spaces of dW_Q, dW_K)"))),
     Claim("rank_tracks_k_rel", "abstract / L2", "mechanism", "The updates' effective rank tracks the number of "
-          "label-relevant patterns k_rel (swept).", rank_tracks_k_rel),
+          "label-relevant patterns k_rel (swept).", measure=measure_rank_tracks,
+          criterion=Criterion(Holds("rank_equals_k", meaning=f"effective rank (#{{sigma_i >= {RANK_REL} sigma_1}}) of "
+                                    f"each of dW_Q, dW_K, dW_V equals k_rel at every k_rel of the sweep"),
+                              key="rank_at_largest_k")),
     Claim("wo_rows_split", "abstract (sparse W_O)", "mechanism", "W_O rows split into large rows and rows that stay "
-          "near their initialisation.", wo_rows_split),
+          "near their initialisation.", measure=measure_wo_rows,
+          criterion=Criterion(AtMost("update_ratio", STAY_SMALL, "small rows' median ||dW_O[i]|| / the large rows' "
+                                     "(rows split at the largest ratio gap of the sorted norms)"))),
     Claim("thm_pruning", "abstract / ICL Thm 3 form", "theorem", "Magnitude pruning of the small W_O rows leaves the "
-          "test risk nearly unchanged; pruning a fraction R of the large rows raises it, growing with R.", thm_pruning),
+          "test risk nearly unchanged (O(eps)).", measure=measure_pruning,
+          criterion=Criterion(AtMost("pruned_hinge", O_EPS * EPS_HAT, "test hinge risk after pruning every small "
+                                     "W_O row")),
+          hypotheses=(TRAINED,), control=ControlArm("largest", "pruning as many of the largest rows")),
+    Claim("fig_pruning_rate", "abstract (Omega(R) part)", "figure", "Pruning a fraction R of the large rows raises "
+          "the test risk, growing with R (a rate: a figure claim).", measure=measure_pruning_rate,
+          criterion=Criterion(Above("hinge_slope", 0.0, "slope in R of the hinge risk's rise (largest rows first)"),
+                              Above("rise_at_ends", 0.0, f"rise at R={PRUNE_FRACTIONS[-1]} minus at "
+                                    f"R={PRUNE_FRACTIONS[0]}"))),
     Claim("fig_truncation", "L3", "figure", "Rank-r truncation of the W_Q, W_K, W_V updates keeps the test risk for "
-          "r >= k_rel and degrades it below.", fig_truncation),
+          "r >= k_rel and degrades it below.", measure=measure_truncation,
+          criterion=Criterion(Above("degrade_margin", 0.0, f"smallest over k_rel of hinge(rank k_rel - 1) minus "
+                                    f"{O_EPS:g} x that k_rel model's eps_hat"),
+                              Holds("keeps", meaning=f"hinge <= {O_EPS:g} x eps_hat at every rank r >= k_rel, every "
+                                    "k_rel"))),
     Claim("fig_lora", "L3 (LoRA)", "figure", "A rank-k_rel LoRA-style update of W_Q, W_K, W_V trained from the start "
-          "reaches the test risk of full training.", fig_lora),
+          "reaches the test risk of full training.", measure=measure_lora,
+          criterion=Criterion(AtMost("lora_hinge", O_EPS * EPS_HAT, "test hinge risk of rank-k_rel LoRA training"))),
 ]

@@ -18,6 +18,8 @@ from theorylab.core.config import StudyConfig
 class LowRankConfig(StudyConfig):
     study: ClassVar[str] = "lowrank"
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed", "lr", "tau", "delta", "v_init", "xi"})
+    # the k_rel sweep and the LoRA cells share each seed's draws (W_O init, sample order) with the base cells
+    swept_fields: ClassVar[frozenset[str]] = frozenset({"k_rel", "lora_rank"})
 
     seed: int = Field(0, ge=0, description="seed; every random stream derives from the config hash")
     # data model (section 3.1)
