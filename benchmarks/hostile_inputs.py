@@ -5,7 +5,9 @@ and merges. Prints the totals the hardening issue asks for:
     half-written merge outputs.
 
 A clean error: exit code 2, one line starting `error:`, no traceback, nothing written. Run from the repository
-root: `python benchmarks/hostile_inputs.py [--kills 26] [--merge-kills 8]` (about 10 minutes on 2 cores).
+root: `python benchmarks/hostile_inputs.py [--kills 26] [--merge-kills 8]` (about 10 minutes on 2 cores);
+`PYTHONPATH=. python benchmarks/hostile_inputs.py --issue24` runs only issue 24's classes (clean / internal /
+unclean / accepted / hang; a few minutes).
 """
 from __future__ import annotations
 
@@ -181,12 +183,119 @@ def kill_merges(n: int, tmp: Path) -> dict:
     return {"kills": n, "half_written_outputs": half}
 
 
+def classify5(args: list[str], cwd: Path, limit: int = 20) -> str:
+    """Issue 24's classes: clean (exit 2, one `error:` line, nothing written or changed), internal (exit 1 or an
+    "internal error" line), unclean (anything else refused), accepted (exit 0: a wrong or meaningless result),
+    hang (no answer within `limit` seconds)."""
+    def snap():
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in cwd.rglob("*") if p.is_file()}
+
+    def alarm(*_):
+        raise TimeoutError
+
+    before = snap()
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(limit)
+    try:
+        res = runner.invoke(app, args)
+    except TimeoutError:
+        return "hang"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    if isinstance(res.exception, TimeoutError):
+        return "hang"
+    text = res.output.strip()
+    if "internal error" in text or "Traceback" in text or res.exit_code == 1:
+        return "internal"
+    if res.exit_code == 0:
+        return "accepted"
+    one_line = text.startswith("error:") and "\n" not in text
+    return "clean" if res.exit_code == 2 and one_line and snap() == before else "unclean"
+
+
+def issue24_cases(tmp: Path) -> list[tuple[str, list[str]]]:
+    """Every class of issue 24, over every command and every study."""
+    st = tmp / "i24.sqlite"
+    runner.invoke(app, ["sweep", "icl", "--grid", "seed=0..1", "--set", "steps=5", "--set", "n_test=10", "--store",
+                        str(st), "--quiet", "--device", "cpu"])
+    foreign = tmp / "foreign.db"
+    with sqlite3.connect(foreign) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    fifo = tmp / "fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    (tmp / "afile24").write_text("x")
+    n = ["--store", str(tmp / "n24.sqlite")]
+    cases = [
+        ("export --out == --store", ["export", "--store", str(st), "--out", str(st), "--format", "csv"]),
+        ("export foreign sqlite", ["export", "--store", str(foreign), "--out", str(tmp / "f.csv")]),
+        ("report foreign sqlite", ["report", "icl", "--store", str(foreign)]),
+        ("sweep adopts foreign sqlite", ["sweep", "icl", "--store", str(foreign), "--set", "steps=5", "--set", "n_test=10", "--quiet"]),
+        ("report FIFO store", ["report", "icl", "--store", str(fifo)]),
+        ("sweep FIFO store", ["sweep", "icl", "--dry-run", "--store", str(fifo)]),
+        ("merge FIFO config", ["merge", str(fifo), str(tmp / "mo")]),
+        ("run --out a file", ["run", "icl", "--out", str(tmp / "afile24"), "--set", "steps=5", "--seeds", "1", *n]),
+        ("run --seeds abc", ["run", "icl", "--seeds", "abc"]), ("merge no args", ["merge"]),
+        ("relate without --base", ["relate", "A", "B"]), ("--set a=1 b=2", ["run", "icl", "--set", "a=1", "b=2"]),
+        ("--claim x y", ["check", "icl", "--claim", "x", "y"]),
+        ("extract-lora --rank two", ["extract-lora", "a", "b", "--base", "c", "--rank", "two"]),
+        ("bad --max-shard-size", ["merge", str(tmp / "afile24"), str(tmp / "mo"), "--max-shard-size", "2QB"]),
+        ("run --seeds 1e9", ["run", "icl", "--seeds", "1000000000", *n]),
+        ("check --seeds 2^63", ["check", "icl", "--seeds", str(2**63), *n]),
+        ("seeds --candidates 1e8", ["seeds", "icl", "--candidates", "100000000", *n]),
+        ("bench --models 1e8", ["bench", "icl", "--models", "100000000"]),
+        ("bench --naive-models 0", ["bench", "icl", "--naive-models", "0"]),
+        ("retrieval steps/B", ["check", "retrieval", "--set", "steps=10000000", "--set", "B=1048576", "--set", "encoder=hash", *n]),
+        ("--set 100k items", ["sweep", "icl", "--dry-run", "--set", "train_task_offsets=[" + ",".join(["1"] * 100000) + "]", *n]),
+        ("--set nested anchors", ["sweep", "icl", "--dry-run", "--set",
+                                  "train_task_offsets=[&a [1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b], [*c,*c,*c,*c,*c,*c,*c,*c]]", *n]),
+        ("repeated --set", ["sweep", "icl", "--dry-run", "--set", "seed=1", "--set", "seed=2", *n]),
+        ("non-ASCII --grid", ["sweep", "icl", "--dry-run", "--grid", "seed=\u0661..\u0663", *n]),
+        ("duplicate --grid values", ["sweep", "icl", "--dry-run", "--grid", "lr=1,1", *n]),
+        ("relate --tolerance nan", ["relate", "a", "b", "--base", "c", "--tolerance", "nan"]),
+        ("relate --tolerance -1", ["relate", "a", "b", "--base", "c", "--tolerance", "-1"]),
+        ("extract-lora --include (", ["extract-lora", "a", str(tmp / "lo"), "--base", "c", "--include", "("]),
+    ]
+    for study in study_names():
+        cls = get_study(study).config_cls
+        for name, info in cls.model_fields.items():
+            if info.annotation in (int, float):
+                cases.append((f"{study} {name}=true", ["sweep", study, "--dry-run", "--set", f"{name}=true", *n]))
+            elif "tuple" in str(info.annotation):
+                for v in ("[.nan]", "[.inf]", "[-1]", "[]"):
+                    cases.append((f"{study} {name}={v}", ["sweep", study, "--dry-run", "--set", f"{name}={v}", *n]))
+    for label, body in [("dup yaml key", "merge_method: linear\nmerge_method: ties\nmodels: [{model: a}]\n"),
+                        ("weight true", "merge_method: linear\nmodels: [{model: a, parameters: {weight: true}}]\n"),
+                        ("normalize by 0", "merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: -1}}]\n"),
+                        ("ties density 0", "merge_method: ties\nbase_model: a\nparameters: {density: 0}\nmodels: [{model: b}]\n"),
+                        ("sce select_topk 0", "merge_method: sce\nbase_model: a\nparameters: {select_topk: 0}\nmodels: [{model: b}]\n"),
+                        ("lwptv ratio+threshold", "merge_method: task_arithmetic\nbase_model: a\nparameters: {lwptv: {ratio: 0.2, threshold: 0.1}}\nmodels: [{model: b}]\n")]:
+        y = _write(tmp / f"i24-{label.replace(' ', '_')}.yaml", body)
+        cases.append((f"merge {label}", ["merge", str(y), str(tmp / "mo"), "--no-progress"]))
+    return cases
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=26)
     ap.add_argument("--merge-kills", type=int, default=8)
     ap.add_argument("--no-inputs", action="store_true", help="only the kills")
+    ap.add_argument("--issue24", action="store_true", help="only issue 24's classes (clean/internal/unclean/accepted/hang)")
     a = ap.parse_args()
+    if a.issue24:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            totals = {"clean": 0, "internal": 0, "unclean": 0, "accepted": 0, "hang": 0}
+            bad: dict[str, list[str]] = {k: [] for k in totals}
+            cases = issue24_cases(tmp)
+            for label, args in cases:
+                kind = classify5(args, tmp)
+                totals[kind] += 1
+                if kind != "clean":
+                    bad[kind].append(label)
+            print(json.dumps({"issue24_inputs": len(cases), **totals, "not_clean": {k: v for k, v in bad.items() if v}}, indent=1))
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         totals = {"clean": 0, "traceback": 0, "accepted": 0, "unclean": 0}

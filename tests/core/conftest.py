@@ -32,8 +32,11 @@ def sweep_cmd():
         args = [sys.executable, "-m", "theorylab", "sweep", "icl", "--device", "cpu", "--store", str(store), "--quiet"]
         for g in grid:
             args += ["--grid", g]
+        # a field set again in `extra` is left out here: a repeated --set key is refused (issue 24)
+        given = {extra[i + 1].partition("=")[0] for i, a in enumerate(extra[:-1]) if a == "--set"}
         for k, v in TINY.items():
-            args += ["--set", f"{k}={v}"]
+            if k not in given:
+                args += ["--set", f"{k}={v}"]
         return args + list(extra)
     return make
 

@@ -148,14 +148,14 @@ def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: l
              claim_ids: list[str] | None = None, yes: bool = False):
     """Validates (and costs) every input before anything trains."""
     from theorylab.core.backends import memory_budget
-    from theorylab.core.cost import estimate
+    from theorylab.core.cost import MAX_CELLS, estimate
 
     try:
         study = get_study(study_name)
         overrides = parse_assignments(sets)
         n = study.default_seeds.get(size, 5) if seeds is None else seeds
-        if n < 1:
-            raise ConfigError(f"--seeds must be >= 1 (got {n})")
+        if not 1 <= n <= MAX_CELLS:  # before any config is built: each seed is one config, one model
+            raise ConfigError(f"--seeds must be in [1, {MAX_CELLS:,}] (got {n:,})")
         cfgs = study.seed_configs(size, n, **overrides)
         select_claims(study, claim_ids)
         dev = resolve_device(device)
@@ -274,13 +274,21 @@ def seeds(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", set: 
     """The smallest seed count at which three disjoint seed sets give every claim the same verdict."""
     from theorylab.core.seeds import seed_agreement
 
+    from theorylab.core.cost import MAX_CELLS
+
+    bad = f"--candidates must be up to 20 distinct positive integers like 3,5,8 (got {candidates[:60]!r})"
+    if len(candidates) > 400:
+        fail(bad)
     try:
         counts = [int(x) for x in candidates.split(",") if x.strip()]
-        if not counts or min(counts) < 1:
-            raise ConfigError(f"--candidates must be positive integers like 3,5,8 (got {candidates!r})")
     except ValueError:
-        fail(f"--candidates must be positive integers like 3,5,8 (got {candidates!r})")
-    s, overrides, _, dev, st = _prepare(study, size, None, device, set, store, claim)
+        fail(bad)
+    if not counts or min(counts) < 1 or len(counts) > 20 or len(dict.fromkeys(counts)) != len(counts):
+        fail(bad)
+    if 3 * max(counts) > MAX_CELLS:  # three disjoint seed sets of the largest count
+        fail(f"--candidates: three disjoint sets of {max(counts):,} seeds exceed {MAX_CELLS:,} models")
+    # costed as the three disjoint seed sets of the largest candidate
+    s, overrides, _, dev, st = _prepare(study, size, 3 * max(counts), device, set, store, claim)
     with Bars(enabled=True) as bars:
         res = seed_agreement(s, ClaimContext(s, size, 1, dev, st, overrides, bars), counts, claim)
     t = Table(title=f"{s.name}: verdicts of three disjoint seed sets ({size})")

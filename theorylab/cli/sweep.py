@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
             # a grid up to MAX_CELLS is expanded and validated cell by cell; a larger one value by value, lazily
             eager = n <= MAX_CELLS
             samples = expand_grid(s, size, overrides, g, seeds) if eager else grid_samples(s, size, overrides, g, seeds)
+            if seeds > 10**12:  # beyond any cost limit; keeps the arithmetic below exact and quick
+                raise ConfigError(f"--seeds must be in [1, 10**12] (got {seeds:,})")
             if max_models is not None and max_models < 1:
                 raise ConfigError(f"--max-models must be >= 1 (got {max_models})")
             runner = make_backend(backend, device, address)
@@ -128,9 +130,20 @@ def register(app: typer.Typer) -> None:
         try:
             s = get_study(study)
             dev = resolve_device(device)
-            if models < 1 or steps < 2:
-                raise ConfigError(f"--models must be >= 1 and --steps >= 2 (got {models}, {steps})")
-            s.config("quick", **s.bench_config)
+            from theorylab.core.backends import memory_budget
+            from theorylab.core.cost import MAX_MODEL_STEPS
+
+            if not 1 <= models <= 65536 or not 2 <= steps <= 10_000_000:
+                raise ConfigError(f"--models must be in [1, 65536] and --steps in [2, 10,000,000] (got {models:,}, {steps:,})")
+            if naive_models is not None and not 1 <= naive_models <= models:
+                raise ConfigError(f"--naive-models must be in [1, --models = {models}] (got {naive_models})")
+            cfg = s.config("quick", **s.bench_config)
+            if models * steps > MAX_MODEL_STEPS:
+                raise ConfigError(f"bench refused: {models:,} models x {steps:,} steps > {MAX_MODEL_STEPS:,} model-steps")
+            need, budget = models * (s.bytes_per_model(cfg) if s.bytes_per_model else 0), memory_budget(dev)
+            if need > budget:
+                raise ConfigError(f"bench refused: {models:,} models need about {need / 2**30:.1f} GiB, more than the "
+                                  f"{budget / 2**30:.1f} GiB budget of {dev}; lower --models")
         except (ConfigError, KeyError, ValueError) as e:
             fail(message(e))
         res = run_bench(s, dev, models, steps, naive_models, compile=compile)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import typing
 from typing import Any, ClassVar, TypeVar
 
 import annotated_types as at
@@ -42,6 +44,39 @@ class StudyConfig(BaseModel):
     B: int = Field(64, ge=1, le=1 << 20, description="batch size")
     steps: int = Field(1000, ge=1, le=10_000_000, description="optimizer steps")
     curve_points: int = Field(40, ge=2, le=10_000, description="checkpoints recorded along training")
+
+    # tuple fields whose elements may be negative (every other tuple field holds sizes, rates, grids: >= 0)
+    signed_tuples: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """pydantic's lax mode reads true as 1 and 1.0: `--set seed=true` would train seed 1. A boolean is
+        accepted only by a field whose type admits bool."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                info = cls.model_fields.get(name)
+                if info is None or _admits_bool(info.annotation):
+                    continue
+                if isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)):
+                    raise ValueError(f"field '{name}' takes numbers, not true/false (got {value!r})")
+        return data
+
+    @model_validator(mode="after")
+    def _tuple_elements_are_sane(self) -> "StudyConfig":
+        """One rule for every study's tuple fields (grids, radii, cut-offs): not empty, every element finite,
+        and >= 0 unless the field is in `signed_tuples`."""
+        for name, value in self:
+            if not isinstance(value, (tuple, list)):
+                continue
+            if not value:
+                raise ValueError(f"field '{name}' must have at least one element (got an empty list)")
+            for v in value:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"field '{name}': every element must be a finite number (got {v})")
+                if isinstance(v, (int, float)) and v < 0 and name not in self.signed_tuples:
+                    raise ValueError(f"field '{name}': every element must be >= 0 (got {v})")
+        return self
 
     @model_validator(mode="after")
     def _integers_fit_the_store(self) -> "StudyConfig":
@@ -77,6 +112,14 @@ class StudyConfig(BaseModel):
 
     def replace(self: C, **changes: Any) -> C:
         return make_config(type(self), {**self.model_dump(), **changes})
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool:
+        return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(a, bool) for a in typing.get_args(annotation))
+    return any(_admits_bool(a) for a in typing.get_args(annotation) if a is not Ellipsis)
 
 
 def _digest(obj: Any) -> str:
@@ -138,17 +181,32 @@ def parse_assignments(items: list[str] | None, what: str = "--set") -> dict[str,
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{what} expects key=value, got {item!r}")
-        out[key.strip()] = parse_value(raw.strip())
+            raise ConfigError(f"{what} expects key=value, got {_short(item)!r}")
+        if key.strip() in out:
+            raise ConfigError(f"{what} {key.strip()} is given twice; give each field once")
+        out[key.strip()] = parse_value(raw.strip(), f"{what} {key.strip()}")
     return out
 
 
-def parse_value(raw: str) -> Any:
+MAX_VALUE_CHARS = 10_000  # a --set / --grid value; longer is a mistake (or a paste), and costly to parse
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
+
+
+def parse_value(raw: str, what: str = "value") -> Any:
+    """A YAML scalar or flow list, refused fast when too long or when it uses anchors/aliases (a few nested
+    aliases expand to billions of items)."""
+    if len(raw) > MAX_VALUE_CHARS:
+        raise ConfigError(f"{what}: a value of {len(raw):,} characters is too long (at most {MAX_VALUE_CHARS:,})")
     try:
+        if any(isinstance(t, (yaml.AnchorToken, yaml.AliasToken)) for t in yaml.scan(raw)):
+            raise ConfigError(f"{what}: YAML anchors and aliases (&, *) are not accepted in a value (got {_short(raw)!r})")
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
-    if isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+    if isinstance(value, str) and value.isascii():  # YAML 1.1 reads '1e-3' as a string (float() would also take '١')
         try:
             return float(value)
         except ValueError:

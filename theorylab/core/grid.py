@@ -5,12 +5,16 @@ after an hour. Errors name the offending `--grid` item (syntax) or the grid cell
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
-from theorylab.core.config import ConfigError, StudyConfig, ensure_fields, parse_value
+from theorylab.core.config import MAX_VALUE_CHARS, ConfigError, StudyConfig, ensure_fields, parse_value
 from theorylab.core.study import Study
+
+INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def _split_top(raw: str) -> list[str]:
@@ -33,19 +37,27 @@ def parse_grid_item(item: str) -> tuple[str, list[Any]]:
     key, raw = key.strip(), raw.strip()
     if not sep or not key or not raw:
         raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... or key=lo..hi (e.g. lr=0.1,1 or seed=0..63)")
+    if len(raw) > 10 * MAX_VALUE_CHARS:
+        raise ConfigError(f"--grid {key}: a value list of {len(raw):,} characters is too long (use lo..hi for ranges)")
     if ".." in raw and "," not in raw:
-        lo, _, hi = raw.partition("..")
-        try:
-            lo_i, hi_i = int(lo), int(hi)
-        except ValueError:
-            raise ConfigError(f"--grid {item!r}: a range lo..hi takes two integers (e.g. seed=0..63)") from None
+        lo, _, hi = (x.strip() for x in raw.partition(".."))
+        if not (INTEGER.fullmatch(lo) and INTEGER.fullmatch(hi)):  # int() would also read non-ASCII digits
+            raise ConfigError(f"--grid {item!r}: a range lo..hi takes two integers (e.g. seed=0..63)")
+        lo_i, hi_i = int(lo), int(hi)
         if hi_i < lo_i:
             raise ConfigError(f"--grid {item!r}: empty range ({lo_i} > {hi_i}); lo..hi includes both ends")
         return key, range(lo_i, hi_i + 1)  # a range object: seed=0..10**9 costs nothing until consumed
     parts = [p.strip() for p in _split_top(raw)]
     if any(not p for p in parts):
         raise ConfigError(f"--grid {item!r}: empty value in the list (check for a stray comma)")
-    return key, [parse_value(p) for p in parts]
+    values = [parse_value(p, f"--grid {key}") for p in parts]
+    seen = set()
+    for v in values:  # a repeated value would be costed (and listed) as a separate cell
+        marker = json.dumps(v, sort_keys=True, default=str)
+        if marker in seen:
+            raise ConfigError(f"--grid {key}: the value {v!r} is given twice")
+        seen.add(marker)
+    return key, values
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
@@ -122,5 +134,6 @@ def grid_samples(study: Study, size: str, overrides: dict[str, Any], grid: dict[
             samples.append({**first, key: v})
     cfgs = []
     for assign in samples or [{}]:
-        cfgs += list(iter_grid(study, size, overrides, {k: [v] for k, v in assign.items()}, seeds))[:1]
+        # the first cell only: list() would make every seed offset of it (10**9 with --seeds 10**9)
+        cfgs.append(next(iter_grid(study, size, overrides, {k: [v] for k, v in assign.items()}, seeds)))
     return cfgs

@@ -1,11 +1,15 @@
 """``theorylab merge`` and ``theorylab relate``; the main CLI calls ``register(app)``."""
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -31,6 +35,67 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[unit])
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice (PyYAML keeps the last one silently) and anchors/aliases."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        dup = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if dup is not None:
+            raise ConfigError(f"line {node.start_mark.line + 1}: key {dup!r} is given twice")
+        return super().construct_mapping(node, deep=deep)
+
+
+PER_MODEL_NUMBERS = ("weight", "density", "gamma", "epsilon", "lambda", "select_topk")
+
+
+def precheck_merge_config(path: Path) -> None:
+    """What the merge config's schema lets through but no merge means (checked before any tensor is read): a
+    pipe as the config, duplicate keys, booleans as numbers, weights that normalize by 0, a density/select_topk
+    of 0 (the merge would silently return the base), LwPTV given both ratio and threshold."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # stat, not open: a FIFO would block forever
+        raise ConfigError(f"{path} is not a regular file (a pipe, socket or device)")
+    text = path.read_text()
+    if any(isinstance(t, (yaml.AnchorToken, yaml.AliasToken)) for t in yaml.scan(text)):
+        raise ConfigError(f"{path}: YAML anchors and aliases (&, *) are not accepted in a merge config")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError:
+        return  # load_config reports it with its own message
+    if not isinstance(data, dict):
+        return
+
+    def walk(obj, where):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k in PER_MODEL_NUMBERS and (isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v))):
+                    raise ConfigError(f"{where}{k}: takes a number, not true/false (got {v!r})")
+                walk(v, f"{where}{k}.")
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, f"{where[:-1]}[{i}].")
+
+    walk(data, "")
+    params = data.get("parameters") or {}
+    models = [m for m in data.get("models") or [] if isinstance(m, dict)]
+    method = data.get("merge_method")
+    per_model = [(m.get("parameters") or {}) for m in models]
+    if method == "linear" and params.get("normalize", True) is True and models:
+        weights = [p.get("weight", 1.0) for p in per_model]
+        if all(isinstance(w, (int, float)) for w in weights) and abs(sum(weights)) < 1e-12:
+            raise ConfigError(f"linear with normalize: the weights sum to 0 ({weights}); normalizing divides by it")
+    for i, p in enumerate([params, *per_model]):
+        where = "parameters" if i == 0 else f"models[{i - 1}].parameters"
+        if p.get("density") == 0:
+            raise ConfigError(f"{where}.density: 0 keeps no entry of the task vector, so the merge is the base model; "
+                              "give a density in (0, 1]")
+        if method == "sce" and p.get("select_topk") == 0:
+            raise ConfigError(f"{where}.select_topk: 0 selects nothing, so the merge is the base model; give (0, 1]")
+    lw = params.get("lwptv")
+    if isinstance(lw, dict) and lw.get("ratio") is not None and lw.get("threshold") is not None:
+        raise ConfigError("parameters.lwptv: give ratio or threshold, not both (they are two ways to choose the pruned blocks)")
+
+
 def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML config", exists=True, dir_okay=False)],
           out_dir: Annotated[Path, typer.Argument(help="output folder (written atomically)")],
           overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
@@ -42,6 +107,7 @@ def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML confi
 
     console = Console()
     try:
+        precheck_merge_config(config)
         report = merge_checkpoints(config, out_dir, max_shard_bytes=parse_size(max_shard_size), overwrite=overwrite,
                                    progress=progress, console=Console(stderr=True))
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError, OSError) as err:
@@ -64,6 +130,8 @@ def relate(model_a: Annotated[Path, typer.Argument(help="fine-tuned model A (the
     from .relate import relate_checkpoints
 
     console = Console()
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
+        _error(console, ValueError(f"--tolerance must be a number in [0, 1) (got {tolerance})"))
     try:
         rep = relate_checkpoints(model_a, model_b, base, probe_inputs, tolerance=tolerance)
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -105,6 +173,15 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     from .lora_extract import extract_lora as run
 
     console = Console()
+    for name, pattern in (("--include", include), ("--exclude", exclude)):
+        try:
+            re.compile(pattern or "")
+        except re.error as e:
+            _error(console, ValueError(f"{name} {pattern!r} is not a regular expression ({e})"))
+    if rank is not None and not 1 <= rank <= 65536:
+        _error(console, ValueError(f"--rank must be in [1, 65536] (got {rank})"))
+    if energy is not None and not (math.isfinite(energy) and 0 < energy <= 1):
+        _error(console, ValueError(f"--energy must be in (0, 1] (got {energy})"))
     try:
         rep = run(finetuned, base, out_dir, rank=rank, energy=energy, sv_epsilon=sv_epsilon, embeddings=embeddings,
                   save_modules=save_module or (), include=include, exclude=exclude,

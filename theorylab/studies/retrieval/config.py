@@ -42,6 +42,11 @@ class RetrievalConfig(StudyConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RetrievalConfig":
+        # no SGD: the trainer's fields would be accepted and ignored (and costed as if nothing ran)
+        for name in ("lr", "B", "steps", "curve_points"):
+            if name in self.model_fields_set:
+                raise ValueError(f"field '{name}' is not used by the retrieval study (it indexes and scores; nothing "
+                                 "trains): leave it out")
         if not self.ks or any(k < 1 for k in self.ks) or list(self.ks) != sorted(set(self.ks)):
             raise ValueError(f"field 'ks' must be positive and strictly increasing (got {self.ks})")
         return self
