@@ -73,7 +73,7 @@ def test_scatter_fast_path_writes_the_same_prompts_as_the_general_path():
 
 
 def _worlds(cfgs):
-    from theorylab.studies.icl.evaluate import ood_world
+    from theorylab.shared.icl_evaluation import ood_world
 
     return {"in-domain": in_domain_world(cfgs, dev, split_tasks(cfgs[0])[0]), "out-of-domain": ood_world(cfgs, dev)}
 

@@ -160,12 +160,28 @@ def test_a_baseline_tying_pcas_at_the_ceiling_does_not_pass():
     import theorylab.studies.retrieval.claims as claims
 
     def cell(concat):
-        m = {"query_only_recall@1": 0.2, "query_only_mrr@10": 0.4, "concat_recall@1": concat, "concat_mrr@10": concat,
-             "pcas_recall@1": 1.0, "pcas_mrr@10": 1.0}
+        m = {f"{b}_{k}": 0.2 for b in claims.BASELINES for k in ("recall@1", "mrr@10")}
+        m.update({"concat_recall@1": concat, "concat_mrr@10": concat, "pcas_recall@1": 1.0, "pcas_mrr@10": 1.0,
+                  "pcas_equals_max_fusion": 0.0})
         m.update({k.replace("@1", "@5"): v for k, v in m.items() if k.endswith("@1")})
         m.update({f"{x}_context_acc": 0.5 for x in ("query_sim", "pcas", "chance")})
         return SimpleNamespace(metrics=m, curves={"k": [1], **{f"recall_{x}": [0.5] for x in claims.BASELINES + ("pcas",)}})
 
     cfgs = [RetrievalConfig(seed=s, **TINY) for s in range(2)]
     ctx = SimpleNamespace(memo=lambda key, fn: (cfgs, [cell(1.0), cell(0.9)]))
-    assert list(claims.check_passage(ctx).per_seed) == [False, True]
+    claim = next(c for c in claims.CLAIMS if c.id == "fig_pcas_passage")
+    m = claim.measure(ctx, "main")
+    assert claim.criterion.test(m.values, {}) == [False, True]
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7])
+def test_stronger_baselines_by_hand_and_pcas_at_lam_0_is_max_fusion(lam):
+    emb = _random_emb()
+    s = passage_scores(emb, lam)
+    fused = torch.einsum("eqcd,epd->eqcp", emb["QC"], emb["P"])
+    assert torch.allclose(s["sum_fusion"], fused.sum(2), atol=1e-6)
+    pick = torch.einsum("eqcd,eqd->eqc", emb["Cx"], emb["Q"]).argmax(-1)  # [E, Nq]
+    for e in range(2):
+        for q in range(3):
+            assert torch.allclose(s["pick_then_retrieve"][e, q], fused[e, q, pick[e, q]])
+    assert torch.equal(s["pcas"], s["max_fusion"]) == (lam == 0.0)

@@ -9,7 +9,8 @@ always trains):
     norm        + every norm's scale and bias (BN for the CNN, LN for the ViT)
     full        every backbone weight (full fine-tuning)
     normap, normbias   the AP-norm identity (spec 3.3) at the middle block: a shared prompt right after its
-                norm, and that norm's bias tuned, from the same start under the same optimiser
+                norm, and that norm's bias tuned (exact algebra: tested in tests/studies/activation_prompt, not
+                trained by train_group)
 
 Adaptation uses Adam (AdamW with no decay, spec 3.5) at lr, batches of B from the model's own target subset.
 """
@@ -45,7 +46,7 @@ def middle_block(cfg: APConfig) -> int:
 def methods(cfg: APConfig) -> list[str]:
     L = n_layers(cfg)
     return ["linear", "vp", *[f"ap{l}" for l in range(1, L + 1)], *[f"aps{l}" for l in range(1, L + 1)], "norm",
-            "full", "normap", "normbias"]
+            "full"]
 
 
 def method_params(cfg: APConfig, method: str, backbone: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
@@ -160,12 +161,6 @@ def train_group(cfgs: Sequence[APConfig], device: torch.device, bars: Bars) -> G
             curves[e][f"loss_{method}"] = res.curves["loss"][:, e].tolist()
             curves[e]["step"] = res.curve_steps
         finals[method] = res
-    # the AP-norm identity (spec 3.3): trajectories of normap and normbias, and of the control aps (block output)
-    m = middle_block(cfg)
-    gap = (finals["normap"].curves["loss"] - finals["normbias"].curves["loss"]).abs().max(0).values
-    ctrl_layer = m + 2 if cfg.arch == "cnn" else m + 1
-    ctrl = (finals[f"aps{ctrl_layer}"].curves["loss"] - finals["normbias"].curves["loss"]).abs().max(0).values
-    metrics.update({"identity_gap": gap.to(device), "identity_control_gap": ctrl.to(device)})
     with torch.no_grad():  # the global-feature diagnostic on the target test images (spec 3.4)
         acts: list = []
         forward(backbone, Xt[None, :500].expand(E, -1, -1, -1, -1), cfg, acts=acts)

@@ -13,10 +13,12 @@ Tests (fixed before any run):
 - alpha_hat_order: alpha-hat(aligned) > alpha-hat(irrelevant) > alpha-hat(contradictory) and
   alpha-hat(contradictory) < 0.
 - multitask_lambda: best multi-task lambda irrelevant >= 1.0 and > the aligned pair's.
-- unlearning: irrelevant |acc_T2 - 0.5| <= 0.10 (chance 0.5); contradictory acc_T2 <= 0.25; aligned best lambda
+- unlearning: irrelevant |acc_T2 - 0.5| <= 0.10 (chance 0.5); contradictory acc_T2 <= FAR_FROM_CHANCE x chance
+  (0.25, core's constant; the old CONTRA_MAX had the same value); aligned best lambda
   >= -0.2 or acc_T2 >= 0.75; T1 kept by the selection rule.
 - fig24_ood: the best (lambda1, lambda2) has lambda2 < 0 and acc_T' above both Psi*_T1 (1, 0) and Psi*_T2 (0, 1).
-- thm6_region: the best point lies in region (8) with the seed's gamma (regression of dPsi_T' on dPsi_T1,
+- thm6_region (a figure claim: a region test and a converse of Thm 6, which guarantees success inside region (8)
+  and says nothing about where the best point lies): the best point lies in region (8) with the seed's gamma (regression of dPsi_T' on dPsi_T1,
   dPsi_T2), c = 0.2, beta = 0.1 (c / beta = 2: the right edge lambda1 = 2 of the seed figure).
 - lwptv_ood: the LwPTV merge (salient_mass, ratio 0.5: one of the two blocks per task) of the OOD pair has a
   higher T' accuracy than task arithmetic Psi0 + dPsi_T1 + dPsi_T2 and than uniform shrinkage Psi0 + s (dPsi_T1 +
@@ -28,15 +30,18 @@ from __future__ import annotations
 
 import torch
 
-from theorylab.core.claims import Claim, ClaimContext, Control, Outcome
-from theorylab.shared.task_arithmetic import (evaluate_grid, heatmap_data, in_region8, lam_grid, lwptv_table, nearest,
-                                       pair_lambdas, plane_lambdas, seed_argbest)
+from theorylab.core.claims import Claim, ClaimContext
+from theorylab.core.contract import (FAR_FROM_CHANCE, MAIN, Above, AtLeast, AtMost, Below, ControlArm, Criterion, Holds,
+                                     Measurement, short)
 from theorylab.core.measures import r4
+from theorylab.shared.task_arithmetic import (evaluate_grid, heatmap_data, in_region8, lam_grid, lwptv_table, nearest,
+                                              pair_lambdas, plane_lambdas, seed_argbest)
 from theorylab.studies.colored_digits.evaluate import alpha_hat, experiment, regress_gammas
 
 C_REGION, BETA = 0.2, 0.1
 KEEP_T1 = 0.01
-IRR_CHANCE_TOL, CONTRA_MAX, ALIGNED_LAM, ALIGNED_T2 = 0.10, 0.25, -0.2, 0.75
+IRR_CHANCE_TOL, ALIGNED_LAM, ALIGNED_T2 = 0.10, -0.2, 0.75
+CHANCE = 0.5  # accuracy of a coin on the balanced parity label
 ID_MATCH = 0.01
 LWPTV_RATIO = 0.5
 KINDS = ("irrelevant", "aligned", "contradictory")
@@ -48,12 +53,8 @@ PAPER_T1 = {("irrelevant", "multi-task"): (1.4, 91.83, 88.40), ("irrelevant", "u
 PAPER_OOD = {"finetune": 92.21, "T1": 88.10, "T2": 45.06, "best": 91.74, "best_lambda": (1.2, -0.6)}
 
 
-def _list(x) -> list[float]:
-    return [r4(v) for v in torch.as_tensor(x).tolist()]
-
-
 def _points(lam: torch.Tensor) -> list[tuple[float, float]]:
-    return [tuple(_list(x)) for x in lam]
+    return [tuple(short(x)) for x in lam]
 
 
 def setup(ctx: ClaimContext) -> dict:
@@ -101,7 +102,7 @@ def select(d: dict, mode: str) -> dict:
     at = lambda x: x.gather(0, j[None])[0]  # noqa: E731
     m1, m2 = d["T1"].mean(1), d["T2"].mean(1)
     return {"lambda": float(lams[i]), "T1": r4(m1[i]), "T2": r4(m2[i]), "ref_T1": r4(m1[i0]), "ref_T2": r4(m2[i0]),
-            "per_seed_lambda": _list(lams[j]), "per_seed_T1": _list(at(d["T1"])), "per_seed_T2": _list(at(d["T2"]))}
+            "per_seed_lambda": short(lams[j]), "per_seed_T1": short(at(d["T1"])), "per_seed_T2": short(at(d["T2"]))}
 
 
 def fig23(ctx: ClaimContext) -> dict:
@@ -115,8 +116,8 @@ def fig23(ctx: ClaimContext) -> dict:
             own2 = evaluate_grid(ex, (p2,), torch.ones(1, 1), (p2,))[p2]["acc"][0]
             joint = torch.minimum(d["T1"], d["T2"]).max(0).values  # best min(T1, T2) over lambda, per seed
             out[kind] = {"multi-task": select(d, "multi-task"), "unlearning": select(d, "unlearning"),
-                         "alpha_hat": _list(alpha_hat(ex, cfg, p1, p2)), "own_acc": [r4(d["T1"][i0].mean()), r4(own2.mean())],
-                         "best_min_T1_T2": _list(joint)}
+                         "alpha_hat": short(alpha_hat(ex, cfg, p1, p2)), "own_acc": [r4(d["T1"][i0].mean()), r4(own2.mean())],
+                         "best_min_T1_T2": short(joint)}
         return out
     return ctx.memo("cd:fig23", compute)
 
@@ -161,50 +162,43 @@ def ood(ctx: ClaimContext) -> dict:
 
 # ---- claims ----
 
-def alpha_order(ctx: ClaimContext) -> Outcome:
+def measure_alpha_order(ctx: ClaimContext, arm: str) -> Measurement:
     t = fig23(ctx)
     a = {k: torch.tensor(t[k]["alpha_hat"]) for k in KINDS}
-    ok = (a["aligned"] > a["irrelevant"]) & (a["irrelevant"] > a["contradictory"]) & (a["contradictory"] < 0)
     gap = torch.minimum(a["aligned"] - a["irrelevant"], a["irrelevant"] - a["contradictory"])
-    return Outcome(
-        ok.tolist(), "smallest gap between consecutive alpha-hats", gap.tolist(),
-        "alpha-hat(aligned) > alpha-hat(irrelevant) > alpha-hat(contradictory), and alpha-hat(contradictory) < 0",
+    return Measurement(
+        {"gap": gap, "contradictory": a["contradictory"]},
         "alpha-hat (seed means) " + ", ".join(f"{k} {r4(a[k].mean())}" for k in KINDS) + "; own-task acc (T1, T2): "
         + "; ".join(f"{k} {t[k]['own_acc']}" for k in KINDS),
         {"alpha_hat": {k: t[k]["alpha_hat"] for k in KINDS}})
 
 
-def multitask_lambda(ctx: ClaimContext) -> Outcome:
+def measure_multitask_lambda(ctx: ClaimContext, arm: str) -> Measurement:
     t = fig23(ctx)
     li = torch.tensor(t["irrelevant"]["multi-task"]["per_seed_lambda"])
     la = torch.tensor(t["aligned"]["multi-task"]["per_seed_lambda"])
     joint = t["contradictory"]["best_min_T1_T2"]
-    return Outcome(
-        ((li >= 1.0) & (li > la)).tolist(), "best multi-task lambda, irrelevant pair", li.tolist(),
-        "best multi-task lambda of the irrelevant pair >= 1.0 and > the aligned pair's",
+    return Measurement(
+        {"lambda_irrelevant": li, "lead": li - la},
         f"per-seed best lambda irrelevant {li.tolist()} (seed's 1.4) vs aligned {la.tolist()} (seed's 0.2). Observation: "
         f"contradictory best min(acc_T1, acc_T2) over lambda {joint}",
         {"table": t, "tables": {"Fig. 23: Psi0 + dPsi_T1 + lambda dPsi_T2 (ours vs the seed's)": fig23_markdown(t)}})
 
 
-def unlearning(ctx: ClaimContext) -> Outcome:
+def measure_unlearning(ctx: ClaimContext, arm: str) -> Measurement:
     t = fig23(ctx)
     u = {k: t[k]["unlearning"] for k in KINDS}
-    irr = (torch.tensor(u["irrelevant"]["per_seed_T2"]) - 0.5).abs() <= IRR_CHANCE_TOL
-    con = torch.tensor(u["contradictory"]["per_seed_T2"]) <= CONTRA_MAX
+    irr = torch.tensor(u["irrelevant"]["per_seed_T2"])
+    con = torch.tensor(u["contradictory"]["per_seed_T2"])
     ali = (torch.tensor(u["aligned"]["per_seed_lambda"]) >= ALIGNED_LAM - 1e-9) | \
         (torch.tensor(u["aligned"]["per_seed_T2"]) >= ALIGNED_T2)
     curves = {k: {"lams": line(ctx, k)["lams"].tolist(), "T1": line(ctx, k)["T1"].mean(1).tolist(),
                   "T2": line(ctx, k)["T2"].mean(1).tolist(), "multi": t[k]["multi-task"]["lambda"],
                   "unlearn": t[k]["unlearning"]["lambda"]} for k in KINDS}
-    return Outcome(
-        (irr & con & ali).tolist(), "irrelevant pair: T2 accuracy after unlearning", u["irrelevant"]["per_seed_T2"],
-        f"each seed's own unlearning lambda: irrelevant |acc_T2 - 0.5| <= {IRR_CHANCE_TOL}; contradictory acc_T2 <= "
-        f"{CONTRA_MAX}; aligned lambda >= {ALIGNED_LAM} or acc_T2 >= {ALIGNED_T2}",
-        "; ".join(f"{k}: lambda {v['per_seed_lambda']} T2 {v['per_seed_T2']}" for k, v in u.items())
-        + f" | seeds passing: irrelevant {int(irr.sum())}, contradictory {int(con.sum())}, aligned {int(ali.sum())}",
-        {"unlearning": u, "irrelevant_ok": irr.tolist(), "contradictory_ok": con.tolist(), "aligned_ok": ali.tolist()},
-        {"acc_vs_lambda": curves})
+    return Measurement(
+        {"irrelevant_from_chance": (irr - CHANCE).abs(), "contradictory_T2": con, "aligned_not_forgotten": ali},
+        "; ".join(f"{k}: lambda {v['per_seed_lambda']} T2 {v['per_seed_T2']}" for k, v in u.items()),
+        {"unlearning": u}, {"acc_vs_lambda": curves})
 
 
 def _fig24_table(d: dict) -> str:
@@ -223,7 +217,7 @@ def _fig24_table(d: dict) -> str:
         f"{r4(d['alpha_hat_T1'].mean())}, alpha-hat(T', T2) {r4(d['alpha_hat_T2'].mean())}; seed's gamma (0.792, -0.637)")
 
 
-def fig24_ood(ctx: ClaimContext) -> Outcome:
+def measure_fig24_ood(ctx: ClaimContext, arm: str) -> Measurement:
     d = ood(ctx)
     l2 = d["best_lambda"][:, 1]
     margin = d["best_acc"] - torch.maximum(d["T1_only"], d["T2_only"])
@@ -233,15 +227,14 @@ def fig24_ood(ctx: ClaimContext) -> Outcome:
     fig = heatmap_data(d["lams"], {"accuracy on T'": acc}, in_region8(d["grid"], gam, BETA, C_REGION), gam.tolist(),
                        C_REGION, BETA, d["grid"][int(torch.argmax(acc))].tolist(),
                        axes=("lambda_1 (T1: shape-only)", "lambda_2 (T2: colour)"))
-    return Outcome(
-        ((l2 < 0) & (margin > 0)).tolist(), "best lambda2", l2.tolist(),
-        "each seed's best (lambda1, lambda2) on T' has lambda2 < 0 and beats both Psi*_T1 (1, 0) and Psi*_T2 (0, 1)",
-        f"best points {_points(d['best_lambda'])} acc {_list(d['best_acc'])} vs Psi*_T1 "
-        f"{_list(d['T1_only'])}, Psi*_T2 {_list(d['T2_only'])}; fine-tune on T' {_list(d['finetune'])}; gamma "
+    return Measurement(
+        {"best_lambda2": l2, "margin": margin},
+        f"best points {_points(d['best_lambda'])} acc {short(d['best_acc'])} vs Psi*_T1 "
+        f"{short(d['T1_only'])}, Psi*_T2 {short(d['T2_only'])}; fine-tune on T' {short(d['finetune'])}; gamma "
         f"({r4(gam[0])}, {r4(gam[1])})",
-        {"best_lambda": d["best_lambda"].tolist(), "best_acc": _list(d["best_acc"]), "T1_only": _list(d["T1_only"]),
-         "T2_only": _list(d["T2_only"]), "finetune": _list(d["finetune"]), "gamma": d["gamma"].tolist(),
-         "r2": _list(d["r2"]), "cells": n * n,
+        {"best_lambda": d["best_lambda"].tolist(), "best_acc": short(d["best_acc"]), "T1_only": short(d["T1_only"]),
+         "T2_only": short(d["T2_only"]), "finetune": short(d["finetune"]), "gamma": d["gamma"].tolist(),
+         "r2": short(d["r2"]), "cells": n * n,
          "tables": {"Fig. 24: OOD T' accuracy (ours vs the seed's)": _fig24_table(d)}},
         {"ood_heatmap": fig})
 
@@ -254,56 +247,73 @@ def _region_margin(lam: torch.Tensor, gam: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.minimum(a, b), c)
 
 
-def thm6_region(ctx: ClaimContext) -> Outcome:
+MIRRORED = "gamma2 mirrored"
+
+
+def measure_thm6_region(ctx: ClaimContext, arm: str) -> Measurement:
+    """The best point's slack in region (8) with the measured gamma (MAIN) or with gamma2's sign flipped."""
     d = ood(ctx)
-    gam, lam = d["gamma"], d["best_lambda"]
-    slack = _region_margin(lam, gam)
-    mirrored = _region_margin(lam, gam * torch.tensor([1.0, -1.0]))
+    gam = d["gamma"] if arm == MAIN else d["gamma"] * torch.tensor([1.0, -1.0])
+    lam = d["best_lambda"]
     region = in_region8(d["grid"], gam, BETA, C_REGION)  # [G, E]
     inside = (d["acc"] * region).sum(0) / region.sum(0).clamp_min(1)
     outside = (d["acc"] * ~region).sum(0) / (~region).sum(0).clamp_min(1)
-    return Outcome(
-        (slack >= 0).tolist(), "slack of the best point in region (8) (min over 8a-8c; >= 0 inside)", slack.tolist(),
-        f"each seed's best (lambda1, lambda2) on T' lies in region (8) with its measured gamma, c = {C_REGION}, "
-        f"beta = {BETA}",
-        f"gamma per seed {[tuple(_list(g)) for g in gam]}; best points {_points(lam)}; region (8) "
-        f"cells {region.sum(0).tolist()} of {region.shape[0]}; mean T' accuracy inside {_list(inside)} vs outside "
-        f"{_list(outside)}",
+    return Measurement(
+        {"slack": _region_margin(lam, gam)},
+        f"gamma per seed {[tuple(short(g)) for g in gam]}; best points {_points(lam)}; region (8) "
+        f"cells {region.sum(0).tolist()} of {region.shape[0]}; mean T' accuracy inside {short(inside)} vs outside "
+        f"{short(outside)}",
         {"gamma": gam.tolist(), "best_lambda": lam.tolist(), "region_cells": region.sum(0).tolist(),
-         "acc_inside": _list(inside), "acc_outside": _list(outside)},
-        control=Control("region (8) with gamma2 of the opposite sign (the measured gamma false)",
-                        (mirrored >= 0).tolist(), f"slack {_list(mirrored)}"))
+         "acc_inside": short(inside), "acc_outside": short(outside)})
 
 
-def lwptv(ctx: ClaimContext) -> Outcome:
+def measure_lwptv(ctx: ClaimContext, arm: str) -> Measurement:
     s = setup(ctx)
     cfg = s["cfg"]
     ps, pt = (cfg.ood_p_T1, cfg.ood_p_T2), cfg.ood_p_target
     tab = lwptv_table(s["ex"], ps, ps, pt, lambda m: m["acc"], ratio=LWPTV_RATIO)
     rows = list(tab["per_model"].values())
     ta, lw, ctl = rows[0], rows[1], rows[2]  # task arithmetic, LwPTV salient_mass, its matched shrink
-    matched = (lw["ID"] - ctl["ID"]).abs() <= ID_MATCH
-    margin = lw["OOD"] - torch.maximum(ta["OOD"], ctl["OOD"])
-    return Outcome(
-        ((margin > 0) & matched).tolist(), "LwPTV T' accuracy minus the better baseline", margin.tolist(),
-        f"LwPTV (salient_mass, ratio {LWPTV_RATIO}) T' accuracy > task arithmetic and > uniform shrinkage at the model's "
-        f"matched in-domain accuracy (within {ID_MATCH})",
-        f"T' acc TA {_list(ta['OOD'])}, LwPTV {_list(lw['OOD'])}, shrink {_list(ctl['OOD'])} (s {_list(ctl['s'])}, ID "
-        f"matched: {matched.tolist()}); relative_update {_list(rows[3]['OOD'])} vs its shrink {_list(rows[4]['OOD'])}",
+    return Measurement(
+        {"margin": lw["OOD"] - torch.maximum(ta["OOD"], ctl["OOD"]), "id_gap": (lw["ID"] - ctl["ID"]).abs()},
+        f"T' acc TA {short(ta['OOD'])}, LwPTV {short(lw['OOD'])}, shrink {short(ctl['OOD'])} (s {short(ctl['s'])}); "
+        f"relative_update {short(rows[3]['OOD'])} vs its shrink {short(rows[4]['OOD'])}",
         {"rows": tab["rows"], "tables": {"LwPTV on the OOD pair (ID: T1, T2; OOD: T')": tab["markdown"]}})
 
 
 CLAIMS = [
-    Claim("alpha_hat_order", "Sec. 5 calibration", "figure", "The output-similarity correlation alpha-hat of the fine-tuned "
-          "models orders the pairs: aligned > irrelevant > contradictory, contradictory < 0.", alpha_order),
-    Claim("multitask_lambda", "Thm 4 / Fig. 23", "figure", "Multi-task: the best lambda of Psi0 + dPsi_T1 + lambda dPsi_T2 is "
-          ">= 1 for irrelevant tasks and larger than for aligned tasks.", multitask_lambda),
-    Claim("unlearning", "Thm 5 / Fig. 23", "figure", "Unlearning with T1 kept: irrelevant T2 goes to chance, contradictory "
-          "T2 well below chance; for aligned tasks negation cannot forget T2 (best lambda ~ 0).", unlearning),
+    Claim("alpha_hat_order", "Sec. 5 calibration", "figure", "The output-similarity correlation alpha-hat of the "
+          "fine-tuned models orders the pairs: aligned > irrelevant > contradictory, contradictory < 0.",
+          measure=measure_alpha_order,
+          criterion=Criterion(Above("gap", 0.0, "smallest gap between consecutive alpha-hats (aligned - irrelevant, "
+                                    "irrelevant - contradictory)"),
+                              Below("contradictory", 0.0, "alpha-hat of the contradictory pair"))),
+    Claim("multitask_lambda", "Thm 4 / Fig. 23", "figure", "Multi-task: the best lambda of Psi0 + dPsi_T1 + lambda "
+          "dPsi_T2 is >= 1 for irrelevant tasks and larger than for aligned tasks.", measure=measure_multitask_lambda,
+          criterion=Criterion(AtLeast("lambda_irrelevant", 1.0, "best multi-task lambda, irrelevant pair"),
+                              Above("lead", 0.0, "its lead over the aligned pair's best lambda"))),
+    Claim("unlearning", "Thm 5 / Fig. 23", "figure", "Unlearning with T1 kept: irrelevant T2 goes to chance, "
+          "contradictory T2 well below chance; for aligned tasks negation cannot forget T2 (best lambda ~ 0).",
+          measure=measure_unlearning,
+          criterion=Criterion(AtMost("irrelevant_from_chance", IRR_CHANCE_TOL, "irrelevant pair: |acc_T2 - chance| at "
+                                     "the seed's own unlearning lambda"),
+                              AtMost("contradictory_T2", FAR_FROM_CHANCE * CHANCE, "contradictory pair: acc_T2"),
+                              Holds("aligned_not_forgotten", meaning=f"aligned pair: unlearning lambda >= {ALIGNED_LAM} "
+                                    f"or acc_T2 >= {ALIGNED_T2}"))),
     Claim("fig24_ood", "Fig. 24", "figure", "OOD: the best (lambda1, lambda2) over the grid has lambda2 < 0 and beats "
-          "both single-task models on T' (a shape Thm 6 does not require).", fig24_ood),
-    Claim("thm6_region", "Thm 6", "theorem", "The best (lambda1, lambda2) on T' lies in region (8) with the measured gamma "
-          "(region (8) is where Thm 6 guarantees success).", thm6_region),
-    Claim("lwptv_ood", "LwPTV (issue 5)", "figure", "LwPTV masks on the OOD pair raise T' accuracy over task arithmetic and "
-          "over uniform lambda shrinkage at the same in-domain accuracy.", lwptv),
+          "both single-task models on T' (a shape Thm 6 does not require).", measure=measure_fig24_ood,
+          criterion=Criterion(Below("best_lambda2", 0.0, "lambda2 of the seed's best (lambda1, lambda2) on T'"),
+                              Above("margin", 0.0, "its T' accuracy minus the better of Psi*_T1 (1, 0), Psi*_T2 (0, 1)"))),
+    Claim("thm6_region", "Thm 6 (converse)", "figure", "The best (lambda1, lambda2) on T' lies in region (8) with the "
+          "measured gamma (Thm 6 guarantees success inside region (8); where the best point lies is a converse it does "
+          "not state, and the region is the paper's, not a theorem's conclusion: a figure claim).",
+          measure=measure_thm6_region,
+          criterion=Criterion(AtLeast("slack", 0.0, f"slack of the best point in region (8) (min over 8a-8c; c = "
+                                      f"{C_REGION}, beta = {BETA})")),
+          control=ControlArm(MIRRORED, "region (8) with gamma2 of the opposite sign (the measured gamma false)")),
+    Claim("lwptv_ood", "LwPTV (issue 5)", "figure", "LwPTV masks on the OOD pair raise T' accuracy over task "
+          "arithmetic and over uniform lambda shrinkage at the same in-domain accuracy.", measure=measure_lwptv,
+          criterion=Criterion(Above("margin", 0.0, f"LwPTV (salient_mass, ratio {LWPTV_RATIO}) T' accuracy minus the "
+                                    "better of task arithmetic and matched uniform shrinkage"),
+                              AtMost("id_gap", ID_MATCH, "|in-domain accuracy of LwPTV - of the shrinkage|"))),
 ]

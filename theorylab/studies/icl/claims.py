@@ -17,9 +17,9 @@ from theorylab.core.contract import (ALIGN_ANGLE, ALIGNED_SHARE, CLOSE_GAP, MAIN
                                      AtMost, ControlArm, Criterion, Holds, Hypothesis, Measurement, Reference, short)
 from theorylab.core.ensemble import rng_for
 from theorylab.core.measures import first_crossing, gap_closed, r4, rows_below, small_group_size, zero_count_bound
-from theorylab.shared.icl_prompts import in_domain_world, split_tasks
-from theorylab.studies.icl.evaluate import (error_vs_length, evaluate, neuron_embeddings, ood_world, prune_rows,
-                                            pruning_mask, unseen_world)
+from theorylab.shared.icl_prompts import split_tasks
+from theorylab.shared.icl_evaluation import ood_world, seen_world, unseen_world
+from theorylab.studies.icl.evaluate import error_vs_length, evaluate, neuron_embeddings, prune_rows, pruning_mask
 from theorylab.studies.icl.model import init_params
 
 S1_GRID = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4)
@@ -44,8 +44,7 @@ def _params(ctx: ClaimContext, arm: str):
 
 def _eps_hat(ctx: ClaimContext) -> torch.Tensor:
     cfgs, params, _ = _base(ctx)
-    seen = in_domain_world(cfgs, ctx.device, split_tasks(cfgs[0])[0])
-    return evaluate(params, cfgs, seen, stream=("claim", "seen"))["error"].clamp_min(zero_count_bound(cfgs[0].n_test))
+    return evaluate(params, cfgs, seen_world(cfgs, ctx.device), stream=("claim", "seen"))["error"].clamp_min(zero_count_bound(cfgs[0].n_test))
 
 
 EPS_HAT = Reference("eps_hat", "the trained model's own error on fresh prompts of its training tasks, >= 3/n_test",

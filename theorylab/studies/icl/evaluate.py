@@ -6,63 +6,36 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
-from theorylab.core.evaluate import mean_over_blocks
-from theorylab.core.rng import EnsembleRNG
-from theorylab.studies.icl.config import ICLConfig
-from theorylab.shared.icl_prompts import World, in_domain_world, out_of_domain_world, sample_prompts, split_tasks
+from theorylab.core.ensemble import shared_value
 from theorylab.core.losses import hinge
 from theorylab.core.losses import sign_error as error
+from theorylab.core.rng import EnsembleRNG
+from theorylab.shared.icl_evaluation import error_vs_length as _error_vs_length
+from theorylab.shared.icl_evaluation import evaluate_prompts, same_pattern_mass
+from theorylab.shared.icl_prompts import World
+from theorylab.studies.icl.config import ICLConfig
 from theorylab.studies.icl.model import forward
-
-def unseen_world(cfgs: Sequence[ICLConfig], device) -> World:
-    return in_domain_world(cfgs, device, split_tasks(cfgs[0])[1])
-
-
-def ood_world(cfgs: Sequence[ICLConfig], device, S1: float | torch.Tensor | None = None) -> World:
-    S1t = None if S1 is None else torch.as_tensor(S1, dtype=torch.float32).expand(len(cfgs))
-    return out_of_domain_world(cfgs, rng_for(cfgs, device), device, S1t)
-
-
-def same_pattern_mass(attn: torch.Tensor, ctx_pattern: torch.Tensor, query_pattern: torch.Tensor) -> torch.Tensor:
-    """[E, B, L] attention -> [E]: mean over prompts of the attention on contexts sharing the query's pattern."""
-    L = ctx_pattern.shape[-1]
-    same = (ctx_pattern == query_pattern[..., None]).float()
-    return (attn[..., :L] * same).sum(-1).mean(-1)
 
 
 @torch.no_grad()
 def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ICLConfig], world: World, *, alpha_test=None,
              L: int | None = None, n: int | None = None, stream: tuple = ("eval",)) -> dict[str, torch.Tensor]:
     """Error, hinge loss and same-pattern attention mass [E] on fresh test prompts of `world`
-    (drawn in fixed blocks keyed per model: a cell's numbers do not depend on the ensemble it is in)."""
-    E = len(cfgs)
-    dev = world.relevant.device
-    L = L or shared_value(cfgs, "l_ts")
-    n = n or shared_value(cfgs, "n_test")
-    if alpha_test is None:
-        alpha_test = scalar_tensor(cfgs, "alpha_test", dev)
-    alpha_test = torch.as_tensor(alpha_test, dtype=torch.float32, device=dev).expand(E)
+    (shared.icl_evaluation draws them in fixed blocks keyed per model)."""
     attend_query = shared_value(cfgs, "attend_query")
-    rng = rng_for(cfgs, dev)
-    D = world.relevant.shape[-1] + world.q.shape[0]
 
-    last = None  # the previous block's prompts: the next block of the same shape is written into their memory
-
-    def block(models: slice, i: int, count: int) -> dict[str, torch.Tensor]:
-        nonlocal last
-        pr = last = sample_prompts(world.subset(models), rng.subset(models), alpha_test[models], count, L, *stream,
-                                   L, i, reuse=last)
-        F, probes = forward({k: v[models] for k, v in params.items()}, pr.C, pr.Q, attend_query, probes=True)
+    def score(p, pr):
+        F, probes = forward(p, pr.C, pr.Q, attend_query, probes=True)
         return {"error": error(F, pr.z), "loss": hinge(F, pr.z),
                 "attn_same": same_pattern_mass(probes["attn"], pr.ctx_pattern, pr.query_pattern)}
 
-    return mean_over_blocks(E, n, (L + 1) * D, block)
+    D = world.relevant.shape[-1] + world.q.shape[0]
+    return evaluate_prompts(params, cfgs, world, score, D, alpha_test=alpha_test, L=L, n=n, stream=stream)
 
 
 def error_vs_length(params, cfgs, world, lengths: Sequence[int], alpha_test=None, n=None, stream=("curve",)):
     """{L: error [E]} for each test prompt length."""
-    return {L: evaluate(params, cfgs, world, alpha_test=alpha_test, L=L, n=n, stream=stream)["error"] for L in lengths}
+    return _error_vs_length(evaluate, params, cfgs, world, lengths, alpha_test, n, stream)
 
 
 def neuron_embeddings(params: dict[str, torch.Tensor], cfgs: Sequence[ICLConfig]) -> dict[str, torch.Tensor]:

@@ -11,7 +11,8 @@ from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import train_ensemble
 from theorylab.studies.icl.config import ICLConfig
 from theorylab.shared.icl_prompts import Prompts, compile_sampler, in_domain_world, sample_prompts, split_tasks
-from theorylab.studies.icl.evaluate import evaluate, ood_world, same_pattern_mass, unseen_world
+from theorylab.shared.icl_evaluation import ood_world, same_pattern_mass, unseen_world
+from theorylab.studies.icl.evaluate import evaluate
 from theorylab.core.losses import hinge
 from theorylab.core.losses import sign_error as error
 from theorylab.studies.icl.model import TRAINABLE, forward, init_params

@@ -13,7 +13,7 @@ def study() -> Study:
     return Study(
         name="icl_gpt2",
         title="How Do Nonlinear Transformers Learn and Generalize in In-Context Learning? (multi-layer GPT-2 figures)",
-        paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607); slides Figs. 11-20",
+        paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607); spec E1, E2, E5 (GPT-2), E7-E8 (one-layer, run on GPT-2)",
         config_cls=ICLGPT2Config, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
         tiny={"steps": 20, "n_test": 60, "B": 16, "curve_points": 3, "n_layer": 1, "n_embd": 16, "l_tr": 8, "l_ts": 6},

@@ -14,7 +14,8 @@ from theorylab.core.progress import Bars
 from theorylab.core.study import GroupResult, group_result
 from theorylab.core.train import AdamW, train_ensemble
 from theorylab.shared.icl_prompts import sample_prompts
-from theorylab.studies.icl_gpt2.evaluate import evaluate, ood_world, same_pattern_mass, seen_world, id_world
+from theorylab.shared.icl_evaluation import id_world, ood_world, same_pattern_mass, seen_world
+from theorylab.studies.icl_gpt2.evaluate import evaluate
 from theorylab.studies.icl_gpt2.model import forward, init_params, neuron_embeddings, shapes
 
 PROBE_PROMPTS = 256  # prompts used to track attention along training

@@ -21,6 +21,8 @@ N_SLOTS = 5  # slot types in the templates (data.SLOTS)
 class RetrievalConfig(StudyConfig):
     study: ClassVar[str] = "retrieval"
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset({"seed"})
+    # the retriever's fields: a draw (users, contexts, queries) is the world, shared by every retriever setting
+    swept_fields: ClassVar[frozenset[str]] = frozenset({"lam", "encoder", "d_hash", "ks", "mrr_at"})
 
     seed: int = Field(0, ge=0, lt=2**62, description="seed: one benchmark draw (users, contexts, queries)")
     # the benchmark (section 6 [D])

@@ -114,8 +114,9 @@ def corpus(n_values: int) -> tuple[list[str], list[tuple[str, str, int]]]:
 
 
 def make_benchmark(cfg: RetrievalConfig) -> Benchmark:
-    """One draw: a numpy stream keyed by the config hash (a draw does not depend on the other draws batched)."""
-    rng = np.random.default_rng(key_from_hash(cfg.hash))
+    """One draw: a numpy stream keyed by the config's world_hash (a draw does not depend on the other draws batched,
+    nor on the retriever's fields: configs differing only in those share their benchmark)."""
+    rng = np.random.default_rng(key_from_hash(cfg.world_hash))
     passages, keys = corpus(cfg.n_values)
     index = {k: i for i, k in enumerate(keys)}
     contexts, queries, q_user, gold_p, gold_c = [], [], [], [], []

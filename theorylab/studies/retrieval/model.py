@@ -6,20 +6,28 @@ q + c_j (the context text, then the query) QC [E, Nq, C, D]; q + all contexts co
 - B0 query only:          s(p) = sim(q, p)
 - B1 query + all context: s(p) = sim(q + c_1 + ... + c_C, p)
 - PCAS (joint):           s(p, c_j) = sim(q + c_j, p) + lam sim(q, c_j); passage score max_j, context argmax_(p, j)
+- B2 max fusion:          s(p) = max_j sim(q + c_j, p)  (PCAS with lam = 0 is exactly this)
+- B3 sum fusion:          s(p) = sum_j sim(q + c_j, p)
+- B4 pick, then retrieve: j* = argmax_j sim(q, c_j), s(p) = sim(q + c_j*, p)
 - context baseline:       argmax_j sim(q, c_j)  (pick a context by similarity to the query alone)
 """
 from __future__ import annotations
 
 import torch
 
-METHODS = ("query_only", "concat", "pcas")
+METHODS = ("query_only", "concat", "max_fusion", "sum_fusion", "pick_then_retrieve", "pcas")
+BASELINES = METHODS[:-1]
 
 
 def passage_scores(emb: dict[str, torch.Tensor], lam: float) -> dict[str, torch.Tensor]:
     """{method: [E, Nq, Np]} and the PCAS joint table [E, Nq, C, Np]."""
     P = emb["P"].transpose(-1, -2)  # [E, D, Np]
-    joint = emb["QC"] @ P[:, None] + lam * (emb["Cx"] * emb["Q"][:, :, None]).sum(-1, keepdim=True)  # [E, Nq, C, Np]
-    return {"query_only": emb["Q"] @ P, "concat": emb["QA"] @ P, "pcas": joint.max(2).values, "joint": joint}
+    fused = emb["QC"] @ P[:, None]  # [E, Nq, C, Np]: sim(q + c_j, p)
+    q_sim = (emb["Cx"] * emb["Q"][:, :, None]).sum(-1)  # [E, Nq, C]: sim(q, c_j)
+    joint = fused + lam * q_sim[..., None]
+    picked = torch.gather(fused, 2, q_sim.argmax(-1)[:, :, None, None].expand(-1, -1, 1, fused.shape[-1]))[:, :, 0]
+    return {"query_only": emb["Q"] @ P, "concat": emb["QA"] @ P, "max_fusion": fused.max(2).values,
+            "sum_fusion": fused.sum(2), "pick_then_retrieve": picked, "pcas": joint.max(2).values, "joint": joint}
 
 
 def context_picks(emb: dict[str, torch.Tensor], joint: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -6,7 +6,9 @@ import numpy as np
 
 from theorylab.core.plots import save_figure
 
-LABELS = {"query_only": "B0 query only", "concat": "B1 query + all contexts", "pcas": "PCAS (joint)",
+LABELS = {"query_only": "B0 query only", "concat": "B1 query + all contexts", "max_fusion": "B2 max_j sim(q + c_j, p)",
+          "sum_fusion": "B3 sum_j sim(q + c_j, p)", "pick_then_retrieve": "B4 pick c by sim(q, c), then retrieve",
+          "pcas": "PCAS (joint)",
           "query_sim": "pick argmax sim(q, c)", "chance": "chance"}
 
 

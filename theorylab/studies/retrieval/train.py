@@ -65,6 +65,8 @@ def evaluate(cfgs: Sequence[RetrievalConfig], emb: dict[str, torch.Tensor]) -> t
         rk = torch.stack([recall_at(rank, k) for k in range(1, m_at + 1)], 1).cpu()  # [E, m_at]
         for e, c in enumerate(curves):
             c[f"recall_{name}"] = rk[e].tolist()
+    # PCAS at lam = 0 is max fusion itself: recorded, so the claims can say which of the two they compare
+    metrics["pcas_equals_max_fusion"] = (scores["pcas"] == scores["max_fusion"]).all(-1).all(-1).float()
     for name, pick in context_picks(emb, scores["joint"]).items():
         metrics[f"{name}_context_acc"] = (pick == emb["gold_context"]).float().mean(-1)
     E = len(cfgs)
