@@ -56,9 +56,9 @@ def precheck_merge_config(path: Path) -> None:
     if not stat.S_ISREG(os.stat(path).st_mode):  # stat, not open: a FIFO would block forever
         raise ConfigError(f"{path} is not a regular file (a pipe, socket or device)")
     text = path.read_text()
-    if any(isinstance(t, (yaml.AnchorToken, yaml.AliasToken)) for t in yaml.scan(text)):
-        raise ConfigError(f"{path}: YAML anchors and aliases (&, *) are not accepted in a merge config")
     try:
+        if any(isinstance(t, (yaml.AnchorToken, yaml.AliasToken)) for t in yaml.scan(text)):
+            raise ConfigError(f"{path}: YAML anchors and aliases (&, *) are not accepted in a merge config")
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError:
         return  # load_config reports it with its own message
@@ -76,10 +76,11 @@ def precheck_merge_config(path: Path) -> None:
                 walk(v, f"{where[:-1]}[{i}].")
 
     walk(data, "")
-    params = data.get("parameters") or {}
-    models = [m for m in data.get("models") or [] if isinstance(m, dict)]
+    # only well-shaped parts are read here: a wrong shape is load_config's to report, with its own message
+    params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
+    models = [m for m in data.get("models") or [] if isinstance(m, dict)] if isinstance(data.get("models"), list) else []
     method = data.get("merge_method")
-    per_model = [(m.get("parameters") or {}) for m in models]
+    per_model = [m["parameters"] if isinstance(m.get("parameters"), dict) else {} for m in models]
     if method == "linear" and params.get("normalize", True) is True and models:
         weights = [p.get("weight", 1.0) for p in per_model]
         if all(isinstance(w, (int, float)) for w in weights) and abs(sum(weights)) < 1e-12:
@@ -173,11 +174,12 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     from .lora_extract import extract_lora as run
 
     console = Console()
-    for name, pattern in (("--include", include), ("--exclude", exclude)):
-        try:
-            re.compile(pattern or "")
-        except re.error as e:
-            _error(console, ValueError(f"{name} {pattern!r} is not a regular expression ({e})"))
+    for name, patterns in (("--include", include), ("--exclude", exclude)):
+        for pattern in patterns or ():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                _error(console, ValueError(f"{name} {pattern!r} is not a valid regular expression ({e})"))
     if rank is not None and not 1 <= rank <= 65536:
         _error(console, ValueError(f"--rank must be in [1, 65536] (got {rank})"))
     if energy is not None and not (math.isfinite(energy) and 0 < energy <= 1):

@@ -37,7 +37,9 @@ def _vocab_size(path: Path) -> int | None:
 
 
 def _tokenizer(path: Path, where: str):
-    import transformers
+    from theorylab.core.extras import require
+
+    transformers = require("transformers", "a merge with tokenizer_source or tokenizer")
 
     try:
         return transformers.AutoTokenizer.from_pretrained(str(path))

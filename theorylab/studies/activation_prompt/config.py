@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from theorylab.core.config import StudyConfig
 
@@ -34,6 +34,13 @@ class APConfig(StudyConfig):
     B: int = Field(64, ge=1, le=4096, description="batch size [D]")
     test_every: int = Field(4, ge=2, le=20, description="image i of load_digits() is a test image iff i % test_every == 0")
     curve_points: int = Field(10, ge=2, le=10_000, description="checkpoints recorded along training")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "APConfig":
+        # checked whatever arch is: the claims train both backbones
+        if self.width % self.heads:
+            raise ValueError(f"field 'width' must be a multiple of heads = {self.heads} (got {self.width})")
+        return self
 
 
 QUICK: dict = {}

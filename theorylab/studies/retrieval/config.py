@@ -45,8 +45,8 @@ class RetrievalConfig(StudyConfig):
     @model_validator(mode="after")
     def _consistent(self) -> "RetrievalConfig":
         # no SGD: the trainer's fields would be accepted and ignored (and costed as if nothing ran)
-        for name in ("lr", "B", "steps", "curve_points"):
-            if name in self.model_fields_set:
+        for name in ("lr", "B", "steps", "curve_points"):  # a value other than the default (replace() re-sets them all)
+            if getattr(self, name) != type(self).model_fields[name].default:
                 raise ValueError(f"field '{name}' is not used by the retrieval study (it indexes and scores; nothing "
                                  "trains): leave it out")
         if not self.ks or any(k < 1 for k in self.ks) or list(self.ks) != sorted(set(self.ks)):
