@@ -30,7 +30,7 @@ import torch
 
 from theorylab.core.claims import Claim, ClaimContext
 from theorylab.core.contract import (ALIGN_ANGLE, FAR_FROM_CHANCE, MAIN, O_EPS, STAY_SMALL, Above, AtLeast, AtMost,
-                                     ControlArm, Criterion, Holds, Hypothesis, Measurement, Reference)
+                                     ControlArm, Criterion, Holds, Hypothesis, Measurement, Reference, short)
 from theorylab.core.measures import r4, rows_below, small_group_size, zero_count_bound
 from theorylab.edit import prune_rows_count
 from theorylab.studies.lowrank.data import relevant_span
@@ -43,10 +43,6 @@ ENERGY = 0.9  # spec L1: the top-k singular values hold >= 90% of ||dW||_F^2
 K_SWEEP = (2, 4, 6)
 PRUNE_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)  # R: fraction of the large rows pruned, largest first
 SIDES = {"W_Q": ("right", "left"), "W_K": ("right", "left"), "W_V": ("right",)}
-
-
-def _list(x) -> list[float]:
-    return [r4(v) for v in torch.as_tensor(x).flatten().tolist()]
 
 
 def _base(ctx: ClaimContext):
@@ -159,15 +155,15 @@ def measure_low_rank(ctx: ClaimContext, arm: str) -> Measurement:
     spectra = {w: st["spectrum"][w] for w in ATTENTION}
     return Measurement(
         {"tail": tail, "rank_is_k": rank_ok, "energy": energy, "angle": angle},
-        "; ".join(f"{w}: rank {st['rank'][w].tolist()}, energy {_list(st['energy'][w])}, angle {_list(st['angle'][w])}"
-                  for w in ATTENTION) + f"; dW_V column-space angle (not tested) {_list(st['angle_V_left'])}; "
+        "; ".join(f"{w}: rank {st['rank'][w].tolist()}, energy {short(st['energy'][w])}, angle {short(st['angle'][w])}"
+                  for w in ATTENTION) + f"; dW_V column-space angle (not tested) {short(st['angle_V_left'])}; "
         f"irrelevant tokens {cfgs[0].irrelevant_sign}; with the attention updates removed (rank 0) test error "
-        f"{_list(free['error'])}, hinge {_list(free['loss'])}",
+        f"{short(free['error'])}, hinge {short(free['loss'])}",
         {"k_rel": k, **{f"{w}_rank": st["rank"][w].tolist() for w in ATTENTION},
-         **{f"{w}_energy_top_k": _list(st["energy"][w]) for w in ATTENTION},
-         **{f"{w}_max_angle": _list(st["angle"][w]) for w in ATTENTION},
-         **{f"{w}_sigma_over_sigma1": _list(spectra[w].mean(0)[: k + 4]) for w in ATTENTION},
-         "rank0_error": _list(free["error"]), "rank0_hinge": _list(free["loss"])},
+         **{f"{w}_energy_top_k": short(st["energy"][w]) for w in ATTENTION},
+         **{f"{w}_max_angle": short(st["angle"][w]) for w in ATTENTION},
+         **{f"{w}_sigma_over_sigma1": short(spectra[w].mean(0)[: k + 4]) for w in ATTENTION},
+         "rank0_error": short(free["error"]), "rank0_hinge": short(free["loss"])},
         {"spectra": {"k_rel": k, "rel": RANK_REL,
                      **{w: {"mean": spectra[w].mean(0).tolist(), "std": spectra[w].std(0).tolist()} for w in ATTENTION}}})
 
@@ -198,10 +194,10 @@ def measure_wo_rows(ctx: ClaimContext, arm: str) -> Measurement:
     order = sp["norms"].argsort(-1)
     return Measurement(
         {"update_ratio": small_up / large_up},  # NaN (no split) fails
-        f"small rows {_list(sp['n_small'].float() / m)} of m; median update small {_list(small_up)} vs large "
-        f"{_list(large_up)}; median init norm {r4(sp['init'].median())}",
-        {"small_fraction": _list(sp["n_small"].float() / m), "small_update_median": _list(small_up),
-         "large_update_median": _list(large_up)},
+        f"small rows {short(sp['n_small'].float() / m)} of m; median update small {short(small_up)} vs large "
+        f"{short(large_up)}; median init norm {r4(sp['init'].median())}",
+        {"small_fraction": short(sp["n_small"].float() / m), "small_update_median": short(small_up),
+         "large_update_median": short(large_up)},
         {"wo_rows": {"norm": sp["norms"].gather(1, order).mean(0).tolist(),
                      "update": sp["update"].gather(1, order).mean(0).tolist(),
                      "init": sp["init"].gather(1, order).mean(0).tolist(),
@@ -225,8 +221,8 @@ def measure_pruning(ctx: ClaimContext, arm: str) -> Measurement:
     return Measurement(
         {"pruned_hinge": d[which]["loss"]},
         f"{'smallest' if arm == MAIN else 'largest'} {d['n_small'].tolist()} of {m} rows pruned; unpruned hinge "
-        f"{_list(d['base']['loss'])}, error {_list(d['base']['error'])}; error after pruning {_list(d[which]['error'])}",
-        {"small_fraction": _list(d["n_small"].float() / m), "pruned_error": _list(d[which]["error"])})
+        f"{short(d['base']['loss'])}, error {short(d['base']['error'])}; error after pruning {short(d[which]['error'])}",
+        {"small_fraction": short(d["n_small"].float() / m), "pruned_error": short(d[which]["error"])})
 
 
 def measure_pruning_rate(ctx: ClaimContext, arm: str) -> Measurement:
@@ -238,10 +234,10 @@ def measure_pruning_rate(ctx: ClaimContext, arm: str) -> Measurement:
     err_slope = (err_rise * rates).sum(0) / (rates**2).sum()
     return Measurement(
         {"hinge_slope": slope, "rise_at_ends": rise[-1] - rise[0]},
-        f"hinge slope in R {_list(slope)} ('about R': 1); error slope in R {_list(err_slope)}; mean hinge by R: "
+        f"hinge slope in R {short(slope)} ('about R': 1); error slope in R {short(err_slope)}; mean hinge by R: "
         f"{[r4(d['largest'][R]['loss'].mean()) for R in PRUNE_FRACTIONS]}, error by R: "
         f"{[r4(d['largest'][R]['error'].mean()) for R in PRUNE_FRACTIONS]}",
-        {"error_slope": _list(err_slope)},
+        {"error_slope": short(err_slope)},
         {"pruning": {"R": list(PRUNE_FRACTIONS), "error": [float(d["largest"][R]["error"].mean()) for R in PRUNE_FRACTIONS],
                      "loss": [float(d["largest"][R]["loss"].mean()) for R in PRUNE_FRACTIONS],
                      "base_error": float(d["base"]["error"].mean()), "base_loss": float(d["base"]["loss"].mean()),
@@ -290,9 +286,9 @@ def measure_lora(ctx: ClaimContext, arm: str) -> Measurement:
     loss = {name: np.array([c.curves["loss"] for c in cs]).mean(0).tolist() for name, cs in curves.items()}
     return Measurement(
         {"lora_hinge": out[k]["loss"]},
-        f"full training hinge {_list(full['loss'])}, error {_list(full['error'])}; LoRA r = {k} error "
-        f"{_list(out[k]['error'])}; LoRA r = {k - 1} hinge {_list(out[k - 1]['loss'])}, error {_list(out[k - 1]['error'])}",
-        {"lora_error": _list(out[k]["error"]), f"lora_r{k - 1}_hinge": _list(out[k - 1]["loss"])},
+        f"full training hinge {short(full['loss'])}, error {short(full['error'])}; LoRA r = {k} error "
+        f"{short(out[k]['error'])}; LoRA r = {k - 1} hinge {short(out[k - 1]['loss'])}, error {short(out[k - 1]['error'])}",
+        {"lora_error": short(out[k]["error"]), f"lora_r{k - 1}_hinge": short(out[k - 1]["loss"])},
         {"lora": {"steps": steps, "loss": loss, "hinge": {"full": float(full["loss"].mean()),
                                                           **{f"LoRA r={r}": float(v["loss"].mean()) for r, v in out.items()}}}})
 
