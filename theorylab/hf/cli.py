@@ -173,11 +173,12 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     from .lora_extract import extract_lora as run
 
     console = Console()
-    for name, pattern in (("--include", include), ("--exclude", exclude)):
-        try:
-            re.compile(pattern or "")
-        except re.error as e:
-            _error(console, ValueError(f"{name} {pattern!r} is not a regular expression ({e})"))
+    for name, patterns in (("--include", include), ("--exclude", exclude)):
+        for pattern in patterns or ():  # repeatable options: a list of patterns
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                _error(console, ValueError(f"{name} {pattern!r} is not a valid regular expression ({e})"))
     if rank is not None and not 1 <= rank <= 65536:
         _error(console, ValueError(f"--rank must be in [1, 65536] (got {rank})"))
     if energy is not None and not (math.isfinite(energy) and 0 < energy <= 1):
