@@ -244,7 +244,12 @@ def test_lora_b_bias_without_lora_bias_is_left_out_as_peft_does(family, tmp_path
     cfg_path.write_text(json.dumps(cfg | {"lora_bias": False}))
     adapter = read_adapter(out)
     assert not adapter.bias_deltas and adapter.ignored
-    merged = _merge_one_adapter(paths, out, tmp_path / "m")
+    cfg = {"merge_method": "task_arithmetic", "base_model": str(paths["base"]),
+           "models": [{"model": f"{paths['base']}+{out}", "parameters": {"weight": 1.0}}]}
+    report = merge_checkpoints(parse_config(cfg), tmp_path / "m", progress=False)
+    note = next(n for n in report.notes if "lora_B.bias" in n)  # the merge says what it left out
+    assert f"{len(adapter.ignored)} lora_B.bias tensor(s) left out" in note and adapter.ignored[0] in note
+    merged = load_state_dict(tmp_path / "m")
     reference = _peft_merged(transformers.GPT2LMHeadModel, paths, out)
     base = load_state_dict(paths["base"])
     for k, v in merged.items():

@@ -138,10 +138,6 @@ def test_per_layer_filter_rules_from_yaml(family, tmp_path):
      "parameters.t: required by slerp"),
     (lambda c: c.update(merge_method="nearswap", models=[{"model": m["model"]} for m in c["models"]],
                         parameters={"t": 0.1}), "models: nearswap takes exactly 1 model(s) besides the base, got 2"),
-    (lambda c: c.update(tokenizer_source="union"), "tokenizer_source: the union of the models' vocabularies is not "
-                                                    "implemented in theorylab; use 'base' or a model"),
-    (lambda c: c.update(tokenizer={"tokens": {"x": {"source": {"kind": "zero"}}}}),
-     "tokenizer.source: 'union' (also the default when source is not given)"),
     (lambda c: c.update(tokenizer_source="base", tokenizer={"source": "base"}), "give at most one of them"),
     (lambda c: c.update(slices=[{"sources": [{"model": c["base_model"], "layer_range": [0, 2]}]}]),
      "models / slices: give exactly one of them"),

@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 
 from theorylab.hf import load_state_dict, merge_checkpoints
+from theorylab.hf.vocabulary import VOCAB_TENSOR
 
 REFS = Path(__file__).parent / "fixtures" / "mergekit"
 CASES = sorted(p.stem for p in (REFS / "cases").glob("*.yml"))
@@ -27,8 +28,21 @@ def _merge(case: str, tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_every_case_has_a_reference():
-    assert len(CASES) >= 22
+    assert len(CASES) >= 24
     assert all((REFS / "expected" / f"{c}.safetensors").exists() for c in CASES)
+
+
+def _full_vocab(model_vocab: dict, added: list) -> dict[str, int]:
+    return model_vocab | {content: i for content, i, _special in added}
+
+
+def _rows_in_our_order(theirs: dict, ours_vocab: dict, their_vocab: dict, rows: int) -> dict:
+    """mergekit's union appends the other models' tokens in hash order (a different order each run):
+    its vocabulary tensors with their rows moved to our ids, so that rows compare token by token."""
+    assert set(ours_vocab) == set(their_vocab)
+    order = [their_vocab[t] for t in sorted(ours_vocab, key=ours_vocab.get)]
+    order += list(range(len(order), rows))  # pad_to_multiple_of rows follow the tokens in both
+    return {k: (v[order] if v.shape[0] == rows and VOCAB_TENSOR.search(k) else v) for k, v in theirs.items()}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -37,6 +51,16 @@ def test_same_tensors_as_mergekit(case, tmp_path):
     ours = load_state_dict(out)
     theirs, meta = _expected(case)
     assert set(ours) == set(theirs)
+    if "added_tokens" in meta:  # the output tokenizer's added tokens: the same, with the same flags
+        saved = json.loads((out / "tokenizer.json").read_text())
+        our_added = [[a["content"], a["id"], a["special"]] for a in saved["added_tokens"]]
+        their_added = json.loads(meta["added_tokens"])
+        assert sorted((c, sp) for c, _, sp in our_added) == sorted((c, sp) for c, _, sp in their_added)
+        ours_vocab = _full_vocab(saved["model"]["vocab"], our_added)
+        their_vocab = _full_vocab(json.loads(meta["vocab"]), their_added)
+        base_vocab = json.loads((REFS / "models" / "base" / "tokenizer.json").read_text())["model"]["vocab"]
+        assert all(ours_vocab[t] == their_vocab[t] == i for t, i in base_vocab.items())  # the base's ids stay
+        theirs = _rows_in_our_order(theirs, ours_vocab, their_vocab, int(meta["vocab_size"]))
     for k, v in theirs.items():
         assert ours[k].dtype == v.dtype, k
         if v.dtype == torch.float32:
@@ -109,3 +133,16 @@ def test_half_checkpoints_without_dtype_compute_in_their_dtype(tmp_path):
     theirs, _ = _expected("ties_bf16")
     for k, v in theirs.items():
         torch.testing.assert_close(ours[k], v, rtol=torch.finfo(v.dtype).eps, atol=1e-6, msg=k)
+
+
+def test_union_appends_tokens_in_config_and_id_order(tmp_path):
+    """Where mergekit's order of the appended tokens is a hash order, ours is fixed: the base's ids, then
+    the other models' plain tokens (config order, id order), then added tokens with the first model's
+    flags; n4, plain in tok_b but an added token of tok_c, comes with the added tokens; <beyond> (past
+    tok_c's vocab_size) is left out."""
+    out = _merge("tokenizer_union_ties", tmp_path)
+    saved = json.loads((out / "tokenizer.json").read_text())
+    added = [[a["content"], a["id"], a["special"]] for a in saved["added_tokens"]]
+    assert added == [["<unk>", 0, True], ["n0", 16, False], ["n1", 17, False], ["n2", 18, False], ["n3", 19, False],
+                     ["n5", 20, False], ["n4", 21, False], ["<sep>", 22, True]]
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 23

@@ -5,8 +5,8 @@ dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock;
 slerp, nuslerp, multislerp, karcher, nearswap, arcee_fusion, passthrough; plus theorylab's
 magnitude_prune*), base_model, models[].model (a folder, or mergekit's ``folder+lora_adapter``) or
 slices[].sources[] (model, layer_range; whole-tensor methods), models[].parameters (the method's per-model
-parameters), parameters (the method's parameters), dtype, out_dtype, tokenizer_source / tokenizer (base or
-a model; union is refused). Each method takes exactly the parameters mergekit's spec gives it (see
+parameters), parameters (the method's parameters), dtype, out_dtype, tokenizer_source / tokenizer (base,
+union or a model). Each method takes exactly the parameters mergekit's spec gives it (see
 ``MergeMethod``). theorylab additions: parameters.seed (random masks), parameters.sign_consensus
 ("sum"/"count"), parameters.rescale_norm (l1/l2/linf/density), parameters.lwptv (layer-wise pruning of the
 task vectors), compute_dtype. A parameter value may be a number, a list of numbers (gradient over blocks)
@@ -181,10 +181,6 @@ class TokenizerSettings(_Frozen):
     pad_to_multiple_of: int | None = Field(None, ge=1)
 
 
-UNION_REFUSED = ("the union of the models' vocabularies is not implemented in theorylab; use 'base' or a model "
-                 f"(its tokenizer and vocabulary), or {MERGEKIT_HINT}")
-
-
 class SliceSource(_Frozen):
     model: str
     layer_range: tuple[int, int]
@@ -233,7 +229,7 @@ class MergeConfig(_Frozen):
     # (a bfloat16 merge computes in bfloat16), else the inputs' own; "float32" computes in float32 and
     # only casts the output.
     compute_dtype: Literal["float32", "float64"] | None = None
-    tokenizer_source: str | None = None  # "base" or a model ("union" is refused)
+    tokenizer_source: str | None = None  # "base", "union" or a model
     tokenizer: TokenizerSettings | None = None
 
     @model_validator(mode="before")
@@ -256,10 +252,6 @@ class MergeConfig(_Frozen):
         method = get_merge_method(self.merge_method)
         if self.tokenizer_source is not None and self.tokenizer is not None:
             raise ValueError("tokenizer_source / tokenizer: give at most one of them")
-        if self.tokenizer_source == "union":
-            raise ValueError(f"tokenizer_source: {UNION_REFUSED}")
-        if self.tokenizer is not None and self.tokenizer.source == "union":
-            raise ValueError(f"tokenizer.source: 'union' (also the default when source is not given): {UNION_REFUSED}")
         if (self.models is None) == (self.slices is None):
             raise ValueError("models / slices: give exactly one of them (models: whole models; slices: layer ranges)")
         extras = THEORYLAB_PARAMETERS if method.kernel is None else ()

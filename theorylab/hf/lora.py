@@ -69,6 +69,15 @@ class LoraAdapter:
         return set(self.factors) | set(self.bias_deltas) | set(self.replaced)
 
 
+def ignored_bias_note(label: str, adapter: LoraAdapter) -> str | None:
+    """The merge note for lora_B.bias tensors left out because the adapter's config has no lora_bias."""
+    if not adapter.ignored:
+        return None
+    shown = ", ".join(adapter.ignored[:3]) + (f" and {len(adapter.ignored) - 3} more" if len(adapter.ignored) > 3 else "")
+    return (f"{label}: {len(adapter.ignored)} lora_B.bias tensor(s) left out, as peft leaves them out, because "
+            f"adapter_config.json does not set lora_bias: {shown}")
+
+
 def _pattern_value(patterns: dict, module: str, default):
     """PEFT's rank_pattern / alpha_pattern lookup: a key matches a module name ending in it."""
     for key, value in patterns.items():

@@ -25,7 +25,7 @@ from ..edit.relate import group_name, group_order
 from ..edit.state import DEFAULT_LAYER_PATTERN
 from .checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir, check_output_target, copy_support_files
 from .config import ConfigError, MergeConfig, ModelParameters, load_config, param_value, resolve_model_path
-from .lora import AdaptedReader, is_adapter
+from .lora import AdaptedReader, ignored_bias_note, is_adapter
 from .lwptv import checkpoint_masks
 from .safetensors_io import TensorInfo
 from .vocabulary import AlignedReader, aligned_tensors, plan_for_config, save_tokenizer
@@ -286,6 +286,8 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
         for inp in inputs:
             r = _open(inp)
             readers.append(r)
+            if isinstance(r, AdaptedReader) and (note := ignored_bias_note(inp.label, r.adapter)):
+                notes.append(note)
             models.append(r)
         base, models, vocab = _align_vocabulary(config, config_dir, ref_path, base, inputs, models)
         for inp, r in zip(inputs, models):

@@ -1,14 +1,20 @@
 """mergekit's ``tokenizer_source`` / ``tokenizer``: the output tokenizer, and every model's embedding rows
 moved to the output's token ids before the merge (mergekit 0.1.5's PermutedVocabulary).
 
-The output tokenizer is the base's (``base``; the first model without a base) or a named model's, plus
-any ``tokens`` listed. For each vocabulary tensor (token embeddings, LM head) and each model, row i of the
-aligned tensor is the model's row for output token i. A token that model lacks gets a default row: the row
-of the only model that has it; else the base's; else the mean over the models that have it; zeros when
-none has it; or what ``tokens: {TOKEN: {source: ...}}`` says (a model's row, {kind: zero}, or {kind:
-model_token, model, token | token_id}); ``force: true`` applies that default even where the model has the
-token. ``pad_to_multiple_of`` pads the rows with the mean row. ``union`` (mergekit's merged vocabulary) is
-not implemented: it is refused.
+The output tokenizer is the base's (``base``; the first model without a base), a named model's, or the
+``union`` (mergekit's default for ``tokenizer:`` without a source): the base's tokenizer plus, appended
+after its ids, every other token below its model's vocab_size (models in config order, each in its id
+order; mergekit walks them in hash order, so its ids for the appended tokens vary from run to run while
+the rows they carry do not), then the added tokens (special or not) no earlier model has, with the
+settings of the first model that adds them; a plain token of one model that another adds as an added
+token is appended with the added tokens. ``tokens`` listed are added last.
+
+For each vocabulary tensor (token embeddings, LM head) and each model, row i of the aligned tensor is the
+model's row for output token i. A token that model lacks gets a default row: the row of the only model
+that has it; else the base's; else the mean over the models that have it; zeros when none has it; or what
+``tokens: {TOKEN: {source: ...}}`` says (a model's row, {kind: zero}, or {kind: model_token, model, token |
+token_id}); ``force: true`` applies that default even where the model has the token.
+``pad_to_multiple_of`` pads the rows with the mean row.
 """
 from __future__ import annotations
 
@@ -61,7 +67,7 @@ class VocabularyPlan:
 
 def build_vocabulary(source, models: dict[Key, str], base: Key | None, source_key: Key | None, tokens: dict,
                      pad_to_multiple_of: int | None) -> VocabularyPlan:
-    """models: every referenced model (key -> label), in config order; source: "base" or a model's key."""
+    """models: every referenced model (key -> label), in config order; source: "base", "union" or a model's key."""
     first = base if base is not None else next(iter(models))
     tokenizers = {k: _tokenizer(k[0], label) for k, label in models.items()}
     base_tok = tokenizers[first]
@@ -69,7 +75,13 @@ def build_vocabulary(source, models: dict[Key, str], base: Key | None, source_ke
     if size is not None and any(i >= size for i in base_tok.get_vocab().values()):
         raise ConfigError(f"tokenizer_source: the tokenizer of {models[first]} has ids beyond its vocab_size {size}; "
                           "theorylab does not strip them (mergekit rewrites BPE tokenizers for that)")
-    out = base_tok if source == "base" else _tokenizer(source_key[0], f"tokenizer source {source_key[0]}")
+    if source == "union":
+        order = [first] + [k for k in tokenizers if k != first]
+        out = _union_tokenizer(first, {k: tokenizers[k] for k in order}, models[first])
+    elif source == "base":
+        out = base_tok
+    else:
+        out = _tokenizer(source_key[0], f"tokenizer source {source_key[0]}")
     existing = set(out.get_vocab())
     for tok in tokens:
         if tok not in existing:
@@ -86,6 +98,28 @@ def build_vocabulary(source, models: dict[Key, str], base: Key | None, source_ke
         permutations[k] = {i: (theirs[t] if t in theirs and theirs[t] < limit else -1) for t, i in vocab.items()}
     return VocabularyPlan(out, vocab, rows, permutations, {k: t.get_vocab() for k, t in tokenizers.items()},
                           dict(tokens), base, dict(models))
+
+
+def _union_tokenizer(first: Key, tokenizers: dict, label: str):
+    """A fresh copy of the first tokenizer, extended by every other model's tokens (module docstring)."""
+    out = _tokenizer(first[0], label)  # not tokenizers[first]: that one stays the base's own vocabulary
+    plain: dict[str, None] = {}  # an ordered set
+    added: dict[str, object] = {}  # content -> the first model's AddedToken
+    for k, tok in tokenizers.items():
+        limit = _vocab_size(k[0]) or tok.vocab_size
+        for word, i in sorted(tok.get_vocab().items(), key=lambda item: item[1]):
+            if i < limit:
+                plain.setdefault(word)
+        for i, info in sorted(tok.added_tokens_decoder.items()):
+            if i < limit:
+                added.setdefault(info.content, info)
+    present = set(out.get_vocab())
+    for word in plain:
+        if word not in added and word not in present:
+            out.add_tokens(word)
+    for info in added.values():
+        out.add_tokens(info)  # a no-op for those the first tokenizer already has
+    return out
 
 
 def is_vocabulary_tensor(name: str, shape, vocab_size: int | None) -> bool:
@@ -239,7 +273,7 @@ def plan_for_config(config, resolve_key, models: dict[Key, str], base: Key | Non
         return None
     settings = config.tokenizer
     source_key = None
-    if source != "base":
+    if source not in ("base", "union"):
         source_key = resolve_key(source, "tokenizer_source" if settings is None else "tokenizer.source")
     tokens = {}
     for tok, spec in ((settings.tokens or {}) if settings is not None else {}).items():

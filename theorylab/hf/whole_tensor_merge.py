@@ -28,7 +28,7 @@ from ..edit.relate import group_name
 from ..edit.state import DEFAULT_LAYER_PATTERN, layer_index
 from .checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir, check_output_target, copy_support_files
 from .config import (ConfigError, FilterRule, GlobalParameters, MergeConfig, ModelParameters, resolve_model_path)
-from .lora import AdaptedReader, is_adapter
+from .lora import AdaptedReader, ignored_bias_note, is_adapter
 from .safetensors_io import TensorInfo
 from .vocabulary import AlignedReader, aligned_tensors, plan_for_config, save_tokenizer
 
@@ -87,8 +87,9 @@ def _rename_layer(name: str, layer: int, pattern: str) -> str:
 
 
 class _Readers:
-    def __init__(self):
+    def __init__(self, notes: list[str]):
         self.open: dict[tuple[Path, Path | None], CheckpointReader | AdaptedReader] = {}
+        self.notes = notes
 
     def get(self, key, label: str):
         if key not in self.open:
@@ -100,6 +101,8 @@ class _Readers:
                 except ValueError as err:
                     reader.close()
                     raise ConfigError(f"{label}: {err}") from None
+                if note := ignored_bias_note(label, reader.adapter):
+                    self.notes.append(note)
             self.open[key] = reader
         return self.open[key]
 
@@ -232,7 +235,7 @@ def merge_whole_tensors(config: MergeConfig, out_dir, *, config_dir: Path | None
     method = get_merge_method(config.merge_method)
     kernel = method.kernel
     notes = config.notes()
-    readers = _Readers()
+    readers = _Readers(notes)
     try:
         slices = _slices(config, config_dir, readers, layer_pattern)
         base_key = _key(config.base_model, config_dir, "base_model") if config.base_model else None
