@@ -57,7 +57,8 @@ def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
     (ENOSPC, EDQUOT, EIO ...) removes the partial file and is re-raised naming `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    # the suffix stays last: a writer that reads the format from the name (matplotlib's savefig) still can
+    tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
     try:
         write(tmp)
         os.replace(tmp, out)

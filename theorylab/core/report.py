@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
+from theorylab.core.outputs import write_atomically  # noqa: E402
 from theorylab.core.study import Study  # noqa: E402
 
 
@@ -47,8 +49,20 @@ CONTRACT = ("Verdicts: each claim's test runs on every seed; `holds` (figure cla
 
 def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict) -> Path:
     """Draws every figure the claims returned and writes report.md; returns the report's path.
-    claim_rows: dicts with claim, theorem, statement, verdict, summary, numbers, figures, seconds."""
+    claim_rows: dicts with claim, theorem, statement, verdict, summary, numbers, figures, seconds.
+    Every file is written atomically; a failed write (a full disk) names the file, and a folder this call
+    created is removed again, so nothing half-written is left."""
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_report(study, claim_rows, out_dir, meta)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict) -> Path:
     figure_files: list[tuple[str, str]] = []
     for r in claim_rows:
         for name, data in (r.get("figures") or {}).items():
@@ -56,7 +70,7 @@ def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict
             if plot is None:
                 continue
             path = out_dir / f"{name}.png"
-            plot(data, path)
+            write_atomically(path, lambda tmp, plot=plot, data=data: plot(data, tmp))
             figure_files.append((name, path.name))
     lines = [f"# {study.title}", "", f"Paper: {study.paper}", "",
              f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by theorylab "
@@ -79,5 +93,5 @@ def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict
         lines += ["## Figures", ""]
         lines += [f"![{name}]({fname})" for name, fname in figure_files]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_atomically(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return path
