@@ -15,7 +15,6 @@ import math
 import typing
 from pathlib import Path
 
-import annotated_types as at
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +23,7 @@ from typer.testing import CliRunner
 
 from theorylab.cli import app
 from theorylab.core.claims import ClaimContext, run_claims
-from theorylab.core.config import ConfigError
+from theorylab.core.config import ConfigError, field_bounds
 from theorylab.core.contract import CONTRACT_CONSTANTS
 from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
@@ -118,26 +117,12 @@ def test_every_claim_runs_and_every_declared_figure_is_drawn(name, tiny_runs, tm
     assert set(s.plots) <= drawn, f"declared but not drawn: {set(s.plots) - drawn}"
 
 
-def _bounds(info) -> tuple[float, float, bool, bool]:
-    lo, hi, lo_open, hi_open = -math.inf, math.inf, False, False
-    for m in info.metadata:
-        if isinstance(m, at.Ge):
-            lo = m.ge
-        elif isinstance(m, at.Gt):
-            lo, lo_open = m.gt, True
-        elif isinstance(m, at.Le):
-            hi = m.le
-        elif isinstance(m, at.Lt):
-            hi, hi_open = m.lt, True
-    return lo, hi, lo_open, hi_open
-
-
 def field_values(cls, name: str, base, extra: tuple) -> st.SearchStrategy:
     """Valid values of one field near the tiny config (0.5x to 2x of a number, every choice of a Literal or bool),
     plus the study's declared variations: the whole validated space, kept cheap enough to train in a test."""
-    info = cls.model_fields[name]
-    ann = info.annotation
-    lo, hi, lo_open, hi_open = _bounds(info)
+    ann = cls.model_fields[name].annotation
+    lo, hi, lo_open, hi_open = field_bounds(cls, name)
+    lo, hi = (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
     near: st.SearchStrategy
     if ann is bool:
         near = st.booleans()

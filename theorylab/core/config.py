@@ -130,12 +130,11 @@ def config_hash(cfg: StudyConfig) -> str:
     return _digest({"study": cfg.study, **cfg.model_dump(mode="json")})
 
 
-def allowed_range(cls: type[StudyConfig], name: str) -> str:
-    """Human-readable allowed values of a field, from its declared constraints and type."""
-    info = cls.model_fields[name]
+def field_bounds(cls: type[StudyConfig], name: str) -> tuple[Any, Any, bool, bool]:
+    """(lo, hi, lo_open, hi_open) of a field's declared constraints (None where it has none)."""
     lo = hi = None
     lo_open = hi_open = False
-    for m in info.metadata:
+    for m in cls.model_fields[name].metadata:
         if isinstance(m, at.Ge):
             lo = m.ge
         elif isinstance(m, at.Gt):
@@ -144,6 +143,13 @@ def allowed_range(cls: type[StudyConfig], name: str) -> str:
             hi = m.le
         elif isinstance(m, at.Lt):
             hi, hi_open = m.lt, True
+    return lo, hi, lo_open, hi_open
+
+
+def allowed_range(cls: type[StudyConfig], name: str) -> str:
+    """Human-readable allowed values of a field, from its declared constraints and type."""
+    info = cls.model_fields[name]
+    lo, hi, lo_open, hi_open = field_bounds(cls, name)
     ann = getattr(info.annotation, "__name__", str(info.annotation))
     if lo is None and hi is None:
         return f"a value of type {ann}"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from theorylab.core.claims import Claim, ClaimContext
+from theorylab.core.config import ConfigError
 from theorylab.core.contract import (ALIGN_ANGLE, ALIGNED_SHARE, CLOSE_GAP, O_EPS, Above, AtLeast, Criterion, Holds,
                                      Hypothesis, Measurement, Reference, short)
 from theorylab.core.ensemble import rng_for
@@ -245,6 +246,18 @@ def measure_cot_vs_icl(ctx: ClaimContext, arm: str) -> Measurement:
         {"cot_vs_icl": {"lengths": lengths, "curves": curves, "chance": 1 - 1 / cfg.M}})
 
 
+def _cot_task_valid(ctx: ClaimContext) -> str | None:
+    try:
+        ctx.configs(task="cot")
+    except ConfigError as e:
+        return " ".join(str(e).split())
+    return None
+
+
+COT_TASK_VALID = Hypothesis("the config is valid for the CoT task too (the claim trains the backbone on it)",
+                            _cot_task_valid)
+
+
 CLAIMS = [
     Claim("fig_ood_s1", "E1: slide Fig. 18 (GPT-2)", "figure", "OOD error falls with S1 and every S1 < 1 is worse than "
           "every S1 >= 1, on a GPT-2 trained here.", seeds=5, measure=measure_ood_s1, hypotheses=(ICL_TASK,),
@@ -288,7 +301,7 @@ CLAIMS = [
                                     f"non-increasing in alpha' over {list(PRUNE_ALPHAS)} (a rise <= 3/n_test allowed)"))),
     Claim("fig_cot_vs_icl", "CoT C7 (one-layer ordering, on GPT-2)", "figure", "On the GPT-2 backbone trained for CoT, "
           "CoT beats ICL when Condition 1 fails, and ICL is worse without Condition 1 than with it, as for the "
-          "one-layer model.", seeds=5, measure=measure_cot_vs_icl,
+          "one-layer model.", seeds=5, measure=measure_cot_vs_icl, hypotheses=(COT_TASK_VALID,),
           criterion=Criterion(Above("cot_lead", 0.0, "at the longest l_ts: ICL error w/o Condition 1 minus CoT error "
                                     "w/o Condition 1"),
                               Above("condition1_lead", 0.0, "ICL error w/o Condition 1 minus ICL error w/ it"))),
