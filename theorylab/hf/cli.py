@@ -173,11 +173,12 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     from .lora_extract import extract_lora as run
 
     console = Console()
-    for name, pattern in (("--include", include), ("--exclude", exclude)):
-        try:
-            re.compile(pattern or "")
-        except re.error as e:
-            _error(console, ValueError(f"{name} {pattern!r} is not a regular expression ({e})"))
+    for name, patterns in (("--include", include), ("--exclude", exclude)):
+        for pattern in patterns or ():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                _error(console, ValueError(f"{name} {pattern!r} is not a valid regular expression ({e})"))
     if rank is not None and not 1 <= rank <= 65536:
         _error(console, ValueError(f"--rank must be in [1, 65536] (got {rank})"))
     if energy is not None and not (math.isfinite(energy) and 0 < energy <= 1):
@@ -194,6 +195,11 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     for m in rep.energy:
         t.add_row(m, f"{rep.ranks.get(m, 0)} / {rep.full_rank[m]}", f"{rep.energy[m]:.4f}")
     console.print(t)
+    if rep.capped:
+        module, full = next(iter(rep.capped.items()))
+        console.print(f"[yellow]note:[/yellow] --rank {rank} is above the full rank of {len(rep.capped)} of "
+                      f"{len(rep.full_rank)} matrices; they keep their full rank (e.g. {module}: {full})",
+                      soft_wrap=True)
     for note in rep.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     total = rep.total_sq or 1.0
