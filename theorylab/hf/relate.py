@@ -81,6 +81,7 @@ def model_outputs(path: str | Path, inputs: dict[str, Tensor]) -> Tensor:
     from theorylab.core.extras import require
 
     transformers = require("transformers", "relate --probe-inputs")
+    transformers.utils.logging.disable_progress_bar()  # three loading bars would bury relate's own report
     config = transformers.AutoConfig.from_pretrained(str(path))
     arch = (config.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
