@@ -258,6 +258,14 @@ def issue24_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("relate --tolerance -1", ["relate", "a", "b", "--base", "c", "--tolerance", "-1"]),
         ("extract-lora --include (", ["extract-lora", "a", str(tmp / "lo"), "--base", "c", "--include", "("]),
     ]
+    rbase, rsame, ra = tiny_model(tmp / "r24base"), tiny_model(tmp / "r24same"), tiny_model(tmp / "r24a", 0.1, 1)
+    rnan = tiny_model(tmp / "r24nan", 0.1, 2)
+    save_file({"w": torch.full((64, 64), float("nan")), "b": torch.zeros(64)}, str(rnan / "model.safetensors"))
+    cases += [
+        ("relate zero task vector", ["relate", str(rsame), str(ra), "--base", str(rbase)]),
+        ("relate NaN weights", ["relate", str(ra), str(rnan), "--base", str(rbase)]),
+        ("relate NaN base", ["relate", str(ra), str(ra), "--base", str(rnan)]),
+    ]
     for study in study_names():
         cls = get_study(study).config_cls
         for name, info in cls.model_fields.items():
