@@ -178,7 +178,7 @@ def relate_models(tmp_path):
 def test_relate_refuses_a_meaningless_relation(relate_models, a, b, expect):
     tmp_path, p = relate_models
     line = assert_clean(["relate", p[a], p[b], "--base", p["base"]], tmp_path)
-    assert expect in line and "alpha" not in line.split(":")[0]
+    assert expect in line and not any(w in line for w in ("aligned", "irrelevant", "contradictory"))
 
 
 def test_relate_refuses_a_base_with_nan(relate_models):
