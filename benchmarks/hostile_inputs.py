@@ -7,7 +7,8 @@ and merges. Prints the totals the hardening issue asks for:
 A clean error: exit code 2, one line starting `error:`, no traceback, nothing written. Run from the repository
 root: `python benchmarks/hostile_inputs.py [--kills 26] [--merge-kills 8]` (about 10 minutes on 2 cores);
 `PYTHONPATH=. python benchmarks/hostile_inputs.py --issue24` runs only issue 24's classes (clean / internal /
-unclean / accepted / hang; a few minutes).
+unclean / accepted / hang; a few minutes); `--faults N` runs issue 24's fault scenarios N times each (kill -9
+during training of one of two concurrent sweeps, SIGSTOP of a lease owner, a disk that fills mid-sweep).
 """
 from __future__ import annotations
 
@@ -257,6 +258,14 @@ def issue24_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("relate --tolerance -1", ["relate", "a", "b", "--base", "c", "--tolerance", "-1"]),
         ("extract-lora --include (", ["extract-lora", "a", str(tmp / "lo"), "--base", "c", "--include", "("]),
     ]
+    rbase, rsame, ra = tiny_model(tmp / "r24base"), tiny_model(tmp / "r24same"), tiny_model(tmp / "r24a", 0.1, 1)
+    rnan = tiny_model(tmp / "r24nan", 0.1, 2)
+    save_file({"w": torch.full((64, 64), float("nan")), "b": torch.zeros(64)}, str(rnan / "model.safetensors"))
+    cases += [
+        ("relate zero task vector", ["relate", str(rsame), str(ra), "--base", str(rbase)]),
+        ("relate NaN weights", ["relate", str(ra), str(rnan), "--base", str(rbase)]),
+        ("relate NaN base", ["relate", str(ra), str(ra), "--base", str(rnan)]),
+    ]
     for study in study_names():
         cls = get_study(study).config_cls
         for name, info in cls.model_fields.items():
@@ -276,13 +285,60 @@ def issue24_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     return cases
 
 
+def fault_runs(n: int, tmp: Path) -> dict:
+    """Issue 24's fault scenarios (tests/core/fault_kit.py), each n times: kill -9 while one of two concurrent
+    sweeps trains, SIGSTOP of a lease owner, a disk that fills mid-sweep (needs root for the tmpfs)."""
+    from tests.core import fault_kit as kit
+
+    def tally(runs: list[dict]) -> dict:
+        keys = ("lost", "duplicated", "foreign", "without_weights", "leases_left")
+        out = {k: sum(r[k] for r in runs) for k in keys}
+        out["integrity_failures"] = sum(r["integrity"] != "ok" for r in runs)
+        return out
+
+    def fresh(name: str) -> Path:
+        (tmp / name).mkdir()
+        return tmp / name
+
+    kills = [kit.kill_during_training(fresh(f"kill{i}"), seed=i) for i in range(n)]
+    stops = [kit.sigstop_lease_owner(fresh(f"stop{i}")) for i in range(n)]
+    report = {
+        "kill_mid_training": {"kills": len(kills), "landed_in_training": sum(r["landed_in_training"] for r in kills),
+                              "failed_exits": sum(c != 0 for r in kills for c in r["exit_codes"]), **tally(kills)},
+        "sigstop_owner": {"stops": len(stops), "lease_seconds": stops[0]["lease_seconds"] if stops else None,
+                          "took_over_after_s": [r["b_took_over_after_s"] for r in stops],
+                          "failed_exits": sum(c != 0 for r in stops for c in r["exit_codes"]), **tally(stops)},
+    }
+    fulls = []
+    for i in range(n):
+        disk = tmp / f"disk{i}"
+        if os.geteuid() != 0 or not kit.mount_tmpfs(disk, "512k"):
+            break
+        try:
+            fulls.append(kit.disk_full(disk))
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+    report["disk_full"] = {"runs": len(fulls), "clean_one_line_naming_store": sum(
+        r["exit_code"] == 2 and not r["traceback"] and len(r["error_lines"]) == 1 and "full.sqlite" in r["error_lines"][0]
+        for r in fulls), "intact_when_full": sum(r["intact_when_full"] for r in fulls),
+        "cells_kept_when_full": [r["kept_when_full"] for r in fulls],
+        "resumed_ok": sum(r["resume_exit_code"] == 0 for r in fulls), **tally(fulls)} if fulls else "skipped (needs root)"
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=26)
     ap.add_argument("--merge-kills", type=int, default=8)
     ap.add_argument("--no-inputs", action="store_true", help="only the kills")
     ap.add_argument("--issue24", action="store_true", help="only issue 24's classes (clean/internal/unclean/accepted/hang)")
+    ap.add_argument("--faults", type=int, default=0, metavar="N",
+                    help="only issue 24's fault scenarios, each N times (about 35 s per round on 2 cores)")
     a = ap.parse_args()
+    if a.faults:
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps({"faults": fault_runs(a.faults, Path(d))}, indent=1))
+        return
     if a.issue24:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)

@@ -143,3 +143,50 @@ def test_relate_tolerance(extra, tmp_path):
 @pytest.mark.parametrize("extra", [["--include", "("], ["--rank", "1000000000"], ["--energy", "nan"]])
 def test_extract_lora_options_checked_up_front(extra, tmp_path):
     assert extra[0] in assert_clean(["extract-lora", "a", str(tmp_path / "o"), "--base", "c", *extra], tmp_path)
+
+
+def _checkpoint(folder, **tensors):
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    return str(folder)
+
+
+@pytest.fixture
+def relate_models(tmp_path):
+    """A tiny two-layer 'model' (safetensors only: relate's cosines need no config), its base and edits."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    base = {f"h.{i}.w": torch.randn(4, 3, generator=g) for i in range(2)}
+    shifted = lambda d: {k: v + d * torch.randn(v.shape, generator=g) for k, v in base.items()}
+    nan = shifted(0.1)
+    nan["h.1.w"][2, 1] = float("nan")
+    inf = shifted(0.1)
+    inf["h.0.w"][0, 0] = float("inf")
+    paths = {name: _checkpoint(tmp_path / name, **sd) for name, sd in
+             (("base", base), ("same", {k: v.clone() for k, v in base.items()}), ("a", shifted(0.1)),
+              ("nan", nan), ("inf", inf))}
+    return tmp_path, paths
+
+
+@pytest.mark.parametrize("a, b, expect", [
+    ("same", "a", "MODEL_A - BASE is zero"), ("a", "same", "MODEL_B - BASE is zero"),
+    ("nan", "a", "MODEL_A: tensor 'h.1.w' has NaN or infinite"), ("a", "inf", "MODEL_B: tensor 'h.0.w' has NaN"),
+], ids=["A equals base", "B equals base", "NaN in A", "inf in B"])
+def test_relate_refuses_a_meaningless_relation(relate_models, a, b, expect):
+    tmp_path, p = relate_models
+    line = assert_clean(["relate", p[a], p[b], "--base", p["base"]], tmp_path)
+    assert expect in line and not any(w in line for w in ("aligned", "irrelevant", "contradictory"))
+
+
+def test_relate_refuses_a_base_with_nan(relate_models):
+    tmp_path, p = relate_models
+    assert "BASE: tensor 'h.1.w'" in assert_clean(["relate", p["a"], p["a"], "--base", p["nan"]], tmp_path)
+
+
+def test_relate_still_relates_a_real_pair(relate_models):
+    _, p = relate_models
+    r = runner.invoke(app, ["relate", p["a"], p["a"], "--base", p["base"]])
+    assert r.exit_code == 0 and "aligned (alpha = +1.000)" in r.output, r.output

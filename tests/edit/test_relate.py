@@ -57,3 +57,10 @@ def test_coefficient_grids_and_region8():
         expect = 0.8 * l1 - 0.6 * l2 >= 1.2 and 0.64 * l1 + 0.36 * l2 >= 1.2 and max(abs(l1), abs(l2)) * 0.1 <= 0.2
         assert ok == expect, (l1, l2)
     assert inside.any() and not inside.all()
+
+
+@pytest.mark.parametrize("b, match", [(torch.zeros(2), "second task vector is zero"),
+                                      (torch.tensor([float("nan"), 1.0]), "second task vector has NaN")])
+def test_cosines_refuse_a_zero_or_non_finite_task_vector(b, match):
+    with pytest.raises(ValueError, match=match):
+        task_vector_cosines({"layers.0.w": torch.tensor([1.0, 2.0])}, {"layers.0.w": b})

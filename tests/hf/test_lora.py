@@ -300,3 +300,30 @@ def test_adapter_tensor_outside_modules_to_save_is_refused(family, tmp_path):
                                         "models": [{"model": f"{paths['base']}+{bad}"}]}))
     res = runner.invoke(_app(), ["merge", str(cfg_file), str(tmp_path / "m"), "--no-progress"])
     assert res.exit_code == 2 and "modules_to_save" in res.output and not (tmp_path / "m").exists()
+
+
+def test_extract_lora_refuses_a_rank_no_matrix_has_before_reading_a_tensor(family, tmp_path, monkeypatch):
+    from theorylab.hf import lora_extract
+
+    def no_reads(*_):
+        raise AssertionError("a tensor was read before the rank was checked")
+
+    monkeypatch.setattr(lora_extract._TaskVector, "read", no_reads)
+    paths = family("llama")  # hidden 32: q/o 32 x 32, k/v 16 x 32, mlp 48 x 32 -> the largest allowed rank is 32
+    res = runner.invoke(_app(), ["extract-lora", str(paths["ft0"]), str(tmp_path / "a"), "--base", str(paths["base"]),
+                                 "--rank", "33"])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "--rank 33" in lines[0] and "the largest rank they allow is 32" in lines[0]
+    assert not (tmp_path / "a").exists()
+
+
+def test_extract_lora_caps_the_rank_per_matrix_and_says_so(family, tmp_path):
+    paths = family("llama")
+    res = runner.invoke(_app(), ["extract-lora", str(paths["ft0"]), str(tmp_path / "a"), "--base", str(paths["base"]),
+                                 "--rank", "20"])
+    assert res.exit_code == 0, res.output
+    note = next(l for l in res.output.splitlines() if "--rank 20 is above" in l)
+    assert "4 of 14 matrices" in note and "16" in note  # k_proj and v_proj of both layers are 16 x 32
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert cfg["r"] == 20 and all(r == 16 for r in cfg["rank_pattern"].values()) and len(cfg["rank_pattern"]) == 4

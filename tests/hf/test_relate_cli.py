@@ -50,3 +50,21 @@ def test_relate_cli_with_probe_inputs(related, tmp_path):
     assert "contradictory" in text and "negate" in text
     bad = CliRunner().invoke(app, ["relate", str(related["A"]), str(tmp_path / "nope"), "--base", str(related["base"])])
     assert bad.exit_code == 2 and "does not exist" in " ".join(bad.output.split())
+
+
+def test_relate_refuses_probe_inputs_the_fine_tune_does_not_change(family, tmp_path):
+    """A fine-tune that changed only an embedding row no probe input uses: the weights differ, the outputs on the
+    probes are the base's exactly, so a centred alpha-hat would be 0/0 (reported as 'irrelevant' before)."""
+    paths = family("bert")
+    base = load_state_dict(paths["base"])
+    edited = {k: v.clone() for k, v in base.items()}
+    edited["embeddings.word_embeddings.weight"][95] += 1.0
+    a = save_state_dict(edited, tmp_path / "a", support_from=paths["base"])
+    probes = tmp_path / "probes.pt"
+    torch.save({"input_ids": torch.randint(0, 90, (4, 6))}, probes)
+    app = typer.Typer()
+    register(app)
+    res = CliRunner().invoke(app, ["relate", str(a), str(paths["ft0"]), "--base", str(paths["base"]),
+                                   "--probe-inputs", str(probes)])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and "MODEL_A: outputs on the probe inputs equal BASE's" in lines[0], res.output

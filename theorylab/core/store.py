@@ -221,6 +221,10 @@ class Store:
         """Writes cells (and their weights) in one transaction; existing rows are left alone, so a
         cell written twice (a resumed or a concurrent sweep) is stored once. Returns new cells."""
         now = time.time()
+        # serialized before the write lock is taken: a sweep stopped (SIGSTOP) or slowed while it holds the
+        # lock blocks every other sweep on the store, so the locked part is kept to the inserts
+        blobs = {c.config_hash: st_save({k: v.detach().cpu().contiguous() for k, v in c.params.items()})
+                 for c in cells if c.params is not None}
         with self._con() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -232,13 +236,13 @@ class Store:
                          json.dumps(c.curves), c.status, c.seconds, c.device, now),
                     )
                     written += cur.rowcount
-                    if c.params is not None:  # also fills in weights of a cell first stored without them
-                        blob = st_save({k: v.detach().cpu().contiguous() for k, v in c.params.items()})
-                        con.execute("INSERT OR IGNORE INTO params VALUES (?,?)", (c.config_hash, blob))
+                    if c.config_hash in blobs:  # also fills in weights of a cell first stored without them
+                        con.execute("INSERT OR IGNORE INTO params VALUES (?,?)", (c.config_hash, blobs[c.config_hash]))
                     con.execute("DELETE FROM leases WHERE config_hash = ?", (c.config_hash,))
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:  # SQLite itself rolls back on some errors (a full disk): keep that error
+                    con.execute("ROLLBACK")
                 raise
         return written
 
@@ -262,7 +266,8 @@ class Store:
                         taken.add(h)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:  # SQLite itself rolls back on some errors (a full disk): keep that error
+                    con.execute("ROLLBACK")
                 raise
         return taken
 

@@ -116,24 +116,24 @@ def sweep(study: Study, cfgs: Sequence[StudyConfig], store: Store, backend=None,
         progress.start(len(unique), len(done), sum(model_steps(study, c) for c in todo))
         bars = progress
     trained = written = steps = 0
-    with store.leasing():
-        while chunks:
-            for chunk, res in backend.map(study, _leased(chunks, store, with_params), bars):
-                try:
+    try:
+        with store.leasing():
+            while chunks:
+                for chunk, res in backend.map(study, _leased(chunks, store, with_params), bars):
                     written += store.put_cells(result_cells(study, chunk, res, backend.device, keep_params))
-                except StoreError as e:
-                    raise StoreError(f"{e}; the sweep stopped, the {written:,} cells it wrote before are kept") from None
-                trained += len(chunk)
-                n_steps = sum(model_steps(study, c) for c in chunk)
-                steps += n_steps
-                if progress is not None:
-                    progress.chunk_done(len(chunk), n_steps)
-            # cells left to a concurrent sweep: wait for its rows, or take them over when its lease expires
-            stored = store.done([c.hash for c in todo], with_params)
-            rest = [c for c in todo if c.hash not in stored]
-            if rest and not store.lease([c.hash for c in rest], with_params):
-                time.sleep(POLL_SECONDS)
-            chunks = plan_chunks(study, rest, backend.budget(), max_models, backend.workers) if rest else []
+                    trained += len(chunk)
+                    n_steps = sum(model_steps(study, c) for c in chunk)
+                    steps += n_steps
+                    if progress is not None:
+                        progress.chunk_done(len(chunk), n_steps)
+                # cells left to a concurrent sweep: wait for its rows, or take them over when its lease expires
+                stored = store.done([c.hash for c in todo], with_params)
+                rest = [c for c in todo if c.hash not in stored]
+                if rest and not store.lease([c.hash for c in rest], with_params):
+                    time.sleep(POLL_SECONDS)
+                chunks = plan_chunks(study, rest, backend.budget(), max_models, backend.workers) if rest else []
+    except StoreError as e:  # a full disk, a store deleted or corrupted mid-sweep (writing or leasing): say what is kept
+        raise StoreError(f"{e}; the sweep stopped, the {written:,} cells it wrote before are kept") from None
     return SweepSummary(len(unique), len(done), trained, written, len(chunks_planned), steps, time.perf_counter() - t0)
 
 

@@ -11,6 +11,7 @@ The theorems are about a one-layer model; on real checkpoints this is guidance f
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -33,7 +34,17 @@ class CosineAccumulator:
         for store, v in ((self.dot, a @ b), (self.aa, a @ a), (self.bb, b @ b)):
             store[group] = store.get(group, 0.0) + float(v)
 
-    def cosines(self) -> dict[str, float]:
+    def cosines(self, names: tuple[str, str] = ("the first task vector", "the second task vector")) -> dict[str, float]:
+        """Raises ValueError when a cosine would be meaningless: a task vector that is zero everywhere
+        (the fine-tune equals the base) or sums that are not finite (NaN/inf weights)."""
+        for name, sq in zip(names, (self.aa, self.bb)):
+            total = sum(sq.values())
+            if not math.isfinite(total):
+                raise ValueError(f"{name} has NaN or infinite entries: no cosine can be computed")
+            if total == 0.0:
+                raise ValueError(f"{name} is zero (the fine-tuned model equals the base): there is no task to relate")
+        if not all(math.isfinite(v) for v in self.dot.values()):
+            raise ValueError("the task vectors' inner product overflows: no cosine can be computed")
         order = sorted(self.dot, key=group_order)
         out = {g: self.dot[g] / max((self.aa[g] * self.bb[g]) ** 0.5, 1e-300) for g in order}
         tot = (sum(self.aa.values()) * sum(self.bb.values())) ** 0.5

@@ -196,6 +196,11 @@ def extract_lora(finetuned: Annotated[Path, typer.Argument(help="fine-tuned mode
     for m in rep.energy:
         t.add_row(m, f"{rep.ranks.get(m, 0)} / {rep.full_rank[m]}", f"{rep.energy[m]:.4f}")
     console.print(t)
+    if rep.capped:
+        module, full = next(iter(rep.capped.items()))
+        console.print(f"[yellow]note:[/yellow] --rank {rank} is above the full rank of {len(rep.capped)} of "
+                      f"{len(rep.full_rank)} matrices; they keep their full rank (e.g. {module}: {full})",
+                      soft_wrap=True)
     for note in rep.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     total = rep.total_sq or 1.0

@@ -91,6 +91,7 @@ class ExtractReport:
     ranks: dict[str, int] = field(default_factory=dict)  # module -> kept rank
     energy: dict[str, float] = field(default_factory=dict)  # module -> kept fraction of ||tau||^2
     full_rank: dict[str, int] = field(default_factory=dict)
+    capped: dict[str, int] = field(default_factory=dict)  # module -> its full rank, where --rank asked for more
     saved_whole: dict[str, float] = field(default_factory=dict)  # tensor -> ||tau||^2, carried exactly
     lora_bias: dict[str, float] = field(default_factory=dict)  # bias -> ||tau||^2, carried exactly
     not_carried: dict[str, float] = field(default_factory=dict)  # tensor -> ||tau||^2 left out
@@ -130,6 +131,19 @@ def _check_args(rank, energy, sv_epsilon) -> None:
             raise ValueError("--energy must be in (0, 1], got 0")
     if not (math.isfinite(sv_epsilon) and sv_epsilon >= 0):
         raise ValueError(f"--sv-epsilon must be a finite number >= 0, got {sv_epsilon}")
+
+
+def _check_rank(rank: int, shapes: dict[str, tuple[int, ...]]) -> None:
+    """--rank is a per-matrix maximum, as mergekit-extract-lora's --max-rank: a matrix whose smaller side is
+    below it keeps its full rank (reported as capped). A rank above every adapted matrix's smaller side asks
+    for nothing any matrix can give, and would make the adapter larger than the task vector itself: refused."""
+    if not shapes:
+        return
+    module, shape = max(shapes.items(), key=lambda kv: min(kv[1]))
+    largest = min(shape)
+    if rank > largest:
+        raise ValueError(f"--rank {rank} exceeds the full rank of every adapted matrix; the largest rank they allow "
+                         f"is {largest} ({module}: {' x '.join(map(str, shape))})")
 
 
 def _factors(tau: Tensor, rank, energy, sv_epsilon) -> tuple[Tensor, Tensor, Tensor]:
@@ -173,18 +187,27 @@ def extract_lora(finetuned: str | Path, base: str | Path, out_dir: str | Path, *
     biases: dict[str, Tensor] = {}  # bias name -> delta of an adapted module
     with CheckpointReader(base) as b, CheckpointReader(finetuned) as f:
         taus = _TaskVector(b, f, finetuned)
+
+        def plan(mod: ModuleInfo) -> tuple[list[str], bool, bool, bool]:
+            """(its floating tensors, saved whole on request, selected by include/exclude, factored as LoRA)"""
+            names = [f"{mod.name}.{p}" for p in mod.params if taus.floating(f"{mod.name}.{p}")]
+            asked = mod.name in save_modules or mod.name.rsplit(".", 1)[-1] in save_modules
+            selected = (not includes or any(re.search(p, mod.name) for p in includes)) and \
+                not any(re.search(p, mod.name) for p in excludes)
+            as_lora = mod.kind != "other" and f"{mod.name}.weight" in names and (embeddings or not mod.embedding)
+            return names, asked, selected, as_lora
+
+        if rank is not None:  # from the headers alone, before any tensor is read
+            factored = [m.name for m in arch.modules if (p := plan(m))[3] and p[2] and not p[1]]
+            _check_rank(rank, {m: b.info(f"{m}.weight").shape for m in factored})
         owned = set()
         for mod in arch.modules:
-            names = [f"{mod.name}.{p}" for p in mod.params if taus.floating(f"{mod.name}.{p}")]
+            names, asked, selected, as_lora = plan(mod)
             owned.update(names)
             if not names:
                 continue
             sqs = {n: taus.sq(n) for n in names}
-            asked = mod.name in save_modules or mod.name.rsplit(".", 1)[-1] in save_modules
-            selected = (not includes or any(re.search(p, mod.name) for p in includes)) and \
-                not any(re.search(p, mod.name) for p in excludes)
             weight = f"{mod.name}.weight"
-            as_lora = mod.kind != "other" and weight in names and (embeddings or not mod.embedding)
             if asked:
                 whole += names
                 report.saved_whole |= sqs
@@ -201,6 +224,8 @@ def extract_lora(finetuned: str | Path, base: str | Path, out_dir: str | Path, *
                 total = float(s.double().pow(2).sum())
                 r = a.shape[0]
                 report.full_rank[mod.name], report.sq[mod.name] = s.numel(), sqs[weight]
+                if rank is not None and rank > s.numel():
+                    report.capped[mod.name] = s.numel()
                 report.energy[mod.name] = float(s[:r].double().pow(2).sum()) / total if total > 0 else 1.0
                 if r == 0:
                     report.notes.append(f"{mod.name}: " + ("zero task vector" if total == 0 else

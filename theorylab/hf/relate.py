@@ -38,10 +38,12 @@ def task_vector_cosines_streaming(model_a, model_b, base, layer_pattern: str = D
                 if name not in r or r.info(name).shape != info.shape:
                     raise ValueError(f"{label}: tensor {name!r} is missing or has a different shape than in BASE")
             for a, b in info.row_blocks(chunk_elems):
-                base_rows = rb.read_rows(name, a, b).double()
-                acc.add(group_name(name, layer_pattern), ra.read_rows(name, a, b).double() - base_rows,
-                        rB.read_rows(name, a, b).double() - base_rows)
-    return acc.cosines()
+                rows = {label: r.read_rows(name, a, b).double() for r, label in ((rb, "BASE"), (ra, "MODEL_A"), (rB, "MODEL_B"))}
+                for label, block in rows.items():
+                    if not torch.isfinite(block).all():
+                        raise ValueError(f"{label}: tensor {name!r} has NaN or infinite weights; no relation can be estimated")
+                acc.add(group_name(name, layer_pattern), rows["MODEL_A"] - rows["BASE"], rows["MODEL_B"] - rows["BASE"])
+    return acc.cosines(("MODEL_A - BASE", "MODEL_B - BASE"))
 
 
 def load_probe_inputs(path: str | Path, tokenizer_from: str | Path, max_length: int = 128) -> dict[str, Tensor]:
@@ -79,6 +81,7 @@ def model_outputs(path: str | Path, inputs: dict[str, Tensor]) -> Tensor:
     from theorylab.core.extras import require
 
     transformers = require("transformers", "relate --probe-inputs")
+    transformers.utils.logging.disable_progress_bar()  # three loading bars would bury relate's own report
     config = transformers.AutoConfig.from_pretrained(str(path))
     arch = (config.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
@@ -98,6 +101,13 @@ def relate_checkpoints(model_a, model_b, base, probe_inputs=None, *, layer_patte
     if probe_inputs is not None:
         inputs = load_probe_inputs(probe_inputs, base)
         fa, fb, f0 = (model_outputs(p, inputs) for p in (model_a, model_b, base))
+        for label, f in (("MODEL_A", fa), ("MODEL_B", fb), ("BASE", f0)):
+            if not torch.isfinite(f).all():
+                raise ValueError(f"{label}: outputs on the probe inputs are NaN or infinite; no alpha-hat can be estimated")
+        for label, f in (("MODEL_A", fa), ("MODEL_B", fb)):
+            if torch.equal(f, f0):
+                raise ValueError(f"{label}: outputs on the probe inputs equal BASE's, so the centred alpha-hat is undefined; "
+                                 "use probe inputs the fine-tune changes")
         raw, centred = output_similarity(fa, fb), output_similarity(fa, fb, f0)
     alpha = centred if centred is not None else cos["overall"]
     return RelateReport(cos, raw, centred, recommend(max(-1.0, min(1.0, alpha)), tolerance, beta))
