@@ -102,8 +102,9 @@ def merge(config: Annotated[Path, typer.Argument(help="mergekit-style YAML confi
           overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
           max_shard_size: Annotated[str, typer.Option(help="largest output shard, e.g. 2GB")] = "2GB",
           progress: Annotated[bool, typer.Option(help="show a progress bar over tensors")] = True) -> None:
-    """Merge checkpoints per a mergekit-style YAML (mergekit's task-vector family: linear, task_arithmetic, ties,
-    dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock)."""
+    """Merge checkpoints per a mergekit-style YAML: the task-vector family (linear, task_arithmetic, ties, dare_*,
+    breadcrumbs*, della*, sce, model_stock), slerp, nuslerp, multislerp, karcher, nearswap, arcee_fusion and
+    passthrough with slices; tokenizer_source / tokenizer as mergekit."""
     from .merge import merge_checkpoints
 
     console = Console()
