@@ -100,9 +100,9 @@ class ModelParameters(_Frozen):
         return [k for k in PER_MODEL_NAMES if getattr(self, k) is not None]
 
 
-class ModelEntry(_Frozen):
+class _ModelReference(_Frozen):
+    """A ``model`` string as mergekit writes it: a folder, or ``folder+lora_adapter``."""
     model: str
-    parameters: ModelParameters = ModelParameters()
 
     @property
     def path(self) -> str:
@@ -113,6 +113,10 @@ class ModelEntry(_Frozen):
         """mergekit's ``model+lora`` reference: the model with a PEFT LoRA adapter applied."""
         parts = self.model.split("+", 1)
         return parts[1] if len(parts) == 2 else None
+
+
+class ModelEntry(_ModelReference):
+    parameters: ModelParameters = ModelParameters()
 
 
 class LwptvParameters(_Frozen):
@@ -181,8 +185,7 @@ class TokenizerSettings(_Frozen):
     pad_to_multiple_of: int | None = Field(None, ge=1)
 
 
-class SliceSource(_Frozen):
-    model: str
+class SliceSource(_ModelReference):
     layer_range: tuple[int, int]
     parameters: ModelParameters = ModelParameters()
 
@@ -192,15 +195,6 @@ class SliceSource(_Frozen):
         if not 0 <= a < b:
             raise ValueError(f"layer_range must be [start, stop] with 0 <= start < stop, got [{a}, {b}]")
         return self
-
-    @property
-    def path(self) -> str:
-        return self.model.split("+", 1)[0]
-
-    @property
-    def lora(self) -> str | None:
-        parts = self.model.split("+", 1)
-        return parts[1] if len(parts) == 2 else None
 
 
 class SliceEntry(_Frozen):

@@ -81,6 +81,14 @@ class MergeReport:
                 "ICLR 2025); `theorylab relate` adds the output-space estimate and a lambda range.")
 
 
+def write_config_and_card(folder: Path, config: MergeConfig, config_text: str | None, report: MergeReport) -> None:
+    """Beside the merged weights: the config as given (mergekit's copy) and the model card."""
+    if config_text is None:
+        config_text = yaml.safe_dump(config.model_dump(by_alias=True, exclude_defaults=True), sort_keys=False)
+    (folder / CONFIG_COPY).write_text(config_text)
+    (folder / "README.md").write_text(model_card(config, config_text, report))
+
+
 def model_card(config: MergeConfig, config_text: str, report: MergeReport) -> str:
     """README.md for the merged model: method, inputs, task relations, notes and the config as given."""
     method = get_merge_method(config.merge_method)
@@ -317,10 +325,7 @@ def merge_checkpoints(config: MergeConfig | str | Path, out_dir: str | Path, *, 
                 save_tokenizer(vocab, tmp)
             if "density" in ignored:
                 notes.append(f"density is ignored by {config.merge_method} (no sparsification), as in mergekit")
-            if config_text is None:
-                config_text = yaml.safe_dump(config.model_dump(by_alias=True, exclude_defaults=True), sort_keys=False)
-            (tmp / CONFIG_COPY).write_text(config_text)
-            (tmp / "README.md").write_text(model_card(config, config_text, report))
+            write_config_and_card(tmp, config, config_text, report)
         return report
     finally:
         for r in readers:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 
 from ..edit.geometric import KernelInputs
@@ -230,7 +229,7 @@ def _write_layer_count(folder: Path, n_layers: int) -> None:
 def merge_whole_tensors(config: MergeConfig, out_dir, *, config_dir: Path | None, config_text: str | None,
                         max_shard_bytes: int, overwrite: bool, progress: bool, console: Console,
                         layer_pattern: str = DEFAULT_LAYER_PATTERN):
-    from .merge import CONFIG_COPY, MergeReport, _progress, model_card
+    from .merge import MergeReport, _progress, write_config_and_card
 
     method = get_merge_method(config.merge_method)
     kernel = method.kernel
@@ -320,10 +319,7 @@ def merge_whole_tensors(config: MergeConfig, out_dir, *, config_dir: Path | None
             if config.slices is not None:
                 _write_layer_count(tmp, n_out_layers)
                 notes.append(f"layer slices: the output has {n_out_layers} layers")
-            if config_text is None:
-                config_text = yaml.safe_dump(config.model_dump(by_alias=True, exclude_defaults=True), sort_keys=False)
-            (tmp / CONFIG_COPY).write_text(config_text)
-            (tmp / "README.md").write_text(model_card(config, config_text, report))
+            write_config_and_card(tmp, config, config_text, report)
         return report
     finally:
         readers.close()
