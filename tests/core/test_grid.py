@@ -1,9 +1,11 @@
 """Grid parsing and expansion, grouping, chunk planning, and clear errors for bad grids."""
 import pytest
+
 from typer.testing import CliRunner
 
 from theorylab.cli import app
 from theorylab.core.config import ConfigError
+from theorylab.core.memory import footprint
 from theorylab.core.grid import expand_grid, grid_size, parse_grid, parse_grid_item
 from theorylab.core.study import get_study
 from theorylab.core.sweep import group_cells, plan_chunks
@@ -104,5 +106,5 @@ def test_a_100000_cell_sweep_is_planned_in_chunks_that_fit_the_budget():
     budget = 256 * 1024**2
     chunks = plan_chunks(icl, cells, budget=budget)
     assert sum(len(ch) for ch in chunks) == 100_000 and len({c.hash for ch in chunks for c in ch}) == 100_000
-    assert all(len(ch) * icl.bytes_per_model(ch[0]) <= budget for ch in chunks)
+    assert all(footprint(icl, ch[0]).bytes_for(len(ch)) <= budget for ch in chunks)
     assert any(len({c.alpha for c in ch}) > 1 for ch in chunks)  # alpha is an [E] scalar: mixed within a chunk

@@ -140,7 +140,8 @@ def register(app: typer.Typer) -> None:
             cfg = s.config("quick", **s.bench_config)
             if models * steps > MAX_MODEL_STEPS:
                 raise ConfigError(f"bench refused: {models:,} models x {steps:,} steps > {MAX_MODEL_STEPS:,} model-steps")
-            need, budget = models * (s.bytes_per_model(cfg) if s.bytes_per_model else 0), memory_budget(dev)
+            from theorylab.core.memory import footprint
+            need, budget = footprint(s, cfg).bytes_for(models), memory_budget(dev)
             if need > budget:
                 raise ConfigError(f"bench refused: {models:,} models need about {need / 2**30:.1f} GiB, more than the "
                                   f"{budget / 2**30:.1f} GiB budget of {dev}; lower --models")

@@ -1,8 +1,8 @@
 """What a sweep or a claim run will cost, estimated before anything trains, and the guard that refuses work
 above a limit unless the user says yes.
 
-cells and model-steps are exact counts; memory is the study's own per-model estimate (`bytes_per_model`) times
-the largest ensemble chunk the planner will form; wall time is estimated from the rate of this study's cells
+cells and model-steps are exact counts; memory is measured by a dry run of each group (core.memory: what one
+more model adds, plus what the group shares) at the largest ensemble chunk the planner will form; wall time is estimated from the rate of this study's cells
 already in the store (none stored: unknown, and the model-step limit guards alone).
 """
 from __future__ import annotations
@@ -76,9 +76,10 @@ def estimate(study: Study, samples: list[StudyConfig], cells: int, budget: int, 
 
     scale = cells / max(1, len(samples))
     steps = int(sum(model_steps(study, c) for c in samples) * scale)
-    per = max((study.bytes_per_model(c) if study.bytes_per_model else 1 << 20) for c in samples)
-    chunk = max(min(chunk_size(study, c, budget), cells) * (study.bytes_per_model(c) if study.bytes_per_model else 1 << 20)
-                for c in samples)
+    from theorylab.core.memory import footprint
+
+    per = max(study.bytes_per_model(c) for c in samples)
+    chunk = max(footprint(study, c).bytes_for(min(chunk_size(study, c, budget), cells)) for c in samples)
     tokens = int(sum(study.eval_tokens(c) for c in samples) * scale) if study.eval_tokens else 0
     rate = stored_rate(study, store, device) if store is not None else None
     return Cost(cells, steps, per, chunk, budget, steps / rate if rate else None, tokens, what)

@@ -41,11 +41,16 @@ class Study:
     title: str
     paper: str
     config_cls: type[StudyConfig]
-    train_group: TrainGroup
     sizes: dict[str, dict[str, Any]]  # size name -> field overrides over the config defaults
+    # the protocol (core.protocol): training(cfgs, rng, device) -> Training; core builds train_group from it
+    training: Callable | None = None
+    # a study whose training is not one loss minimised by one loop (dqn's outer iterations) gives its own
+    train_group: TrainGroup | None = None
     claims: list = field(default_factory=list)  # list[core.claims.Claim]
     plots: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)  # figure name -> fn(data, path)
-    bytes_per_model: Callable[[StudyConfig], int] | None = None  # memory estimate for auto-chunking
+    # overrides that make a run short for the dry run that measures memory (core.memory); fields a config lacks
+    # are skipped
+    dry_run: dict[str, Any] = field(default_factory=lambda: {"steps": 1})
     eval_tokens: Callable[[StudyConfig], int] | None = None  # test tokens one evaluation reads (cost guard)
     model_steps: Callable[[StudyConfig], int] | None = None  # optimizer steps one cell takes (default: cfg.steps)
     tiny: dict[str, Any] = field(default_factory=dict)  # overrides that train in about a second (conformance tests)
@@ -62,6 +67,18 @@ class Study:
     # raises core.extras.MissingExtra when the config needs an optional dependency that is not installed; the CLI
     # calls it before anything trains
     needs: Callable[[StudyConfig], None] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.training is None) == (self.train_group is None):
+            raise TypeError(f"study {self.name!r}: give exactly one of training= (the protocol) or train_group=")
+        if self.training is not None:
+            from theorylab.core.protocol import trainer
+            self.train_group = trainer(self.name, self.training)
+
+    def bytes_per_model(self, cfg: StudyConfig) -> int:
+        """Memory one model of cfg's group needs, measured by a dry run (core.memory)."""
+        from theorylab.core.memory import bytes_per_model
+        return bytes_per_model(self, cfg)
 
     def config(self, size: str = "quick", **overrides: Any) -> StudyConfig:
         if size not in self.sizes:

@@ -37,8 +37,10 @@ def group_cells(cfgs: Sequence[StudyConfig]) -> list[list[StudyConfig]]:
 
 def chunk_size(study: Study, cfg: StudyConfig, budget: int, max_models: int | None = None) -> int:
     """Models of `cfg`'s group that fit in `budget` bytes at once (at least 1)."""
-    per_model = study.bytes_per_model(cfg) if study.bytes_per_model else 1 << 20
-    fit = max(1, budget // max(1, per_model))
+    from theorylab.core.memory import footprint
+
+    fp = footprint(study, cfg)
+    fit = max(1, (budget - fp.shared) // fp.per_model)
     return int(min(fit, max_models or fit))
 
 

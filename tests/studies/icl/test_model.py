@@ -7,7 +7,9 @@ from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_
 from theorylab.core.ensemble import rng_for
 from theorylab.studies.icl.evaluate import pruning_mask
 from theorylab.studies.icl.model import forward, forward_reference, init_params
-from theorylab.studies.icl.train import train_group
+from theorylab.core.study import get_study
+
+train_group = get_study("icl").train_group
 
 dev = torch.device("cpu")
 

@@ -33,11 +33,6 @@ from theorylab.studies.activation_prompt.model import (act_shape, forward, globa
 HEADS = ["thead.w", "thead.b"]
 
 
-def bytes_per_model(cfg: APConfig) -> int:
-    per_image = (cfg.channels * 64 * 6 * (cfg.depth + 1)) if cfg.arch == "cnn" else \
-        (1 + (8 // cfg.patch) ** 2) * cfg.width * 12 * cfg.depth
-    return 4 * (cfg.B * per_image * 3 + 1000 * 64 * 4) + (1 << 20)
-
 
 def middle_block(cfg: APConfig) -> int:
     return cfg.depth // 2

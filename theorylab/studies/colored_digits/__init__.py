@@ -8,14 +8,14 @@ def study() -> Study:
     from theorylab.studies.colored_digits.config import FULL, QUICK, TINY, ColoredDigitsConfig
     from theorylab.studies.colored_digits.plots import PLOTS
     from theorylab.studies.colored_digits.reference import check_forward
-    from theorylab.studies.colored_digits.train import bytes_per_model, train_group
+    from theorylab.studies.colored_digits.train import train_group
 
     return Study(
         name="colored_digits",
         title="When is Task Vector Provably Effective for Model Editing? (colored digits, small ViT; seed Figs. 23-24)",
         paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
         config_cls=ColoredDigitsConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, tiny=TINY, forward_check=check_forward,
+        claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         variations={"patch": (4,), "width": (16,), "heads": (1, 4), "depth": (1,), "mlp": (8,), "noise": (0.0,),
                     "pretrain_task": ("rotation",), "ood_p_target": (0.45,), "lam_lo": (-1.0,), "lam_hi": (2.0,),
                     "p_irrelevant": (0.6,)},

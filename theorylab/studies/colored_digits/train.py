@@ -27,13 +27,6 @@ from theorylab.shared.colored_digits import load_split
 from theorylab.studies.colored_digits.model import body_keys, init_params, logits, pre_logits, shapes
 
 
-def bytes_per_model(cfg: ColoredDigitsConfig) -> int:
-    """Rough peak training memory of one cell (all its tasks): activations, weights, AdamW state."""
-    n_tok = (8 // cfg.patch) ** 2
-    act = cfg.B * n_tok * (8 * cfg.width + 2 * cfg.mlp + 2 * n_tok * cfg.heads) * 4 * cfg.depth
-    weights = sum(torch.Size(s).numel() for s in shapes(cfg).values()) * 4
-    return len(cfg.task_ps) * (6 * act + 5 * weights) + 6 * act
-
 
 def task_key(p: float) -> str:
     return f"ft/{p:g}/"

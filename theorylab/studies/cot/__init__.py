@@ -8,14 +8,14 @@ def study() -> Study:
     from theorylab.studies.cot.config import FULL, QUICK, CoTConfig
     from theorylab.studies.cot.model import check_forward
     from theorylab.studies.cot.plots import PLOTS
-    from theorylab.studies.cot.train import bytes_per_model, train_group
+    from theorylab.studies.cot.train import train_group
 
     return Study(
         name="cot",
         title="Training Nonlinear Transformers for Chain-of-Thought Inference: A Theoretical Generalization Analysis",
         paper="Li, Lu, Chen, Cui, Wang. ICLR 2025 (arXiv 2410.02167)",
         config_cls=CoTConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model,
+        claims=CLAIMS, plots=PLOTS,
         tiny={"steps": 30, "B": 32, "n_test": 50, "l_ts": 10, "l_ts_step": 5, "curve_points": 4},
         forward_check=check_forward,
         variations={"M": (4, 6), "K": (1, 2, 4), "d_X": (20, 24), "alpha": (0.3, 1.0), "l_tr": (2, 5),

@@ -19,11 +19,6 @@ PROBE_PROMPTS = 128  # test prompts (l = l_tr examples) on which the attention c
 CATEGORY_KEYS = ("attn_ss", "attn_sd", "attn_ds", "attn_dd")  # the CATEGORIES, in order
 
 
-def bytes_per_model(cfg: CoTConfig) -> int:
-    """Rough peak memory of one model in training (prompts, activations, grads), for auto-chunking."""
-    cols = cfg.l_tr * cfg.K + cfg.K
-    return 10 * cfg.B * cols * 2 * cfg.d_X * 4 + 8 * (2 * cfg.d_X) ** 2 * 4
-
 
 def train_loss_fn(cfgs: Sequence[CoTConfig], device):
     """loss_fn(params, step) of section 2.3 on fresh training prompts (shared with the bench)."""

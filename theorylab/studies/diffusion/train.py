@@ -18,10 +18,6 @@ from theorylab.studies.diffusion.data import bayes, risk, sample
 from theorylab.studies.diffusion.model import forward, init_params, trainable
 
 
-def bytes_per_model(cfg) -> int:
-    G = len(cfg.t_grid)
-    return 4 * G * cfg.B * cfg.N * (12 * cfg.d + 4 * cfg.N)
-
 
 def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult:
     B = shared_value(cfgs, "B")

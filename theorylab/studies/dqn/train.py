@@ -30,9 +30,6 @@ from theorylab.studies.dqn.model import TRAINABLE, init_params, q_table, q_value
 FIT_LR = 0.01
 
 
-def bytes_per_model(cfg: DQNConfig) -> int:
-    return 4 * (6 * cfg.buffer + 20 * cfg.B * (cfg.d + cfg.m + cfg.A) + 8 * (cfg.d * cfg.m + cfg.m * cfg.A)) + (1 << 16)
-
 
 def model_steps(cfg: DQNConfig) -> int:
     return cfg.T * cfg.steps

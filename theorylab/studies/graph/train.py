@@ -23,10 +23,6 @@ from theorylab.studies.graph.model import forward, init_params, trainable
 EVAL_NODES = 512  # nodes per evaluation chunk (bounds the [E, n, L, L] attention map)
 
 
-def bytes_per_model(cfg: GraphConfig) -> int:
-    n = min(cfg.N, EVAL_NODES)
-    return 4 * (6 * n * cfg.L * (cfg.L + 3 * cfg.d + cfg.m) + 3 * cfg.N * cfg.N)
-
 
 def evaluate(params: dict[str, torch.Tensor], g: GraphBatch, variant: str) -> dict[str, torch.Tensor]:
     """Over every node (chunked): test and train error [E], and for attention variants the query's attention

@@ -21,9 +21,6 @@ from theorylab.studies.group_imbalance.model import cross_entropy, forward, init
 CONV_FRACTION = 0.01
 
 
-def bytes_per_model(cfg) -> int:
-    return 4 * (cfg.N + 2 * cfg.n_test) * (cfg.d + 1) * (cfg.K + 4) * 4
-
 
 def group_metrics(H: torch.Tensor, test, p_star: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Per group (0 majority, 1 minority) and on average: accuracy against the test labels and, with a teacher,

@@ -9,14 +9,14 @@ def study() -> Study:
     from theorylab.studies.icl.plots import PLOTS
     from theorylab.studies.icl.bench import REFERENCE, icl_train_seconds
     from theorylab.studies.icl.model import check_forward
-    from theorylab.studies.icl.train import bytes_per_model, train_group
+    from theorylab.studies.icl.train import training
 
     return Study(
         name="icl",
         title="How Do Nonlinear Transformers Learn and Generalize in In-Context Learning?",
         paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607)",
-        config_cls=ICLConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, eval_tokens=lambda c: c.n_test * (c.l_ts + 1),
+        config_cls=ICLConfig, training=training, sizes={"quick": QUICK, "full": FULL},
+        claims=CLAIMS, plots=PLOTS, eval_tokens=lambda c: c.n_test * (c.l_ts + 1),
         tiny={"steps": 30, "n_test": 100, "B": 16, "curve_points": 4},
         forward_check=check_forward, bench=icl_train_seconds, bench_config=REFERENCE,
         variations={"M1": (4, 5, 7, 8), "M2": (2, 5, 24), "d_X": (30, 40), "d_Y": (1, 3), "alpha": (0.3, 1.0),

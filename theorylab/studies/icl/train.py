@@ -1,14 +1,15 @@
-"""Training an ensemble of ICL models (section 1.3): hinge loss, plain SGD, fresh or fixed prompts."""
+"""What an ensemble of ICL models trains on (section 1.3): hinge loss, plain SGD, fresh or fixed prompts;
+graded on unseen in-domain and on out-of-domain tasks. core.protocol runs the loop."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import train_ensemble
+from theorylab.core.batch import gather_rows
+from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.protocol import Training
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.icl.config import ICLConfig
 from theorylab.shared.icl_prompts import Prompts, compile_sampler, in_domain_world, sample_prompts, split_tasks
 from theorylab.shared.icl_evaluation import ood_world, same_pattern_mass, unseen_world
@@ -20,22 +21,12 @@ from theorylab.studies.icl.model import TRAINABLE, forward, init_params
 PROBE_PROMPTS = 256  # prompts used to track attention concentration along training
 
 
-def bytes_per_model(cfg: ICLConfig) -> int:
-    """Rough peak memory of one model in training (prompts, activations, grads), for auto-chunking."""
-    prompt = cfg.B * (cfg.l_tr + 1) * cfg.d * 4
-    pool = cfg.n_train * (cfg.l_tr + 1) * cfg.d * 4
-    weights = (3 * cfg.d * cfg.d + cfg.m * cfg.d) * 4
-    return 12 * prompt + pool + 6 * weights + cfg.B * cfg.m * 4 * 4
-
 
 def _subset(p: Prompts, idx: torch.Tensor) -> Prompts:
-    take = lambda t: torch.gather(t, 1, idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
-    return Prompts(*(take(t) for t in (p.C, p.Q, p.z, p.ctx_pattern, p.query_pattern, p.task)))
+    return Prompts(*(gather_rows(t, idx) for t in (p.C, p.Q, p.z, p.ctx_pattern, p.query_pattern, p.task)))
 
 
-def train_group(cfgs: Sequence[ICLConfig], device: torch.device, bars: Bars) -> GroupResult:
-    E = len(cfgs)
-    rng = rng_for(cfgs, device)
+def training(cfgs: Sequence[ICLConfig], rng: EnsembleRNG, device: torch.device) -> Training:
     params = init_params(cfgs, rng, device)
     world = in_domain_world(cfgs, device, split_tasks(cfgs[0])[0])
     alpha, lr = scalar_tensor(cfgs, "alpha", device), scalar_tensor(cfgs, "lr", device)
@@ -44,7 +35,7 @@ def train_group(cfgs: Sequence[ICLConfig], device: torch.device, bars: Bars) -> 
     pool = sample_prompts(world, rng, alpha, n_train, L, "pool") if n_train else None
 
     last: Prompts | None = None  # the previous batch: its buffers take the next one (nothing else reads them)
-    compiled = pool is None and compile_sampler(E, B, L, steps)  # same prompts either way (core/fast.py)
+    compiled = pool is None and compile_sampler(len(cfgs), B, L, steps)  # same prompts either way (core/fast.py)
 
     def batch(step: int) -> Prompts:
         nonlocal last
@@ -75,13 +66,11 @@ def train_group(cfgs: Sequence[ICLConfig], device: torch.device, bars: Bars) -> 
         out["qproj_on_pattern"] = (u[..., : mu.shape[-1]] * mu).sum(-1).div(mu.norm(dim=-1)).mean(-1)
         return out
 
-    with bars.task(f"icl: {E} model(s) x {steps} SGD steps", steps, models=E) as advance:
-        res = train_ensemble(params, TRAINABLE, loss_fn, lr, steps, probe_fn=probe_fn,
-                             curve_points=shared_value(cfgs, "curve_points"), on_step=advance)
+    def grade(res):
+        id_eval = evaluate(res.params, cfgs, unseen_world(cfgs, device), stream=("final", "id"))
+        ood_eval = evaluate(res.params, cfgs, ood_world(cfgs, device), stream=("final", "ood"))
+        return {**{f"id_{k}": id_eval[k] for k in ("error", "loss")}, **{f"ood_{k}": ood_eval[k] for k in ("error", "loss")},
+                "attn_same_id": id_eval["attn_same"], "attn_same_ood": ood_eval["attn_same"]}
 
-    id_eval = evaluate(res.params, cfgs, unseen_world(cfgs, device), stream=("final", "id"))
-    ood_eval = evaluate(res.params, cfgs, ood_world(cfgs, device), stream=("final", "ood"))
-    metrics = {**{f"id_{k}": id_eval[k] for k in ("error", "loss")}, **{f"ood_{k}": ood_eval[k] for k in ("error", "loss")},
-               "attn_same_id": id_eval["attn_same"], "attn_same_ood": ood_eval["attn_same"],
-               "train_loss": res.curves["loss"][-1]}
-    return group_result(res.params, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)
+    return Training(params, TRAINABLE, loss_fn, lr, steps, grade, probes=probe_fn,
+                    curve_points=shared_value(cfgs, "curve_points"))

@@ -21,13 +21,6 @@ from theorylab.studies.icl_gpt2.model import forward, init_params, neuron_embedd
 PROBE_PROMPTS = 256  # prompts used to track attention along training
 
 
-def bytes_per_model(cfg) -> int:
-    """Rough peak training memory of one model: activations of a batch, weights with AdamW state."""
-    tokens = cfg.B * cfg.n_positions
-    acts = tokens * cfg.n_layer * cfg.n_embd * (12 + 2 * cfg.n_inner_mult) + tokens * cfg.n_layer * cfg.n_head * cfg.n_positions
-    weights = sum(int(torch.Size(s).numel()) for s in shapes(cfg).values())
-    return 4 * (3 * acts + 4 * weights)
-
 
 def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult:
     if shared_value(cfgs, "task") == "cot":

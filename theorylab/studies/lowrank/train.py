@@ -21,11 +21,6 @@ from theorylab.studies.lowrank.evaluate import evaluate
 from theorylab.studies.lowrank.model import ATTENTION, compose, forward, init_lora, init_params, trainable
 
 
-def bytes_per_model(cfg: LowRankConfig) -> int:
-    """Rough peak memory of one model in training (pool, activations, grads), for auto-chunking."""
-    act = cfg.B * cfg.L * (cfg.L + cfg.m + 4 * cfg.d) * 4
-    return cfg.n_train * cfg.L * cfg.d * 4 + 10 * act + 8 * (3 * cfg.d * cfg.d + cfg.m * cfg.d) * 4
-
 
 def _rows(b: Batch, idx: torch.Tensor) -> Batch:
     take = lambda t: torch.gather(t, 1, idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))  # noqa: E731

@@ -21,15 +21,6 @@ from theorylab.studies.mamba.evaluate import evaluate, gate_probes, per_sample_l
 from theorylab.studies.mamba.model import forward, init_params, trainable
 
 
-def bytes_per_model(cfg: MambaConfig) -> int:
-    """Rough peak memory of one model in training, for auto-chunking. The MLP reads every state under the mean
-    read-out, so its activations are [rows, L, m] (left out before: 8x under at m = 2048; measured peak RSS growth
-    at E = 1 was 31 / 131 / 329 / 228 MB at L = 20 / 80 / 160 (n_pool 512) / m = 2048, against 22 / 132 / 624 /
-    421 MB estimated now; the smallest is under by the process's fixed overhead)."""
-    rows = cfg.n_pool + cfg.n_probe
-    return (rows * cfg.L * (cfg.d * 12 + cfg.m * 4) * 4 + rows * (cfg.m + 4 * cfg.L) * 4 * 4
-            + cfg.L * cfg.L * rows * 4 * 4)
-
 
 def train_group(cfgs: Sequence[MambaConfig], device: torch.device, bars: Bars) -> GroupResult:
     E, cfg = len(cfgs), cfgs[0]

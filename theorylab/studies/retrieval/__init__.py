@@ -9,14 +9,14 @@ def study() -> Study:
     from theorylab.studies.retrieval.encoders import check_available
     from theorylab.studies.retrieval.model import check_forward
     from theorylab.studies.retrieval.plots import PLOTS
-    from theorylab.studies.retrieval.train import bytes_per_model, train_group
+    from theorylab.studies.retrieval.train import train_group
 
     return Study(
         name="retrieval",
         title="How Can Personalized Context Help? Exploring Joint Retrieval of Passage and Personalized Context (PCAS)",
         paper="Wan, Li, Lu, Cui, Danilevsky. ICASSP 2024 (arXiv 2308.13760)",
         config_cls=RetrievalConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, bytes_per_model=bytes_per_model, model_steps=lambda c: 1, tiny=TINY,
+        claims=CLAIMS, plots=PLOTS, model_steps=lambda c: 1, tiny=TINY,
         forward_check=check_forward, needs=check_available,
         variations={"n_users": (1, 3), "queries_per_user": (1, 3), "n_contexts": (1, 2, 5), "n_values": (2, 8),
                     "history_share": (0.0, 1.0), "d_hash": (8, 32), "lam": (0.5,), "ks": ((1,), (2, 3)), "mrr_at": (1, 3)},

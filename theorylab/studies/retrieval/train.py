@@ -22,10 +22,6 @@ def join(context: str, query: str) -> str:
     return f"{context} {query}"
 
 
-def bytes_per_model(cfg: RetrievalConfig) -> int:
-    nq = cfg.n_users * cfg.queries_per_user
-    return 4 * 384 * (nq * (2 * cfg.n_contexts + 2) + 64) + 4 * nq * cfg.n_contexts * 64 + (1 << 20)
-
 
 def embed(benches: Sequence[Benchmark], encoder: str, d_hash: int, device) -> dict[str, torch.Tensor]:
     """All texts of all draws encoded at once: P, Q, QC, QA, Cx ([E, ...]) and the labels."""

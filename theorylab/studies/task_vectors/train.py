@@ -20,11 +20,6 @@ from theorylab.studies.task_vectors.data import TASKS, sample, task_pattern
 from theorylab.studies.task_vectors.model import TRAINABLE, forward, init_params
 
 
-def bytes_per_model(cfg: TaskVectorConfig) -> int:
-    """Rough peak memory of one cell in training (2 tasks: batch, activations, grads), for auto-chunking."""
-    act = cfg.B * cfg.P * (cfg.P + cfg.m + 3 * cfg.d) * 4
-    return 2 * (10 * act + 6 * (cfg.d * cfg.d + cfg.m * cfg.d) * 4)
-
 
 def run_sgd(cfgs, params, patterns: list[torch.Tensor], steps: int, stream: str, bars: Bars):
     """SGD on len(patterns) tasks at once from `params` ([E, ...], tiled per task); returns TrainResult."""

@@ -24,13 +24,6 @@ from theorylab.studies.vit.data import RELEVANT, SPURIOUS, Batch, synthetic, tes
 from theorylab.studies.vit.model import TRAINABLE, forward, keep_mask
 
 
-def bytes_per_model(cfg: ViTConfig) -> int:
-    """Rough peak memory of one model in training, for auto-chunking."""
-    L, d = cfg.tokens, cfg.dim
-    act = cfg.B * L * (6 * L + 4 * cfg.m + 8 * d) * 4
-    pool = max(cfg.n_train, cfg.n_probe) * L * (d * 4 + 16)
-    return 4 * act + pool + 6 * (3 * d * d + cfg.m * d) * 4
-
 
 def relevant_attention(attn: torch.Tensor, batch: Batch, keep: torch.Tensor | None) -> torch.Tensor:
     """[E, B, L, L] -> [E]: mean over label-relevant (kept) queries l of sum_{s in S_*} attn(l, s) (0 if none)."""
