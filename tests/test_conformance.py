@@ -6,7 +6,8 @@ valid configs drawn jointly over every field of the config; every declared figur
 never counts toward a verdict. The claim contract: every claim is built from the kit's types (core.contract), a
 theorem claim declares hypotheses and a computed control whose values are measured (not constant), its criterion
 text is the bound's own rendering, the contract's constants are declared once in core, and cells that differ only
-in a swept field share their world.
+in a swept field share their world. The protocol: every study is trained by core (training= -> core.protocol), holds
+no training glue, and has its memory measured by a dry run.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from theorylab.core.claims import ClaimContext, run_claims
 from theorylab.core.config import ConfigError, field_bounds
 from theorylab.core.contract import CONTRACT_CONSTANTS
 from theorylab.core.ensemble import rng_for
+from theorylab.core.memory import footprint
 from theorylab.core.progress import QUIET
 from theorylab.core.report import write_report
 from theorylab.core.store import Store
@@ -194,6 +196,46 @@ def test_controls_are_measured_and_criteria_render_themselves(name, tiny_runs):
 
 
 CLAIM_SOURCES = sorted((Path(__file__).parents[1] / "theorylab" / "studies").glob("*/*.py"))
+# the training glue core.protocol owns: a study that imports one of these writes its own loop around its science
+GLUE = {"theorylab.core.progress": {"Bars"}, "theorylab.core.study": {"group_result", "GroupResult"}}
+# train.py gets its random streams from the protocol (rng_for(cfgs) of the group), never makes its own
+TRAIN_GLUE = {"theorylab.core.ensemble": {"rng_for"}}
+# studies whose training is not one loss minimised by one loop, each with the reason in its train_group docstring
+OWN_LOOP: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_a_study_is_trained_by_the_protocol(name):
+    """A study gives training(cfgs, rng, device) -> Training; core runs the loop, progress, divergence and records.
+    Memory is measured by a dry run (core.memory), so no study writes a bytes-per-model formula."""
+    s = get_study(name)
+    if name in OWN_LOOP:
+        assert s.training is None and OWN_LOOP[name] in (s.train_group.__doc__ or ""), \
+            f"{name} keeps its own train_group: its docstring must say why ({OWN_LOOP[name]!r})"
+    else:
+        assert s.training is not None, f"{name} must give training= (core.protocol), not its own train_group"
+    fp = footprint(s, s.config("quick", **s.tiny))
+    assert fp.per_model > 0
+
+
+@pytest.mark.parametrize("path", CLAIM_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_study_holds_no_training_glue(path):
+    """No study module imports the glue (progress bars, per-model records, its own random streams), writes a
+    memory formula, or hand-writes the per-model row gather (core.batch.gather_rows / Examples)."""
+    tree = ast.parse(path.read_text())
+    where = f"{path.parent.name}/{path.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in GLUE and path.parent.name not in OWN_LOOP:
+            used = {a.name for a in node.names} & GLUE[node.module]
+            assert not used, f"{where} imports {used} from {node.module}: core.protocol does that"
+        if isinstance(node, ast.ImportFrom) and node.module in TRAIN_GLUE and path.name == "train.py" \
+                and path.parent.name not in OWN_LOOP:
+            used = {a.name for a in node.names} & TRAIN_GLUE[node.module]
+            assert not used, f"{where} imports {used} from {node.module}: core.protocol does that"
+        if isinstance(node, ast.FunctionDef):
+            assert node.name != "bytes_per_model", f"{where} writes a memory formula: core.memory measures it"
+    text = path.read_text()
+    assert "torch.gather(t, 1, idx.reshape" not in text, f"{where} hand-writes the row gather: use core.batch"
 
 
 @pytest.mark.parametrize("path", CLAIM_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")

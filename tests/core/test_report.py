@@ -43,3 +43,17 @@ def test_an_existing_folder_keeps_its_files(tmp_path):
     with pytest.raises(OSError):
         write_report(_study(plot), [ROW], tmp_path, {"size": "tiny", "seeds": 1, "machine": "test"})
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_every_study_gets_its_training_curves_drawn(tmp_path):
+    """The main arm's curves become training_curves.png without any study code; curves with no x axis draw nothing."""
+    curves = [{"step": [0, 10, 20], "loss": [1.0, 0.5, 0.1 * s], "error": [0.5, 0.2, 0.0]} for s in (1, 2)]
+    out = tmp_path / "a"
+    path = write_report(_study(lambda d, p: p.write_bytes(b"\x89PNG")), [ROW], out,
+                        {"size": "tiny", "seeds": 2, "machine": "test"}, curves)
+    assert (out / "training_curves.png").stat().st_size > 1000
+    assert "training_curves.png" in path.read_text()
+    out = tmp_path / "b"
+    write_report(_study(lambda d, p: p.write_bytes(b"\x89PNG")), [ROW], out, {"size": "tiny", "seeds": 1, "machine": "t"},
+                 [{"loss": [1.0, 0.5]}])
+    assert not (out / "training_curves.png").exists()

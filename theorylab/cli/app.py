@@ -175,7 +175,15 @@ def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, pro
     with Bars(enabled=progress) as bars:
         ctx = ClaimContext(study, size, n, dev, st, overrides, bars)
         results = run_claims(ctx, claim_ids, seeds_given=seeds is not None)
-    return study, n, dev, [r.row(study.name) for r in results]
+    return study, n, dev, [r.row(study.name) for r in results], main_arm_curves(ctx)
+
+
+def main_arm_curves(ctx: ClaimContext) -> list[dict]:
+    """The training curves of the main arm's cells, where a claim trained them (nothing is trained for a figure)."""
+    if ctx.store is None:
+        return []
+    cells = ctx.store.get_cells([c.hash for c in ctx.configs()])
+    return [cells[c.hash].curves for c in ctx.configs() if c.hash in cells and cells[c.hash].status == "done"]
 
 
 @app.command("list")
@@ -200,10 +208,10 @@ def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: 
             check_output_folder(out_dir)
         except ConfigError as e:
             fail(str(e))
-    s, n, dev, rows = _run_study(study, size, seeds, device, set, store, yes=yes)
+    s, n, dev, rows, curves = _run_study(study, size, seeds, device, set, store, yes=yes)
     out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
     folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = write_report(s, rows, folder, {"size": size, "seeds": n, "machine": machine_description(str(dev))})
+    path = write_report(s, rows, folder, {"size": size, "seeds": n, "machine": machine_description(str(dev))}, curves)
     out.print(f"report: [bold]{path}[/]  (figures beside it)")
 
 

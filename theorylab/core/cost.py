@@ -78,8 +78,12 @@ def estimate(study: Study, samples: list[StudyConfig], cells: int, budget: int, 
     steps = int(sum(model_steps(study, c) for c in samples) * scale)
     from theorylab.core.memory import footprint
 
-    per = max(study.bytes_per_model(c) for c in samples)
-    chunk = max(footprint(study, c).bytes_for(min(chunk_size(study, c, budget), cells)) for c in samples)
+    alone = [footprint(study, c, fits=(1, budget)) for c in samples]
+    per = max(fp.per_model + fp.shared for fp in alone)
+    chunk = 0
+    for c in samples:
+        size = min(chunk_size(study, c, budget, cells=cells), cells)
+        chunk = max(chunk, footprint(study, c, fits=(size, budget)).bytes_for(size))
     tokens = int(sum(study.eval_tokens(c) for c in samples) * scale) if study.eval_tokens else 0
     rate = stored_rate(study, store, device) if store is not None else None
     return Cost(cells, steps, per, chunk, budget, steps / rate if rate else None, tokens, what)

@@ -1,12 +1,12 @@
 """Memory of one model, measured by a dry run rather than written by hand.
 
-A dry run trains a group of two models and of four models for a step (the study's `dry_run` overrides, e.g.
-steps = 1) and evaluates them, on the CPU, while a dispatch mode counts the bytes of every tensor storage alive
+A dry run trains a group of one model for a step (the study's `dry_run` overrides, e.g. steps = 1) and
+evaluates it, on the CPU, while a dispatch mode counts the bytes of every tensor storage alive
 at once. The peak is a property of the program, not of the machine: the same on any host, noise-free, and it
-includes what autograd saves for the backward pass and the evaluation's blocks. Per-model bytes are half the
-difference between the two peaks (what one more model adds; a group of one can take other code paths, so it
-is not used); the rest is what the group shares (a data set,
-an MDP). Results are cached per group key: cells that train as one ensemble have the same memory.
+includes what autograd saves for the backward pass and the evaluation's blocks. That one peak, counted per
+model, bounds what a chunk needs; where the bound says a chunk would not fit, groups of two and four models
+are measured too: per-model bytes are half the difference of their peaks (what one more model adds) and the
+rest is what the group shares (a data set, an MDP). Results are cached per group key: cells that train as one ensemble have the same memory.
 """
 from __future__ import annotations
 
@@ -66,12 +66,14 @@ class LiveBytes(TorchDispatchMode):
 class Footprint:
     per_model: int  # bytes one more model adds
     shared: int  # bytes the group needs whatever its size
+    exact: bool = True  # False: an upper bound (one model's whole peak, counted as per model)
 
     def bytes_for(self, models: int) -> int:
         return self.shared + models * self.per_model
 
 
 _CACHE: dict[str, Footprint] = {}
+_BOUND: dict[str, Footprint] = {}
 
 
 def dry_run_config(study, cfg: StudyConfig) -> StudyConfig:
@@ -93,16 +95,24 @@ def peak_bytes(study, cfgs: list[StudyConfig]) -> int:
     return meter.peak
 
 
-def footprint(study, cfg: StudyConfig) -> Footprint:
-    """Measured memory of `cfg`'s group (cached by group key)."""
+def footprint(study, cfg: StudyConfig, fits: tuple[int, int] | None = None) -> Footprint:
+    """Measured memory of `cfg`'s group (cached by group key). fits = (models, budget bytes): when one metered
+    single-model run already shows that `models` models fit the budget with that run's whole peak counted per
+    model (an upper bound: it includes the group's shared bytes and the tables a study caches on first use), that
+    bound is returned and the exact two-group measurement is skipped (it costs two more runs)."""
     key = f"{study.name}:{cfg.group_key()}"
-    if key not in _CACHE:
-        base = dry_run_config(study, cfg)
-        group = [base.replace(seed=base.seed + i) for i in range(4)]
-        peak_bytes(study, group[:1])  # warm-up: tables a study caches on first use are not per-run memory
-        p2, p4 = peak_bytes(study, group[:2]), peak_bytes(study, group)
-        per = max(FLOOR, (p4 - p2) // 2)
-        _CACHE[key] = Footprint(per, max(0, p2 - 2 * per))
+    if key in _CACHE:
+        return _CACHE[key]
+    base = dry_run_config(study, cfg)
+    group = [base.replace(seed=base.seed + i) for i in range(4)]
+    if key not in _BOUND:
+        _BOUND[key] = Footprint(max(FLOOR, peak_bytes(study, group[:1])), 0, exact=False)
+    bound = _BOUND[key]
+    if fits is not None and fits[0] * bound.per_model <= fits[1]:
+        return bound
+    p2, p4 = peak_bytes(study, group[:2]), peak_bytes(study, group)  # after the single run: caches are warm
+    per = max(FLOOR, (p4 - p2) // 2)
+    _CACHE[key] = Footprint(per, max(0, p2 - 2 * per))
     return _CACHE[key]
 
 

@@ -14,6 +14,7 @@ from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from theorylab.core.outputs import write_atomically  # noqa: E402
+from theorylab.core.plots import curve_panels, training_curves  # noqa: E402
 from theorylab.core.study import Study  # noqa: E402
 
 
@@ -47,23 +48,30 @@ CONTRACT = ("Verdicts: each claim's test runs on every seed; `holds` (figure cla
             "(differs = our experiment differs from the figure, not that a theorem fails).")
 
 
-def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict) -> Path:
+def write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict,
+                 curves: list[dict] | None = None) -> Path:
     """Draws every figure the claims returned and writes report.md; returns the report's path.
-    claim_rows: dicts with claim, theorem, statement, verdict, summary, numbers, figures, seconds.
+    claim_rows: dicts with claim, theorem, statement, verdict, summary, numbers, figures, seconds. curves: the
+    main arm's per-seed training curves (cell records), drawn as training_curves.png for every study.
     Every file is written atomically; a failed write (a full disk) names the file, and a folder this call
     created is removed again, so nothing half-written is left."""
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _write_report(study, claim_rows, out_dir, meta)
+        return _write_report(study, claim_rows, out_dir, meta, curves or [])
     except BaseException:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
 
 
-def _write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict) -> Path:
+def _write_report(study: Study, claim_rows: list[dict], out_dir: Path, meta: dict, curves: list[dict]) -> Path:
     figure_files: list[tuple[str, str]] = []
+    if curves and curve_panels(curves)[1]:
+        path = out_dir / "training_curves.png"
+        title = f"{study.name}: training curves of the main arm ({len(curves)} seeds)"
+        write_atomically(path, lambda tmp: training_curves(curves, tmp, title))
+        figure_files.append(("training_curves", path.name))
     for r in claim_rows:
         for name, data in (r.get("figures") or {}).items():
             plot = study.plots.get(name)

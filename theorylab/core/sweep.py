@@ -35,11 +35,14 @@ def group_cells(cfgs: Sequence[StudyConfig]) -> list[list[StudyConfig]]:
     return list(groups.values())
 
 
-def chunk_size(study: Study, cfg: StudyConfig, budget: int, max_models: int | None = None) -> int:
-    """Models of `cfg`'s group that fit in `budget` bytes at once (at least 1)."""
+def chunk_size(study: Study, cfg: StudyConfig, budget: int, max_models: int | None = None,
+               cells: int | None = None) -> int:
+    """Models of `cfg`'s group that fit in `budget` bytes at once (at least 1); `cells`: the group's size (when
+    the dry run's upper bound shows they all fit, the exact measurement is skipped)."""
     from theorylab.core.memory import footprint
 
-    fp = footprint(study, cfg)
+    want = min(cells or max_models or 0, max_models or cells or 0) or None
+    fp = footprint(study, cfg, fits=(want, budget) if want else None)
     fit = max(1, (budget - fp.shared) // fp.per_model)
     return int(min(fit, max_models or fit))
 
@@ -50,7 +53,7 @@ def plan_chunks(study: Study, cfgs: Sequence[StudyConfig], budget: int, max_mode
     has that many cells (so every Ray worker gets work). Sizes differ by at most one (no small remainder)."""
     chunks = []
     for group in group_cells(cfgs):
-        cap = chunk_size(study, group[0], budget, max_models)
+        cap = chunk_size(study, group[0], budget, max_models, cells=len(group))
         n = max(math.ceil(len(group) / cap), min(workers, len(group)))
         size, extra = divmod(len(group), n)
         start = 0
