@@ -10,7 +10,6 @@ from theorylab.core.study import get_study
 from theorylab.studies.diffusion import data as D
 from theorylab.studies.diffusion.config import DiffusionConfig
 from theorylab.studies.diffusion.model import forward, forward_reference
-from theorylab.studies.diffusion.train import train_group
 
 CPU = torch.device("cpu")
 
@@ -100,10 +99,10 @@ def test_bad_config_names_the_field(bad, field):
 def test_training_lowers_the_excess_and_frozen_attention_stays_uniform():
     s = get_study("diffusion")
     cs = s.seed_configs("quick", 2, **s.tiny)
-    res = train_group(cs, CPU, QUIET)
+    res = s.train_group(cs, CPU, QUIET)
     for c in res.curves:
         assert c["excess"][-1] < 0.5 * c["excess"][0]
-    frozen = train_group([c.replace(freeze_attention=True) for c in cs], CPU, QUIET)
+    frozen = s.train_group([c.replace(freeze_attention=True) for c in cs], CPU, QUIET)
     assert float(frozen.params["W"].abs().max()) == 0.0 and float(res.params["W"].abs().max()) > 0
 
 

@@ -17,6 +17,7 @@ from theorylab.studies.graph.data import UNREACHED, build_graph, graphs
 from theorylab.studies.graph.model import forward, forward_reference, init_params
 
 CPU = torch.device("cpu")
+train_group = get_study("graph").train_group
 CLAIM_IDS = {"fig_labels", "fig_iterations", "mech_attention", "mech_pe_core", "fig8_pe_sampling",
              "fig_real_planted", "fig_real_knn"}
 
@@ -111,15 +112,15 @@ def test_forward_matches_the_per_node_reference(variant):
 
 
 def test_no_pe_freezes_b_and_gt_moves_it():
-    res = {v: train.train_group([tiny(variant=v)], CPU, QUIET) for v in ("gt", "no_pe")}
+    res = {v: train_group([tiny(variant=v)], CPU, QUIET) for v in ("gt", "no_pe")}
     assert float(res["no_pe"].params["attn.rel_bias"].abs().max()) == 0.0
     assert float(res["gt"].params["attn.rel_bias"].abs().max()) > 0.0
 
 
 def test_ensemble_with_different_n_label_equals_alone():
     cs = [tiny(seed=0, n_label=4), tiny(seed=1, n_label=16), tiny(seed=0, n_label=8, z_m=1)]
-    together = train.train_group(cs, CPU, QUIET)
-    alone = train.train_group(cs[1:2], CPU, QUIET)
+    together = train_group(cs, CPU, QUIET)
+    alone = train_group(cs[1:2], CPU, QUIET)
     for k in together.params:
         assert torch.allclose(together.params[k][1], alone.params[k][0], atol=1e-6), k
     assert together.metrics[1]["test_error"] == pytest.approx(alone.metrics[0]["test_error"], abs=1e-6)

@@ -12,9 +12,9 @@ from theorylab.core.study import get_study
 from theorylab.studies.mamba.config import MambaConfig
 from theorylab.studies.mamba.data import CONFUSING, IRRELEVANT, RELEVANT, sample
 from theorylab.studies.mamba.model import forward, forward_reference, init_params, scan_weights
-from theorylab.studies.mamba.train import train_group
 
 CPU = torch.device("cpu")
+train_group = get_study("mamba").train_group
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,9 @@ from theorylab.core.study import get_study
 from theorylab.studies.vit.config import TINY, ViTConfig
 from theorylab.studies.vit.data import CONFUSION, IRRELEVANT, RELEVANT, SPURIOUS, digits, synthetic
 from theorylab.studies.vit.model import forward, forward_reference, init_params, keep_mask
-from theorylab.studies.vit.train import train_group
 
 dev = torch.device("cpu")
+train_group = get_study("vit").train_group
 
 
 def test_synthetic_tokens_follow_the_data_model():

@@ -1,6 +1,10 @@
-"""Gradient descent on the Monte-Carlo population DDPM loss (section 4.2): fresh data points every step at every
-noise level of t_grid; the loss is the mean over the grid of (1/(N d)) ||eps_hat - eps||^2. The curve `excess`
-is the loss minus the Bayes denoiser's loss on the same batch (section 4.3).
+"""What an ensemble of attention denoisers trains on: gradient descent on the Monte-Carlo population DDPM loss
+(section 4.2), fresh data points every step at every noise level of t_grid; the loss is the mean over the grid of
+(1/(N d)) ||eps_hat - eps||^2. The curve `excess` is the loss minus the Bayes denoiser's loss on the same batch
+(section 4.3). Graded on fresh test data points. core.protocol runs the loop.
+
+The data come from each config's own keyed generators (data.py) and the weights start at zero (model.init_params),
+so `training` leaves the ensemble rng unused.
 
 A cell's stored weights: W, V [G, d, d] and a [G]; metrics: the final test risk, Bayes risk and excess.
 """
@@ -11,15 +15,14 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import SGD, AdamW, train_ensemble
+from theorylab.core.protocol import Training
+from theorylab.core.rng import EnsembleRNG
+from theorylab.core.train import SGD, AdamW
 from theorylab.studies.diffusion.data import bayes, risk, sample
 from theorylab.studies.diffusion.model import forward, init_params, trainable
 
 
-
-def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult:
+def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training:
     B = shared_value(cfgs, "B")
 
     def loss_fn(p, step):
@@ -29,16 +32,15 @@ def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult
             excess = (per_t - risk(bayes(cfgs, b.xt, b.abar), b.eps)).mean(-1)
         return {"loss": per_t.mean(-1), "excess": excess}
 
+    def grade(res):
+        test = test_risks(cfgs, res.params, device)
+        return {"test_loss": test["model"].mean(-1), "test_bayes": test["bayes"].mean(-1),
+                "test_excess": (test["model"] - test["bayes"]).mean(-1)}
+
     opt = AdamW(weight_decay=0.0) if shared_value(cfgs, "optimizer") == "adam" else SGD()
-    steps = shared_value(cfgs, "steps")
-    with bars.task(f"diffusion: {len(cfgs)} model(s) x {steps} steps", steps, models=len(cfgs)) as advance:
-        res = train_ensemble(init_params(cfgs, device), trainable(cfgs), loss_fn, scalar_tensor(cfgs, "lr", device),
-                             steps, optimizer=opt, curve_points=shared_value(cfgs, "curve_points"), on_step=advance)
-    test = test_risks(cfgs, res.params, device)
-    final = {"test_loss": test["model"].mean(-1), "test_bayes": test["bayes"].mean(-1),
-             "test_excess": (test["model"] - test["bayes"]).mean(-1)}
-    curves = [res.model_curves(e) for e in range(len(cfgs))]
-    return group_result(res.params, final, curves, res.diverged_at, res.seconds)
+    return Training(init_params(cfgs, device), trainable(cfgs), loss_fn, scalar_tensor(cfgs, "lr", device),
+                    shared_value(cfgs, "steps"), grade, what="steps", optimizer=opt,
+                    curve_points=shared_value(cfgs, "curve_points"))
 
 
 @torch.no_grad()

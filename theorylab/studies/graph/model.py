@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core import nn
+from theorylab.core.batch import gather_rows
 from theorylab.core.ensemble import shared_value
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
@@ -60,11 +61,6 @@ def init_params(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device) -> dict[s
     return {k: v.to(device) for k, v in p.items()}
 
 
-def _take(t: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-    """t [E, N, ...], nodes [E, B] -> [E, B, ...]."""
-    return t[torch.arange(t.shape[0], device=t.device)[:, None], nodes]
-
-
 def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
           probes: dict | None = None) -> torch.Tensor:
     """The aggregated representation of each node in nodes [E, B] -> [E, B, d]."""
@@ -75,12 +71,12 @@ def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, v
             H = nn.graph_aggregate(H, g.adj, params, f"gcn.{l}")  # A_hat H W_l + c_l
             if l < layers - 1:
                 H = torch.relu(H)
-        return _take(H[:, 0], nodes)
-    tok = _take(g.tok, nodes)  # T^n                                                        [E, B, L]
-    x = _take(g.X, tok.flatten(1)).unflatten(1, tok.shape[1:])  # x_s for s in T^n             [E, B, L, d]
+        return gather_rows(H[:, 0], nodes)
+    tok = gather_rows(g.tok, nodes)  # T^n                                                  [E, B, L]
+    x = gather_rows(g.X, tok.flatten(1)).unflatten(1, tok.shape[1:])  # x_s for s in T^n       [E, B, L, d]
     L = tok.shape[-1]
-    rel = _take(g.tok_dist, nodes)[..., None, :].expand(*tok.shape, L) if variant == "gt" else None  # dist(s, n)
-    out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=_take(g.tok_mask, nodes), key_bias=False,
+    rel = gather_rows(g.tok_dist, nodes)[..., None, :].expand(*tok.shape, L) if variant == "gt" else None  # dist(s, n)
+    out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=gather_rows(g.tok_mask, nodes), key_bias=False,
                        probes=probes)  # softmax_s(x_s^T W_K^T W_Q x_n / sqrt(d) + b_dist) W_V x_s, proj  [E, B, L, d]
     return out[..., 0, :]  # the query node's own output (token 0 is n)
 

@@ -1,9 +1,11 @@
-"""SGD on the hinge loss over the labelled nodes (section 2.3): each step draws B labelled nodes per model
-with replacement (n_label may differ between the models of one ensemble). At every checkpoint the probes
+"""What an ensemble of graph transformers trains on: SGD on the hinge loss over the labelled nodes (section 2.3):
+each step draws B labelled nodes per model with replacement (n_label may differ between the models of one
+ensemble). At every checkpoint the probes
 record the test error on the unlabelled untied nodes, b_0..b_Z and the attention statistics.
 
 A cell's stored weights are the trained ones plus "a"; its metrics: train/test error, the final b_z, and the
 attention statistics of the trained and the untrained model; its curves: those along training.
+core.protocol runs the loop.
 """
 from __future__ import annotations
 
@@ -11,17 +13,16 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
+from theorylab.core.batch import gather_rows
+from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.losses import hinge, sign_error
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import SGD, train_ensemble
+from theorylab.core.protocol import Training
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
 from theorylab.studies.graph.data import GraphBatch, graphs
 from theorylab.studies.graph.model import forward, init_params, trainable
 
 EVAL_NODES = 512  # nodes per evaluation chunk (bounds the [E, n, L, L] attention map)
-
 
 
 def evaluate(params: dict[str, torch.Tensor], g: GraphBatch, variant: str) -> dict[str, torch.Tensor]:
@@ -40,7 +41,7 @@ def evaluate(params: dict[str, torch.Tensor], g: GraphBatch, variant: str) -> di
                 continue
             A = probes["attn.map"][:, :, 0, 0, :]  # query row of the one head                  [E, n, L]
             tok = g.tok[:, nodes[0]]
-            kind = torch.gather(g.kind, 1, tok.flatten(1)).view_as(tok)  # kind of each token      [E, n, L]
+            kind = gather_rows(g.kind, tok.flatten(1)).view_as(tok)  # kind of each token      [E, n, L]
             at_core = (g.tok_dist[:, nodes[0]] == g.z_m[:, None, None]) & g.tok_mask[:, nodes[0]]
             y = g.y[:, nodes[0]]
             stats["relevant"][:, nodes[0]] = (A * (at_core & (kind != 0))).sum(-1)
@@ -64,30 +65,28 @@ def b_values(params: dict[str, torch.Tensor], Z: int, E: int, device) -> dict[st
     return {f"b{z}": (table[:, z, 0] if table is not None else torch.zeros(E, device=device)) for z in range(Z + 1)}
 
 
-def train_group(cfgs: Sequence[GraphConfig], device: torch.device, bars: Bars) -> GroupResult:
+def training(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device: torch.device) -> Training:
     E = len(cfgs)
     g = graphs(cfgs, device)
-    rng = rng_for(cfgs, device)
     params = init_params(cfgs, rng, device)
     variant, B, steps, Z = (shared_value(cfgs, f) for f in ("variant", "B", "steps", "Z"))
     untrained = evaluate(params, g, variant)
 
     def loss_fn(p, step):
         pick = torch.floor(rng.uniform((B,), "batch", step).to(device) * g.n_label[:, None]).long()  # [E, B]
-        nodes = torch.gather(g.order, 1, pick)  # labelled = the first n_label of the order
+        nodes = gather_rows(g.order, pick)  # labelled = the first n_label of the order            [E, B]
         f = forward(p, g, nodes, variant)
-        y = torch.gather(g.y, 1, nodes)
+        y = gather_rows(g.y, nodes)
         return {"loss": hinge(f, y), "batch_error": sign_error(f, y)}
 
     def probe_fn(p, step):
         return {**evaluate(p, g, variant), **b_values(p, Z, E, device)}
 
-    with bars.task(f"graph ({variant}): {E} model(s) x {steps} SGD steps", steps, models=E) as advance:
-        res = train_ensemble(params, trainable(cfgs), loss_fn, scalar_tensor(cfgs, "lr", device), steps,
-                             optimizer=SGD(), probe_fn=probe_fn, curve_points=shared_value(cfgs, "curve_points"),
-                             on_step=advance)
-    final = {k: v[-1] for k, v in res.curves.items() if k != "batch_error"}
-    final.update({f"untrained_{k}": v for k, v in untrained.items()})
-    final["n_test"] = g.test.sum(1).float()
-    curves = [res.model_curves(e) for e in range(E)]
-    return group_result(res.params, final, curves, res.diverged_at, res.seconds)
+    def grade(res):
+        final = {k: v[-1] for k, v in res.curves.items() if k != "batch_error"}  # the last probes
+        final.update({f"untrained_{k}": v for k, v in untrained.items()})
+        final["n_test"] = g.test.sum(1).float()
+        return final
+
+    return Training(params, trainable(cfgs), loss_fn, scalar_tensor(cfgs, "lr", device), steps, grade,
+                    what=f"SGD steps ({variant})", probes=probe_fn, curve_points=shared_value(cfgs, "curve_points"))

@@ -8,13 +8,13 @@ def study() -> Study:
     from theorylab.studies.lowrank.config import FULL, QUICK, TINY, LowRankConfig
     from theorylab.studies.lowrank.model import check_forward
     from theorylab.studies.lowrank.plots import PLOTS
-    from theorylab.studies.lowrank.train import train_group
+    from theorylab.studies.lowrank.train import training
 
     return Study(
         name="lowrank",
         title="Learning on Transformers is Provable Low-Rank and Sparse: A One-layer Analysis",
         paper="Li, Wang, Zhang, Liu, Chen. IEEE SAM 2024 (arXiv 2406.17167)",
-        config_cls=LowRankConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        config_cls=LowRankConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         variations={"d": (12, 16), "M": (6, 8), "k_rel": (4,), "L": (10, 12), "alpha_hash": (0.0, 0.2), "tau": (0.0,),
                     "irrelevant_sign": ("plus",), "relevant_draw": ("sample",), "n_train": (0,), "m": (8,),

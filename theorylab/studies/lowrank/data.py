@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
+from theorylab.core.batch import Examples
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.lowrank.config import LowRankConfig
 
 
 @dataclass
-class Batch:
+class Batch(Examples):
     X: torch.Tensor  # [E, B, L, d]
     y: torch.Tensor  # [E, B] in {-1, +1}
     pattern: torch.Tensor  # [E, B, L] pattern index of each token

@@ -1,5 +1,6 @@
-"""Training an ensemble (section 3.2): hinge loss, plain SGD on minibatches of a fixed training set (or fresh
-samples), W_Q, W_K, W_V, W_O trained (or rank-r LoRA factors of the first three).
+"""What an ensemble trains on (section 3.2): hinge loss, plain SGD on minibatches of a fixed training set (or
+fresh samples), W_Q, W_K, W_V, W_O trained (or rank-r LoRA factors of the first three); graded on fresh test
+samples. core.protocol runs the loop.
 
 A cell's stored weights: W_Q, W_K, W_V, W_O, a (final, LoRA factors composed) and W_Q0, W_K0, W_V0, W_O0
 (the initialisation, so the updates dW = W - W0 need nothing else).
@@ -10,26 +11,17 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
+from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.losses import hinge, sign_error
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import SGD, train_ensemble
+from theorylab.core.protocol import Graded, Training
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.lowrank.config import LowRankConfig
 from theorylab.studies.lowrank.data import Batch, sample
 from theorylab.studies.lowrank.evaluate import evaluate
 from theorylab.studies.lowrank.model import ATTENTION, compose, forward, init_lora, init_params, trainable
 
 
-
-def _rows(b: Batch, idx: torch.Tensor) -> Batch:
-    take = lambda t: torch.gather(t, 1, idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))  # noqa: E731
-    return Batch(take(b.X), take(b.y), take(b.pattern), take(b.kind))
-
-
-def train_group(cfgs: Sequence[LowRankConfig], device: torch.device, bars: Bars) -> GroupResult:
-    E = len(cfgs)
-    rng = rng_for(cfgs, device)
+def training(cfgs: Sequence[LowRankConfig], rng: EnsembleRNG, device: torch.device) -> Training:
     init = init_params(cfgs, rng, device)
     r = shared_value(cfgs, "lora_rank")
     params = dict(init) if r == 0 else {**init_lora(cfgs, rng, device), "W_O": init["W_O"], "a": init["a"]}
@@ -39,18 +31,18 @@ def train_group(cfgs: Sequence[LowRankConfig], device: torch.device, bars: Bars)
     def batch(step: int) -> Batch:
         if pool is None:
             return sample(cfgs, rng, B, "fresh", step)
-        return _rows(pool, rng.randint(n_train, (B,), "minibatch", step).to(device))
+        return pool.rows(rng.randint(n_train, (B,), "minibatch", step).to(device))
 
     def loss_fn(p, step):
         b = batch(step)
         F = forward(compose(p, init), b.X)
         return {"loss": hinge(F, b.y), "error": sign_error(F, b.y)}
 
-    with bars.task(f"lowrank: {E} model(s) x {steps} SGD steps", steps, models=E) as advance:
-        res = train_ensemble(params, trainable(r), loss_fn, scalar_tensor(cfgs, "lr", device), steps, optimizer=SGD(),
-                             curve_points=shared_value(cfgs, "curve_points"), on_step=advance)
-    final = compose(res.params, init)
-    out = {**{w: final[w] for w in (*ATTENTION, "W_O", "a")}, **{f"{w}0": init[w] for w in (*ATTENTION, "W_O")}}
-    test = evaluate(out, cfgs, ("final",))
-    metrics = {"test_error": test["error"], "test_loss": test["loss"], "train_loss": res.curves["loss"][-1]}
-    return group_result(out, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)
+    def grade(res) -> Graded:
+        final = compose(res.params, init)
+        out = {**{w: final[w] for w in (*ATTENTION, "W_O", "a")}, **{f"{w}0": init[w] for w in (*ATTENTION, "W_O")}}
+        test = evaluate(out, cfgs, ("final",))
+        return Graded({"test_error": test["error"], "test_loss": test["loss"]}, params=out)
+
+    return Training(params, trainable(r), loss_fn, scalar_tensor(cfgs, "lr", device), steps, grade,
+                    curve_points=shared_value(cfgs, "curve_points"))

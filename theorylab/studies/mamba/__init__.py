@@ -9,13 +9,13 @@ def study() -> Study:
     from theorylab.studies.mamba.config import FULL, QUICK, TINY, MambaConfig
     from theorylab.studies.mamba.model import check_forward
     from theorylab.studies.mamba.plots import PLOTS
-    from theorylab.studies.mamba.train import train_group
+    from theorylab.studies.mamba.train import training
 
     return Study(
         name="mamba",
         title="A Theoretical Analysis of Mamba's Training Dynamics: Filtering Relevant Features for Generalization",
         paper="Shandirasegaran, Li, Zhang, Wang, Zhang. ICLR 2026 (arXiv 2602.12499)",
-        config_cls=MambaConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        config_cls=MambaConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         bench=train_seconds, bench_config=REFERENCE,
         variations={"gain": ("softplus",), "bc": ("random",), "irrelevant_sign": ("plus",), "tau": (0.0, 0.1),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from theorylab.core.batch import Examples
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.mamba.config import MambaConfig
@@ -26,18 +27,10 @@ RELEVANT, CONFUSING, IRRELEVANT = 1, -1, 0  # token kinds
 
 
 @dataclass
-class Batch:
+class Batch(Examples):
     X: torch.Tensor  # [E, B, L, d]
     y: torch.Tensor  # [E, B] in {-1, +1}
     kind: torch.Tensor  # [E, B, L]: +1 = o_y (label-consistent), -1 = o_-y (confusing), 0 = irrelevant
-
-    def take(self, n: int) -> "Batch":
-        return Batch(self.X[:, :n], self.y[:, :n], self.kind[:, :n])
-
-    def gather(self, idx: torch.Tensor) -> "Batch":
-        """idx [E, b] rows of each model's batch."""
-        g = lambda t: torch.gather(t, 1, idx.reshape(*idx.shape, *[1] * (t.dim() - 2)).expand(-1, -1, *t.shape[2:]))
-        return Batch(g(self.X), g(self.y), g(self.kind))
 
 
 def patterns(cfgs: Sequence[MambaConfig], device) -> torch.Tensor:

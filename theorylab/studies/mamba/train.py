@@ -1,4 +1,5 @@
-"""Training an ensemble of SSMs (or Transformer baselines): GD on N samples per model (section 3.2 [R]).
+"""What an ensemble of SSMs (or Transformer baselines) trains on: GD on N samples per model (section 3.2 [R]);
+graded on fresh test sequences. core.protocol runs the loop.
 
 N = n_train is an ensemble scalar: every model draws n_pool sequences and uses its first N, so cells of a
 sample-complexity sweep (different N) train as one ensemble. Curves: training loss and error, the error on a
@@ -10,23 +11,20 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
+from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.losses import sign_error
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import SGD, train_ensemble
+from theorylab.core.protocol import Training
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.mamba.config import MambaConfig
 from theorylab.studies.mamba.data import sample
 from theorylab.studies.mamba.evaluate import evaluate, gate_probes, per_sample_loss
 from theorylab.studies.mamba.model import forward, init_params, trainable
 
 
-
-def train_group(cfgs: Sequence[MambaConfig], device: torch.device, bars: Bars) -> GroupResult:
-    E, cfg = len(cfgs), cfgs[0]
+def training(cfgs: Sequence[MambaConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+    cfg = cfgs[0]
     for k in ("arch", "regime", "loss", "gain", "B", "n_pool", "steps", "train_gate"):
         shared_value(cfgs, k)
-    rng = rng_for(cfgs, device)
     params = init_params(cfgs, rng, device)
     pool = sample(cfgs, rng, cfg.n_pool, "train")  # [E, n_pool, L, d]
     N = scalar_tensor(cfgs, "n_train", device)  # [E]
@@ -39,7 +37,7 @@ def train_group(cfgs: Sequence[MambaConfig], device: torch.device, bars: Bars) -
             per = per_sample_loss(f, pool.y, cfg.loss)
             return {"loss": (per * used).sum(-1) / N, "error": (sign_error(f[..., None], pool.y[..., None]) * used).sum(-1) / N}
         idx = (rng.uniform((cfg.B,), "minibatch", step).to(device) * N[:, None]).long()  # B of the first N rows
-        b = pool.gather(idx)
+        b = pool.rows(idx)
         f = forward(p, b.X, cfg)
         return {"loss": per_sample_loss(f, b.y, cfg.loss).mean(-1), "error": sign_error(f, b.y)}
 
@@ -49,11 +47,10 @@ def train_group(cfgs: Sequence[MambaConfig], device: torch.device, bars: Bars) -
             out.update(gate_probes(p, probe, cfg))
         return out
 
-    with bars.task(f"mamba: {E} {cfg.arch} model(s) x {cfg.steps} GD steps", cfg.steps, models=E) as advance:
-        res = train_ensemble(params, trainable(cfg.arch, cfg.train_gate), loss_fn, scalar_tensor(cfgs, "lr", device), cfg.steps,
-                             optimizer=SGD(), probe_fn=probe_fn, curve_points=cfg.curve_points, on_step=advance)
-    test = evaluate(res.params, cfgs)
-    metrics = {"test_error": test["error"], "test_loss": test["loss"], "train_loss": res.curves["loss"][-1],
-               "train_error": res.curves["error"][-1],
-               **{k: v[-1] for k, v in res.curves.items() if k not in ("loss", "error")}}
-    return group_result(res.params, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)
+    def grade(res):
+        test = evaluate(res.params, cfgs)
+        return {"test_error": test["error"], "test_loss": test["loss"], "train_error": res.curves["error"][-1],
+                **{k: v[-1] for k, v in res.curves.items() if k not in ("loss", "error")}}
+
+    return Training(params, trainable(cfg.arch, cfg.train_gate), loss_fn, scalar_tensor(cfgs, "lr", device),
+                    cfg.steps, grade, what=f"{cfg.arch} GD steps", probes=probe_fn, curve_points=cfg.curve_points)

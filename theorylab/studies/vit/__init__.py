@@ -8,13 +8,13 @@ def study() -> Study:
     from theorylab.studies.vit.config import FULL, QUICK, TINY, ViTConfig
     from theorylab.studies.vit.model import check_forward
     from theorylab.studies.vit.plots import PLOTS
-    from theorylab.studies.vit.train import train_group
+    from theorylab.studies.vit.train import training
 
     return Study(
         name="vit",
         title="A Theoretical Understanding of Shallow Vision Transformers: Learning, Generalization, and Sample Complexity",
         paper="Li, Wang, Liu, Chen. ICLR 2023 (arXiv 2302.06015)",
-        config_cls=ViTConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        config_cls=ViTConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         variations={"alpha_star": (0.2, 0.5), "M": (6, 12), "d": (12,), "tau": (0.0, 0.3), "conf_ratio": (0.0, 0.5),
                     "sparsify": ("irrelevant", "random", "norm", "attention"), "noisy_frac": (0.2,),

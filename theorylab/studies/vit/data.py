@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import torch
 
+from theorylab.core.batch import Examples
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.vit.config import ViTConfig
@@ -29,21 +30,11 @@ IRRELEVANT, RELEVANT, CONFUSION, SPURIOUS = 0, 1, 2, 3
 
 
 @dataclass
-class Batch:
+class Batch(Examples):
     X: torch.Tensor  # [E, B, L, D] tokens
     y: torch.Tensor  # [E, B] labels in {-1, +1}
     role: torch.Tensor  # [E, B, L] 0 irrelevant, 1 relevant, 2 confusion, 3 spurious
     noisy: torch.Tensor  # [E, B, L] bool: token carries the large noise tau_big
-
-    def take(self, idx: torch.Tensor) -> "Batch":
-        """Examples idx [E, n] of each model."""
-        def g(t):
-            i = idx.reshape(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:])
-            return torch.gather(t, 1, i)
-        return Batch(g(self.X), g(self.y), g(self.role), g(self.noisy))
-
-    def models(self, sl: slice) -> "Batch":
-        return Batch(self.X[sl], self.y[sl], self.role[sl], self.noisy[sl])
 
 
 def _ranks(rng: EnsembleRNG, shape, *stream) -> torch.Tensor:

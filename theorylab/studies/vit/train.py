@@ -1,4 +1,4 @@
-"""Training an ensemble of shallow ViTs (section 1.3): hinge loss, plain SGD on minibatches of B examples drawn
+"""What an ensemble of shallow ViTs trains on (section 1.3): hinge loss, plain SGD on minibatches of B examples drawn
 from each model's N training examples (or fresh examples when n_train = 0), sparsification applied to every batch.
 
 Curves at each checkpoint, on a fixed probe set of fresh test examples: probe_error, probe_loss, attn_rel (the
@@ -15,14 +15,11 @@ import torch
 from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.losses import hinge, sign_error
-from theorylab.core.progress import Bars
+from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import train_ensemble
 from theorylab.studies.vit.config import ViTConfig
 from theorylab.studies.vit.data import RELEVANT, SPURIOUS, Batch, synthetic, test_batch, training_pool
-from theorylab.studies.vit.model import TRAINABLE, forward, keep_mask
-
+from theorylab.studies.vit.model import TRAINABLE, forward, init_params, keep_mask
 
 
 def relevant_attention(attn: torch.Tensor, batch: Batch, keep: torch.Tensor | None) -> torch.Tensor:
@@ -65,12 +62,8 @@ def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ViTConfig], stream:
     return mean_over_blocks(len(cfgs), n or shared_value(cfgs, "n_test"), c.tokens * (c.tokens + c.m + 2 * c.dim), block)
 
 
-def train_group(cfgs: Sequence[ViTConfig], device: torch.device, bars: Bars) -> GroupResult:
-    from theorylab.studies.vit import model as vit_model  # looked up at call time (tests patch init_params)
-
-    E = len(cfgs)
-    rng = rng_for(cfgs, device)
-    params = vit_model.init_params(cfgs, rng, device)
+def training(cfgs: Sequence[ViTConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+    params = init_params(cfgs, rng, device)
     B, steps = shared_value(cfgs, "B"), shared_value(cfgs, "steps")
     pool = training_pool(cfgs, rng)
     n_pool = torch.tensor([c.n_train or (pool.y.shape[1] if pool is not None else 0) for c in cfgs], device=device)
@@ -79,7 +72,7 @@ def train_group(cfgs: Sequence[ViTConfig], device: torch.device, bars: Bars) -> 
     def batch(step: int) -> Batch:
         if pool is None:
             return synthetic(cfgs, rng, B, "train", step)
-        return pool.take(rng.randint(n_pool[:, None], (B,), "minibatch", step).to(device))
+        return pool.rows(rng.randint(n_pool[:, None], (B,), "minibatch", step).to(device))
 
     def loss_fn(p, step):
         b = batch(step)
@@ -89,17 +82,18 @@ def train_group(cfgs: Sequence[ViTConfig], device: torch.device, bars: Bars) -> 
     def probe_fn(p, step):
         return {f"probe_{k}" if k in ("error", "loss") else k: v for k, v in scores(p, probe, cfgs, rng, "probe").items()}
 
-    with bars.task(f"vit: {E} model(s) x {steps} SGD steps", steps, models=E) as advance:
-        res = train_ensemble(params, TRAINABLE, loss_fn, scalar_tensor(cfgs, "lr", device), steps, probe_fn=probe_fn,
-                             curve_points=shared_value(cfgs, "curve_points"), on_step=advance)
-    test = evaluate(res.params, cfgs)
-    metrics = {"test_error": test["error"], "test_loss": test["loss"], "attn_rel": test["attn_rel"],
-               "attn_sp": test["attn_sp"]}
-    if pool is not None:  # the model's own N training examples (the first n_train of the pool)
-        with torch.no_grad():
-            s = keep_mask(res.params, pool, cfgs, rng, "train_eval")
-            F = forward(res.params, pool.X, s)
-        own = (torch.arange(pool.y.shape[1], device=device)[None] < n_pool[:, None]).float()
-        metrics["train_loss"] = (torch.clamp(1 - pool.y * F, min=0) * own).sum(1) / own.sum(1)
-        metrics["train_error"] = ((~(pool.y * F > 0)).float() * own).sum(1) / own.sum(1)
-    return group_result(res.params, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)
+    def grade(res):
+        test = evaluate(res.params, cfgs)
+        metrics = {"test_error": test["error"], "test_loss": test["loss"], "attn_rel": test["attn_rel"],
+                   "attn_sp": test["attn_sp"]}
+        if pool is not None:  # the model's own N training examples (the first n_train of the pool), not the last batch
+            with torch.no_grad():
+                s = keep_mask(res.params, pool, cfgs, rng, "train_eval")
+                F = forward(res.params, pool.X, s)
+            own = (torch.arange(pool.y.shape[1], device=device)[None] < n_pool[:, None]).float()  # [E, n_pool]
+            metrics["train_loss"] = (torch.clamp(1 - pool.y * F, min=0) * own).sum(1) / own.sum(1)
+            metrics["train_error"] = ((~(pool.y * F > 0)).float() * own).sum(1) / own.sum(1)
+        return metrics
+
+    return Training(params, TRAINABLE, loss_fn, scalar_tensor(cfgs, "lr", device), steps, grade, probes=probe_fn,
+                    curve_points=shared_value(cfgs, "curve_points"))
