@@ -16,7 +16,7 @@ from theorylab.studies.colored_digits.config import TINY, ColoredDigitsConfig
 from theorylab.shared.colored_digits import digits, task_data
 from theorylab.studies.colored_digits.evaluate import experiment, regress_gammas
 from theorylab.studies.colored_digits.model import body_keys, init_params, logits
-from theorylab.studies.colored_digits.train import task_key, train_group
+from theorylab.studies.colored_digits.train import task_key
 
 CPU = torch.device("cpu")
 CLAIM_IDS = {"alpha_hat_order", "multitask_lambda", "unlearning", "fig24_ood", "thm6_region", "lwptv_ood"}
@@ -65,8 +65,8 @@ def test_leading_grid_axis_broadcasts():
 
 def test_ensemble_equals_alone_and_head_frozen():
     cs = cfgs(3, **TINY)
-    together = train_group(cs, CPU, QUIET).params
-    alone = train_group(cs[1:2], CPU, QUIET).params
+    together = get_study("colored_digits").train_group(cs, CPU, QUIET).params
+    alone = get_study("colored_digits").train_group(cs[1:2], CPU, QUIET).params
     assert set(together) == set(alone)
     for k in together:
         assert torch.allclose(together[k][1], alone[k][0], atol=1e-5), k
@@ -82,7 +82,7 @@ def test_ensemble_equals_alone_and_head_frozen():
 
 def test_lambda_zero_merge_is_psi0_plus_dpsi_t1():
     cs = cfgs(2, **TINY)
-    params = train_group(cs, CPU, QUIET).params
+    params = get_study("colored_digits").train_group(cs, CPU, QUIET).params
     ex = experiment(cs, params, CPU)
     p1, p2 = cs[0].p_T1, cs[0].p_contradictory
     w = ex.merged((p1, p2), torch.tensor([[1.0, 0.0]]))

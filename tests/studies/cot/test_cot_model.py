@@ -8,7 +8,7 @@ from theorylab.studies.cot.config import CoTConfig
 from theorylab.shared.cot_reasoning import eval_reasoning, icl_prompts, step_prompts
 from theorylab.studies.cot.evaluate import attention_by_category, cot_decode
 from theorylab.studies.cot.model import decode, forward, forward_reference, init_params
-from theorylab.studies.cot.train import train_group
+from theorylab.core.study import get_study
 
 dev = torch.device("cpu")
 
@@ -50,7 +50,7 @@ def test_decoding_picks_the_nearest_pattern_and_never_scores_nan():
 
 def test_training_concentrates_attention_and_cot_decoding_improves():
     cfgs = [CoTConfig(seed=s, steps=120, B=64, n_test=50, l_ts=10, curve_points=3) for s in range(2)]
-    res = train_group(cfgs, dev, QUIET)
+    res = get_study("cot").train_group(cfgs, dev, QUIET)
     assert res.status == ["done", "done"]
     r = eval_reasoning(cfgs, rng_for(cfgs, dev), 100, 20, "x")
     before = attention_by_category(init_params(cfgs, dev), r)[..., 0].mean(1)

@@ -4,11 +4,11 @@ import torch
 from theorylab.core.config import ConfigError, make_config
 from theorylab.core.ensemble import rng_for
 from theorylab.core.progress import QUIET
+from theorylab.core.study import get_study
 from theorylab.shared.icl_prompts import in_domain_world, sample_prompts, split_tasks
 from theorylab.studies.icl_gpt2.config import ICLGPT2Config
 from theorylab.studies.icl_gpt2.evaluate import pruning_masks
 from theorylab.studies.icl_gpt2.model import forward, forward_reference, init_params, neuron_embeddings, prune_neurons
-from theorylab.studies.icl_gpt2.train import train_group
 
 dev = torch.device("cpu")
 SMALL = dict(n_layer=2, n_head=2, n_embd=16, l_tr=5, l_ts=5)
@@ -95,7 +95,7 @@ def test_bad_fields_are_named():
 
 def test_training_lowers_the_hinge_loss():
     cfgs = [ICLGPT2Config(seed=0, steps=150, n_test=64, B=32, curve_points=10, n_layer=1, n_embd=16, l_tr=8, l_ts=8)]
-    res = train_group(cfgs, dev, QUIET)
+    res = get_study("icl_gpt2").train_group(cfgs, dev, QUIET)
     loss = res.curves[0]["loss"]  # per-batch hinge at 11 checkpoints
     assert res.status == ["done"] and sum(loss[-3:]) < 0.5 * sum(loss[:3])
     assert {"attn_same_ood.0", "label_norm_median.0"} <= set(res.curves[0])

@@ -14,7 +14,6 @@ from theorylab.studies.task_vectors.config import TaskVectorConfig
 from theorylab.studies.task_vectors.data import irrelevant_patterns, ood_gammas, sample, task_pattern
 from theorylab.studies.task_vectors.evaluate import metric
 from theorylab.studies.task_vectors.model import forward, forward_reference, init_params
-from theorylab.studies.task_vectors.train import train_group
 
 CPU = torch.device("cpu")
 CLAIM_IDS = {"thm4_multitask", "fig_thm4_below", "thm5_unlearning", "fig_thm5_aligned", "thm6_ood", "cor1_low_rank",
@@ -74,8 +73,8 @@ def test_model_matches_per_example_eq7():
 
 def test_ensemble_equals_alone():
     cs = [TaskVectorConfig(seed=s, alpha=a, steps=5) for s, a in ((0, 0.0), (1, 0.6), (2, -0.6))]
-    together = train_group(cs, CPU, QUIET).params
-    alone = train_group(cs[1:2], CPU, QUIET).params
+    together = get_study("task_vectors").train_group(cs, CPU, QUIET).params
+    alone = get_study("task_vectors").train_group(cs[1:2], CPU, QUIET).params
     for k in together:
         assert torch.allclose(together[k][1], alone[k][0], atol=1e-6), k
 

@@ -10,6 +10,11 @@ by core.train.train_ensemble with AdamW (the paper's optimiser); models are task
 
 Stored per cell: "psi0/<name>" (every tensor of Psi0, heads included) and "ft/<p>/<name>" (the
 fine-tuned body of task p).
+
+Why `train_group=` and not the protocol (core.protocol.Training): the fine-tuning ensemble has len(task_ps)
+models per cell, each diverging and frozen on its own (AdamW at lr 0); a Training has one model per cell, so its
+loop would freeze every task of a cell when one diverges (different weights and diverged_at for that cell), and
+a cell's record also carries the pre-training curves and divergence, which a Training's record does not.
 """
 from __future__ import annotations
 

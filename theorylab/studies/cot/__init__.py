@@ -8,13 +8,13 @@ def study() -> Study:
     from theorylab.studies.cot.config import FULL, QUICK, CoTConfig
     from theorylab.studies.cot.model import check_forward
     from theorylab.studies.cot.plots import PLOTS
-    from theorylab.studies.cot.train import train_group
+    from theorylab.studies.cot.train import training
 
     return Study(
         name="cot",
         title="Training Nonlinear Transformers for Chain-of-Thought Inference: A Theoretical Generalization Analysis",
         paper="Li, Lu, Chen, Cui, Wang. ICLR 2025 (arXiv 2410.02167)",
-        config_cls=CoTConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        config_cls=CoTConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS,
         tiny={"steps": 30, "B": 32, "n_test": 50, "l_ts": 10, "l_ts_step": 5, "curve_points": 4},
         forward_check=check_forward,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from theorylab.core.batch import gather_rows
 from theorylab.core.ensemble import rng_for, shared_value
 from theorylab.core.evaluate import mean_over_blocks
 from theorylab.shared.cot_reasoning import Prompts, Reasoning, eval_reasoning, icl_prompts, step_prompts
@@ -31,8 +32,7 @@ def _slice(overrides: dict, models: slice, E: int) -> dict:
 
 def cot_decode(params: dict[str, torch.Tensor], r: Reasoning) -> torch.Tensor:
     """Greedy step-by-step decoding: v [E, B, K] (each v_k fed back as the next query input, clean)."""
-    E, B, _, K1, d_X = r.tokens.shape
-    K = K1 - 1
+    K = r.tokens.shape[3] - 1
     qt, qi = r.query_tokens[:, :, :K].clone(), r.query_ids[:, :, :K].clone()
     out = []
     for k in range(1, K + 1):
@@ -42,7 +42,7 @@ def cot_decode(params: dict[str, torch.Tensor], r: Reasoning) -> torch.Tensor:
         if k < K:
             safe = v.clamp_min(0)
             qi[:, :, k] = safe
-            qt[:, :, k] = torch.gather(r.patterns, 1, safe[..., None].expand(-1, -1, d_X))  # v_k, clean
+            qt[:, :, k] = gather_rows(r.patterns, safe)  # v_k, clean
     return torch.stack(out, -1)
 
 

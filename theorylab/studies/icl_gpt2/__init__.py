@@ -8,13 +8,13 @@ def study() -> Study:
     from theorylab.studies.icl_gpt2.config import FULL, QUICK, ICLGPT2Config
     from theorylab.studies.icl_gpt2.model import check_forward
     from theorylab.studies.icl_gpt2.plots import PLOTS
-    from theorylab.studies.icl_gpt2.train import train_group
+    from theorylab.studies.icl_gpt2.train import training
 
     return Study(
         name="icl_gpt2",
         title="How Do Nonlinear Transformers Learn and Generalize in In-Context Learning? (multi-layer GPT-2 figures)",
         paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607); spec E1, E2, E5 (GPT-2), E7-E8 (one-layer, run on GPT-2)",
-        config_cls=ICLGPT2Config, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        config_cls=ICLGPT2Config, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS,
         tiny={"steps": 20, "n_test": 60, "B": 16, "curve_points": 3, "n_layer": 1, "n_embd": 16, "l_tr": 8, "l_ts": 6},
         forward_check=check_forward,

@@ -1,17 +1,19 @@
-"""The CoT task on the GPT-2 backbone (task='cot'; spec section 2.5 C9): the cot study's prompts (shared.cot_reasoning), one
-column per token, a d_X read-out at the query token, half squared loss, AdamW; CoT inference by greedy step-by-step
-decoding, ICL inference as one step without intermediate steps (section 2.4)."""
+"""The CoT task on the GPT-2 backbone (task='cot', handed here by train.training; spec section 2.5 C9): the cot
+study's prompts (shared.cot_reasoning), one column per token, a d_X read-out at the query token, half squared loss,
+AdamW; CoT inference by greedy step-by-step decoding, ICL inference as one step without intermediate steps
+(section 2.4)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
 
+from theorylab.core.batch import gather_rows
 from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.evaluate import mean_over_blocks
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import AdamW, train_ensemble
+from theorylab.core.protocol import Training
+from theorylab.core.rng import EnsembleRNG
+from theorylab.core.train import AdamW
 from theorylab.shared.cot_reasoning import Reasoning, eval_reasoning, icl_prompts, step_prompts, training_prompts
 from theorylab.studies.icl_gpt2.model import forward, init_params
 
@@ -24,10 +26,6 @@ def decode(F: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(F).all(-1), v, -1)
 
 
-def _rows(patterns: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return torch.gather(patterns, 1, ids.clamp_min(0)[..., None].expand(-1, -1, patterns.shape[-1]))
-
-
 def cot_decode(params, r: Reasoning, heads: int) -> torch.Tensor:
     """Greedy CoT: v [E, B, K], each v_k (clean pattern) fed back as the next query input."""
     K = r.tokens.shape[3] - 1
@@ -38,8 +36,8 @@ def cot_decode(params, r: Reasoning, heads: int) -> torch.Tensor:
         v = decode(forward(params, pr.C, pr.Q, heads, mask=pr.mask), r.patterns)
         out.append(v)
         if k < K:
-            qi[:, :, k] = v.clamp_min(0)
-            qt[:, :, k] = _rows(r.patterns, v)
+            qi[:, :, k] = v.clamp_min(0)  # a non-finite output (-1) feeds back pattern 0
+            qt[:, :, k] = gather_rows(r.patterns, qi[:, :, k])  # v_k, clean
     return torch.stack(out, -1)
 
 
@@ -72,23 +70,22 @@ def evaluate(params, cfgs: Sequence, L: int, *, n: int | None = None, stream: tu
     return mean_over_blocks(E, n, (L + 1) * K * D * 16, block)
 
 
-def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult:
-    E = len(cfgs)
-    rng = rng_for(cfgs, device)
+def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training:
+    """task='cot': fresh CoT training prompts each step, half squared loss on the step's target pattern, AdamW;
+    graded by CoT and ICL inference at l_ts examples."""
     params = init_params(cfgs, rng, device)
-    lr = scalar_tensor(cfgs, "lr", device)
     B, steps, heads = (shared_value(cfgs, k) for k in ("B", "steps", "n_head"))
 
     def loss_fn(p, step):
         pr, patterns = training_prompts(cfgs, rng, B, "train", step, with_patterns=True)
         F = forward(p, pr.C, pr.Q, heads, mask=pr.mask)  # [E, B, d_X]
-        z = _rows(patterns, pr.target)  # z_k                                                    [E, B, d_X]
+        z = gather_rows(patterns, pr.target)  # z_k                                              [E, B, d_X]
         return {"loss": 0.5 * ((F - z) ** 2).sum(-1).mean(-1), "error": (decode(F, patterns) != pr.target).float().mean(-1)}
 
-    with bars.task(f"icl_gpt2 (cot): {E} model(s) x {steps} AdamW steps", steps, models=E) as advance:
-        res = train_ensemble(params, list(params), loss_fn, lr, steps,
-                             optimizer=AdamW(weight_decay=shared_value(cfgs, "weight_decay")),
-                             curve_points=shared_value(cfgs, "curve_points"), on_step=advance)
-    ev = evaluate(res.params, cfgs, shared_value(cfgs, "l_ts"), stream=("final",))
-    metrics = {"cot_error": ev["cot"], "icl_error": ev["icl"], "train_loss": res.curves["loss"][-1]}
-    return group_result(res.params, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)
+    def grade(res):
+        ev = evaluate(res.params, cfgs, shared_value(cfgs, "l_ts"), stream=("final",))
+        return {"cot_error": ev["cot"], "icl_error": ev["icl"]}
+
+    return Training(params, list(params), loss_fn, scalar_tensor(cfgs, "lr", device), steps, grade,
+                    what="AdamW steps (CoT task)", optimizer=AdamW(weight_decay=shared_value(cfgs, "weight_decay")),
+                    curve_points=shared_value(cfgs, "curve_points"))

@@ -3,6 +3,11 @@ fresh sequences every step. Both tasks of a cell start from the same Psi0 with t
 and are trained as one ensemble of 2E models (core.ensemble.tile: model t*E + e is task t of cell e).
 
 A cell's stored weights: W0, V0 (Psi0), a, and W_T1, V_T1, W_T2, V_T2 (the fine-tuned Psi*_T).
+
+Why `train_group=` and not the protocol (core.protocol.Training): the fine-tuning ensemble has T models per cell
+(one per task), and each diverges and is frozen on its own; a Training has one model per cell, so its loop would
+freeze both tasks of a cell when one diverges (different weights and diverged_at for that cell), and it records
+neither the per-task curves under one cell nor the pre-training phase's divergence.
 """
 from __future__ import annotations
 
