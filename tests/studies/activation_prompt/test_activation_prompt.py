@@ -62,12 +62,12 @@ def test_a_shared_prompt_right_after_a_norm_is_that_norms_bias_tuning(arch):
     """Spec 3.3, exact algebra (was the `ap_is_norm_bias` claim): a channel- (BN) / token-shared (LN) prompt added
     right after a norm gives the same forward as adding it to the norm's bias, so the two adaptations follow the same
     loss trajectory from the same start; the same shared prompt at the block output (the control) does not."""
-    from theorylab.core.progress import QUIET
-    from theorylab.studies.activation_prompt.train import adapt, middle_block, pretrain
+    from theorylab.core.train import train_ensemble
+    from theorylab.studies.activation_prompt.train import adaptation, middle_block, pretrain
 
     cfgs = [APConfig(seed=s, arch=arch, **{**TINY, "depth": 2, "steps": 8}) for s in range(2)]
     cfg = cfgs[0]
-    backbone, _, _ = pretrain(cfgs, "cpu", QUIET)
+    backbone, _, _ = pretrain(cfgs, rng_for(cfgs, "cpu"), "cpu")
     m = middle_block(cfg)
     norm = f"blocks.{m}.bn" if arch == "cnn" else f"blocks.{m}.ln1"
     delta = torch.randn(2, backbone[f"{norm}.b"].shape[-1])
@@ -78,7 +78,9 @@ def test_a_shared_prompt_right_after_a_norm_is_that_norms_bias_tuning(arch):
     biased = {**base, f"{norm}.b": base[f"{norm}.b"] + delta}
     torch.testing.assert_close(forward(prompted, X, cfg), forward(biased, X, cfg), atol=1e-5, rtol=1e-5)
 
-    loss = {how: adapt(cfgs, backbone, how, "cpu", QUIET).curves["loss"] for how in ("normap", "normbias")}
+    tr = adaptation(cfgs, rng_for(cfgs, "cpu"), backbone, ("normap", "normbias"), "cpu")
+    curves = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer).curves
+    loss = {how: curves[f"loss_{how}"] for how in ("normap", "normbias")}
     assert float((loss["normap"] - loss["normbias"]).abs().max()) <= 1e-5
     ctrl_layer = m + 2 if arch == "cnn" else m + 1  # the same shared prompt at the block output
     control = {**base, f"acts.{ctrl_layer}": delta}

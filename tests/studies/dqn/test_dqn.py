@@ -15,7 +15,7 @@ from theorylab.studies.dqn.claims import geometric_rate, iterations_to_small, sl
 from theorylab.studies.dqn.config import TINY, DQNConfig
 from theorylab.studies.dqn.mdp import features, make_mdp, step, value_iteration
 from theorylab.studies.dqn.model import init_params, q_reference, q_table
-from theorylab.studies.dqn.train import q_error, q_error_optimal, train_group
+from theorylab.studies.dqn.train import q_error, q_error_optimal
 
 CPU = torch.device("cpu")
 
@@ -65,6 +65,7 @@ def test_ensemble_equals_alone_across_epsilon_and_radius():
     cfgs = [DQNConfig(seed=0, eps0=0.1, eps_decay=1.0, radius=1.0, **base),
             DQNConfig(seed=1, eps0=0.6, eps_decay=0.7, radius=2.0, lr=0.05, **base),
             DQNConfig(seed=2, **base)]
+    train_group = get_study("dqn").train_group
     together = train_group(cfgs, CPU, QUIET)
     alone = train_group(cfgs[1:2], CPU, QUIET)
     for k, v in alone.params.items():
@@ -81,7 +82,7 @@ def test_epsilon_levels_and_radii_share_the_world():
     frozen = DQNConfig(eps0=0.1, target_update="never", **base)
     keys = rng_for([a, b, c, frozen, other], CPU).keys
     assert keys[0] == keys[1] == keys[2] == keys[3] != keys[4]
-    res = train_group([a, b, c, other], CPU, QUIET)
+    res = get_study("dqn").train_group([a, b, c, other], CPU, QUIET)
     star = {k: v for k, v in res.params.items() if k.startswith("star.")}
     for k, v in star.items():
         assert torch.equal(v[0], v[1]) and torch.equal(v[0], v[2]) and not torch.equal(v[0], v[3]), k
@@ -104,7 +105,7 @@ def test_optimal_action_error_reads_only_the_optimal_actions():
 
 
 def test_training_reduces_the_q_error_and_the_fit_is_realizable():
-    res = train_group([DQNConfig(seed=s, T=12) for s in range(2)], CPU, QUIET)
+    res = get_study("dqn").train_group([DQNConfig(seed=s, T=12) for s in range(2)], CPU, QUIET)
     for m in res.metrics:
         assert m["q_err_final"] < 0.5 * m["q_err0"] and m["fit_err"] < 0.05
 

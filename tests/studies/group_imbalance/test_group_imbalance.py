@@ -10,7 +10,6 @@ from theorylab.core.study import get_study
 from theorylab.studies.group_imbalance.config import GroupImbalanceConfig
 from theorylab.studies.group_imbalance.data import digits_splits, gmm_test, gmm_train, teacher
 from theorylab.studies.group_imbalance.model import forward, forward_reference, init_params
-from theorylab.studies.group_imbalance.train import train_group
 
 CPU = torch.device("cpu")
 
@@ -62,7 +61,7 @@ def test_bad_config_names_the_field(bad, field):
 
 
 def test_gd_lowers_the_training_loss():
-    res = train_group(cfgs(N=200, steps=50, n_test=100), CPU, QUIET)
+    res = get_study("group_imbalance").train_group(cfgs(N=200, steps=50, n_test=100), CPU, QUIET)
     for c in res.curves:
         assert c["loss"][-1] < c["loss"][0]
     assert res.status == ["done"] * 3

@@ -16,7 +16,6 @@ from theorylab.studies.retrieval.config import TINY, RetrievalConfig
 from theorylab.studies.retrieval.data import SLOTS, corpus, make_benchmark
 from theorylab.studies.retrieval.encoders import encode, hash_encode
 from theorylab.studies.retrieval.model import gold_rank, joint_reference, mrr_at, passage_scores, recall_at
-from theorylab.studies.retrieval.train import train_group
 
 CPU = torch.device("cpu")
 ALL_VALUES = [v for s in SLOTS.values() for v in s["values"]]
@@ -82,6 +81,7 @@ def test_ranks_recall_and_mrr_by_hand():
 
 def test_ensemble_equals_alone_and_pcas_uses_the_context():
     cfgs = [RetrievalConfig(seed=s, **TINY) for s in range(3)]
+    train_group = get_study("retrieval").train_group
     together, alone = train_group(cfgs, CPU, QUIET), train_group(cfgs[1:2], CPU, QUIET)
     for k, v in alone.params.items():
         assert torch.equal(together.params[k][1], v[0]), k

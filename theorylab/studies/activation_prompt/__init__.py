@@ -9,14 +9,15 @@ def study() -> Study:
     from theorylab.studies.activation_prompt.config import FULL, QUICK, TINY, APConfig
     from theorylab.studies.activation_prompt.model import check_forward
     from theorylab.studies.activation_prompt.plots import PLOTS
-    from theorylab.studies.activation_prompt.train import train_group
+    from theorylab.studies.activation_prompt.train import training
 
     return Study(
         name="activation_prompt",
         title="Visual Prompting Reimagined: The Power of Activation Prompts",
         paper="AISTATS 2026 (arXiv 2604.06440)",
-        config_cls=APConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        config_cls=APConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
+        dry_run={"pretrain_steps": 1, "steps": 1},
         model_steps=lambda c: c.pretrain_steps + c.steps * (2 * (c.depth + 1 if c.arch == "cnn" else c.depth) + 6),
         variations={"arch": ("vit",), "depth": (1, 2), "transform": ("invert", "flip"), "patch": (4,),
                     "channels": (3,), "width": (8, 12), "heads": (1, 2)},

@@ -4,10 +4,12 @@ identity on transformed images, learnt through a new head from a seed's own n_ta
 n_val are held out to choose the activation-prompt layer."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
+from theorylab.core.batch import Examples
 from theorylab.core.rng import EnsembleRNG
 from theorylab.shared.colored_digits import digits as colored_digits_split
 
@@ -16,6 +18,13 @@ from theorylab.shared.colored_digits import digits as colored_digits_split
 def digits(test_every: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """split -> (images [N, 1, 8, 8] in [0, 1], digit [N]): colored_digits' split, with a channel axis."""
     return {k: (img[:, None], y) for k, (img, y) in colored_digits_split(test_every).items()}
+
+
+@dataclass
+class Labelled(Examples):
+    """Each model's labelled images: X [E, n, 1, 8, 8], y [E, n]."""
+    X: torch.Tensor
+    y: torch.Tensor
 
 
 def transform(img: torch.Tensor, how: str) -> torch.Tensor:

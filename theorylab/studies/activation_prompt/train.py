@@ -10,9 +10,12 @@ always trains):
     full        every backbone weight (full fine-tuning)
     normap, normbias   the AP-norm identity (spec 3.3) at the middle block: a shared prompt right after its
                 norm, and that norm's bias tuned (exact algebra: tested in tests/studies/activation_prompt, not
-                trained by train_group)
+                trained by the study)
 
 Adaptation uses Adam (AdamW with no decay, spec 3.5) at lr, batches of B from the model's own target subset.
+Pre-training runs inside `training()`; the adaptation is the Training core runs: every method at once, each with
+its own weights "{method}/{name}" over the shared frozen backbone, minimising the sum of the methods' losses.
+Methods share no trainable weight, so each gets exactly its own gradient and Adam state, as if trained alone.
 """
 from __future__ import annotations
 
@@ -20,18 +23,17 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.ensemble import rng_for, shared_value
+from theorylab.core.ensemble import shared_value
 from theorylab.core.losses import accuracy, cross_entropy
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
+from theorylab.core.protocol import Graded, GradeFn, Training
+from theorylab.core.rng import EnsembleRNG
 from theorylab.core.train import AdamW, train_ensemble
 from theorylab.studies.activation_prompt.config import APConfig
-from theorylab.studies.activation_prompt.data import digits, target_split
+from theorylab.studies.activation_prompt.data import Labelled, digits, target_split
 from theorylab.studies.activation_prompt.model import (act_shape, forward, global_share, init_params, n_layers,
                                                        norm_names)
 
 HEADS = ["thead.w", "thead.b"]
-
 
 
 def middle_block(cfg: APConfig) -> int:
@@ -71,23 +73,20 @@ def method_params(cfg: APConfig, method: str, backbone: dict[str, torch.Tensor])
     raise ValueError(f"unknown method {method!r}")
 
 
-def pretrain(cfgs: Sequence[APConfig], device, bars: Bars) -> tuple[dict, torch.Tensor, torch.Tensor]:
+def pretrain(cfgs: Sequence[APConfig], rng: EnsembleRNG, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Backbone [E, ...] with BN population statistics, its source test accuracy [E], diverged_at [E]."""
     cfg, E = cfgs[0], len(cfgs)
-    rng = rng_for(cfgs, device)
     X, y = (t.to(device) for t in digits(cfg.test_every)["train"])
     params = init_params(cfg, rng, device)
     trainable = [k for k in params if not k.startswith("thead") and not k.endswith((".mean", ".var"))]
 
     def loss_fn(p, step):
-        idx = rng.randint(len(y), (cfg.B,), "batch", "pretrain", step).to(device)  # [E, B]
+        idx = rng.randint(len(y), (cfg.B,), "batch", "pretrain", step).to(device)  # [E, B] into the shared set
         lg = forward(p, X[idx], cfg, head="head", record={})
         return {"loss": cross_entropy(lg, y[idx]), "acc": accuracy(lg, y[idx])}
 
-    with bars.task(f"activation_prompt: pretrain {E} {cfg.arch}(s) x {cfg.pretrain_steps} steps", cfg.pretrain_steps,
-                   models=E) as advance:
-        res = train_ensemble(params, trainable, loss_fn, torch.full((E,), cfg.pretrain_lr, device=device),
-                             cfg.pretrain_steps, optimizer=AdamW(0.0), curve_points=cfg.curve_points, on_step=advance)
+    res = train_ensemble(params, trainable, loss_fn, torch.full((E,), cfg.pretrain_lr, device=device),
+                         cfg.pretrain_steps, optimizer=AdamW(0.0), curve_points=cfg.curve_points)
     p = dict(res.params)
     if cfg.arch == "cnn":  # population statistics over the whole source training set, in blocks of 500 images
         with torch.no_grad():
@@ -108,23 +107,39 @@ def pretrain(cfgs: Sequence[APConfig], device, bars: Bars) -> tuple[dict, torch.
     return p, src, res.diverged_at
 
 
-def adapt(cfgs: Sequence[APConfig], backbone: dict, method: str, device, bars: Bars, steps: int | None = None):
-    """TrainResult of one adaptation method for every model."""
+def adaptation(cfgs: Sequence[APConfig], rng: EnsembleRNG, backbone: dict, how: Sequence[str], device,
+               grade: GradeFn = lambda res: {}, diverged: torch.Tensor | None = None) -> Training:
+    """The adaptation of every method in `how` from one backbone, as one Training: the curves hold each method's
+    loss as loss_{method}, and "loss" is their sum (what the one optimizer minimises). Models marked `diverged`
+    [E] (their pre-training diverged) get a NaN loss, so core records them diverged and leaves them be."""
     cfg, E = cfgs[0], len(cfgs)
-    rng = rng_for(cfgs, device)
     (Xs, ys), _, _ = target_split(rng, cfg.test_every, cfg.transform, cfg.n_target, cfg.n_val, device)
-    p, trainable = method_params(cfg, method, backbone)
-    models = torch.arange(E, device=device)[:, None]
+    target = Labelled(Xs, ys)
+    own: dict[str, list[str]] = {}  # method -> the names it trains (its weights are "{method}/{name}")
+    params = dict(backbone)  # the frozen backbone, shared by every method
+    for method in how:
+        start, own[method] = method_params(cfg, method, backbone)
+        params.update({f"{method}/{k}": start[k] for k in own[method]})
 
-    def loss_fn(q, step):
-        idx = rng.randint(cfg.n_target, (cfg.B,), "batch", "adapt", step).to(device)  # [E, B], same for every method
-        lg = forward(q, Xs[models, idx], cfg)
-        return {"loss": cross_entropy(lg, ys[models, idx]), "acc": accuracy(lg, ys[models, idx])}
+    def loss_fn(p, step):
+        batch = target.rows(rng.randint(cfg.n_target, (cfg.B,), "batch", "adapt", step).to(device))  # [E, B]
+        out = {}
+        for method, names in own.items():
+            lg = forward({**p, **{k: p[f"{method}/{k}"] for k in names}}, batch.X, cfg)
+            out[f"loss_{method}"] = cross_entropy(lg, batch.y)
+        total = sum(out.values())  # [E]
+        return {"loss": total if diverged is None else torch.where(diverged, torch.nan, total), **out}
 
-    steps = cfg.steps if steps is None else steps
-    with bars.task(f"activation_prompt: {method} ({cfg.arch}) {E} model(s) x {steps} steps", steps, models=E) as advance:
-        return train_ensemble(p, trainable, loss_fn, torch.full((E,), cfg.lr, device=device), steps,
-                              optimizer=AdamW(0.0), curve_points=cfg.curve_points, on_step=advance)
+    return Training(params, [f"{m}/{k}" for m, names in own.items() for k in names], loss_fn,
+                    torch.full((E,), cfg.lr, device=device), cfg.steps, grade,
+                    what=f"Adam steps ({len(own)} methods, {cfg.arch})", optimizer=AdamW(0.0),
+                    curve_points=cfg.curve_points)
+
+
+def method_weights(res, method: str) -> dict[str, torch.Tensor]:
+    """The adapted model of one method: the backbone with the method's trained weights."""
+    prefix = f"{method}/"
+    return {**res.params, **{k[len(prefix):]: v for k, v in res.params.items() if k.startswith(prefix)}}
 
 
 def evaluate(p: dict, X: torch.Tensor, y: torch.Tensor, cfg: APConfig) -> torch.Tensor:
@@ -138,28 +153,23 @@ def evaluate(p: dict, X: torch.Tensor, y: torch.Tensor, cfg: APConfig) -> torch.
     return hits / X.shape[1]
 
 
-def train_group(cfgs: Sequence[APConfig], device: torch.device, bars: Bars) -> GroupResult:
+def training(cfgs: Sequence[APConfig], rng: EnsembleRNG, device: torch.device) -> Training:
     cfg, E = cfgs[0], len(cfgs)
     shared_value(cfgs, "arch")
-    backbone, src_acc, diverged = pretrain(cfgs, device, bars)
-    rng = rng_for(cfgs, device)
+    backbone, src_acc, pretrain_diverged = pretrain(cfgs, rng, device)
     _, (Xv, yv), (Xt, yt) = target_split(rng, cfg.test_every, cfg.transform, cfg.n_target, cfg.n_val, device)
-    metrics: dict[str, torch.Tensor] = {"source_acc": src_acc}
-    curves = [{} for _ in range(E)]
-    finals = {}
-    for method in methods(cfg):
-        res = adapt(cfgs, backbone, method, device, bars)
-        diverged = torch.maximum(diverged, res.diverged_at)
-        metrics[f"val_{method}"] = evaluate(res.params, Xv, yv, cfg)
-        metrics[f"test_{method}"] = evaluate(res.params, Xt[None], yt[None], cfg)
-        for e in range(E):
-            curves[e][f"loss_{method}"] = res.curves["loss"][:, e].tolist()
-            curves[e]["step"] = res.curve_steps
-        finals[method] = res
-    with torch.no_grad():  # the global-feature diagnostic on the target test images (spec 3.4)
-        acts: list = []
-        forward(backbone, Xt[None, :500].expand(E, -1, -1, -1, -1), cfg, acts=acts)
-        for l, h in enumerate(acts, start=1):
-            metrics[f"global_{l}"] = global_share(h, cfg.arch)
-    params = {k: v for k, v in backbone.items() if not k.startswith("thead")}
-    return group_result(params, metrics, curves, diverged, sum(r.seconds for r in finals.values()))
+
+    def grade(res) -> Graded:
+        metrics: dict[str, torch.Tensor] = {"source_acc": src_acc}
+        for method in methods(cfg):
+            adapted = method_weights(res, method)
+            metrics[f"val_{method}"] = evaluate(adapted, Xv, yv, cfg)
+            metrics[f"test_{method}"] = evaluate(adapted, Xt[None], yt[None], cfg)
+        with torch.no_grad():  # the global-feature diagnostic on the target test images (spec 3.4)
+            acts: list = []
+            forward(backbone, Xt[None, :500].expand(E, -1, -1, -1, -1), cfg, acts=acts)
+            for l, h in enumerate(acts, start=1):
+                metrics[f"global_{l}"] = global_share(h, cfg.arch)
+        return Graded(metrics, {k: v for k, v in backbone.items() if not k.startswith("thead")})
+
+    return adaptation(cfgs, rng, backbone, methods(cfg), device, grade, diverged=(pretrain_diverged >= 0).to(device))

@@ -9,19 +9,24 @@ For outer iteration t = 0 .. T-1:
   3. omega_{t+1} = the result; eps_{t+1} = max(eps_min, eps0 eps_decay^(t+1)).
 The error ||Q_t - Q*||_inf (over non-terminal state-actions; Q* by value iteration) is recorded at every t.
 
+The T iterations are one Training of T x `steps` SGD steps (core.protocol runs the loop): the first loss of an
+iteration (step t x steps) collects and freezes the target before its mini-batch, and the curves' checkpoints fall
+on the iteration boundaries (curve_points = T), where the probes record the errors of omega_t.
+
 omega* (realizability): the same network fitted to Q* by Adam (full batch, `fit_steps`); init = perturbed starts
 from omega* + radius ||omega*_k|| u_k / ||u_k|| for every tensor k (u_k Gaussian, drawn per model).
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from theorylab.core.ensemble import expand_to, rng_for, scalar_tensor, shared_value
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
+from theorylab.core.batch import Examples, gather_rows
+from theorylab.core.ensemble import expand_to, scalar_tensor, shared_value
+from theorylab.core.protocol import Graded, Training
+from theorylab.core.rng import EnsembleRNG
 from theorylab.core.train import SGD, AdamW, train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
 from theorylab.studies.dqn.mdp import MDP, features, make_mdp, step, value_iteration
@@ -29,6 +34,25 @@ from theorylab.studies.dqn.model import TRAINABLE, init_params, q_table, q_value
 
 FIT_LR = 0.01
 
+
+@dataclass
+class Replay(Examples):
+    """Each model's replay buffer: transitions (s, a, r, s', done), [E, C] each (C = capacity)."""
+    s: torch.Tensor
+    a: torch.Tensor
+    r: torch.Tensor
+    s2: torch.Tensor
+    done: torch.Tensor
+
+    @classmethod
+    def empty(cls, E: int, C: int, device) -> "Replay":
+        idx = lambda: torch.zeros(E, C, dtype=torch.long, device=device)  # noqa: E731
+        return cls(idx(), idx(), torch.zeros(E, C, device=device), idx(), torch.zeros(E, C, device=device))
+
+    def write(self, at: torch.Tensor, **transitions: torch.Tensor) -> None:
+        """Stores transitions [E, W] in slots at [W] (in place)."""
+        for name, v in transitions.items():
+            getattr(self, name)[:, at] = v
 
 
 def model_steps(cfg: DQNConfig) -> int:
@@ -84,80 +108,71 @@ def initial(cfgs, rng, star: dict[str, torch.Tensor], phi, device) -> dict[str, 
     return out
 
 
-def train_group(cfgs: Sequence[DQNConfig], device: torch.device, bars: Bars) -> GroupResult:
-    t_start = time.perf_counter()
+def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) -> Training:
     E = len(cfgs)
-    c0 = cfgs[0]
     T, W, K, C, B = (shared_value(cfgs, k) for k in ("T", "walkers", "collect_steps", "buffer", "B"))
     n_sgd, gamma, slip, ep_len = (shared_value(cfgs, k) for k in ("steps", "gamma", "slip", "episode_len"))
-    S, A = c0.S, c0.A
-    # keyed by world_hash: cells that differ only in epsilon, radius or the target refresh (DQNConfig.swept_fields)
-    # share phi, omega*, the direction of omega_0 - omega* and every exploration draw (common random numbers)
-    rng = rng_for(cfgs, device)
+    A = cfgs[0].A
+    # the rng is keyed by world_hash: cells that differ only in epsilon, radius or the target refresh
+    # (DQNConfig.swept_fields) share phi, omega*, the direction of omega_0 - omega* and every exploration draw
     mdp, Qs = q_star(cfgs, device)
     live = ~mdp.terminal.to(device)
     phi = features(cfgs, rng, device)  # [E, S, d]
     star, fit_err = fit_star(cfgs, rng, phi, Qs, live, device)
-    p = initial(cfgs, rng, star, phi, device)
-    p0 = {k: v.clone() for k, v in p.items()}
+    p0 = initial(cfgs, rng, star, phi, device)
     eps0, decay, eps_min = (scalar_tensor(cfgs, k, device) for k in ("eps0", "eps_decay", "eps_min"))
-    lr = scalar_tensor(cfgs, "lr", device)
-    models = torch.arange(E, device=device)[:, None]  # [E, 1] row index for gathers
-    # walkers and replay buffer, per model
+    eps = [torch.maximum(eps_min, eps0 * decay**t) for t in range(T)]  # eps_t                     T x [E]
+    refresh = shared_value(cfgs, "target_update") == "every_iter"
+    # walkers and replay buffer, per model; carried from one iteration to the next
     s = torch.full((E, W), mdp.start, dtype=torch.long, device=device)
     age = torch.zeros(E, W, dtype=torch.long, device=device)
-    buf = {"s": torch.zeros(E, C, dtype=torch.long, device=device), "a": torch.zeros(E, C, dtype=torch.long, device=device),
-           "r": torch.zeros(E, C, device=device), "s2": torch.zeros(E, C, dtype=torch.long, device=device),
-           "done": torch.zeros(E, C, device=device)}
+    replay = Replay.empty(E, C, device)
     ptr = filled = 0
-    diverged = torch.full((E,), -1, dtype=torch.long)
-    errs, errs_opt, epss = [q_error(p, phi, Qs, live)], [q_error_optimal(p, phi, Qs, live)], []
-    with bars.task(f"dqn: {E} model(s) x {T} iterations x {n_sgd} SGD steps", T, models=E) as advance:
-        for t in range(T):
-            eps = torch.maximum(eps_min, eps0 * decay**t)  # eps_t                                       [E]
-            epss.append(eps)
-            with torch.no_grad():  # 1. collect with the eps_t-greedy policy of Q(.; omega_t)
-                for k in range(K):
-                    greedy = q_values(p, phi[models, s]).argmax(-1)  # [E, W]
-                    explore = rng.uniform((W,), "explore", t, k).to(device) < eps[:, None]
-                    a = torch.where(explore, rng.randint(A, (W,), "random_action", t, k).to(device), greedy)
-                    s2, r, done = step(mdp, s, a, rng.uniform((W,), "slip", t, k).to(device),
-                                       rng.randint(A, (W,), "slip_action", t, k).to(device), slip)
-                    at = (ptr + torch.arange(W, device=device)) % C
-                    for name, v in (("s", s), ("a", a), ("r", r), ("s2", s2), ("done", done.float())):
-                        buf[name][:, at] = v
-                    ptr, filled = (ptr + W) % C, min(filled + W, C)
-                    age = age + 1
-                    restart = done | (age >= ep_len)
-                    s = torch.where(restart, torch.full_like(s2, mdp.start), s2)
-                    age = torch.where(restart, torch.zeros_like(age), age)
-            # 2. freeze the target: max_a' Q(s', a'; omega_t) for every state, once per iteration
-            tgt = p if shared_value(cfgs, "target_update") == "every_iter" else p0
-            with torch.no_grad():
-                v_tgt = q_table(tgt, phi).max(-1).values  # [E, S]
-            n_filled = filled
+    v_tgt = torch.empty(0)  # max_a' Q(s', a'; target) for every state [E, S], frozen per iteration
 
-            def loss_fn(params, j, t=t, n_filled=n_filled, v_tgt=v_tgt):
-                i = rng.randint(n_filled, (B,), "replay", t, j).to(device)  # [E, B] uniform over the buffer
-                bs, ba, br, bs2, bd = (torch.gather(buf[k], 1, i) for k in ("s", "a", "r", "s2", "done"))
-                y = br + gamma * (1 - bd) * torch.gather(v_tgt, 1, bs2)  # Bellman target              [E, B]
-                q = torch.gather(q_values(params, phi[models, bs]), 2, ba[..., None])[..., 0]  # Q(s, a)  [E, B]
-                return {"loss": ((q - y) ** 2).mean(-1)}  # MSBE on the mini-batch                      [E]
+    @torch.no_grad()
+    def begin_iteration(p, t: int) -> None:
+        """1. collect with the eps_t-greedy policy of Q(.; omega_t); 2. freeze the target."""
+        nonlocal s, age, ptr, filled, v_tgt
+        for k in range(K):
+            greedy = q_values(p, gather_rows(phi, s)).argmax(-1)  # [E, W]
+            explore = rng.uniform((W,), "explore", t, k).to(device) < eps[t][:, None]
+            a = torch.where(explore, rng.randint(A, (W,), "random_action", t, k).to(device), greedy)
+            s2, r, done = step(mdp, s, a, rng.uniform((W,), "slip", t, k).to(device),
+                               rng.randint(A, (W,), "slip_action", t, k).to(device), slip)
+            replay.write((ptr + torch.arange(W, device=device)) % C, s=s, a=a, r=r, s2=s2, done=done.float())
+            ptr, filled = (ptr + W) % C, min(filled + W, C)
+            age = age + 1
+            restart = done | (age >= ep_len)
+            s = torch.where(restart, torch.full_like(s2, mdp.start), s2)
+            age = torch.where(restart, torch.zeros_like(age), age)
+        v_tgt = q_table(p if refresh else p0, phi).max(-1).values  # [E, S]
 
-            alive = (diverged < 0).to(device)
-            res = train_ensemble(p, TRAINABLE, loss_fn, lr * alive, n_sgd, optimizer=SGD(), curve_points=2)
-            p = res.params  # 3. omega_{t+1}
-            diverged = torch.where((diverged < 0) & (res.diverged_at >= 0), t * n_sgd + res.diverged_at, diverged)
-            errs.append(q_error(p, phi, Qs, live))
-            errs_opt.append(q_error_optimal(p, phi, Qs, live))
-            advance(t + 1)
-    err = torch.stack(errs, 1).cpu()  # [E, T+1]
-    err_opt = torch.stack(errs_opt, 1).cpu()
-    qmax = Qs[live].abs().max().item()
-    metrics = {"q_err0": err[:, 0], "q_err_final": err[:, -1], "q_err_rel_final": err[:, -1] / qmax,
-               "q_err_opt0": err_opt[:, 0], "q_err_opt_final": err_opt[:, -1],
-               "qstar_max": torch.full((E,), qmax), "fit_err": fit_err.cpu()}
-    eps_c = torch.stack(epss, 1).cpu()
-    curves = [{"iter": list(range(T + 1)), "q_err": err[e].tolist(), "q_err_opt": err_opt[e].tolist(), "eps": eps_c[e].tolist()} for e in range(E)]
-    out = {**p, **{f"star.{k}": v for k, v in star.items()}}
-    return group_result(out, metrics, curves, diverged, time.perf_counter() - t_start)
+    def loss_fn(params, global_step):
+        t, j = divmod(global_step, n_sgd)
+        if t == T:  # after the last SGD step: a fresh mini-batch of the last iteration (the final loss)
+            t, j = T - 1, n_sgd
+        if j == 0:
+            begin_iteration(params, t)
+        batch = replay.rows(rng.randint(filled, (B,), "replay", t, j).to(device))  # uniform over the filled [E, B]
+        y = batch.r + gamma * (1 - batch.done) * torch.gather(v_tgt, 1, batch.s2)  # Bellman target      [E, B]
+        q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]  # Q(s, a) [E, B]
+        return {"loss": ((q - y) ** 2).mean(-1)}  # MSBE on the mini-batch                                [E]
+
+    def probes(p, global_step):
+        """At iteration boundaries: the errors of omega_t (t = 0 .. T) and the eps_t it collects with (t < T)."""
+        t = global_step // n_sgd
+        out = {"iter": torch.full((E,), float(t)), "q_err": q_error(p, phi, Qs, live),
+               "q_err_opt": q_error_optimal(p, phi, Qs, live)}
+        return {**out, "eps": eps[t]} if t < T else out
+
+    def grade(res) -> Graded:
+        err, err_opt = res.curves["q_err"].T, res.curves["q_err_opt"].T  # [E, T+1]
+        qmax = Qs[live].abs().max().item()
+        metrics = {"q_err0": err[:, 0], "q_err_final": err[:, -1], "q_err_rel_final": err[:, -1] / qmax,
+                   "q_err_opt0": err_opt[:, 0], "q_err_opt_final": err_opt[:, -1],
+                   "qstar_max": torch.full((E,), qmax), "fit_err": fit_err.cpu()}
+        return Graded(metrics, {**res.params, **{f"star.{k}": v for k, v in star.items()}})
+
+    return Training(p0, TRAINABLE, loss_fn, scalar_tensor(cfgs, "lr", device), T * n_sgd, grade,
+                    what=f"SGD steps ({T} iterations)", optimizer=SGD(), probes=probes, curve_points=T)

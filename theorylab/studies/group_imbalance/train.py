@@ -3,7 +3,7 @@
 GMM cells store W, the teacher W_star and metrics: the relative error ||W - W*||_F / ||W*||_F, per-group test
 accuracy, per-group excess risk E_x[KL(H*(x) || H(x))] (exact in y, Monte-Carlo in x), and the convergence
 iterations (the first checkpoint where ||W_t - W_T|| <= CONV_FRACTION ||W_0 - W_T||). Digits cells store W and
-per-group test accuracy.
+per-group test accuracy. core.protocol runs the loop.
 """
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
-from theorylab.core.progress import Bars
-from theorylab.core.study import GroupResult, group_result
-from theorylab.core.train import SGD, train_ensemble
+from theorylab.core.protocol import Graded, Training
+from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.group_imbalance.data import digits_splits, gmm_test, gmm_train, teacher
 from theorylab.studies.group_imbalance.model import cross_entropy, forward, init_params
 
 CONV_FRACTION = 0.01
-
 
 
 def group_metrics(H: torch.Tensor, test, p_star: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -38,7 +36,7 @@ def group_metrics(H: torch.Tensor, test, p_star: torch.Tensor | None) -> dict[st
     return out
 
 
-def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult:
+def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training:
     gmm = shared_value(cfgs, "dataset") == "gmm"
     if gmm:
         W_star = teacher(cfgs, device)
@@ -46,35 +44,37 @@ def train_group(cfgs: Sequence, device: torch.device, bars: Bars) -> GroupResult
     else:
         W_star = None
         train, test = digits_splits(cfgs, device)
-    snaps: list[torch.Tensor] = []
+    snaps: list[torch.Tensor] = []  # W at every curve checkpoint [E, D, K], for the convergence iterations
+
+    def rel_err(W: torch.Tensor) -> torch.Tensor:
+        """||W - W*||_F / ||W*||_F, [E]."""
+        return (W - W_star).flatten(1).norm(dim=-1) / W_star.flatten(1).norm(dim=-1)
 
     def loss_fn(p, step):
         out = {"loss": cross_entropy(forward(p, train.X), train.y)}
         if gmm:
             with torch.no_grad():
-                out["rel_err"] = (p["W"] - W_star).flatten(1).norm(dim=-1) / W_star.flatten(1).norm(dim=-1)
+                out["rel_err"] = rel_err(p["W"])
         return out
 
     def probe(p, step):
         snaps.append(p["W"].detach().clone())
         return {}
 
-    steps = shared_value(cfgs, "steps")
-    with bars.task(f"group_imbalance: {len(cfgs)} model(s) x {steps} GD steps", steps, models=len(cfgs)) as advance:
-        res = train_ensemble(init_params(cfgs, W_star, device), ["W"], loss_fn, scalar_tensor(cfgs, "lr", device),
-                             steps, optimizer=SGD(), probe_fn=probe, curve_points=shared_value(cfgs, "curve_points"),
-                             on_step=advance)
-    W = res.params["W"]
-    with torch.no_grad():
-        final = group_metrics(forward(res.params, test.X), test, test.p)
-        final["train_loss"] = res.curves["loss"][-1]
-        dist = torch.stack([(s - W).flatten(1).norm(dim=-1) for s in snaps])  # [T, E]
-        reached = dist <= CONV_FRACTION * dist[0].clamp_min(1e-12)
-        first = reached.float().argmax(0)  # first checkpoint within CONV_FRACTION of the way
-        final["conv_iters"] = torch.tensor(res.curve_steps, dtype=torch.float32, device=first.device)[first]
-        params = {"W": W}
-        if gmm:
-            final["rel_err"] = (W - W_star).flatten(1).norm(dim=-1) / W_star.flatten(1).norm(dim=-1)
-            params["W_star"] = W_star
-    curves = [res.model_curves(e) for e in range(len(cfgs))]
-    return group_result(params, final, curves, res.diverged_at, res.seconds)
+    def grade(res) -> Graded:
+        W = res.params["W"]
+        with torch.no_grad():
+            final = group_metrics(forward(res.params, test.X), test, test.p)
+            dist = torch.stack([(s - W).flatten(1).norm(dim=-1) for s in snaps])  # [T, E]
+            reached = dist <= CONV_FRACTION * dist[0].clamp_min(1e-12)
+            first = reached.float().argmax(0)  # first checkpoint within CONV_FRACTION of the way
+            final["conv_iters"] = torch.tensor(res.curve_steps, dtype=torch.float32, device=first.device)[first]
+            params = {"W": W}
+            if gmm:
+                final["rel_err"] = rel_err(W)
+                params["W_star"] = W_star
+        return Graded(final, params)
+
+    return Training(init_params(cfgs, W_star, device), ["W"], loss_fn, scalar_tensor(cfgs, "lr", device),
+                    shared_value(cfgs, "steps"), grade, what="GD steps", probes=probe,
+                    curve_points=shared_value(cfgs, "curve_points"))

@@ -1,6 +1,12 @@
 """No SGD: `train_group` indexes each benchmark draw (encodes passages, contexts, queries and the query + context
 texts) and scores the retrievers. The stored "weights" of a draw are its embeddings and labels; its metrics are
-passage recall@k and MRR@k per method and the accuracy of identifying the pertinent context."""
+passage recall@k and MRR@k per method and the accuracy of identifying the pertinent context.
+
+Why `train_group=` and not the protocol (core.protocol.Training): nothing here minimises a loss. The retrievers
+are a frozen encoder and fixed score rules, so there are no trainable weights, no learning rate and no steps, and
+the curves are recall@k over the cut-off k, not over training steps; a Training would record a meaningless
+`loss` curve and `train_loss` metric.
+"""
 from __future__ import annotations
 
 import time
@@ -20,7 +26,6 @@ from theorylab.studies.retrieval.model import METHODS, context_picks, gold_rank,
 def join(context: str, query: str) -> str:
     """q + c: the context, then the query (one text)."""
     return f"{context} {query}"
-
 
 
 def embed(benches: Sequence[Benchmark], encoder: str, d_hash: int, device) -> dict[str, torch.Tensor]:
