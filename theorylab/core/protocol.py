@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from theorylab.core.config import StudyConfig
-from theorylab.core.ensemble import rng_for
+from theorylab.core.ensemble import rng_for, untile
 from theorylab.core.progress import Bars
 from theorylab.core.rng import EnsembleRNG
 from theorylab.core.study import GroupResult, TrainGroup, group_result
@@ -24,7 +24,7 @@ from theorylab.core.train import SGD, AdamW, LossFn, ProbeFn, TrainResult, train
 @dataclass
 class Graded:
     """What a study reports for the trained ensemble: metrics {name: [E]}, and the weights to store (default:
-    the trained ones). `curves` adds per-model curves beside the training curves (same steps)."""
+    the trained ones)."""
     metrics: dict[str, torch.Tensor]
     params: dict[str, torch.Tensor] | None = None
 
@@ -45,6 +45,13 @@ class Training:
     optimizer: SGD | AdamW = field(default_factory=SGD)
     probes: ProbeFn | None = None  # recorded at the curve checkpoints
     curve_points: int = 50
+    # T names when each model trains T copies (one per task, tiled task-major by core.ensemble.tile: params and lr
+    # are [T*E, ...]): each copy diverges and is frozen on its own, a model's record holds curve "{k}_{name}" and
+    # metric "train_loss_{name}" per copy and diverged_at the latest of its copies; grade gets the [T*E] result
+    copies: tuple[str, ...] = ()
+    # phases trained inside training() before this one ({"pretrain": TrainResult}): their curves are recorded as
+    # "{phase}_step", "{phase}_{k}", their divergence and seconds count for the model
+    earlier: dict[str, TrainResult] = field(default_factory=dict)
 
 
 TrainingFn = Callable[[Sequence[StudyConfig], EnsembleRNG, torch.device], Training]
@@ -52,16 +59,32 @@ TrainingFn = Callable[[Sequence[StudyConfig], EnsembleRNG, torch.device], Traini
 
 def run_training(name: str, cfgs: Sequence[StudyConfig], tr: Training, bars: Bars) -> GroupResult:
     """Trains `tr` and grades it: the part of every study's group training that is not its science."""
-    E = len(cfgs)
-    with bars.task(f"{name}: {E} model(s) x {tr.steps} {tr.what}", tr.steps, models=E) as advance:
+    E, T = len(cfgs), max(1, len(tr.copies))
+    with bars.task(f"{name}: {E * T} model(s) x {tr.steps} {tr.what}", tr.steps, models=E * T) as advance:
         res = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
                              probe_fn=tr.probes, curve_points=tr.curve_points, on_step=advance)
     graded = tr.grade(res)
     if not isinstance(graded, Graded):
         graded = Graded(graded)
-    metrics = {"train_loss": res.curves["loss"][-1], **graded.metrics}
+    if tr.copies:
+        final_loss = untile(res.curves["loss"][-1], T)  # [T, E]
+        metrics = {**{f"train_loss_{c}": final_loss[t] for t, c in enumerate(tr.copies)}, **graded.metrics}
+        curves = [{"step": res.curve_steps, **{f"{k}_{c}": untile(v.T, T)[t, e].tolist() for k, v in res.curves.items()
+                                              for t, c in enumerate(tr.copies)}} for e in range(E)]
+        diverged = untile(res.diverged_at, T).max(0).values
+    else:
+        metrics = {"train_loss": res.curves["loss"][-1], **graded.metrics}
+        curves = [res.model_curves(e) for e in range(E)]
+        diverged = res.diverged_at
+    seconds = res.seconds
+    for phase, done in tr.earlier.items():
+        for e in range(E):
+            curves[e].update({f"{phase}_step": done.curve_steps,
+                              **{f"{phase}_{k}": v[:, e].tolist() for k, v in done.curves.items()}})
+        diverged = torch.maximum(done.diverged_at, diverged)
+        seconds += done.seconds
     params = res.params if graded.params is None else graded.params
-    return group_result(params, metrics, [res.model_curves(e) for e in range(E)], res.diverged_at, res.seconds)
+    return group_result(params, metrics, curves, diverged, seconds)
 
 
 def trainer(name: str, training: TrainingFn) -> TrainGroup:

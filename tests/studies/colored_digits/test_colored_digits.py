@@ -174,7 +174,7 @@ def test_rotation_pretraining_targets_are_the_applied_turns():
     from theorylab.studies.colored_digits.train import pretrain
 
     cfgs = [ColoredDigitsConfig(seed=s, pretrain_task="rotation", pretrain_steps=30, curve_points=3) for s in range(2)]
-    curves = pretrain(cfgs, torch.device("cpu"), QUIET).curves
+    curves = pretrain(cfgs, rng_for(cfgs, "cpu"), torch.device("cpu")).curves
     assert curves["loss"].shape[1] == 2
     assert float(curves["loss"][-1].mean()) < 1.2 < float(torch.log(torch.tensor(4.0)))  # below chance CE ln 4
 

@@ -77,6 +77,7 @@ def evaluate(cfgs: Sequence[RetrievalConfig], emb: dict[str, torch.Tensor]) -> t
 
 
 def train_group(cfgs: Sequence[RetrievalConfig], device: torch.device, bars: Bars) -> GroupResult:
+    """Indexes and scores each draw. Its own train_group, not the protocol: nothing here minimises a loss."""
     t0 = time.perf_counter()
     with bars.task(f"retrieval: index {len(cfgs)} benchmark draw(s)", 1, models=len(cfgs)) as advance:
         benches = [make_benchmark(c) for c in cfgs]

@@ -9,13 +9,13 @@ def study() -> Study:
     from theorylab.studies.task_vectors.data import TASKS
     from theorylab.studies.task_vectors.model import check_forward
     from theorylab.studies.task_vectors.plots import PLOTS
-    from theorylab.studies.task_vectors.train import train_group
+    from theorylab.studies.task_vectors.train import training
 
     return Study(
         name="task_vectors",
         title="When is Task Vector Provably Effective for Model Editing? (nonlinear Transformer, eq. 7)",
         paper="Li, Zhang, Zhang, Chen, Liu, Wang. ICLR 2025 oral (arXiv 2504.10957)",
-        config_cls=TaskVectorConfig, train_group=train_group, sizes={"quick": QUICK, "full": FULL},
+        config_cls=TaskVectorConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         model_steps=lambda c: c.pretrain_steps + c.steps * len(TASKS),  # Psi0, then each task from it
         variations={"d": (8, 12), "P": (6, 14), "m": (4, 10), "irrelevant_sign": ("plus",), "noise": (0.05,),
