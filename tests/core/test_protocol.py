@@ -67,11 +67,10 @@ def test_a_model_trains_the_same_alone_or_in_an_ensemble():
     assert torch.allclose(together.params["w"][1], alone.params["w"][0], atol=1e-6)
 
 
-def test_a_study_gives_exactly_one_of_training_and_train_group():
-    with pytest.raises(TypeError, match="exactly one"):
+def test_a_study_gives_training_or_its_own_train_group():
+    with pytest.raises(TypeError, match="training="):
         Study(name="toy", title="toy", paper="-", config_cls=ToyConfig, sizes={"quick": {}})
-    with pytest.raises(TypeError, match="exactly one"):
-        toy_study(train_group=lambda *a: None)
+    assert toy_study().train_group.training is toy_training  # core built it from the protocol
 
 
 def test_live_bytes_counts_storages_once_and_frees_them():

@@ -33,11 +33,13 @@ class Cost:
     seconds: float | None  # None: no stored cell of this study to take a rate from
     eval_tokens: int = 0  # test tokens one evaluation of every cell reads
     what: str = "sweep"
+    memory_measured: bool = True  # False: the counts already refuse it, so no dry run measured its memory
 
     def describe(self) -> str:
         wall = "unknown (no cell of this study in the store to take a rate from)" if self.seconds is None else _duration(self.seconds)
-        return (f"{self.what}: {self.cells:,} cells, {self.model_steps:,} model-steps, {_gib(self.model_bytes)} per "
-                f"model, {_gib(self.chunk_bytes)} per ensemble chunk (budget {_gib(self.budget_bytes)}), "
+        memory = (f"{_gib(self.model_bytes)} per model, {_gib(self.chunk_bytes)} per ensemble chunk (budget "
+                  f"{_gib(self.budget_bytes)})" if self.memory_measured else "memory not measured (refused on the counts)")
+        return (f"{self.what}: {self.cells:,} cells, {self.model_steps:,} model-steps, {memory}, "
                 f"{self.eval_tokens:,} test tokens per evaluation, training time {wall}")
 
     def over_limits(self) -> list[str]:
@@ -71,22 +73,26 @@ def _duration(s: float) -> str:
 def estimate(study: Study, samples: list[StudyConfig], cells: int, budget: int, store=None, what: str = "sweep",
              device: str | None = None) -> Cost:
     """Cost of `cells` cells like `samples` (all of them, or a sample of a lazily expanded grid: counts are
-    scaled by cells / len(samples))."""
+    scaled by cells / len(samples)). The counts come first: work they already refuse is never dry-run for its
+    memory (Cost.memory_measured is then False)."""
+    from theorylab.core.memory import footprint
     from theorylab.core.sweep import chunk_size, model_steps
 
     scale = cells / max(1, len(samples))
     steps = int(sum(model_steps(study, c) for c in samples) * scale)
-    from theorylab.core.memory import footprint
-
-    alone = [footprint(study, c, fits=(1, budget)) for c in samples]
-    per = max(fp.per_model + fp.shared for fp in alone)
-    chunk = 0
-    for c in samples:
-        size = min(chunk_size(study, c, budget, cells=cells), cells)
-        chunk = max(chunk, footprint(study, c, fits=(size, budget)).bytes_for(size))
     tokens = int(sum(study.eval_tokens(c) for c in samples) * scale) if study.eval_tokens else 0
     rate = stored_rate(study, store, device) if store is not None else None
-    return Cost(cells, steps, per, chunk, budget, steps / rate if rate else None, tokens, what)
+    cost = Cost(cells, steps, 0, 0, budget, steps / rate if rate else None, tokens, what, memory_measured=False)
+    if cost.over_limits():
+        return cost
+    groups = list({c.group_key(): c for c in samples}.values())  # one dry run per group, not per cell
+    alone = [footprint(study, c, fits=(1, budget)) for c in groups]
+    cost.model_bytes = max(fp.per_model + fp.shared for fp in alone)
+    for c in groups:
+        size = min(chunk_size(study, c, budget, cells=cells), cells)
+        cost.chunk_bytes = max(cost.chunk_bytes, footprint(study, c, fits=(size, budget)).bytes_for(size))
+    cost.memory_measured = True
+    return cost
 
 
 def stored_rate(study: Study, store, device: str | None) -> float | None:

@@ -77,8 +77,9 @@ _BOUND: dict[str, Footprint] = {}
 
 
 def dry_run_config(study, cfg: StudyConfig) -> StudyConfig:
-    """The config a dry run trains: the study's `dry_run` overrides (fields the config does not have are skipped)."""
-    changes = {k: v for k, v in study.dry_run.items() if k in type(cfg).model_fields}
+    """The config a dry run trains: each field in the study's `dry_run` lowered to at most its value there (steps
+    to 1; a test set evaluated in blocks to one block). Fields the config does not have are skipped."""
+    changes = {k: min(getattr(cfg, k), v) for k, v in study.dry_run.items() if k in type(cfg).model_fields}
     return cfg.replace(**changes)
 
 

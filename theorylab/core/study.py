@@ -48,8 +48,8 @@ class Study:
     train_group: TrainGroup | None = None
     claims: list = field(default_factory=list)  # list[core.claims.Claim]
     plots: dict[str, Callable[[dict, Any], None]] = field(default_factory=dict)  # figure name -> fn(data, path)
-    # overrides that make a run short for the dry run that measures memory (core.memory); fields a config lacks
-    # are skipped
+    # caps that make a run short for the dry run that measures memory (core.memory): each field is lowered to at
+    # most this value (steps to 1; a test set evaluated in blocks to one block, which is all its memory sees)
     dry_run: dict[str, Any] = field(default_factory=lambda: {"steps": 1})
     eval_tokens: Callable[[StudyConfig], int] | None = None  # test tokens one evaluation reads (cost guard)
     model_steps: Callable[[StudyConfig], int] | None = None  # optimizer steps one cell takes (default: cfg.steps)
@@ -69,9 +69,9 @@ class Study:
     needs: Callable[[StudyConfig], None] | None = None
 
     def __post_init__(self) -> None:
-        if (self.training is None) == (self.train_group is None):
-            raise TypeError(f"study {self.name!r}: give exactly one of training= (the protocol) or train_group=")
-        if self.training is not None:
+        if self.training is None and self.train_group is None:
+            raise TypeError(f"study {self.name!r}: give training= (the protocol) or train_group=")
+        if self.train_group is None:  # one given explicitly wins (dataclasses.replace in tests swaps it)
             from theorylab.core.protocol import trainer
             self.train_group = trainer(self.name, self.training)
 

@@ -1,4 +1,5 @@
 """Chain-of-thought on a one-layer attention-only Transformer (Li, Lu, Chen, Cui, Wang; ICLR 2025)."""
+from theorylab.core.evaluate import EVAL_BLOCK
 from theorylab.core.study import Study, register_study
 
 
@@ -14,6 +15,7 @@ def study() -> Study:
         name="cot",
         title="Training Nonlinear Transformers for Chain-of-Thought Inference: A Theoretical Generalization Analysis",
         paper="Li, Lu, Chen, Cui, Wang. ICLR 2025 (arXiv 2410.02167)",
+        dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=CoTConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS,
         tiny={"steps": 30, "B": 32, "n_test": 50, "l_ts": 10, "l_ts_step": 5, "curve_points": 4},

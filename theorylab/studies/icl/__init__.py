@@ -1,4 +1,5 @@
 """In-context learning on a one-layer nonlinear Transformer (Li, Wang, Lu, Cui, Chen; ICML 2024)."""
+from theorylab.core.evaluate import EVAL_BLOCK
 from theorylab.core.study import Study, register_study
 
 
@@ -15,6 +16,7 @@ def study() -> Study:
         name="icl",
         title="How Do Nonlinear Transformers Learn and Generalize in In-Context Learning?",
         paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607)",
+        dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=ICLConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, eval_tokens=lambda c: c.n_test * (c.l_ts + 1),
         tiny={"steps": 30, "n_test": 100, "B": 16, "curve_points": 4},

@@ -1,4 +1,5 @@
 """The ICL paper's multi-layer experiments: a small GPT-2 (random init, trained here) reading the icl prompts."""
+from theorylab.core.evaluate import EVAL_BLOCK
 from theorylab.core.study import Study, register_study
 
 
@@ -14,6 +15,7 @@ def study() -> Study:
         name="icl_gpt2",
         title="How Do Nonlinear Transformers Learn and Generalize in In-Context Learning? (multi-layer GPT-2 figures)",
         paper="Li, Wang, Lu, Cui, Chen. ICML 2024 (arXiv 2402.15607); spec E1, E2, E5 (GPT-2), E7-E8 (one-layer, run on GPT-2)",
+        dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=ICLGPT2Config, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS,
         tiny={"steps": 20, "n_test": 60, "B": 16, "curve_points": 3, "n_layer": 1, "n_embd": 16, "l_tr": 8, "l_ts": 6},

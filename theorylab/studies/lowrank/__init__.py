@@ -1,4 +1,5 @@
 """Low-rank updates and sparse W_O of a one-layer Transformer (Li, Wang, Zhang, Liu, Chen; IEEE SAM 2024)."""
+from theorylab.core.evaluate import EVAL_BLOCK
 from theorylab.core.study import Study, register_study
 
 
@@ -14,6 +15,7 @@ def study() -> Study:
         name="lowrank",
         title="Learning on Transformers is Provable Low-Rank and Sparse: A One-layer Analysis",
         paper="Li, Wang, Zhang, Liu, Chen. IEEE SAM 2024 (arXiv 2406.17167)",
+        dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=LowRankConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         variations={"d": (12, 16), "M": (6, 8), "k_rel": (4,), "L": (10, 12), "alpha_hash": (0.0, 0.2), "tau": (0.0,),

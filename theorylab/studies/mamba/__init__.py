@@ -1,4 +1,5 @@
 """Mamba's training dynamics: a selective SSM + MLP filters relevant features (Shandirasegaran et al., ICLR 2026)."""
+from theorylab.core.evaluate import EVAL_BLOCK
 from theorylab.core.study import Study, register_study
 
 
@@ -15,6 +16,7 @@ def study() -> Study:
         name="mamba",
         title="A Theoretical Analysis of Mamba's Training Dynamics: Filtering Relevant Features for Generalization",
         paper="Shandirasegaran, Li, Zhang, Wang, Zhang. ICLR 2026 (arXiv 2602.12499)",
+        dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=MambaConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         bench=train_seconds, bench_config=REFERENCE,

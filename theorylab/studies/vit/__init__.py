@@ -1,4 +1,5 @@
 """Shallow Vision Transformers: learning, generalization, sample complexity (Li, Wang, Liu, Chen; ICLR 2023)."""
+from theorylab.core.evaluate import EVAL_BLOCK
 from theorylab.core.study import Study, register_study
 
 
@@ -14,6 +15,7 @@ def study() -> Study:
         name="vit",
         title="A Theoretical Understanding of Shallow Vision Transformers: Learning, Generalization, and Sample Complexity",
         paper="Li, Wang, Liu, Chen. ICLR 2023 (arXiv 2302.06015)",
+        dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=ViTConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         variations={"alpha_star": (0.2, 0.5), "M": (6, 12), "d": (12,), "tau": (0.0, 0.3), "conf_ratio": (0.0, 0.5),
