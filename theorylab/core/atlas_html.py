@@ -61,12 +61,12 @@ tr.notrun td { color:var(--muted); padding-top:3px; padding-bottom:3px; }
 table.overview td { padding:4px 8px; vertical-align:middle; }
 code, pre { font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; }
 pre { background:var(--bg); border:1px solid var(--line); border-radius:6px; padding:8px 10px; margin:6px 0;
-      overflow:auto; max-height:320px; white-space:pre-wrap; overflow-wrap:anywhere; }
+      overflow:auto; max-height:320px; white-space:pre-wrap; overflow-wrap:break-word; }
 dl.facts { display:grid; grid-template-columns:130px 1fr; gap:4px 12px; margin:10px 0; }
 dl.facts dt { color:var(--muted); } dl.facts dd { margin:0; overflow-wrap:anywhere; }
-.figs { display:grid; grid-template-columns:repeat(auto-fill,minmax(420px,1fr)); gap:12px; margin-top:10px; }
-figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; background:#fff; }
-figure img { width:100%; height:auto; display:block; }
+.figs { display:flex; flex-wrap:wrap; gap:12px; margin-top:10px; }
+figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; background:#fff; max-width:100%; }
+figure img { display:block; max-width:100%; max-height:560px; width:auto; height:auto; }
 figcaption { font-size:12px; color:var(--muted); margin-top:4px; }
 img.broken { min-height:40px; background:#ffebe9; }
 .note { font-size:12px; color:#9a6700; }
