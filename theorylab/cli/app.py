@@ -55,6 +55,7 @@ KEPT_ON_INTERRUPT = {
     "extract-lora": "no adapter folder was written (outputs appear only when complete)",
     "export": "no output file was written (outputs appear only when complete)",
     "report": "no report folder was written",
+    "atlas": "no atlas folder was written (it appears only when complete)",
 }
 
 
@@ -312,7 +313,7 @@ def _register_extensions() -> None:
     """Commands owned by other modules (sweeps, checkpoint merging) plug in here."""
     import importlib
 
-    for module in ("theorylab.cli.sweep", "theorylab.hf.cli", "theorylab.studies.retrieval.cli"):
+    for module in ("theorylab.cli.sweep", "theorylab.cli.atlas", "theorylab.hf.cli", "theorylab.studies.retrieval.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -13,6 +13,7 @@ per-seed results by one fixed rule (core.verdict): `holds | fails | inconclusive
 """
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -273,7 +274,8 @@ class ClaimResult:
                 "criterion": o.criterion if o else None, "key": o.key if o else None, "interval": self.interval,
                 "control": None if o is None or o.control is None else {
                     "description": o.control.description, "passes": sum(map(bool, o.control.per_seed)),
-                    "seeds": len(o.control.per_seed), "summary": o.control.summary},
+                    "seeds": len(o.control.per_seed), "summary": o.control.summary,
+                    "interval": interval(o.control.values) if len(o.control.values) else None},
                 "diverged_seeds": self.diverged, "settle": self.settle or None, "not_applicable": self.not_applicable, "summary": self.summary,
                 "seconds": round(self.seconds, 3),
                 "numbers": o.numbers if o else {"error": self.error}, "figures": o.figures if o else {}}
@@ -314,10 +316,11 @@ def run_claims(ctx: ClaimContext, only: Sequence[str] | None = None, seeds_given
             ctx.diverged |= c.diverged
         if ctx.store is not None:
             row = res.row(ctx.study.name)
+            # the --set overrides are stored with the contract so the exact command can be shown again (atlas)
+            contract = {**{k: v for k, v in row.items() if k not in ("numbers", "figures")},
+                        "overrides": json.loads(json.dumps(c.overrides, default=str))}
             ctx.store.put_claim(ctx.study.name, claim.id, ctx.size, len(seeds), res.passed, res.verdict,
-                                res.summary, {**row["numbers"], "_contract": {k: v for k, v in row.items()
-                                                                              if k not in ("numbers", "figures")}},
-                                row["figures"], res.seconds)
+                                res.summary, {**row["numbers"], "_contract": contract}, row["figures"], res.seconds)
         results.append(res)
     return results
 
