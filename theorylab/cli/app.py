@@ -19,7 +19,7 @@ from theorylab.core.claims import ClaimContext, exit_code, run_claims, select_cl
 from theorylab.core.config import ConfigError, parse_assignments
 from theorylab.core.ensemble import resolve_device
 from theorylab.core.progress import Bars
-from theorylab.core.report import machine_description, verdict_table, write_report
+from theorylab.core.report import TABLE_WIDTH, machine_description, seed_counts, seed_note, verdict_table, write_report
 from theorylab.core.store import DEFAULT_STORE, Store, StoreError
 from theorylab.hf.config import ConfigError as HFConfigError
 from theorylab.core.study import get_study, study_names
@@ -186,6 +186,14 @@ def main_arm_curves(ctx: ClaimContext) -> list[dict]:
     return [cells[c.hash].curves for c in ctx.configs() if c.hash in cells and cells[c.hash].status == "done"]
 
 
+def _print_verdicts(rows: list[dict], title: str) -> None:
+    """The verdict table (100 columns at most), and which claims ran which seed count when they differ."""
+    out.print(verdict_table(rows, title))
+    note = seed_note(rows)
+    if note:
+        out.print(note, width=TABLE_WIDTH)
+
+
 @app.command("list")
 def list_studies() -> None:
     """Studies and their claims."""
@@ -209,9 +217,9 @@ def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: 
         except ConfigError as e:
             fail(str(e))
     s, n, dev, rows, curves = _run_study(study, size, seeds, device, set, store, yes=yes)
-    out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
+    _print_verdicts(rows, f"{s.name} ({size}, {seed_counts(rows)}, {dev})")
     folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = write_report(s, rows, folder, {"size": size, "seeds": n, "machine": machine_description(str(dev))}, curves)
+    path = write_report(s, rows, folder, {"size": size, "machine": machine_description(str(dev))}, curves)
     out.print(f"report: [bold]{path}[/]  (figures beside it)")
 
 
@@ -237,7 +245,7 @@ def check(study: Annotated[Optional[str], typer.Argument(help="a study; all stud
     if as_json:
         print(json.dumps(rows, default=str))
     else:
-        out.print(verdict_table(rows, f"claims ({size})"))
+        _print_verdicts(rows, f"claims ({size}, {seed_counts(rows)})")
     raise typer.Exit(exit_code([r["verdict"] for r in rows]))
 
 
@@ -266,11 +274,11 @@ def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
         c = by_id.get(r["claim"])
         rows.append({**contract, "study": s.name, "claim": r["claim"], "theorem": c.theorem if c else "",
                      "kind": c.kind if c else contract.get("kind", ""), "statement": c.statement if c else "",
-                     "verdict": r["verdict"], "summary": r["summary"], "seconds": r["seconds"],
+                     "verdict": r["verdict"], "summary": r["summary"], "seconds": r["seconds"], "seeds": r["seeds"],
                      "numbers": r["numbers"], "figures": r["figures"]})
     folder = out_dir or Path(store).parent / s.name / ("report-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    path = write_report(s, rows, folder, {"size": size, "seeds": stored[0]["seeds"], "machine": "as stored"})
-    out.print(verdict_table(rows, f"{s.name} ({size}, stored)"))
+    path = write_report(s, rows, folder, {"size": size, "machine": "as stored"})
+    _print_verdicts(rows, f"{s.name} ({size}, {seed_counts(rows)}, stored)")
     out.print(f"report: [bold]{path}[/]")
 
 
