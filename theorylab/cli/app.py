@@ -320,7 +320,7 @@ def _register_extensions() -> None:
     """Commands owned by other modules (sweeps, checkpoint merging) plug in here."""
     import importlib
 
-    for module in ("theorylab.cli.sweep", "theorylab.hf.cli", "theorylab.studies.retrieval.cli"):
+    for module in ("theorylab.cli.sweep", "theorylab.cli.describe", "theorylab.hf.cli", "theorylab.studies.retrieval.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
