@@ -145,8 +145,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: list[str] | None, store: Path,
-             claim_ids: list[str] | None = None, yes: bool = False):
-    """Validates (and costs) every input before anything trains."""
+             claim_ids: list[str] | None = None, yes: bool = False, source: str = "run"):
+    """Validates (and costs) every input before anything trains. source: the command, stored with each row."""
     from theorylab.core.backends import memory_budget
     from theorylab.core.cost import MAX_CELLS, estimate
 
@@ -167,11 +167,11 @@ def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: l
         cost.guard(yes)
     except (ConfigError, KeyError, ValueError) as e:
         fail(message(e))
-    return study, overrides, n, dev, Store(store)
+    return study, overrides, n, dev, Store(store, source=source)
 
 
-def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, progress=True, yes=False):
-    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store, claim_ids, yes)
+def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, progress=True, yes=False, source="run"):
+    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store, claim_ids, yes, source)
     with Bars(enabled=progress) as bars:
         ctx = ClaimContext(study, size, n, dev, st, overrides, bars)
         results = run_claims(ctx, claim_ids, seeds_given=seeds is not None)
@@ -238,10 +238,11 @@ def check(study: Annotated[Optional[str], typer.Argument(help="a study; all stud
     if claim and not study:
         fail("--claim needs a study: theorylab check STUDY --claim ID")
     for name in names:  # every study's input is checked before any trains
-        _prepare(name, size, seeds, device, set, store, claim, yes)
+        _prepare(name, size, seeds, device, set, store, claim, yes, source="check")
     rows = []
     for name in names:
-        rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json, yes=yes)[3]
+        rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json, yes=yes,
+                           source="check")[3]
     if as_json:
         print(json.dumps(rows, default=str))
     else:
@@ -304,7 +305,7 @@ def seeds(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", set: 
     if 3 * max(counts) > MAX_CELLS:  # three disjoint seed sets of the largest count
         fail(f"--candidates: three disjoint sets of {max(counts):,} seeds exceed {MAX_CELLS:,} models")
     # costed as the three disjoint seed sets of the largest candidate
-    s, overrides, _, dev, st = _prepare(study, size, 3 * max(counts), device, set, store, claim)
+    s, overrides, _, dev, st = _prepare(study, size, 3 * max(counts), device, set, store, claim, source="seeds")
     with Bars(enabled=True) as bars:
         res = seed_agreement(s, ClaimContext(s, size, 1, dev, st, overrides, bars), counts, claim)
     t = Table(title=f"{s.name}: verdicts of three disjoint seed sets ({size})")
