@@ -61,7 +61,7 @@ def ood_error_vs_S1(d: dict, path) -> None:  # slide Fig. 18
     spread = {f"S1={k}": v for k, v in (d.get("spread") or {}).items()}
     _log_curves(ax, d["lengths"], {f"S1={k}": v for k, v in d["curves"].items()}, d["eps"], spread)
     ax.set_title("Thm 2: OOD error vs S1" + _spread_note(spread), fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not over them
     save_figure(fig, path)
 
 
