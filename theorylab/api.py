@@ -44,8 +44,10 @@ def _store(store: str | Path | Store | None, create: bool = True) -> Store:
 
 
 def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Path | Store | None = None,
-          device: str = "auto", progress: bool = False) -> Trained:
-    """Trains the configs as ensembles (skipping any already in the store) and returns their weights."""
+          device: str = "auto", progress: bool = True) -> Trained:
+    """Trains the configs as ensembles (skipping any already in the store) and returns their weights.
+    progress: rich bars on stderr while training, as the CLI shows (a quick run takes about a minute on CPU);
+    progress=False trains silently (scripts, tests)."""
     st = get_study(study)
     cfgs = [cfgs] if isinstance(cfgs, StudyConfig) else list(cfgs)
     dev = resolve_device(device)
@@ -59,14 +61,18 @@ def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Pa
 
 
 def check(study: str, size: str = "quick", seeds: int | None = None, device: str = "auto",
-          store: str | Path | Store | None = None, claims: list[str] | None = None, **overrides: Any) -> pd.DataFrame:
-    """One row per claim: verdict, kind, seeds passed, the key number's interval, the summary and numbers."""
+          store: str | Path | Store | None = None, claims: list[str] | None = None, progress: bool = True,
+          **overrides: Any) -> pd.DataFrame:
+    """One row per claim: verdict, kind, seeds passed, the key number's interval, the summary and numbers.
+    progress: rich bars on stderr while claims train their models; progress=False is silent."""
     st = get_study(study)
     st.config(size, **overrides)  # fail early on bad input
     select_claims(st, claims)
     n = seeds or st.default_seeds.get(size, 5)
-    ctx = ClaimContext(st, size, n, resolve_device(device), _store(store), overrides)
-    return pd.DataFrame([r.row(st.name) for r in run_claims(ctx, claims, seeds_given=seeds is not None)])
+    with Bars(progress) if progress else QUIET as bars:
+        ctx = ClaimContext(st, size, n, resolve_device(device), _store(store), overrides, bars)
+        rows = [r.row(st.name) for r in run_claims(ctx, claims, seeds_given=seeds is not None)]
+    return pd.DataFrame(rows)
 
 
 def results(store: str | Path | Store | None = None, study: str | None = None) -> pd.DataFrame:

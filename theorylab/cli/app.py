@@ -19,7 +19,7 @@ from theorylab.core.claims import ClaimContext, exit_code, run_claims, select_cl
 from theorylab.core.config import ConfigError, parse_assignments
 from theorylab.core.ensemble import resolve_device
 from theorylab.core.progress import Bars
-from theorylab.core.report import machine_description, verdict_table, write_report
+from theorylab.core.report import TABLE_WIDTH, machine_description, seed_counts, seed_note, verdict_table, write_report
 from theorylab.core.store import DEFAULT_STORE, Store, StoreError
 from theorylab.hf.config import ConfigError as HFConfigError
 from theorylab.core.study import get_study, study_names
@@ -146,8 +146,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: list[str] | None, store: Path,
-             claim_ids: list[str] | None = None, yes: bool = False):
-    """Validates (and costs) every input before anything trains."""
+             claim_ids: list[str] | None = None, yes: bool = False, source: str = "run"):
+    """Validates (and costs) every input before anything trains. source: the command, stored with each row."""
     from theorylab.core.backends import memory_budget
     from theorylab.core.cost import MAX_CELLS, estimate
 
@@ -168,11 +168,11 @@ def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: l
         cost.guard(yes)
     except (ConfigError, KeyError, ValueError) as e:
         fail(message(e))
-    return study, overrides, n, dev, Store(store)
+    return study, overrides, n, dev, Store(store, source=source)
 
 
-def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, progress=True, yes=False):
-    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store, claim_ids, yes)
+def _run_study(study_name, size, seeds, device, sets, store, claim_ids=None, progress=True, yes=False, source="run"):
+    study, overrides, n, dev, st = _prepare(study_name, size, seeds, device, sets, store, claim_ids, yes, source)
     with Bars(enabled=progress) as bars:
         ctx = ClaimContext(study, size, n, dev, st, overrides, bars)
         results = run_claims(ctx, claim_ids, seeds_given=seeds is not None)
@@ -185,6 +185,14 @@ def main_arm_curves(ctx: ClaimContext) -> list[dict]:
         return []
     cells = ctx.store.get_cells([c.hash for c in ctx.configs()])
     return [cells[c.hash].curves for c in ctx.configs() if c.hash in cells and cells[c.hash].status == "done"]
+
+
+def _print_verdicts(rows: list[dict], title: str) -> None:
+    """The verdict table (100 columns at most), and which claims ran which seed count when they differ."""
+    out.print(verdict_table(rows, title))
+    note = seed_note(rows)
+    if note:
+        out.print(note, width=TABLE_WIDTH)
 
 
 @app.command("list")
@@ -210,9 +218,9 @@ def run(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", seeds: 
         except ConfigError as e:
             fail(str(e))
     s, n, dev, rows, curves = _run_study(study, size, seeds, device, set, store, yes=yes)
-    out.print(verdict_table(rows, f"{s.name} ({size}, {n} seeds, {dev})"))
+    _print_verdicts(rows, f"{s.name} ({size}, {seed_counts(rows)}, {dev})")
     folder = out_dir or Path(store).parent / s.name / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = write_report(s, rows, folder, {"size": size, "seeds": n, "machine": machine_description(str(dev))}, curves)
+    path = write_report(s, rows, folder, {"size": size, "machine": machine_description(str(dev))}, curves)
     out.print(f"report: [bold]{path}[/]  (figures beside it)")
 
 
@@ -231,14 +239,15 @@ def check(study: Annotated[Optional[str], typer.Argument(help="a study; all stud
     if claim and not study:
         fail("--claim needs a study: theorylab check STUDY --claim ID")
     for name in names:  # every study's input is checked before any trains
-        _prepare(name, size, seeds, device, set, store, claim, yes)
+        _prepare(name, size, seeds, device, set, store, claim, yes, source="check")
     rows = []
     for name in names:
-        rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json, yes=yes)[3]
+        rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json, yes=yes,
+                           source="check")[3]
     if as_json:
         print(json.dumps(rows, default=str))
     else:
-        out.print(verdict_table(rows, f"claims ({size})"))
+        _print_verdicts(rows, f"claims ({size}, {seed_counts(rows)})")
     raise typer.Exit(exit_code([r["verdict"] for r in rows]))
 
 
@@ -267,11 +276,11 @@ def report(study: str, store: StoreOpt = DEFAULT_STORE, size: SizeOpt = "quick",
         c = by_id.get(r["claim"])
         rows.append({**contract, "study": s.name, "claim": r["claim"], "theorem": c.theorem if c else "",
                      "kind": c.kind if c else contract.get("kind", ""), "statement": c.statement if c else "",
-                     "verdict": r["verdict"], "summary": r["summary"], "seconds": r["seconds"],
+                     "verdict": r["verdict"], "summary": r["summary"], "seconds": r["seconds"], "seeds": r["seeds"],
                      "numbers": r["numbers"], "figures": r["figures"]})
     folder = out_dir or Path(store).parent / s.name / ("report-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    path = write_report(s, rows, folder, {"size": size, "seeds": stored[0]["seeds"], "machine": "as stored"})
-    out.print(verdict_table(rows, f"{s.name} ({size}, stored)"))
+    path = write_report(s, rows, folder, {"size": size, "machine": "as stored"})
+    _print_verdicts(rows, f"{s.name} ({size}, {seed_counts(rows)}, stored)")
     out.print(f"report: [bold]{path}[/]")
 
 
@@ -297,7 +306,7 @@ def seeds(study: str, size: SizeOpt = "quick", device: DeviceOpt = "auto", set: 
     if 3 * max(counts) > MAX_CELLS:  # three disjoint seed sets of the largest count
         fail(f"--candidates: three disjoint sets of {max(counts):,} seeds exceed {MAX_CELLS:,} models")
     # costed as the three disjoint seed sets of the largest candidate
-    s, overrides, _, dev, st = _prepare(study, size, 3 * max(counts), device, set, store, claim)
+    s, overrides, _, dev, st = _prepare(study, size, 3 * max(counts), device, set, store, claim, source="seeds")
     with Bars(enabled=True) as bars:
         res = seed_agreement(s, ClaimContext(s, size, 1, dev, st, overrides, bars), counts, claim)
     t = Table(title=f"{s.name}: verdicts of three disjoint seed sets ({size})")
@@ -313,7 +322,8 @@ def _register_extensions() -> None:
     """Commands owned by other modules (sweeps, checkpoint merging) plug in here."""
     import importlib
 
-    for module in ("theorylab.cli.sweep", "theorylab.cli.atlas", "theorylab.hf.cli", "theorylab.studies.retrieval.cli"):
+    for module in ("theorylab.cli.sweep", "theorylab.cli.atlas", "theorylab.cli.describe", "theorylab.hf.cli",
+                   "theorylab.studies.retrieval.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
             if s.needs is not None:
                 s.needs(next(iter(samples)) if eager else s.config(size, **overrides))
             cost.guard(yes or dry_run)
-            st = None if dry_run else Store(store)
+            st = None if dry_run else Store(store, source="sweep")
         except (ConfigError, KeyError, ValueError) as e:
             fail(message(e))
         out.print(cost.describe(), soft_wrap=True)
@@ -95,21 +95,26 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         out_file: Annotated[Path, typer.Option("--out", help="file to write")],
         fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
-        study: Annotated[Optional[str], typer.Option("--study", help="only this study's cells")] = None,
+        study: Annotated[Optional[str], typer.Option("--study", help="only this study's rows")] = None,
         store: StoreOpt = DEFAULT_STORE,
+        rows: Annotated[str, typer.Option("--rows", help="cells (one per trained model) or claims (one per claim result)")] = "cells",
     ) -> None:
-        """Write the store's cells as a table: one row per cell (config_hash, config fields, final metrics)."""
+        """Write the store as a table. cells: one row per cell (config_hash, run_id, source, created, config fields,
+        final metrics); claims: one row per stored claim result (run_id, source, created, verdict, seeds, summary).
+        source says what wrote the row (sweep, run, check, seeds, api); times are ISO-8601 in UTC."""
         from theorylab.core.outputs import check_output_file
 
         if fmt not in ("parquet", "csv"):
             fail(f"--format must be parquet or csv (got {fmt!r})")
+        if rows not in ("cells", "claims"):
+            fail(f"--rows must be cells or claims (got {rows!r})")
         try:  # before the store is read: the output may never be the store itself
             check_output_file(out_file, [store])
         except ConfigError as e:
             fail(str(e))
-        df = api.results(store, study)
+        df = api.results(store, study) if rows == "cells" else Store(store, create=False).claims_df(study)
         if df.empty:
-            fail(f"no cells{' of study ' + repr(study) if study else ''} in {store}")
+            fail(f"no {rows}{' of study ' + repr(study) if study else ''} in {store}")
         to_file(df, fmt, out_file)
         out.print(f"wrote {len(df):,} rows x {len(df.columns)} columns to [bold]{out_file}[/]")
 

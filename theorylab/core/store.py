@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS cells (
     status TEXT NOT NULL,
     seconds REAL,
     device TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    run_id TEXT,
+    source TEXT
 );
 CREATE INDEX IF NOT EXISTS cells_study ON cells(study);
 CREATE TABLE IF NOT EXISTS params (
@@ -68,13 +70,34 @@ CREATE TABLE IF NOT EXISTS claims (
     numbers TEXT NOT NULL,
     figures TEXT NOT NULL,
     seconds REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    run_id TEXT,
+    source TEXT
 );
 """
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CELL_COLUMNS = ["config_hash", "study", "group_key", "config", "metrics", "curves", "status", "seconds", "device",
                 "created"]
+# provenance, added later as nullable columns of cells and claims: which run wrote a row, and what that run was
+# (sweep, run, check, seeds, api). A store written before has NULL there; a writer adds the columns when it opens
+# the store (ALTER TABLE ADD COLUMN, in one transaction), a reader reads either shape.
+PROVENANCE = ["run_id", "source"]
+SOURCES = ("sweep", "run", "check", "seeds", "api")
+
+
+def new_run_id() -> str:
+    """A run's id: when it started (UTC) and a random tag, so ids sort by time and never collide."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """A stored time (seconds since the epoch) as ISO-8601 in UTC, e.g. 2026-12-03T08:42:24.123+00:00."""
+    if seconds is None:
+        return None
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="milliseconds")
 LEASE_SECONDS = 60.0  # a lease not renewed for this long belongs to a dead sweep (on this host: as soon as its pid is gone)
 RENEW_EVERY = 10.0
 
@@ -114,8 +137,14 @@ class Cell:
 
 
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_STORE, create: bool = True):
-        """create=False: the store must exist (readers such as `report` and `export` never create one)."""
+    def __init__(self, path: str | Path = DEFAULT_STORE, create: bool = True, source: str = "api"):
+        """create=False: the store must exist (readers such as `report` and `export` never create one).
+        source: what this process is (sweep, run, check, seeds, api); stored with every row it writes, beside
+        this Store's run_id."""
+        if source not in SOURCES:
+            raise ValueError(f"store source must be one of {', '.join(SOURCES)} (got {source!r})")
+        self.source = source
+        self.run_id = new_run_id()
         self.memory = str(path) == ":memory:"
         self.path = Path(path)
         self.writable = True
@@ -132,7 +161,26 @@ class Store:
                 if not self.memory:
                     con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(_SCHEMA)
+                self._add_provenance(con)
         self._opened = True
+
+    def _add_provenance(self, con: sqlite3.Connection) -> None:
+        """Adds the provenance columns to a store written before they existed (new nullable columns: old rows
+        read NULL, nothing else changes). Two processes opening one old store at once: the second finds them."""
+        for table in ("cells", "claims"):
+            if set(PROVENANCE) <= {r[1] for r in con.execute(f"PRAGMA table_info({table})")}:
+                continue  # the usual case: no write lock taken
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+                for col in PROVENANCE:
+                    if col not in have:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {col} TEXT")
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
 
     def _check_file(self, create: bool) -> None:
         p = self.path
@@ -174,7 +222,7 @@ class Store:
         cols = [r[1] for r in con.execute("PRAGMA table_info(cells)")]
         # a new (empty) database may become a store; an SQLite file holding other tables is someone else's
         empty = con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
-        if cols != CELL_COLUMNS and (cols or not (missing_ok and empty)):
+        if cols not in (CELL_COLUMNS, CELL_COLUMNS + PROVENANCE) and (cols or not (missing_ok and empty)):
             what = "has no 'cells' table" if not cols else "has a 'cells' table of another shape"
             raise StoreError(f"{self.path} is not a theorylab store (an SQLite file that {what})")
 
@@ -231,9 +279,10 @@ class Store:
                 written = 0
                 for c in cells:
                     cur = con.execute(
-                        "INSERT OR IGNORE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        f"INSERT OR IGNORE INTO cells ({', '.join(CELL_COLUMNS + PROVENANCE)}) VALUES "
+                        "(?,?,?,?,?,?,?,?,?,?,?,?)",
                         (c.config_hash, c.study, c.group_key, json.dumps(c.config), json.dumps(c.metrics),
-                         json.dumps(c.curves), c.status, c.seconds, c.device, now),
+                         json.dumps(c.curves), c.status, c.seconds, c.device, now, self.run_id, self.source),
                     )
                     written += cur.rowcount
                     if c.config_hash in blobs:  # also fills in weights of a cell first stored without them
@@ -321,18 +370,37 @@ class Store:
         return out
 
     def cells_df(self, study: str | None = None) -> pd.DataFrame:
-        """One row per cell: config_hash, study, status, the config fields, and final metrics."""
-        q = "SELECT config_hash, study, config, metrics, status, seconds, device, created FROM cells"
-        args: tuple = ()
-        if study:
-            q += " WHERE study = ?"
-            args = (study,)
+        """One row per cell: config_hash, study, run_id and source (what wrote it: sweep, run, check, seeds, api;
+        empty for cells stored before they were recorded), status, created (ISO-8601, UTC), the config fields,
+        and the final metrics."""
+        q = "SELECT * FROM cells" + (" WHERE study = ?" if study else "")  # either shape of the table (old stores)
         rows = []
         with self._con() as con:
-            for h, st, cfg, met, status, sec, dev, created in con.execute(q, args):
-                metrics = {k: v for k, v in json.loads(met).items() if not isinstance(v, (list, dict))}
-                rows.append({"config_hash": h, "study": st, "status": status, "seconds": sec, "device": dev,
-                             "created": created, **json.loads(cfg), **metrics})
+            cur = con.execute(q, (study,) if study else ())
+            names = [c[0] for c in cur.description]
+            for r in cur:
+                d = dict(zip(names, r))
+                metrics = {k: v for k, v in json.loads(d["metrics"]).items() if not isinstance(v, (list, dict))}
+                rows.append({"config_hash": d["config_hash"], "study": d["study"], "run_id": d.get("run_id"),
+                             "source": d.get("source"), "status": d["status"], "seconds": d["seconds"],
+                             "device": d["device"], "created": iso_time(d["created"]), **json.loads(d["config"]),
+                             **metrics})
+        return pd.DataFrame(rows)
+
+    def claims_df(self, study: str | None = None) -> pd.DataFrame:
+        """One row per stored claim result (every run, not only the latest): study, claim, run_id, source,
+        created (ISO-8601, UTC), size, seeds, verdict, passed, seconds, summary."""
+        q = "SELECT * FROM claims" + (" WHERE study = ?" if study else "") + " ORDER BY id"
+        rows = []
+        with self._con() as con:
+            cur = con.execute(q, (study,) if study else ())
+            names = [c[0] for c in cur.description]
+            for r in cur:
+                d = dict(zip(names, r))
+                rows.append({"study": d["study"], "claim": d["claim"], "run_id": d.get("run_id"),
+                             "source": d.get("source"), "created": iso_time(d["created"]), "size": d["size"],
+                             "seeds": d["seeds"], "verdict": d["verdict"], "passed": bool(d["passed"]),
+                             "seconds": d["seconds"], "summary": d["summary"]})
         return pd.DataFrame(rows)
 
     def recent_cells(self, study: str, limit: int) -> list[tuple[dict, float, str]]:
@@ -353,9 +421,9 @@ class Store:
         with self._con() as con:
             con.execute(
                 "INSERT INTO claims (study, claim, size, seeds, passed, verdict, summary, numbers, figures,"
-                " seconds, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " seconds, created, run_id, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (study, claim, size, seeds, int(passed), verdict, summary, json.dumps(numbers),
-                 json.dumps(figures), seconds, time.time()),
+                 json.dumps(figures), seconds, time.time(), self.run_id, self.source),
             )
 
     def latest_claims(self, study: str, size: str | None = None) -> list[dict]:

@@ -21,17 +21,35 @@ def q_error_curves(d: dict, path) -> None:
 
 
 def eps_region(d: dict, path) -> None:
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     radii = np.array(d["radii"])
+    limit = d["success_share"] * d["qmax"] if "qmax" in d else None
     for i, (eps, table) in enumerate(d["success"].items()):
-        a1.plot(radii, [np.mean(row) for row in table], "-o", c=f"C{i}", label=f"eps = {eps}")
-        for j, c in enumerate(d["curves"][f"{eps}|{d['radii'][0]}"]):
-            a2.semilogy(c, c=f"C{i}", alpha=0.7, label=f"eps = {eps}" if j == 0 else None)
-    a1.set(xscale="log", xlabel="||omega_0 - omega*|| / ||omega*||", ylabel="share of seeds converged",
-           title=f"converged: final optimal-action error <= {d['success_share']} max|Q*|", ylim=(-0.05, 1.05))
-    a2.set(xlabel="outer iteration t", ylabel="max_s |Q_t(s, a*) - Q*(s, a*)|", title=f"radius {d['radii'][0]}, constant epsilon")
-    a1.legend(fontsize=8)
-    a2.legend(fontsize=8)
+        share = np.array([np.mean(row) for row in table])
+        n = len(table[0]) if table else 0
+        a1.plot(radii, share, "-o", c=f"C{i}", label=f"eps = {eps} ({n} seeds)")
+        for r, row in zip(radii, table):  # the seeds behind each share
+            a1.annotate(f"{int(sum(row))}/{len(row)}", (r, np.mean(row)), textcoords="offset points",
+                        xytext=(0, 6 + 9 * i), ha="center", fontsize=7, color=f"C{i}")
+        for j, c in enumerate(d["curves"][f"{eps}|{d['radii'][0]}"]):  # one line per seed
+            a2.semilogy(c, c=f"C{i}", alpha=0.6, lw=1, label=f"eps = {eps}, one line per seed" if j == 0 else None)
+    a1.set_xscale("log")
+    a1.xaxis.set_major_locator(FixedLocator(radii))  # the swept radii only: no crowded log minor labels
+    a1.xaxis.set_minor_locator(NullLocator())
+    a1.set_xticklabels([f"{r:g}" for r in radii])
+    a1.set(xlabel="initial radius ||omega_0 - omega*|| / ||omega*||", ylabel="share of seeds converged",
+           ylim=(-0.05, 1.15), title="converged (see right: final error below the criterion)")
+    if limit is not None:
+        a2.axhline(limit, ls="--", c="k", lw=1,
+                   label=f"criterion: {d['success_share']:g} x max|Q*| = {limit:.3g} (converged below)")
+    a2.set(xlabel="outer iteration t", ylabel="max_s |Q_t(s, a*) - Q*(s, a*)|",
+           title=f"error curves at the smallest radius {d['radii'][0]:g} (constant eps)")
+    a1.legend(fontsize=8, loc="center right")
+    a2.legend(fontsize=7)
+    for ax in (a1, a2):
+        ax.title.set_fontsize(10)
     save_figure(fig, path)
 
 

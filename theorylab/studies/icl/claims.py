@@ -130,7 +130,7 @@ def measure_length_vs_alpha_test(ctx: ClaimContext, arm: str) -> Measurement:
     cfgs, params, _ = _base(ctx)
     bound = O_EPS * ctx.reference(EPS_HAT)  # [E]
     lengths = list(range(1, cfgs[0].l_ts + 1))
-    need, curves = [], {}
+    need, curves, spread = [], {}, {}
     for a in ALPHA_TEST_GRID:
         c = error_vs_length(params, cfgs, ood_world(cfgs, ctx.device), lengths, alpha_test=a,
                             stream=("claim", "alpha_test"))
@@ -138,6 +138,7 @@ def measure_length_vs_alpha_test(ctx: ClaimContext, arm: str) -> Measurement:
         first, censored = first_crossing(errs <= bound, lengths)
         need.append(torch.where(censored, float(len(lengths) + 1), first))  # l_ts + 1: beyond the lengths tried
         curves[f"ood alpha'={a}"] = errs.mean(1).tolist()
+        spread[f"ood alpha'={a}"] = errs.std(1).tolist() if errs.shape[1] > 1 else [0.0] * len(lengths)
     need = torch.stack(need)  # [A, E]
     # a censored need is a lower bound (> l_ts): the ordering below stays true of the real values
     ordered = (need[1:] <= need[:-1]).all(0) & (need[-1] < need[0])
@@ -146,7 +147,7 @@ def measure_length_vs_alpha_test(ctx: ClaimContext, arm: str) -> Measurement:
         f"needed length by alpha' (per seed; {len(lengths) + 1} = not within l_ts): "
         + "; ".join(f"{a}: {need[i].long().tolist()}" for i, a in enumerate(ALPHA_TEST_GRID)),
         {"needed_length": {str(a): need[i].long().tolist() for i, a in enumerate(ALPHA_TEST_GRID)}},
-        {"error_vs_alpha_test": {"lengths": lengths, "eps": float(bound.mean()), "curves": curves}})
+        {"error_vs_alpha_test": {"lengths": lengths, "eps": float(bound.mean()), "curves": curves, "spread": spread}})
 
 
 # ---- Props. 1 and 2: what training does ----

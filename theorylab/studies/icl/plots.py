@@ -34,45 +34,75 @@ def neuron_embeddings(d: dict, path) -> None:  # slide Figs. 10-11
     save_figure(fig, path)
 
 
-def _log_curves(ax, lengths, curves, eps):
+def _log_curves(ax, lengths, curves, eps, spread=None):
+    """Error against test prompt length, one line per curve with its seed spread (mean +- std) shaded where the
+    figure data has it, and the claim's criterion line."""
+    floor = 1e-4  # a zero error would vanish on the log axis
     for name, ys in curves.items():
-        ax.plot(lengths, np.maximum(np.array(ys), 1e-4), marker="o", ms=3, label=name)
-    ax.axhline(eps, ls="--", c="k", lw=1, label="desired error")
+        ys = np.maximum(np.array(ys), floor)
+        line, = ax.plot(lengths, ys, marker="o", ms=3, label=name)
+        sd = (spread or {}).get(name)
+        if sd is not None and np.any(np.array(sd) > 0):
+            sd = np.array(sd)
+            ax.fill_between(lengths, np.maximum(ys - sd, floor), ys + sd, color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(eps, ls="--", c="k", lw=1, label=f"criterion: 2 x eps_hat = {eps:.3g}")
     ax.set_yscale("log")
+    ax.set_xlim(min(lengths), max(lengths))
     ax.set_xlabel("test prompt length l_ts")
-    ax.set_ylabel("classification error (floored at 1e-4)")
+    ax.set_ylabel(f"classification error (floored at {floor:g})")
+
+
+def _spread_note(spread) -> str:
+    return "; shaded: +-1 std over seeds" if spread else ""
 
 
 def ood_error_vs_S1(d: dict, path) -> None:  # slide Fig. 18
     fig, ax = plt.subplots(figsize=(5, 3.8))
-    _log_curves(ax, d["lengths"], {f"S1={k}": v for k, v in d["curves"].items()}, d["eps"])
-    ax.set_title("Thm 2: OOD error vs S1")
-    ax.legend(fontsize=7)
+    spread = {f"S1={k}": v for k, v in (d.get("spread") or {}).items()}
+    _log_curves(ax, d["lengths"], {f"S1={k}": v for k, v in d["curves"].items()}, d["eps"], spread)
+    ax.set_title("Thm 2: OOD error vs S1" + _spread_note(spread), fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not over them
     save_figure(fig, path)
 
 
 def error_vs_alpha_test(d: dict, path) -> None:  # slide Fig. 19
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    _log_curves(ax, d["lengths"], d["curves"], d["eps"])
-    ax.set_title("error vs alpha' (in-domain and OOD)")
-    ax.legend(fontsize=7)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    _log_curves(ax, d["lengths"], d["curves"], d["eps"], d.get("spread"))
+    ax.set_title("OOD error vs test prompt length, by alpha'", fontsize=10)
+    ax.legend(fontsize=7, title="mean over seeds" + _spread_note(d.get("spread")), title_fontsize=7)
     save_figure(fig, path)
 
 
+PRUNE_STYLES = (("smallest", "-o", "prune smallest-norm rows"), ("smallest_balanced", "-.d", "smallest, sign-balanced"),
+                ("largest", "-s", "prune largest-norm rows"), ("random", "--^", "prune random rows"))
+
+
 def pruning(d: dict, path) -> None:  # slide Figs. 22-23
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
     R = np.array(d["rates"]) * 100
     for metric, ax in (("loss", axes[0]), ("error", axes[1])):
-        for how, style in (("smallest", "-o"), ("largest", "-s"), ("random", "--^")):
-            ax.plot(R, d[metric][how], style, ms=4, label=f"prune {how}" if how != "random" else "random")
-        ax.axhline(d[f"base_{metric}"], c="k", lw=1, ls=":", label="no pruning")
-        ax.set(xlabel="pruning rate R (%)", ylabel="hinge risk" if metric == "loss" else "classification error")
-    axes[0].legend(fontsize=7)
-    twin = axes[0].twinx()
+        for how, style, label in PRUNE_STYLES:
+            if how not in d[metric]:
+                continue
+            ys = np.array(d[metric][how])
+            line, = ax.plot(R, ys, style, ms=4, label=label)
+            sd = (d.get(f"{metric}_std") or {}).get(how)
+            if sd is not None:  # seed spread of the hinge risk
+                ax.fill_between(R, ys - np.array(sd), ys + np.array(sd), color=line.get_color(), alpha=0.08, lw=0)
+        ax.axhline(d[f"base_{metric}"], c="k", lw=1, ls=":", label="no pruning (baseline)")
+        ax.set(xlabel="pruning rate R (% of W_O rows)", xlim=(R.min(), R.max()),
+               ylabel="hinge risk (OOD)" if metric == "loss" else "classification error (OOD)")
+        ax.legend(fontsize=7)
+    axes[0].set_title("Thm 3: magnitude vs random pruning" + ("; shaded: +-1 std" if d.get("loss_std") else ""),
+                      fontsize=10)
+    axes[1].set_title("error after pruning (mean over seeds)", fontsize=10)
     norms = np.array(d["sorted_norms"])
-    twin.plot(np.arange(len(norms)) / len(norms) * 100, norms, c="gray", alpha=0.5)
-    twin.set_ylabel("sorted W_O row norm (gray)")
-    axes[0].set_title("Thm 3: magnitude vs random pruning (OOD)")
+    rank = (np.arange(len(norms)) + 0.5) / len(norms) * 100
+    axes[2].plot(rank, norms, c="gray", label="W_O row norms, sorted")
+    axes[2].axvspan(0, R.max(), color="C0", alpha=0.1, label=f"smallest rows pruned up to R = {R.max():g}%")
+    axes[2].set(xlabel="row rank by norm (% of rows)", ylabel="row norm", xlim=(0, 100),
+                title="which rows a rate R removes")
+    axes[2].legend(fontsize=7)
     save_figure(fig, path)
 
 

@@ -20,17 +20,20 @@ def retrieval_table(d: dict, path) -> None:
         vals = [np.array(d["methods"][m][n]) for n in names]
         a1.bar(np.arange(len(names)) + i * w, [v.mean() for v in vals], w, yerr=[v.std() for v in vals], label=LABELS[m])
     a1.set(xticks=np.arange(len(names)) + w * (len(methods) - 1) / 2, xticklabels=names, ylim=(0, 1.05),
-           title=f"passages (encoder {d['encoder']})")
-    a1.legend(fontsize=7)
+           xlabel="passage metric", ylabel="score (mean; bar: +-1 std over draws)", title=f"passages (encoder {d['encoder']})")
+    # below the bars, never over them
+    a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ctx = list(d["context"])
     a2.bar(range(len(ctx)), [np.mean(d["context"][m]) for m in ctx], yerr=[np.std(d["context"][m]) for m in ctx],
            color=["C3", "C2", "gray"][: len(ctx)])
-    a2.set(xticks=range(len(ctx)), xticklabels=[LABELS[m] for m in ctx], ylim=(0, 1.05), title="pertinent context accuracy")
+    a2.set(xticks=range(len(ctx)), xticklabels=[LABELS[m].replace(" by ", "\nby ").replace(" (", "\n(") for m in ctx],
+           ylim=(0, 1.05), xlabel="how the pertinent context is picked", ylabel="accuracy (mean; bar: +-1 std)",
+           title="pertinent context accuracy")
     a2.tick_params(axis="x", labelsize=7)
     for i, m in enumerate(d["curves"]):
         a3.plot(d["k"], np.mean(d["curves"][m], 0), "-o", ms=3, c=f"C{i}", label=LABELS[m])
     a3.set(xlabel="k", ylabel="passage recall@k", ylim=(0, 1.05), title="recall@k (mean over draws)")
-    a3.legend(fontsize=7)
+    a3.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     save_figure(fig, path)
 
 
