@@ -178,34 +178,48 @@ def _tick(v: Any) -> str:
 
 
 def draw(tmap: TheoremMap, res: MapResult, cfg: StudyConfig, fit: dict, title: str, caption: str, path) -> list[str]:
-    """The heatmap of the seed means with every boundary's zero contour and a legend; returns, per boundary,
-    whether its line falls inside the grid ("" when it does, else why not)."""
+    """The heatmap of the seed means with every boundary's zero contour, a legend and the caption below it; returns,
+    per boundary, "" when its line falls inside the grid, else why it is not drawn."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import patheffects
     from matplotlib.lines import Line2D
-
-    from theorylab.core.plots import save_figure
 
     nx, ny = len(res.xs), len(res.ys)
     means = res.means
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * nx + 3.5), max(4.6, 0.55 * ny + 3.2)))
+    # the layout in inches, top to bottom: title, heatmap (colour bar at its right), tick labels and axis label,
+    # legend, caption
+    W = max(7.5, 0.8 * nx + 4.2)
+    heat_w, heat_h = W - 3.2, max(3.4, 0.5 * ny + 1.8)
+    chars = int(W * 72 / (7 * 0.55))  # characters of a 7 pt caption line across the figure
+    cap = textwrap.fill(caption, chars)
+    legend_h = 0.22 * (len(tmap.boundaries) + 1) + 0.25
+    cap_h = 0.13 * (cap.count("\n") + 1) + 0.2
+    below = 0.85 + legend_h + cap_h
+    H = 0.7 + heat_h + below
+    fig = plt.figure(figsize=(W, H))
+    ax = fig.add_axes((1.2 / W, below / H, heat_w / W, heat_h / H))
+    cax = fig.add_axes(((1.2 + heat_w + 0.2) / W, below / H, 0.22 / W, heat_h / H))
     im = ax.imshow(means.T, origin="lower", aspect="auto", cmap=tmap.cmap, extent=(-0.5, nx - 0.5, -0.5, ny - 0.5))
-    bar = fig.colorbar(im, ax=ax)
-    bar.set_label(f"{tmap.metric_label} (mean of {len(res.seeds)} seed{'s' * (len(res.seeds) > 1)})")
+    bar = fig.colorbar(im, cax=cax)
+    bar.set_label(textwrap.fill(tmap.metric_label, 44), fontsize=8)
+    finite = means[np.isfinite(means)]
     if nx * ny <= 100:  # small grids: the value in each cell
-        lo, hi = np.nanmin(means) if np.isfinite(means).any() else 0, np.nanmax(means) if np.isfinite(means).any() else 1
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
         for i in range(nx):
             for j in range(ny):
                 m = means[i, j]
-                light = np.isfinite(m) and hi > lo and (m - lo) / (hi - lo) > 0.6
+                light = bool(np.isfinite(m) and hi > lo and (m - lo) / (hi - lo) > 0.6) != tmap.cmap.endswith("_r")
                 ax.text(i, j, "n/a" if not np.isfinite(m) else f"{m:.3g}", ha="center", va="center", fontsize=7,
                         color="black" if light else "white")
-    ax.set_xticks(range(nx), [_tick(v) for v in res.xs], rotation=45 if nx > 8 else 0)
-    ax.set_yticks(range(ny), [_tick(v) for v in res.ys])
-    ax.set_xlabel(tmap.x.label)
-    ax.set_ylabel(tmap.y.label)
+    ax.set_xticks(range(nx), [_tick(v) for v in res.xs], rotation=45 if nx > 8 else 0, fontsize=8)
+    ax.set_yticks(range(ny), [_tick(v) for v in res.ys], fontsize=8)
+    ax.set_xlabel(textwrap.fill(tmap.x.label, int(heat_w * 72 / (9 * 0.55))), fontsize=9)
+    ax.set_ylabel(textwrap.fill(tmap.y.label, int(heat_h * 72 / (9 * 0.55))), fontsize=9)
     # boundaries on a fine grid of index coordinates, mapped to values: exact whatever the grid's spacing
     u = np.linspace(-0.5, nx - 0.5, 40 * nx + 1)
     w = np.linspace(-0.5, ny - 0.5, 40 * ny + 1)
@@ -214,24 +228,29 @@ def draw(tmap: TheoremMap, res: MapResult, cfg: StudyConfig, fit: dict, title: s
     handles, where = [], []
     for k, b in enumerate(tmap.boundaries):
         color, ls = styles[k % len(styles)]
+        outline = [patheffects.withStroke(linewidth=4.2, foreground="black")]  # visible on light and dark cells
         z = np.array([[b.fn(float(x), float(y), cfg, fit) for x in xv] for y in yv], dtype=float)  # [w, u]
-        crosses = np.isfinite(z).any() and np.nanmin(z) < 0 < np.nanmax(z)
-        if crosses:
-            ax.contour(u, w, z, levels=[0.0], colors=[color], linestyles=[ls], linewidths=2.2)
+        known = z[~np.isnan(z)]
+        crosses = bool((known < 0).any() and (known > 0).any())
+        if crosses:  # -inf / +inf (a side the theorem rules out or in outright) contour as far-off values
+            ax.contour(u, w, np.nan_to_num(z, nan=np.nan, posinf=1e300, neginf=-1e300), levels=[0.0], colors=[color],
+                       linestyles=[ls], linewidths=2.2).set(path_effects=outline)
             where.append("")
+        elif not known.size:
+            where.append("not drawn: undefined on this grid")
         else:
-            side = "predicted everywhere on the grid" if np.nanmin(z) >= 0 else "predicted nowhere on the grid"
-            where.append(f"outside the grid ({side})")
-        label = b.label + ("" if crosses else f" [{where[-1]}]")
-        handles.append(Line2D([], [], color=color if color != "white" else "black", ls=ls, lw=2.2, label=label))
-    ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16 if nx <= 8 else -0.22),
-              ncol=1, frameon=True, title="predicted boundary (zero contour; > 0 on the side the theorem covers)",
-              title_fontsize=7.5)
-    ax.set_title(title, fontsize=10)
-    fig.text(0.01, 0.005, caption, fontsize=6.5, wrap=True, va="bottom")
-    fig.subplots_adjust(bottom=0.3)
-    fig.set_size_inches(fig.get_size_inches()[0], fig.get_size_inches()[1] + 0.25 * len(handles) + 0.6)
-    save_figure(fig, path)
+            where.append("outside the grid (" + ("predicted everywhere on it" if known.min() >= 0 else
+                                                 "predicted nowhere on it") + ")")
+        label = b.label + (f" [{where[-1]}]" if where[-1] else "")
+        handles.append(Line2D([], [], color=color, ls=ls, lw=2.2, label=label, path_effects=outline))
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.15 / W, (cap_h + legend_h) / H), fontsize=7.5,
+               frameon=False, title="predicted boundary (the theorem's condition holds on the side named)",
+               title_fontsize=7.5, alignment="left")
+    fig.text(0.15 / W, cap_h / H, cap, fontsize=7, va="top", ha="left")
+    fig.suptitle(f"{title}\n(mean of {len(res.seeds)} seed{'s' * (len(res.seeds) > 1)} per cell)", fontsize=10,
+                 y=1 - 0.08 / H, va="top")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return where
 
 
@@ -255,7 +274,7 @@ def map_record(study, name: str, tmap: TheoremMap, res: MapResult, cfg: StudyCon
         "cells": res.hashes or None,
         "boundaries": [{"label": b.label, "values": grid(boundary_values(tmap, b, res.xs, res.ys, cfg, fit)),
                         "inside_grid": not w, "note": w} for b, w in zip(tmap.boundaries, where)],
-        "fitted": fit, "note": tmap.note,
+        "fitted": {k: v if isinstance(v, int) else _json_value(float(v)) for k, v in fit.items()}, "note": tmap.note,
     }
 
 
