@@ -98,6 +98,7 @@ def test_mamba_map_measures_iterations_from_the_stored_curves(tmp_path):
     (["icl", "--grid", "S1=0.5"], ["at least two"]),
     (["task_vectors", "--grid", "lambda1=0,5"], ["lambda1", "[-2.0, 3.0]"]),
     (["mamba", "--grid", "tau=0,-1"], ["tau"]),
+    (["icl", "--seeds", "30000"], ["map refused", "100,000"]),
     (["nosuchstudy"], ["unknown study"]),
     (["graph"], ["declares no theorem maps"]),
 ])

@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--seeds must be in [1, {MAX_CELLS:,}] (got {seeds:,})")
             xs, ys = map_grid(s, tmap, g)
             axes = {tmap.x.name: xs, tmap.y.name: ys}
+            if grid_size(axes, seeds) > MAX_CELLS:  # trained cells, or merges evaluated: bounded alike
+                raise ConfigError(f"map refused: {grid_size(axes, seeds):,} grid points x seeds > {MAX_CELLS:,}")
             if tmap.evaluate is None:
-                if grid_size(axes, seeds) > MAX_CELLS:
-                    raise ConfigError(f"map refused: {grid_size(axes, seeds):,} cells > {MAX_CELLS:,}")
                 cfgs = expand_grid(s, size, overrides, axes, seeds)  # every cell validated: field, range, cell
             else:  # the axes are evaluation parameters: the seeds train once, the grid is evaluated on them
                 cfgs = s.seed_configs(size, seeds, **overrides)

@@ -221,8 +221,8 @@ def draw(tmap: TheoremMap, res: MapResult, cfg: StudyConfig, fit: dict, title: s
     ax.set_xlabel(textwrap.fill(tmap.x.label, int(heat_w * 72 / (9 * 0.55))), fontsize=9)
     ax.set_ylabel(textwrap.fill(tmap.y.label, int(heat_h * 72 / (9 * 0.55))), fontsize=9)
     # boundaries on a fine grid of index coordinates, mapped to values: exact whatever the grid's spacing
-    u = np.linspace(-0.5, nx - 0.5, 40 * nx + 1)
-    w = np.linspace(-0.5, ny - 0.5, 40 * ny + 1)
+    u = np.linspace(-0.5, nx - 0.5, min(40 * nx, 400) + 1)
+    w = np.linspace(-0.5, ny - 0.5, min(40 * ny, 400) + 1)
     xv, yv = _index_to_value(res.xs, u), _index_to_value(res.ys, w)
     styles = [("white", "-"), ("red", "--"), ("orange", ":"), ("cyan", "-.")]
     handles, where = [], []

@@ -8,6 +8,8 @@ mu_T1 and mu_T2 (data.ood_gammas); its boundary is the zero contour of the least
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from theorylab.core.maps import Axis, Boundary, TheoremMap
@@ -25,10 +27,19 @@ def evaluate(cfgs, params, l1s, l2s, device) -> dict[str, torch.Tensor]:
     return {k: v.reshape(len(l1s), len(l2s), -1) for k, v in res.items()}
 
 
+@lru_cache(maxsize=64)
+def _gammas(gamma1: float, gamma2: float, kappa: float, d: int) -> tuple[float, float]:
+    """(gamma_1, gamma_2) of data.ood_gammas for these fields (drawing a boundary evaluates it ~10^5 times)."""
+    from theorylab.studies.task_vectors.config import TaskVectorConfig
+
+    cfg = TaskVectorConfig(gamma1=gamma1, gamma2=gamma2, kappa=kappa, d=d)
+    return tuple(float(g) for g in ood_gammas([cfg], "cpu")[0, :2])
+
+
 def region8_slack(l1: float, l2: float, cfg, fit: dict) -> float:
     """min of (8a) sum lambda_i gamma_i - (1 + c), (8b) sum lambda_i gamma_i^2 - (1 + c), (8c) c - |lambda_i| beta
     (the same conditions as edit.coefficients.in_region8): >= 0 exactly inside region (8)."""
-    g1, g2 = (float(g) for g in ood_gammas([cfg], "cpu")[0, :2])
+    g1, g2 = _gammas(cfg.gamma1, cfg.gamma2, cfg.kappa, cfg.d)
     beta, c = 1.0 / cfg.d, C_REGION
     return min(l1 * g1 + l2 * g2 - (1 + c), l1 * g1**2 + l2 * g2**2 - (1 + c), c - max(abs(l1), abs(l2)) * beta)
 
