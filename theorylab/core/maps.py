@@ -195,7 +195,7 @@ def draw(tmap: TheoremMap, res: MapResult, cfg: StudyConfig, fit: dict, title: s
     # legend, caption
     W = max(7.5, 0.8 * nx + 4.2)
     heat_w, heat_h = W - 3.2, max(3.4, 0.5 * ny + 1.8)
-    chars = int(W * 72 / (7 * 0.55))  # characters of a 7 pt caption line across the figure
+    chars = int((W - 0.4) * 72 / (7 * 0.62))  # characters of a 7 pt caption line across the figure
     cap = textwrap.fill(caption, chars)
     legend_h = 0.22 * (len(tmap.boundaries) + 1) + 0.25
     cap_h = 0.13 * (cap.count("\n") + 1) + 0.2
