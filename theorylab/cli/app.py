@@ -48,6 +48,7 @@ PASS_THROUGH = tuple({getattr(_click.exceptions, name, typer.Exit) for name in (
 # what a Ctrl-C leaves behind, per command (every write of theorylab is one transaction or one atomic rename)
 KEPT_ON_INTERRUPT = {
     "sweep": "cells finished before it are in the store; the same command resumes from there",
+    "map": "cells finished before it are in the store; the same command resumes from there",
     "run": "claims and cells finished before it are in the store; no report was written",
     "check": "claims and cells finished before it are in the store",
     "seeds": "cells finished before it are in the store",
@@ -322,8 +323,8 @@ def _register_extensions() -> None:
     """Commands owned by other modules (sweeps, checkpoint merging) plug in here."""
     import importlib
 
-    for module in ("theorylab.cli.sweep", "theorylab.cli.atlas", "theorylab.cli.describe", "theorylab.hf.cli",
-                   "theorylab.studies.retrieval.cli"):
+    for module in ("theorylab.cli.sweep", "theorylab.cli.atlas", "theorylab.cli.describe", "theorylab.cli.maps",
+                   "theorylab.hf.cli", "theorylab.studies.retrieval.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

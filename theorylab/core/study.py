@@ -67,6 +67,9 @@ class Study:
     # raises core.extras.MissingExtra when the config needs an optional dependency that is not installed; the CLI
     # calls it before anything trains
     needs: Callable[[StudyConfig], None] | None = None
+    # theorem maps (`theorylab map`): name -> core.maps.TheoremMap, a measured quantity over two of a theorem's
+    # quantities with the theorem's predicted boundary drawn over it
+    maps: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.training is None and self.train_group is None:

@@ -9,6 +9,7 @@ def study() -> Study:
     from theorylab.studies.icl.config import FULL, QUICK, ICLConfig
     from theorylab.studies.icl.plots import PLOTS
     from theorylab.studies.icl.bench import REFERENCE, icl_train_seconds
+    from theorylab.studies.icl.maps import MAPS
     from theorylab.studies.icl.model import check_forward
     from theorylab.studies.icl.train import training
 
@@ -20,7 +21,7 @@ def study() -> Study:
         config_cls=ICLConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, eval_tokens=lambda c: c.n_test * (c.l_ts + 1),
         tiny={"steps": 30, "n_test": 100, "B": 16, "curve_points": 4},
-        forward_check=check_forward, bench=icl_train_seconds, bench_config=REFERENCE,
+        forward_check=check_forward, maps=MAPS, bench=icl_train_seconds, bench_config=REFERENCE,
         variations={"M1": (4, 5, 7, 8), "M2": (2, 5, 24), "d_X": (30, 40), "d_Y": (1, 3), "alpha": (0.3, 1.0),
                     "l_tr": (4, 9), "m": (4, 10), "attend_query": (True,), "M1_ood": (2, 4), "S1": (0.5, 1.0),
                     "ood_construction": ("unit",), "train_task_offsets": ((1,), (1, 2)), "n_train": (40,),

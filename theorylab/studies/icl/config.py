@@ -17,6 +17,10 @@ class ICLConfig(StudyConfig):
     study: ClassVar[str] = "icl"
     ensemble_scalars: ClassVar[frozenset[str]] = frozenset(
         {"seed", "lr", "alpha", "kappa", "beta", "delta", "v_init", "xi", "alpha_test", "S1", "ood_mix"})
+    # common random numbers: Thm 2 and the alpha' figure sweep S1 and alpha' on one trained model (they only change
+    # the test prompts), so cells differing only in them share every random stream: the same training, other tests
+    # (the theorem map `theorylab map icl` sweeps them as cells)
+    swept_fields: ClassVar[frozenset[str]] = frozenset({"S1", "alpha_test"})
 
     seed: int = Field(0, ge=0, description="seed; every random stream derives from the config hash")
     # data model (section 1.1)

@@ -8,6 +8,7 @@ def study() -> Study:
     from theorylab.studies.mamba.bench import REFERENCE, train_seconds
     from theorylab.studies.mamba.claims import CLAIMS
     from theorylab.studies.mamba.config import FULL, QUICK, TINY, MambaConfig
+    from theorylab.studies.mamba.maps import MAPS
     from theorylab.studies.mamba.model import check_forward
     from theorylab.studies.mamba.plots import PLOTS
     from theorylab.studies.mamba.train import training
@@ -18,7 +19,7 @@ def study() -> Study:
         paper="Shandirasegaran, Li, Zhang, Wang, Zhang. ICLR 2026 (arXiv 2602.12499)",
         dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=MambaConfig, training=training, sizes={"quick": QUICK, "full": FULL},
-        claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
+        claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward, maps=MAPS,
         bench=train_seconds, bench_config=REFERENCE,
         variations={"gain": ("softplus",), "bc": ("random",), "irrelevant_sign": ("plus",), "tau": (0.0, 0.1),
                     "loss": ("logistic",), "B": (8,), "a_scale": ("1/sqrt(m)",), "L": (8, 12), "M": (3, 4),
