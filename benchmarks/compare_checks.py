@@ -3,6 +3,7 @@ markdown table of every claim's kind, verdict, seeds passing and key number, bef
 
     python benchmarks/compare_checks.py BEFORE_DIR AFTER_DIR > table.md
     python benchmarks/compare_checks.py --only AFTER_DIR > table.md      # one set: kind, verdict, key, control
+    python benchmarks/compare_checks.py --md-before docs/claims.md AFTER_DIR   # against a table printed by --only
 
 Claims renamed between the two sets are paired by RENAMED (old id -> new id).
 """
@@ -72,8 +73,36 @@ def main(before: Path, after: Path) -> None:
         print(f"| {k[0]} | {k[1]} | {kinds} | {verdict(rb)} | {verdict(ra)} | {key(ra)} | {control(rb)} / {control(ra)} |")
 
 
+def from_markdown(path: Path) -> dict[tuple[str, str], dict]:
+    """Rows of the first table `--only` printed into a Markdown file: {(study, claim): {kind, verdict, key, control}}."""
+    rows, in_table = {}, False
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| study | claim | kind | verdict |"):
+            in_table = True
+        elif in_table and not line.startswith("|"):
+            break
+        elif in_table and len(cells) == 6 and cells[0] != "---":
+            rows[(cells[0], cells[1])] = dict(zip(("kind", "verdict", "key", "control"), cells[2:]))
+    return rows
+
+
+def against_markdown(md: Path, after: Path) -> None:
+    b, a = from_markdown(md), load(after)
+    print("| study | claim | kind | verdict (before -> now) | key number (before -> now) | control (before -> now) |")
+    print("|---|---|---|---|---|---|")
+    for k in sorted(set(b) | set(a)):
+        rb, ra = b.get(k, {}), a.get(k)
+        now_v = "not applicable" if ra and ra.get("not_applicable") else verdict(ra)
+        same = "" if (rb.get("verdict"), rb.get("key")) == (now_v, key(ra)) else " **changed**"
+        print(f"| {k[0]} | {k[1]} | {(ra or rb).get('kind', '-')} | {rb.get('verdict', '-')} -> {now_v}{same} | "
+              f"{rb.get('key', '-')} -> {key(ra)} | {rb.get('control', '-')} -> {control(ra)} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--only":
         only(Path(sys.argv[2]))
+    elif sys.argv[1] == "--md-before":
+        against_markdown(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         main(Path(sys.argv[1]), Path(sys.argv[2]))

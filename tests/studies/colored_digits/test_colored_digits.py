@@ -184,7 +184,8 @@ def test_a_diverging_model_is_recorded_and_spares_the_others(monkeypatch):
     from theorylab.core.progress import QUIET
 
     cfgs = [ColoredDigitsConfig(seed=s, pretrain_steps=5, steps=3, curve_points=2) for s in range(2)]
-    alone = train.train_group(cfgs[:1], torch.device("cpu"), QUIET)
+    train_group = get_study("colored_digits").train_group
+    alone = train_group(cfgs[:1], torch.device("cpu"), QUIET)
     init = train.init_params
 
     def poisoned(cfgs, rng, device):  # model 1 starts with a NaN weight
@@ -194,7 +195,7 @@ def test_a_diverging_model_is_recorded_and_spares_the_others(monkeypatch):
         return p
 
     monkeypatch.setattr(train, "init_params", poisoned)
-    res = train.train_group(cfgs, torch.device("cpu"), QUIET)
+    res = train_group(cfgs, torch.device("cpu"), QUIET)
     assert res.status == ["done", "diverged"] and alone.status == ["done"]
     for k, v in alone.params.items():
         torch.testing.assert_close(res.params[k][0], v[0], atol=1e-5, rtol=0)
