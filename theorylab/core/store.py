@@ -369,38 +369,36 @@ class Store:
                         out[h].params = st_load(blob)
         return out
 
+    def _rows(self, table: str, study: str | None, order: str) -> list[dict]:
+        """Every row of `table` (of one study, if given) as {column: value}, whatever columns the store has."""
+        q = f"SELECT * FROM {table}" + (" WHERE study = ?" if study else "") + order
+        with self._con() as con:
+            cur = con.execute(q, (study,) if study else ())
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r)) for r in cur]
+
     def cells_df(self, study: str | None = None) -> pd.DataFrame:
         """One row per cell: config_hash, study, run_id and source (what wrote it: sweep, run, check, seeds, api;
         empty for cells stored before they were recorded), status, created (ISO-8601, UTC), the config fields,
         and the final metrics."""
-        q = "SELECT * FROM cells" + (" WHERE study = ?" if study else "")  # either shape of the table (old stores)
         rows = []
-        with self._con() as con:
-            cur = con.execute(q, (study,) if study else ())
-            names = [c[0] for c in cur.description]
-            for r in cur:
-                d = dict(zip(names, r))
-                metrics = {k: v for k, v in json.loads(d["metrics"]).items() if not isinstance(v, (list, dict))}
-                rows.append({"config_hash": d["config_hash"], "study": d["study"], "run_id": d.get("run_id"),
-                             "source": d.get("source"), "status": d["status"], "seconds": d["seconds"],
-                             "device": d["device"], "created": iso_time(d["created"]), **json.loads(d["config"]),
-                             **metrics})
+        for d in self._rows("cells", study, ""):  # either shape of the table (old stores)
+            metrics = {k: v for k, v in json.loads(d["metrics"]).items() if not isinstance(v, (list, dict))}
+            rows.append({"config_hash": d["config_hash"], "study": d["study"], "run_id": d.get("run_id"),
+                         "source": d.get("source"), "status": d["status"], "seconds": d["seconds"],
+                         "device": d["device"], "created": iso_time(d["created"]), **json.loads(d["config"]),
+                         **metrics})
         return pd.DataFrame(rows)
 
     def claims_df(self, study: str | None = None) -> pd.DataFrame:
         """One row per stored claim result (every run, not only the latest): study, claim, run_id, source,
         created (ISO-8601, UTC), size, seeds, verdict, passed, seconds, summary."""
-        q = "SELECT * FROM claims" + (" WHERE study = ?" if study else "") + " ORDER BY id"
         rows = []
-        with self._con() as con:
-            cur = con.execute(q, (study,) if study else ())
-            names = [c[0] for c in cur.description]
-            for r in cur:
-                d = dict(zip(names, r))
-                rows.append({"study": d["study"], "claim": d["claim"], "run_id": d.get("run_id"),
-                             "source": d.get("source"), "created": iso_time(d["created"]), "size": d["size"],
-                             "seeds": d["seeds"], "verdict": d["verdict"], "passed": bool(d["passed"]),
-                             "seconds": d["seconds"], "summary": d["summary"]})
+        for d in self._rows("claims", study, " ORDER BY id"):
+            rows.append({"study": d["study"], "claim": d["claim"], "run_id": d.get("run_id"),
+                         "source": d.get("source"), "created": iso_time(d["created"]), "size": d["size"],
+                         "seeds": d["seeds"], "verdict": d["verdict"], "passed": bool(d["passed"]),
+                         "seconds": d["seconds"], "summary": d["summary"]})
         return pd.DataFrame(rows)
 
     def recent_cells(self, study: str, limit: int) -> list[tuple[dict, float, str]]:

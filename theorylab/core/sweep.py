@@ -41,8 +41,8 @@ def chunk_size(study: Study, cfg: StudyConfig, budget: int, max_models: int | No
     the dry run's upper bound shows they all fit, the exact measurement is skipped)."""
     from theorylab.core.memory import footprint
 
-    want = min(cells or max_models or 0, max_models or cells or 0) or None
-    fp = footprint(study, cfg, fits=(want, budget) if want else None)
+    at_once = min(n for n in (cells, max_models) if n) if (cells or max_models) else None  # models a chunk may hold
+    fp = footprint(study, cfg, fits=(at_once, budget) if at_once else None)
     fit = max(1, (budget - fp.shared) // fp.per_model)
     return int(min(fit, max_models or fit))
 
