@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--max-models must be >= 1 (got {max_models})")
             runner = make_backend(backend, device, address)
             history = Store(store, create=False) if Path(store).exists() else None
-            cost = estimate(s, samples, n, runner.budget(), history, device=str(runner.device))
+            cost = estimate(s, samples, n, runner.budget(), history, device=str(runner.device),
+                            max_models=max_models, workers=runner.workers)
             if s.needs is not None:
                 s.needs(next(iter(samples)) if eager else s.config(size, **overrides))
             cost.guard(yes or dry_run)

@@ -7,6 +7,7 @@ depend on the backend (seeds come from config hashes), only the wall time does.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import psutil
@@ -39,7 +40,15 @@ class LocalBackend:
 
     def map(self, study: Study, chunks: Iterable[Chunk], bars: Bars = QUIET) -> Iterator[tuple[Chunk, GroupResult]]:
         for chunk in chunks:
-            yield chunk, study.train_group(chunk, self.device, bars)
+            yield chunk, timed_train(study, chunk, self.device, bars)
+
+
+def timed_train(study: Study, chunk: Chunk, device: torch.device, bars: Bars) -> GroupResult:
+    """Trains one chunk and records its whole wall time (what the cost guard's time estimate is fitted on)."""
+    t0 = time.perf_counter()
+    res = study.train_group(chunk, device, bars)
+    res.wall_seconds = time.perf_counter() - t0
+    return res
 
 
 def _train_chunk(study_name: str, cfgs: Chunk, device: str) -> GroupResult:
@@ -47,7 +56,7 @@ def _train_chunk(study_name: str, cfgs: Chunk, device: str) -> GroupResult:
     from theorylab.core.study import get_study
 
     dev = torch.device(device)
-    res = get_study(study_name).train_group(cfgs, dev, QUIET)
+    res = timed_train(get_study(study_name), cfgs, dev, QUIET)
     res.params = {k: v.detach().cpu() for k, v in res.params.items()}
     return res
 

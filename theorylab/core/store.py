@@ -76,6 +76,26 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 """
 
+# chunk timings, added later: one row per trained ensemble chunk (what the cost guard's time estimate is fitted
+# on). A writer creates the table when it opens a store; a reader of a store written before finds none and
+# rebuilds the timings from the cells (see Store.chunk_timings).
+_CHUNKS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    models INTEGER NOT NULL,
+    model_steps INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    device TEXT,
+    threads INTEGER,
+    created REAL NOT NULL,
+    run_id TEXT,
+    source TEXT
+);
+CREATE INDEX IF NOT EXISTS chunks_study ON chunks(study);
+"""
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CELL_COLUMNS = ["config_hash", "study", "group_key", "config", "metrics", "curves", "status", "seconds", "device",
                 "created"]
@@ -136,6 +156,21 @@ class Cell:
     params: dict[str, torch.Tensor] | None = None
 
 
+@dataclass
+class ChunkTiming:
+    """One trained ensemble chunk: its models, their optimizer steps in all, and the chunk's wall seconds (set-up,
+    training and grading). from_cells: rebuilt from the cells of a store written before chunks were recorded (the
+    cells kept only the training loop's seconds, so set-up and grading are missing)."""
+    study: str
+    group_key: str
+    models: int
+    model_steps: int
+    seconds: float
+    device: str = "cpu"
+    threads: int | None = None  # torch threads of the process that trained it (None: not known)
+    from_cells: bool = False
+
+
 class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE, create: bool = True, source: str = "api"):
         """create=False: the store must exist (readers such as `report` and `export` never create one).
@@ -160,7 +195,7 @@ class Store:
             if self.writable:
                 if not self.memory:
                     con.execute("PRAGMA journal_mode=WAL")
-                con.executescript(_SCHEMA)
+                con.executescript(_SCHEMA + _CHUNKS_SCHEMA)
                 self._add_provenance(con)
         self._opened = True
 
@@ -265,9 +300,11 @@ class Store:
             q = f"SELECT config_hash FROM {table} WHERE config_hash IN ({{}})"
             return {r[0] for r in self._in_chunks(con, q, list(hashes))}
 
-    def put_cells(self, cells: Sequence[Cell]) -> int:
+    def put_cells(self, cells: Sequence[Cell], chunk: ChunkTiming | None = None) -> int:
         """Writes cells (and their weights) in one transaction; existing rows are left alone, so a
-        cell written twice (a resumed or a concurrent sweep) is stored once. Returns new cells."""
+        cell written twice (a resumed or a concurrent sweep) is stored once. Returns new cells.
+        chunk: the timing of the chunk that trained them, stored in the same transaction (even when a concurrent
+        sweep stored the cells first: the work was done and timed)."""
         now = time.time()
         # serialized before the write lock is taken: a sweep stopped (SIGSTOP) or slowed while it holds the
         # lock blocks every other sweep on the store, so the locked part is kept to the inserts
@@ -288,6 +325,11 @@ class Store:
                     if c.config_hash in blobs:  # also fills in weights of a cell first stored without them
                         con.execute("INSERT OR IGNORE INTO params VALUES (?,?)", (c.config_hash, blobs[c.config_hash]))
                     con.execute("DELETE FROM leases WHERE config_hash = ?", (c.config_hash,))
+                if chunk is not None:
+                    con.execute("INSERT INTO chunks (study, group_key, models, model_steps, seconds, device, threads,"
+                                " created, run_id, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                (chunk.study, chunk.group_key, chunk.models, chunk.model_steps, chunk.seconds,
+                                 chunk.device, chunk.threads, now, self.run_id, self.source))
                 con.execute("COMMIT")
             except BaseException:
                 if con.in_transaction:  # SQLite itself rolls back on some errors (a full disk): keep that error
@@ -401,11 +443,28 @@ class Store:
                          "seconds": d["seconds"], "summary": d["summary"]})
         return pd.DataFrame(rows)
 
-    def recent_cells(self, study: str, limit: int) -> list[tuple[dict, float, str]]:
-        """(config, seconds, device) of a study's newest finished cells."""
-        q = "SELECT config, seconds, device FROM cells WHERE study = ? AND status = 'done' ORDER BY created DESC LIMIT ?"
+    def chunk_timings(self, study: str, limit: int) -> list[ChunkTiming]:
+        """The timings of a study's newest `limit` trained chunks. A store with none recorded for the study (written
+        before chunks were) has them rebuilt from its cells: a chunk's cells were written in one transaction, so
+        they share their `created` time; its seconds are the sum of theirs (each cell holds its share)."""
         with self._con() as con:
-            return [(json.loads(c), sec, dev) for c, sec, dev in con.execute(q, (study, limit))]
+            if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks'").fetchone():
+                q = ("SELECT group_key, models, model_steps, seconds, device, threads FROM chunks WHERE study = ?"
+                     " ORDER BY id DESC LIMIT ?")
+                rows = [ChunkTiming(study, *r) for r in con.execute(q, (study, limit))]
+                if rows:
+                    return rows
+            q = ("SELECT group_key, created, device, config, seconds FROM cells WHERE study = ? AND seconds > 0"
+                 " ORDER BY created DESC LIMIT ?")
+            cells = con.execute(q, (study, limit * 64)).fetchall()
+        chunks: dict[tuple, ChunkTiming] = {}
+        for key, created, device, config, seconds in cells:
+            c = chunks.setdefault((key, created, device), ChunkTiming(study, key, 0, 0, 0.0, device or "cpu",
+                                                                       from_cells=True))
+            c.models += 1
+            c.model_steps += int(json.loads(config).get("steps", 1))
+            c.seconds += seconds
+        return list(chunks.values())[:limit]
 
     def count(self, study: str | None = None) -> int:
         with self._con() as con:

@@ -18,7 +18,8 @@ class GroupResult:
     metrics: list[dict[str, Any]]
     curves: list[dict[str, list[float]]]
     status: list[str]
-    seconds: float
+    seconds: float  # the training loop's (what each cell stores its share of)
+    wall_seconds: float | None = None  # the whole train_group call (set-up, training, grading), set by the backend
 
 
 TrainGroup = Callable[[Sequence[StudyConfig], torch.device, Bars], GroupResult]

@@ -23,7 +23,7 @@ from rich.text import Text
 from theorylab.core.backends import LocalBackend
 from theorylab.core.config import StudyConfig
 from theorylab.core.progress import QUIET, Bars, console
-from theorylab.core.store import Cell, Store, StoreError
+from theorylab.core.store import Cell, ChunkTiming, Store, StoreError
 from theorylab.core.study import GroupResult, Study
 
 
@@ -54,14 +54,21 @@ def plan_chunks(study: Study, cfgs: Sequence[StudyConfig], budget: int, max_mode
     chunks = []
     for group in group_cells(cfgs):
         cap = chunk_size(study, group[0], budget, max_models, cells=len(group))
-        n = max(math.ceil(len(group) / cap), min(workers, len(group)))
-        size, extra = divmod(len(group), n)
         start = 0
-        for i in range(n):
-            stop = start + size + (i < extra)
-            chunks.append(group[start:stop])
-            start = stop
+        for size, count in split_group(len(group), cap, workers):
+            for _ in range(count):
+                chunks.append(group[start:start + size])
+                start += size
     return chunks
+
+
+def split_group(cells: int, cap: int, workers: int = 1) -> list[tuple[int, int]]:
+    """How plan_chunks splits a group of `cells` cells: (chunk size, number of chunks of that size), larger first.
+    As few chunks as `cap` allows but at least `workers` (when there are that many cells); sizes differ by at most
+    one. Pairs, not a list of sizes: the cost estimate splits groups of millions of cells the same way."""
+    n = max(math.ceil(cells / cap), min(workers, cells))
+    size, extra = divmod(cells, n)
+    return [(k, count) for k, count in ((size + 1, extra), (size, n - extra)) if count > 0]
 
 
 def model_steps(study: Study, cfg: StudyConfig) -> int:
@@ -78,6 +85,15 @@ def result_cells(study: Study, chunk: Sequence[StudyConfig], res: GroupResult, d
         cells.append(Cell(cfg.hash, study.name, cfg.group_key(), cfg.model_dump(mode="json"), res.metrics[i],
                           res.curves[i], res.status[i], res.seconds / len(chunk), str(device), params))
     return cells
+
+
+def chunk_timing(study: Study, chunk: Sequence[StudyConfig], n_steps: int, res: GroupResult, backend) -> ChunkTiming:
+    """What the store keeps of a trained chunk for the time estimate. The torch thread count is this process's,
+    known only when the chunk trained here (local backend); a backend that did not time the whole call leaves the
+    training loop's seconds."""
+    threads = torch.get_num_threads() if isinstance(backend, LocalBackend) else None
+    seconds = res.wall_seconds if res.wall_seconds is not None else res.seconds
+    return ChunkTiming(study.name, chunk[0].group_key(), len(chunk), n_steps, seconds, str(backend.device), threads)
 
 
 def _leased(chunks: Iterable[list[StudyConfig]], store: Store, with_params: bool) -> Iterator[list[StudyConfig]]:
@@ -125,9 +141,10 @@ def sweep(study: Study, cfgs: Sequence[StudyConfig], store: Store, backend=None,
         with store.leasing():
             while chunks:
                 for chunk, res in backend.map(study, _leased(chunks, store, with_params), bars):
-                    written += store.put_cells(result_cells(study, chunk, res, backend.device, keep_params))
-                    trained += len(chunk)
                     n_steps = sum(model_steps(study, c) for c in chunk)
+                    timing = chunk_timing(study, chunk, n_steps, res, backend)
+                    written += store.put_cells(result_cells(study, chunk, res, backend.device, keep_params), timing)
+                    trained += len(chunk)
                     steps += n_steps
                     if progress is not None:
                         progress.chunk_done(len(chunk), n_steps)
