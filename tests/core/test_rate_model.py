@@ -91,7 +91,7 @@ def test_an_old_store_without_chunk_timings_is_read_through_its_cells_and_left_u
     assert [(t.models, t.model_steps, t.seconds, t.from_cells) for t in got] == [(2, 200, 10.0, True), (8, 800, 16.0, True)]
     m = rate_model(get_study("icl"), st, "cpu")
     assert m.seconds(2, 100) == pytest.approx(10.0) and m.seconds(8, 100) == pytest.approx(16.0)
-    assert "rebuilt from an older store's cells" in m.describe()
+    assert m.describe() == "from 2 stored chunks of 2-8 models, cpu, rebuilt from the cells: training loop only"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # a reader never adds the table
 
 

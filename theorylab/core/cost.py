@@ -163,8 +163,8 @@ class RateModel:
     def describe(self, planned: tuple[int, int] | None = None) -> str:
         """What the prediction stands on; `planned`: the smallest and largest chunk predicted (models)."""
         lo, hi = self.sizes
-        kind = "chunks rebuilt from an older store's cells (training loop only)" if self.from_cells else "stored chunks"
-        text = f"from {self.chunks} {kind} of {lo if lo == hi else f'{lo}-{hi}'} models, {self.where}"
+        chunks = f"{self.chunks} stored chunk{'s' * (self.chunks > 1)} of {lo if lo == hi else f'{lo}-{hi}'} models"
+        text = f"from {chunks}, {self.where}" + (", rebuilt from the cells: training loop only" if self.from_cells else "")
         if planned is not None and not lo <= planned[0] <= planned[1] <= hi:
             outside = planned[1] if planned[1] > hi else planned[0]
             text += f"; extrapolated to {outside} models" + (" from one chunk size" if lo == hi else "")
