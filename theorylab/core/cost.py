@@ -188,7 +188,7 @@ def fit_rate(timings) -> RateModel | None:
     coef, _ = nnls(A, np.ones(len(y)))
     fitted = {"overhead": 0.0, "per_step": 0.0, **dict(zip(terms, coef.tolist()))}
     threads = {t.threads for t in timings}
-    where = timings[0].device.split(":")[0]
+    where = (timings[0].device or "cpu").split(":")[0]
     if len(threads) == 1 and None not in threads:
         n = threads.pop()
         where += f", {n} thread{'s' * (n > 1)}"
