@@ -18,7 +18,7 @@ def study() -> Study:
         dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=LowRankConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
-        variations={"d": (12, 16), "M": (6, 8), "k_rel": (4,), "L": (10, 12), "alpha_hash": (0.0, 0.2), "tau": (0.0,),
-                    "irrelevant_sign": ("plus",), "relevant_draw": ("sample",), "n_train": (0,), "m": (8,),
-                    "lora_rank": (1, 3), "xi": (0.01,)},
+        variations={"d": (12, 16), "M": (6, 8), "k_rel": (4,), "L": (10, 12, 40), "alpha_hash": (0.0, 0.2),
+                    "tau": (0.0,), "irrelevant_sign": ("plus",), "relevant_draw": ("sample",), "n_train": (0,),
+                    "m": (8,), "lora_rank": (1, 3), "xi": (0.01,), "label_model": ("class_majority",)},
     )
