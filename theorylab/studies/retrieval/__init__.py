@@ -20,5 +20,6 @@ def study() -> Study:
         dry_run={},  # indexing a draw is one pass already; the config rejects `steps` (nothing trains)
         forward_check=check_forward, needs=check_available,
         variations={"n_users": (1, 3), "queries_per_user": (1, 3), "n_contexts": (1, 2, 5), "n_values": (2, 8),
-                    "history_share": (0.0, 1.0), "d_hash": (8, 32), "lam": (0.5,), "ks": ((1,), (2, 3)), "mrr_at": (1, 3)},
+                    "history_share": (0.0, 1.0), "context_style": ("indirect",), "d_hash": (8, 32), "lam": (0.5,),
+                    "ks": ((1,), (2, 3)), "mrr_at": (1, 3)},
     )
