@@ -11,6 +11,9 @@ mean_pool(h + delta) = mean_pool(h) + mean(delta), so logits = W mean_pool(h) + 
 linear probing with the head's bias reparametrised (unit test). It is trained and drawn, but never chosen as "the
 AP layer" (ap_layers). The ViT's last block feeds a LayerNorm, which is not additive, so all its blocks count.
 
+The theory testbed (spec 3.4: its own data model and local/global backbones, testbed.py) has its claims in
+testbed_claims.py, appended to CLAIMS.
+
 "Beats" means a larger test accuracy on the same seed (no margin; the interval over seeds is printed).
 """
 from __future__ import annotations
@@ -21,13 +24,14 @@ from theorylab.core.claims import Claim, ClaimContext
 from theorylab.core.contract import Above, AtLeast, Criterion, Measurement
 from theorylab.studies.activation_prompt.config import APConfig
 from theorylab.studies.activation_prompt.model import n_layers
+from theorylab.studies.activation_prompt.testbed_claims import TESTBED_CLAIMS
 
 
 def _runs(ctx: ClaimContext) -> dict[str, tuple[list, list]]:
     def compute():
         out = {}
         for arch in ("cnn", "vit"):
-            cfgs = ctx.configs(arch=arch)
+            cfgs = ctx.configs(arch=arch, part="digits")
             _, cells = ctx.trained(cfgs)
             out[arch] = (cfgs, [c.metrics for c in cells])
         return out
@@ -59,7 +63,7 @@ def _costs(ctx: ClaimContext) -> dict:
     def compute():
         out = {}
         for arch in ("cnn", "vit"):
-            cfgs = ctx.configs(arch=arch)
+            cfgs = ctx.configs(arch=arch, part="digits")
             params, _ = ctx.trained(cfgs[:1])
             out[arch] = method_costs(cfgs[0], params)
         return out
@@ -169,4 +173,5 @@ CLAIMS = [
           measure=measure_ap_vs_norm,
           criterion=Criterion(AtLeast("gap", 0.0, "smaller over the two backbones of AP's test accuracy (chosen layer) "
                                       "minus norm tuning's"))),
+    *TESTBED_CLAIMS,
 ]

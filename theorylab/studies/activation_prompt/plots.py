@@ -48,5 +48,21 @@ def backward_bytes_by_layer(d: dict, path) -> None:
     save_figure(fig, path)
 
 
+def testbed_sample_curves(d: dict, path) -> None:
+    """The testbed: test accuracy against the number of labelled samples, per backbone and prompt."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    styles = {"linear": ":", "vp": "--", "ap1": "-"}
+    colors = {"local": "tab:blue", "global": "tab:orange"}
+    for arm in (k for k in d if "_" in k):
+        backbone, method = arm.split("_")
+        ax.plot(d["n"], d[arm], styles[method], marker="o", ms=3, c=colors[backbone],
+                label=f"{backbone}: {'AP at layer 1' if method == 'ap1' else method.upper()}")
+    ax.axhline(d["target"], c="gray", lw=1)
+    ax.set(xscale="log", xlabel="labelled training samples n", ylabel="test accuracy", ylim=(0.4, 1.02),
+           title="testbed: AP vs VP sample need (gray: target)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
 PLOTS = {"accuracy_by_layer": accuracy_by_layer, "global_features": global_features,
-         "backward_bytes_by_layer": backward_bytes_by_layer}
+         "backward_bytes_by_layer": backward_bytes_by_layer, "testbed_sample_curves": testbed_sample_curves}

@@ -154,6 +154,9 @@ def evaluate(p: dict, X: torch.Tensor, y: torch.Tensor, cfg: APConfig) -> torch.
 
 
 def training(cfgs: Sequence[APConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+    if shared_value(cfgs, "part") == "testbed":  # the theory testbed: its own data model and backbones
+        from theorylab.studies.activation_prompt import testbed
+        return testbed.training(cfgs, rng, device)
     cfg, E = cfgs[0], len(cfgs)
     shared_value(cfgs, "arch")
     backbone, src_acc, pretrain_diverged = pretrain(cfgs, rng, device)
