@@ -1,7 +1,8 @@
 """Activation-prompt study config ("Visual Prompting Reimagined: The Power of Activation Prompts", AISTATS 2026).
 Spec: ../shared/papers/taskvec_lwptv_ap_diffusion.md section 3. Every [D] choice of the spec is a field; the
 paper's ImageNet backbones and 29 data sets stand in as a small CNN / ViT pre-trained on scikit-learn's digits
-and adapted to a transformed copy of them (no downloads)."""
+and adapted to a transformed copy of them (no downloads). The tb_* fields are the theory testbed's (part=testbed,
+spec 3.4, testbed.py); the testbed is the same at every size."""
 from __future__ import annotations
 
 from typing import ClassVar, Literal

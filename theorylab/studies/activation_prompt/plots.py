@@ -53,10 +53,11 @@ def testbed_sample_curves(d: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     styles = {"linear": ":", "vp": "--", "ap1": "-"}
     colors = {"local": "tab:blue", "global": "tab:orange"}
+    names = {"linear": "linear probe (= AP at layer 2)", "vp": "VP", "ap1": "AP at layer 1"}
     for arm in (k for k in d if "_" in k):
         backbone, method = arm.split("_")
         ax.plot(d["n"], d[arm], styles[method], marker="o", ms=3, c=colors[backbone],
-                label=f"{backbone}: {'AP at layer 1' if method == 'ap1' else method.upper()}")
+                label=f"{backbone}: {names[method]}")
     ax.axhline(d["target"], c="gray", lw=1)
     ax.set(xscale="log", xlabel="labelled training samples n", ylabel="test accuracy", ylim=(0.4, 1.02),
            title="testbed: AP vs VP sample need (gray: target)")
