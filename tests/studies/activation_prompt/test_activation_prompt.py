@@ -9,7 +9,7 @@ from theorylab.core.ensemble import rng_for
 from theorylab.core.study import get_study
 from theorylab.studies.activation_prompt.config import TINY, APConfig
 from theorylab.studies.activation_prompt.data import digits, target_split, transform
-from theorylab.studies.activation_prompt.model import conv3x3, forward, global_share, init_params
+from theorylab.studies.activation_prompt.model import act_shape, conv3x3, forward, global_share, init_params, n_layers
 from theorylab.studies.activation_prompt.train import method_params
 
 
@@ -85,3 +85,50 @@ def test_a_shared_prompt_right_after_a_norm_is_that_norms_bias_tuning(arch):
     ctrl_layer = m + 2 if arch == "cnn" else m + 1  # the same shared prompt at the block output
     control = {**base, f"acts.{ctrl_layer}": delta}
     assert float((forward(control, X, cfg) - forward(biased, X, cfg)).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("arch", ["cnn", "vit"])
+def test_backward_bytes_are_fixed_by_shapes_and_fall_with_the_prompts_depth(arch):
+    """Spec 3.5 (was the `fig_ap_efficiency` claim, which graded this one deterministic number over 5 seeds): the
+    bytes autograd saves for backward depend on the shapes and the prompt's layer only (two backbones with different
+    weights save the same bytes), AP at every layer >= 1 saves fewer than VP, and the CNN's fall with depth."""
+    from theorylab.studies.activation_prompt.costs import method_costs
+
+    cfgs = [APConfig(seed=s, arch=arch, **{**TINY, "depth": 3}) for s in range(2)]
+    cfg = cfgs[0]
+    p = init_params(cfg, rng_for(cfgs, "cpu"), "cpu")
+    a = method_costs(cfg, p, timed=False)
+    b = method_costs(cfg, {k: v[1:] for k, v in p.items()}, timed=False)
+    assert {m: r["saved_bytes"] for m, r in a.items()} == {m: r["saved_bytes"] for m, r in b.items()}
+    by_layer = [a["vp" if l == 0 else f"ap{l}"]["saved_bytes"] for l in range(n_layers(cfg) + 1)]
+    assert all(x < by_layer[0] for x in by_layer[1:]), by_layer
+    if arch == "cnn":
+        assert all(x > y for x, y in zip(by_layer, by_layer[1:])), by_layer
+    assert a["vp"]["params"] == 64 + cfg_feat(cfg) * 10 + 10 and a["full"]["params"] > a["norm"]["params"]
+
+
+def cfg_feat(cfg) -> int:
+    return cfg.channels if cfg.arch == "cnn" else cfg.width
+
+
+def test_the_deepest_cnn_prompt_is_a_bias_of_the_head_and_one_layer_shallower_is_not():
+    """After the global average pool, a prompt added to the last block's output shifts the pooled features by its
+    spatial mean: logits = W pool(h) + (W mean(delta) + b), linear probing with the head's bias moved. The claims
+    therefore never choose that layer as the AP layer (claims.ap_layers). One layer shallower, the same kind of
+    prompt goes through a convolution, BN and ReLU: the logit shift then depends on the image."""
+    from theorylab.studies.activation_prompt.claims import ap_layers, head_bias_layer
+
+    cfg = APConfig(arch="cnn", **{**TINY, "depth": 2})
+    p = init_params(cfg, rng_for([cfg], "cpu"), "cpu")
+    p["thead.w"], p["thead.b"] = torch.randn_like(p["thead.w"]), torch.randn_like(p["thead.b"])
+    L = n_layers(cfg)
+    assert head_bias_layer(cfg) == L and ap_layers(cfg) == list(range(1, L))
+    X = torch.rand(1, 7, 1, 8, 8)
+    delta = torch.randn(1, *act_shape(cfg, L))
+    prompted = forward({**p, f"act.{L}": delta}, X, cfg)
+    biased = forward({**p, "thead.b": p["thead.b"] + delta.mean((-2, -1)) @ p["thead.w"][0]}, X, cfg)
+    torch.testing.assert_close(prompted, biased, atol=1e-5, rtol=1e-5)
+    shift = forward({**p, f"act.{L - 1}": delta}, X, cfg) - forward(p, X, cfg)  # [1, 7, 10]
+    assert float((shift - shift.mean(1, keepdim=True)).abs().max()) > 1e-3  # differs from image to image
+    vit = APConfig(arch="vit", **TINY)
+    assert head_bias_layer(vit) is None and ap_layers(vit) == list(range(1, n_layers(vit) + 1))

@@ -17,8 +17,10 @@ def study() -> Study:
         paper="AISTATS 2026 (arXiv 2604.06440)",
         config_cls=APConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
-        dry_run={"pretrain_steps": 1, "steps": 1},
-        model_steps=lambda c: c.pretrain_steps + c.steps * (2 * (c.depth + 1 if c.arch == "cnn" else c.depth) + 6),
+        dry_run={"pretrain_steps": 1, "steps": 1, "tb_steps": 1},
+        model_steps=lambda c: (6 * c.tb_steps if c.part == "testbed" else
+                               c.pretrain_steps + c.steps * (2 * (c.depth + 1 if c.arch == "cnn" else c.depth) + 6)),
         variations={"arch": ("vit",), "depth": (1, 2), "transform": ("invert", "flip"), "patch": (4,),
-                    "channels": (3,), "width": (8, 12), "heads": (1, 2)},
+                    "channels": (3,), "width": (8, 12), "heads": (1, 2),
+                    "tb_n": (4, 16), "tb_alpha": (0.5, 1.0)},
     )

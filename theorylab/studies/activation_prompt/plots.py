@@ -13,6 +13,9 @@ def accuracy_by_layer(d: dict, path) -> None:
         x = np.array(r["depth"])
         ax.plot(x, r["ap"], "-o", label="AP (layer 0 = VP)")
         ax.plot(x[1:], r["aps"], "--s", label="shared AP (<= VP's parameters)")
+        hb = r.get("head_bias_layer")
+        if hb is not None:  # the prompt there is a bias of the head (linear probing), never chosen as the AP layer
+            ax.plot([x[hb]], [r["ap"][hb]], "x", c="red", ms=9, label="= head bias (linear probe)")
         for name, style in (("norm", ":"), ("full", "-."), ("linear", "--")):
             ax.axhline(r[name], ls=style, c="gray", lw=1)
             ax.text(x[-1], r[name], f" {name}", va="center", fontsize=7)
@@ -31,4 +34,36 @@ def global_features(d: dict, path) -> None:
     save_figure(fig, path)
 
 
-PLOTS = {"accuracy_by_layer": accuracy_by_layer, "global_features": global_features}
+def backward_bytes_by_layer(d: dict, path) -> None:
+    """One deterministic measurement per backbone and depth (shapes only): no seeds, no interval."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for arch, r in d.items():
+        ax.plot(r["depth"], r["saved_bytes"], "-o", label=arch.upper())
+        hb = r.get("head_bias_layer")
+        if hb is not None:
+            ax.plot([r["depth"][hb]], [r["saved_bytes"][hb]], "x", c="red", ms=9)
+    ax.set(xlabel="relative depth l / L of the prompt (0 = VP)", ylabel="bytes saved for backward per step",
+           yscale="log", title="backward memory (one measurement; x = head bias)")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def testbed_sample_curves(d: dict, path) -> None:
+    """The testbed: test accuracy against the number of labelled samples, per backbone and prompt."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    styles = {"linear": ":", "vp": "--", "ap1": "-"}
+    colors = {"local": "tab:blue", "global": "tab:orange"}
+    names = {"linear": "linear probe (= AP at layer 2)", "vp": "VP", "ap1": "AP at layer 1"}
+    for arm in (k for k in d if "_" in k):
+        backbone, method = arm.split("_")
+        ax.plot(d["n"], d[arm], styles[method], marker="o", ms=3, c=colors[backbone],
+                label=f"{backbone}: {names[method]}")
+    ax.axhline(d["target"], c="gray", lw=1)
+    ax.set(xscale="log", xlabel="labelled training samples n", ylabel="test accuracy", ylim=(0.4, 1.02),
+           title="testbed: AP vs VP sample need (gray: target)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+PLOTS = {"accuracy_by_layer": accuracy_by_layer, "global_features": global_features,
+         "backward_bytes_by_layer": backward_bytes_by_layer, "testbed_sample_curves": testbed_sample_curves}

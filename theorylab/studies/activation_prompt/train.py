@@ -16,6 +16,7 @@ Adaptation uses Adam (AdamW with no decay, spec 3.5) at lr, batches of B from th
 Pre-training runs inside `training()`; the adaptation is the Training core runs: every method at once, each with
 its own weights "{method}/{name}" over the shared frozen backbone, minimising the sum of the methods' losses.
 Methods share no trainable weight, so each gets exactly its own gradient and Adam state, as if trained alone.
+Cells with part = testbed train the theory testbed instead (testbed.py: its own data model and backbones).
 """
 from __future__ import annotations
 
@@ -154,6 +155,9 @@ def evaluate(p: dict, X: torch.Tensor, y: torch.Tensor, cfg: APConfig) -> torch.
 
 
 def training(cfgs: Sequence[APConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+    if shared_value(cfgs, "part") == "testbed":  # the theory testbed: its own data model and backbones
+        from theorylab.studies.activation_prompt import testbed
+        return testbed.training(cfgs, rng, device)
     cfg, E = cfgs[0], len(cfgs)
     shared_value(cfgs, "arch")
     backbone, src_acc, pretrain_diverged = pretrain(cfgs, rng, device)
