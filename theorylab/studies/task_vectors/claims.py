@@ -240,7 +240,9 @@ def measure_thm4(ctx: ClaimContext, arm: str) -> Measurement:
     d = line(ctx, "dense")
     fig = {"lams": d["lams"].tolist(), "beta": _beta(ctx), "curves": {str(a): {
         f"{task}_{k}": d[task][k][:, idx[a]].mean(1).tolist() for task in TASKS for k in ("loss", "error")}
-        for a in ALPHAS}}
+        for a in ALPHAS}, "std": {str(a): {
+            f"{task}_{k}": d[task][k][:, idx[a]].double().std(1).tolist() for task in TASKS for k in ("loss", "error")}
+            for a in ALPHAS}}
     return Measurement({"worst_ratio": t["worst"]}, summary + f"; eps_hat T1 {short(refs(ctx)['eps']['T1'][idx[0.0]])}",
                        {"by_alpha": by, "irrelevant_sign": _cfgs(ctx)[0].irrelevant_sign}, {"loss_vs_lambda": fig})
 
