@@ -29,6 +29,7 @@ def test_a_clean_figure_has_no_defects():
     fig, ax = two_series()
     ax.axhline(0.3, ls="--", label="criterion: 2 x eps_hat (same run)")
     ax.legend(loc="upper right")
+    fig.tight_layout()  # as save_figure lays it out
     assert figure_defects(fig) == []
 
 
@@ -40,10 +41,13 @@ def test_a_clean_figure_has_no_defects():
     ("reference line/band", lambda ax: (ax.axvspan(0.5, 1.0, alpha=0.1, label="pruned"), ax.legend(["a", "b"]))),
     ("x axis spans", lambda ax: (ax.legend(), ax.set_xlim(0, 20))),
     ("legend covers", lambda ax: ax.legend(loc="center", fontsize=20, markerscale=3)),
+    ("runs past the edge of the figure",
+     lambda ax: ax.legend(loc="upper left", bbox_to_anchor=(1.3, 1)).set_in_layout(False)),
 ])
 def test_each_defect_is_found(defect, make):
     fig, ax = two_series()
     make(ax)
+    fig.tight_layout()
     found = figure_defects(fig)
     assert any(defect in f for f in found), found
 
@@ -57,6 +61,13 @@ def test_overlapping_ticks_and_unreadable_axes_are_found():
     labelled(ax).plot([2, 3], [2, 3])
     ax.set_yticks([])
     assert any("no tick label" in f for f in figure_defects(fig))
+
+
+def test_a_panel_running_into_its_neighbour_is_found():
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(6, 3))
+    for ax in (a1, a2):
+        labelled(ax, x="a very long x label that is far wider than its own panel (count)").plot([0, 1], [0, 1])
+    assert any("overlaps the x label" in f for f in figure_defects(fig))
 
 
 def test_a_colour_bar_needs_a_label():
@@ -124,7 +135,8 @@ def test_a_theorem_map_is_readable(tmp_path, monkeypatch):
                       Axis("y", "y (unitless)", (0, 1)), "loss", "loss (unitless)",
                       (Boundary("x = y (Thm: below the line)", lambda x, y, cfg, fit: x - y),))
     vals = np.random.default_rng(0).random((3, 2, 3))
-    draw(tmap, MapResult([0.0, 1.0, 2.0], [0.0, 1.0], vals, "loss", [0, 1, 2]), None, {}, "t", "caption", tmp_path / "m.png")
+    res = MapResult([0.0, 1.0, 2.0], [0.0, 1.0], vals, "loss", [0, 1, 2])
+    draw(tmap, res, None, {}, "t", "caption", tmp_path / "m.png")
     fig = figs[-1]
     assert figure_defects(fig) == []
     cells = [t.get_text() for t in fig.axes[0].texts]

@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 STEP_KEYS = ("step", "iter", "epoch")  # the x axis of a cell's curves (the first one present)
+X_LABELS = {"step": "training step (steps)", "iter": "iteration (steps)", "epoch": "epoch (count)"}
 MAX_PANELS = 6
 # how a figure's seed spread is drawn, said in its legend or title
 SEED_LINES = "thick: mean; thin: each seed"
@@ -15,9 +16,12 @@ ERROR_BARS = "bars: ±1 std over seeds"
 
 
 def save_figure(fig, path) -> None:
-    """Lays the figure out, moves any legend that covers a data point to the right of its panel, and writes it."""
+    """Lays the figure out, moves any legend that covers a data point off it (see _move_covering_legends), and
+    writes it."""
     fig.tight_layout()
-    if _move_covering_legends(fig):
+    for _ in range(3):  # a move changes the layout; the next pass checks the new one
+        if not _move_covering_legends(fig):
+            break
         fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -28,8 +32,9 @@ INSIDE = ("upper right", "upper left", "lower left", "lower right", "center righ
 
 
 def _move_covering_legends(fig) -> bool:
-    """A legend inside a panel that covers one of its data points moves to the inside corner that covers none, or
-    to the right of the panel when every one does; True when one moved."""
+    """A legend inside a panel that covers one of its data points (or criterion lines) moves to the inside spot
+    that covers none, or, when every one does, under the panel with the figure made taller by the legend's height
+    (the panels keep their size). True when one moved."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     moved = False
@@ -42,10 +47,24 @@ def _move_covering_legends(fig) -> bool:
             lg.set_loc(loc)
             if not _covered_points(ax, lg, renderer):
                 break
-        else:
-            lg.set_loc("upper left")
-            lg.set_bbox_to_anchor((1.02, 1), transform=ax.transAxes)
+        else:  # under the panel's tick labels and x label (an offset in points: it holds through a re-layout)
+            from matplotlib.transforms import offset_copy
+
+            lg.set_loc("upper center")
+            drop = (ax.get_window_extent(renderer).y0 - _tight_bottom(ax, renderer)) * 72 / fig.dpi + 4
+            lg.set_bbox_to_anchor((0.5, 0), transform=offset_copy(ax.transAxes, fig=fig, y=-drop, units="points"))
+            w, h = fig.get_size_inches()
+            fig.set_size_inches(w, h + lg.get_window_extent(renderer).height / fig.dpi + 0.1)
     return moved
+
+
+def _tight_bottom(ax, renderer) -> float:
+    """The lowest pixel of a panel's frame, tick labels and x label (its legend left out)."""
+    boxes = [ax.get_window_extent(renderer)]
+    boxes += [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+    if ax.xaxis.label.get_text():
+        boxes.append(ax.xaxis.label.get_window_extent(renderer))
+    return min(b.y0 for b in boxes)
 
 
 def _covered_points(ax, lg, renderer) -> int:
@@ -83,7 +102,7 @@ def training_curves(curves: list[dict[str, list]], path, title: str = "") -> boo
         with np.errstate(all="ignore"):
             ax.plot(x, np.nanmean(ys, 0), color="tab:blue", lw=2, label=f"mean of {len(ys)} seeds")
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel(f"{x_key} (count)")
+        ax.set_xlabel(X_LABELS.get(x_key, x_key))
         ax.set_ylabel(f"{name} (as recorded)", fontsize=8)
         positive = ys[np.isfinite(ys)]
         if positive.size and (positive > 0).all() and positive.max() / positive.min() > 100:
@@ -174,8 +193,8 @@ def _overlap(a, b, pad: float = 0.0) -> bool:
 def _data_points(ax) -> np.ndarray:
     """Display coordinates of the data an axes draws (line vertices, scatter points, bar tops), references excluded."""
     pts = []
-    for line in ax.lines:
-        if line.get_visible() and not _is_reference(line, ax) and len(line.get_xydata()):
+    for line in ax.lines:  # criterion / reference lines too: a legend over them hides what they mark
+        if line.get_visible() and len(line.get_xydata()):
             xy = line.get_transform().transform(line.get_xydata())
             if len(xy) > 1 and line.get_linestyle() not in ("None", "none", "", " "):  # points along each segment
                 t = np.linspace(0, 1, 12)[:, None, None]
@@ -185,10 +204,11 @@ def _data_points(ax) -> np.ndarray:
         offs = getattr(c, "get_offsets", lambda: np.empty((0, 2)))()
         if type(c).__name__ == "PathCollection" and len(offs):
             pts.append(c.get_offset_transform().transform(offs))
-    for p in ax.patches:
+    for p in ax.patches:  # bars: a grid of points over each bar
         if type(p).__name__ == "Rectangle" and not _is_reference(p, ax) and p.get_height() != 0:
             e = p.get_window_extent()
-            pts.append(np.array([[e.x0, e.y1], [e.x1, e.y1], [(e.x0 + e.x1) / 2, e.y1], [(e.x0 + e.x1) / 2, e.y0]]))
+            gx, gy = np.meshgrid(np.linspace(e.x0, e.x1, 5), np.linspace(e.y0, e.y1, 9))
+            pts.append(np.stack([gx.ravel(), gy.ravel()], 1))
     pts = [p for p in pts if np.isfinite(p).all(1).any()]
     return np.concatenate(pts) if pts else np.empty((0, 2))
 
@@ -210,12 +230,45 @@ def log_ticks(ax, values, axis: str = "x") -> None:
     a.set_ticklabels([f"{v:g}" for v in vals])
 
 
+def _panel_overlaps(fig, renderer) -> list[str]:
+    """A title, axis label or legend of one panel over another panel's frame or text (twin axes count as one)."""
+    parts = []
+    for k, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        name = ax.get_title() or ax.get_ylabel() or f"axes {k}"
+        items = [("frame", ax.get_window_extent(renderer))]
+        for what, t in (("title", ax.title), ("x label", ax.xaxis.label), ("y label", ax.yaxis.label)):
+            if t.get_text() and t.get_visible():
+                items.append((what, t.get_window_extent(renderer)))
+        if ax.get_legend() is not None:
+            items.append(("legend", ax.get_legend().get_window_extent(renderer)))
+        parts.append((name, ax.get_position().bounds, items))
+    out = []
+    page = fig.bbox
+    for name, _, items in parts:
+        for what, box in items:
+            if what != "frame" and (box.x0 < page.x0 - 2 or box.x1 > page.x1 + 2 or box.y0 < page.y0 - 2
+                                    or box.y1 > page.y1 + 2):
+                out.append(f"{name}: its {what} runs past the edge of the figure")
+    for i, (n1, pos1, items1) in enumerate(parts):
+        for n2, pos2, items2 in parts[i + 1:]:
+            if np.allclose(pos1, pos2):  # twin axes
+                continue
+            for w1, b1 in items1:
+                for w2, b2 in items2:
+                    if (w1, w2) != ("frame", "frame") and _overlap(b1, b2, 1.0):
+                        out.append(f"{n1}: its {w1} overlaps the {w2} of {n2}")
+    return out
+
+
 def figure_defects(fig) -> list[str]:
     """What makes a figure hard to read, one line each (empty: none found). Every shown axis is labelled (units are
     a reviewer's call); a colour bar says what its colour is; every reference line (axhline/axvline/span) is named in
     a legend, and so is every labelled series of a panel drawing two or more; a panel of several unlabelled line
-    colours has a legend; no legend inside a panel covers a data point; no two tick labels overlap; no x axis spans
-    more than 1.5x its data; a figure that says it averages seeds also says how their spread is drawn."""
+    colours has a legend; no legend inside a panel covers a data point; no two tick labels overlap; no title, axis
+    label or legend runs into another panel; no x axis spans more than 1.5x its data; a figure that says it averages
+    seeds also says how their spread is drawn."""
     if not hasattr(fig.canvas, "get_renderer"):  # a closed figure: draw it on an Agg canvas of its own
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         FigureCanvasAgg(fig)
@@ -271,8 +324,9 @@ def figure_defects(fig) -> list[str]:
                 lo, hi, dlo, dhi = np.log(lo), np.log(hi), np.log(dlo), np.log(dhi)
             if (hi - lo) > 1.5 * (dhi - dlo) + 1e-12:
                 out.append(f"{name}: x axis spans {(hi - lo) / (dhi - dlo):.1f}x its data")
-        if lg is not None:
+        if lg is not None and not ax.images:  # a heatmap's legend names its lines; its means are said on the bar
             texts += [lg.get_title().get_text()] + [t.get_text() for t in lg.get_texts()]
+    out += _panel_overlaps(fig, renderer)
     texts += [lg.get_title().get_text() for lg in fig.legends] + [t.get_text() for lg in fig.legends
                                                                  for t in lg.get_texts()]
     low = " | ".join(texts).lower()

@@ -107,13 +107,20 @@ def seed_argbest(values: Tensor, maximise: bool = True) -> Tensor:
 
 def heatmap_data(lams: Sequence[float], panels: Mapping[str, Tensor], region: Tensor, gamma: Sequence[float],
                  c: float, beta: float, best: Sequence[float], axes: tuple[str, str] = ("lambda_1", "lambda_2"),
-                 contour: tuple[str, float] | None = None) -> dict:
+                 contour: tuple | None = None) -> dict:
     """JSON-able data for ood_heatmap: panels {title: [G] values over plane_lambdas(lams, lams)} (seed means),
-    region [G] (region (8) with the seed-mean gamma), the best point; contour: (panel title, level) drawn dashed."""
+    region [G] (region (8) with the seed-mean gamma), the best point; contour: (panel title, level[, legend text])
+    drawn dashed."""
     n = len(lams)
     return {"lams": list(lams), "panels": {k: v.reshape(n, n).tolist() for k, v in panels.items()},
             "region": region.reshape(n, n).int().tolist(), "gamma": [float(g) for g in gamma], "c": c, "beta": beta,
             "best": [float(x) for x in best], "axes": list(axes), "contour": list(contour) if contour else None}
+
+
+def _outline():
+    from matplotlib import patheffects
+
+    return patheffects.withStroke(linewidth=3, foreground="gray")
 
 
 def ood_heatmap(d: dict, path) -> None:
@@ -140,13 +147,17 @@ def ood_heatmap(d: dict, path) -> None:
         handles = []
         if drawn:
             ax.contour(lams, lams, region, levels=[0.5], colors="k", linewidths=1.5)
-        handles.append(Line2D([], [], color="k", lw=1.5, label=f"region (8) boundary, c={d['c']}, beta={d['beta']:.3g}, "
-                              f"gamma=({d['gamma'][0]:.2f}, {d['gamma'][1]:.2f})" + (
-                                  "" if drawn else (" [inside everywhere]" if region.all() else
-                                                    " [empty on this grid]"))))
+        where = "" if drawn else " [inside everywhere]" if region.all() else " [empty on this grid]"
+        handles.append(Line2D([], [], color="k", lw=1.5, label=f"region (8) boundary, c={d['c']}, "
+                              f"beta={d['beta']:.3g}, gamma=({d['gamma'][0]:.2f}, {d['gamma'][1]:.2f}){where}"))
         if d.get("contour") and d["contour"][0] == title:
-            ax.contour(lams, lams, np.array(val).T, levels=[d["contour"][1]], colors="w", linestyles="--")
-            handles.append(Line2D([], [], color="w", ls="--", label=f"{title} = {d['contour'][1]:g}"))
+            level, v = d["contour"][1], np.array(val, dtype=float)
+            what = d["contour"][2] if len(d["contour"]) > 2 else f"{title} = {level:.3g}"
+            reached = bool(np.nanmin(v) < level < np.nanmax(v))
+            if reached:
+                ax.contour(lams, lams, v.T, levels=[level], colors="w", linestyles="--")
+            handles.append(Line2D([], [], color="w", ls="--", path_effects=[_outline()],
+                                  label=what + ("" if reached else " [not reached on this grid: no line]")))
         handles += ax.plot(1, 0, "ko", label="Psi*_T1 = (1, 0)", clip_on=False)
         handles += ax.plot(*d["best"], "gx", ms=10, mew=2, clip_on=False,
                            label=f"best = ({d['best'][0]:+.1f}, {d['best'][1]:+.1f})")

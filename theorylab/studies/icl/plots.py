@@ -45,8 +45,8 @@ def _log_curves(ax, lengths, curves, eps, spread=None):
         if sd is not None and np.any(np.array(sd) > 0):
             sd = np.array(sd)
             ax.fill_between(lengths, np.maximum(ys - sd, floor), ys + sd, color=line.get_color(), alpha=0.15, lw=0)
-    ax.axhline(eps, ls="--", c="k", lw=1, label=f"criterion: {O_EPS:g} x eps_hat = {eps:.3g} (eps_hat: the model's "
-               "own error on its training tasks, same run; mean over seeds)")
+    ax.axhline(eps, ls="--", c="k", lw=1, label=f"criterion: {O_EPS:g} x eps_hat = {eps:.3g}\n(eps_hat: the model's "
+               "own error on its\ntraining tasks, same run; seed mean)")
     ax.set_yscale("log")
     ax.set_xlim(min(lengths), max(lengths))
     ax.set_xlabel("test prompt length l_ts (context examples)")

@@ -55,8 +55,8 @@ def neuron_layers(d: dict, path) -> None:  # slide Figs. 14-16
 def _log_curves(ax, lengths, curves, eps, spread):
     for name, ys in curves.items():
         mean_band(ax, lengths, ys, (spread or {}).get(name), name, style="-o", floor=FLOOR, ms=3)
-    ax.axhline(eps, ls="--", c="k", lw=1, label=f"reference: eps_hat = {eps:.3g}, the model's own error on its "
-               "training tasks (same run; mean over seeds)")
+    ax.axhline(eps, ls="--", c="k", lw=1, label=f"reference: eps_hat = {eps:.3g}\n(the model's own error on its "
+               "training\ntasks, same run; seed mean)")
     ax.set_yscale("log")
     ax.set(xlabel="test prompt length l_ts (context examples)", ylabel=ERROR)
 
@@ -72,7 +72,7 @@ def ood_error_vs_S1(d: dict, path) -> None:  # slide Fig. 17
 def error_vs_alpha_test(d: dict, path) -> None:  # slide Fig. 18
     fig, ax = plt.subplots(figsize=(8.5, 4))
     _log_curves(ax, d["lengths"], d["curves"], d["eps"], d.get("spread"))
-    ax.set_title("GPT-2: error vs alpha' (unseen in-domain and OOD)")
+    ax.set_title("GPT-2: error vs alpha'\n(unseen in-domain and OOD)", fontsize=10)
     legend(ax, _note(d.get("spread")), outside=True)
     save_figure(fig, path)
 

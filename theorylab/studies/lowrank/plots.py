@@ -80,10 +80,12 @@ def pruning(d: dict, path) -> None:  # L4 (pruning)
         if key == "loss":
             ax.plot(R, R, "k:", lw=1, label="reference: rise = R")
             ax.axhline(d["bound"], c="tab:red", ls=":", lw=1,
-                       label=f"{O_EPS:g} x eps_hat = {d['bound']:.3g} (eps_hat: unpruned hinge risk, same run)")
+                       label=f"criterion (all small rows pruned): hinge <= {O_EPS:g} x eps_hat = {d['bound']:.3g} "
+                       "(eps_hat: unpruned hinge risk, same run)")
         ax.axhline(d[f"base_{key}"], c="gray", lw=1, label="unpruned")
         ax.axhline(d[f"small_{key}"], c="tab:green", ls="--", lw=1, label="all small rows pruned")
         ax.set(xlabel="pruned fraction R of the large rows (fraction)", ylabel=name)
+        ax.set_ylim(bottom=0, top=None if ax.get_ylim()[1] > 0 else 1)  # an error or a risk is never negative
         legend(ax, _note(d.get(f"{key}_std")), outside=key == "loss")
     save_figure(fig, path)
 

@@ -304,7 +304,9 @@ def measure_thm6(ctx: ClaimContext, arm: str) -> Measurement:
                         block_names={"W": "blocks.0.W", "V": "blocks.1.V"})
     fig = heatmap_data(d["lams"], {"accuracy on T'": acc, "hinge loss on T'": loss},
                        in_region8(d["grid"], gam, _beta(ctx), C_REGION), gam.tolist(), C_REGION, _beta(ctx), best,
-                       contour=("hinge loss on T'", float(O_EPS * t["eps"].mean())))
+                       contour=("hinge loss on T'", float(O_EPS * t["eps"].mean()),
+                                f"criterion: hinge <= {O_EPS:g} x eps_hat = {float(O_EPS * t['eps'].mean()):.3g} "
+                                "(eps_hat: T1, T2 own hinge, same run; seed mean)"))
     return Measurement(
         values, f"gamma ({r4(gam[0])}, {r4(gam[1])}); region cells {t['cells'].tolist()} of {n * n}; agreement "
         f"{short(t['agreement'])} vs the all-False baseline {short(t['baseline'])}; best (seed mean) {best}",

@@ -27,13 +27,13 @@ def loss_vs_lambda(d: dict, path) -> None:
             ax.axvline(0, c="gray", lw=0.5, label="lambda = 0 (T1's vector alone)")
             ax.set(ylabel="hinge loss (unitless)" if k == "loss" else "sign error (fraction)")
             if i == 0:
-                edge = f"; 1 - alpha + beta = {1 - float(a) + d['beta']:.3g}" if float(a) >= 0 else ""
-                ax.set_title(f"{names.get(a, '')} (alpha = {a}{edge})", fontsize=10)
+                edge = f"\n1 - alpha + beta = {1 - float(a) + d['beta']:.3g}" if float(a) >= 0 else "\n"
+                ax.set_title(f"{names.get(a, '')} (alpha = {a}){edge}", fontsize=10)
             else:
-                ax.set_xlabel("lambda in Psi0 + dPsi_T1 + lambda dPsi_T2 (unitless)")
+                ax.set_xlabel("lambda (unitless)")
     shared_legend(axes[0, -1], axes.flat)
-    fig.suptitle("T1 / T2 loss and error of the merge: mean over seeds" + (f"; {STD_BAND}" if std else ""),
-                 fontsize=10)
+    fig.suptitle("T1 / T2 loss and error of the merge Psi0 + dPsi_T1 + lambda dPsi_T2: mean over seeds"
+                 + (f"; {STD_BAND}" if std else ""), fontsize=10)
     save_figure(fig, path)
 
 
