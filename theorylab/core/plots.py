@@ -1,4 +1,8 @@
-"""What every study's figures share, and the figure every study gets without writing one: its training curves."""
+"""What every study's figures share, and the figure every study gets without writing one: its training curves.
+
+Shared: save_figure (lays out, moves a legend off the data, writes), the seed-spread helpers (seed_lines, mean_band)
+with the notes that say which spread is drawn, legend / shared_legend / log_ticks, and figure_defects, the checks
+every figure passes (docs/figures.md)."""
 from __future__ import annotations
 
 import math
@@ -134,7 +138,8 @@ def seed_lines(ax, x, ys, label: str, color=None, style: str = "-", ms: float = 
 
 
 def mean_band(ax, x, mean, std, label: str, color=None, style: str = "-", floor: float | None = None, **kw):
-    """The mean as a line with a +-1 std band over seeds (clipped at `floor` on a log axis); returns the line."""
+    """The mean as a line with a +-1 std band over seeds; `floor` clips line and band (a log axis's floor, or 0 for
+    a quantity that cannot be negative); returns the line."""
     mean = np.asarray(mean, dtype=float)
     shown = mean if floor is None else np.maximum(mean, floor)
     line, = ax.plot(x, shown, style, color=color, label=label, **kw)

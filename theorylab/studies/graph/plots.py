@@ -30,7 +30,7 @@ def sample_complexity(d: dict, path) -> None:  # protocol (a): test error vs |L|
 def training_curves(d: dict, path) -> None:  # protocol (b): test error vs iteration
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
     for v, m in d["mean"].items():
-        mean_band(ax, d["steps"], m, (d.get("std") or {}).get(v), NAMES[v])
+        mean_band(ax, d["steps"], m, (d.get("std") or {}).get(v), NAMES[v], floor=0.0)
     ax.axhline(d["target"], ls="--", c="k", lw=1, label=TARGET)
     ax.set(xlabel="SGD step (steps)", ylabel=ERROR, title="iterations (largest |L|)")
     legend(ax, _note(d))

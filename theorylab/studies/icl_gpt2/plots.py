@@ -84,7 +84,7 @@ def pruning(d: dict, path) -> None:  # slide Figs. 19-20
     err_std = d.get("error_std") or {}
     for how, style in (("smallest", "-o"), ("largest", "-s"), ("random", "--^")):
         mean_band(ax, R, d["error"][how], err_std.get(how), f"prune {how} |W_O row|" if how != "random" else
-                  "prune random rows", style=style, ms=4)
+                  "prune random rows", style=style, floor=0.0, ms=4)
     ax.axhline(d["base_error"], c="k", lw=1, ls=":", label="no pruning (baseline)")
     ax.set(xlabel="pruning rate R (% of every layer's MLP neurons)", ylabel="OOD classification error (fraction)",
            title="Fig. 19: magnitude vs random pruning", xlim=(R.min(), R.max()))
@@ -93,7 +93,7 @@ def pruning(d: dict, path) -> None:  # slide Figs. 19-20
     a_std = d.get("alpha_error_std") or {}
     AR = np.array(d["alpha_rates"]) * 100
     for a, ys in d["alpha_error"].items():
-        mean_band(ax, AR, ys, a_std.get(a), f"alpha'={a}", style="-o", ms=4)
+        mean_band(ax, AR, ys, a_std.get(a), f"alpha'={a}", style="-o", floor=0.0, ms=4)
     ax.set(xlabel="pruning rate R (% of MLP neurons)", ylabel="OOD classification error (fraction)",
            title="Fig. 20: magnitude pruning by alpha'", xlim=(AR.min(), AR.max()))
     legend(ax, _note(a_std))

@@ -40,7 +40,7 @@ def iterations(d: dict, path) -> None:
     s = np.array(d["steps"])
     std = d.get("probe_std")
     for i, (a, curve) in enumerate(zip(d["alphas"], d["probe_mean"])):
-        mean_band(axes[0], s, curve, None if std is None else std[i], f"alpha_* = {a:.3f}")
+        mean_band(axes[0], s, curve, None if std is None else std[i], f"alpha_* = {a:.3f}", floor=0.0)
     axes[0].set(xlabel="SGD step (steps)", ylabel="probe test error (fraction)", title="error over training")
     legend(axes[0], _note(std))
     a, t = np.array(d["alphas"]), np.array(d["t_star"])
@@ -74,7 +74,7 @@ def _sparsification(d: dict, path, which: str) -> None:  # poster Fig. 2(b)
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
     spread = d.get("spread") or {}
     for arm, curve in d["curves"].items():
-        mean_band(ax, d["Ns"], curve, spread.get(arm), f"drop: {arm}", style="o-", ms=3)
+        mean_band(ax, d["Ns"], curve, spread.get(arm), f"drop: {arm}", style="o-", floor=0.0, ms=3)
     ax.set(xscale="log", xlabel="training samples N (count)", ylabel="test error (fraction)",
            title=f"token sparsification ({which})")
     _n_ticks(ax, d["Ns"])
