@@ -12,6 +12,12 @@ from theorylab.core.plots import (STD_BAND, figure_defects, legend, mean_band, s
                                   seed_lines, training_curves)
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
 def labelled(ax, x="step (count)", y="error (fraction)"):
     ax.set(xlabel=x, ylabel=y)
     return ax
