@@ -30,7 +30,7 @@ def _lines(d: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
     spread = d.get("spread") or {}
     for name, ys in d["series"].items():
-        mean_band(ax, d["lam"], ys, spread.get(name), name, style="-o", ms=3)
+        mean_band(ax, d["lam"], ys, spread.get(name), name, style="-o", floor=0.0, ms=3)  # a risk or accuracy >= 0
     ax.set(xlabel="minority fraction lam2 (fraction of samples)", ylabel=d["ylabel"])
     legend(ax, "mean over seeds" + (f"; {STD_BAND}" if spread else ""))
     save_figure(fig, path)
