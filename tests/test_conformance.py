@@ -119,6 +119,29 @@ def test_every_claim_runs_and_every_declared_figure_is_drawn(name, tiny_runs, tm
     assert set(s.plots) <= drawn, f"declared but not drawn: {set(s.plots) - drawn}"
 
 
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_figure_is_readable(name, tiny_runs, tmp_path, monkeypatch):
+    """Each figure the claims return, drawn from the same tiny runs: labelled axes, every criterion line and every
+    series named in a legend, no legend over the data, no overlapping ticks, no x axis far past its data, a colour
+    bar that says what it shows, and the seed spread drawn wherever a figure says it averages seeds
+    (core.plots.figure_defects)."""
+    from matplotlib.figure import Figure
+
+    from theorylab.core.plots import figure_defects
+
+    drawn: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self))  # kept, not written
+    s = get_study(name)
+    defects = []
+    for r in tiny_runs[name]:
+        for fig_name, data in (r.row(name).get("figures") or {}).items():
+            if fig_name in s.plots:
+                s.plots[fig_name](data, tmp_path / f"{fig_name}.png")
+                defects += [f"{fig_name}: {d}" for d in figure_defects(drawn[-1])]
+    assert drawn, "no figure was drawn"
+    assert defects == [], "\n".join(defects)
+
+
 def field_values(cls, name: str, base, extra: tuple) -> st.SearchStrategy:
     """Valid values of one field near the tiny config (0.5x to 2x of a number, every choice of a Literal or bool),
     plus the study's declared variations: the whole validated space, kept cheap enough to train in a test."""

@@ -208,13 +208,17 @@ def draw(tmap: TheoremMap, res: MapResult, cfg: StudyConfig, fit: dict, title: s
     bar = fig.colorbar(im, cax=cax)
     bar.set_label(textwrap.fill(tmap.metric_label, 44), fontsize=8)
     finite = means[np.isfinite(means)]
-    if nx * ny <= 100:  # small grids: the value in each cell
+    with np.errstate(all="ignore"):  # the seed spread of each cell (NaN seeds left out)
+        stds = np.nanstd(res.values.astype(float), -1) if res.values.shape[-1] > 1 else None
+    if nx * ny <= 100:  # small grids: the value in each cell, with its spread over seeds
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
         for i in range(nx):
             for j in range(ny):
                 m = means[i, j]
                 light = bool(np.isfinite(m) and hi > lo and (m - lo) / (hi - lo) > 0.6) != tmap.cmap.endswith("_r")
-                ax.text(i, j, "n/a" if not np.isfinite(m) else f"{m:.3g}", ha="center", va="center", fontsize=7,
+                text = "n/a" if not np.isfinite(m) else f"{m:.3g}" + (
+                    f"\n±{stds[i, j]:.2g}" if stds is not None and np.isfinite(stds[i, j]) else "")
+                ax.text(i, j, text, ha="center", va="center", fontsize=6.5, linespacing=1.0,
                         color="black" if light else "white")
     ax.set_xticks(range(nx), [_tick(v) for v in res.xs], rotation=45 if nx > 8 else 0, fontsize=8)
     ax.set_yticks(range(ny), [_tick(v) for v in res.ys], fontsize=8)
@@ -247,7 +251,8 @@ def draw(tmap: TheoremMap, res: MapResult, cfg: StudyConfig, fit: dict, title: s
                frameon=False, title="predicted boundary (the theorem's condition holds on the side named)",
                title_fontsize=7.5, alignment="left")
     fig.text(0.15 / W, cap_h / H, cap, fontsize=7, va="top", ha="left")
-    fig.suptitle(f"{title}\n(mean of {len(res.seeds)} seed{'s' * (len(res.seeds) > 1)} per cell)", fontsize=10,
+    spread = "; below it, ± 1 std over seeds" if nx * ny <= 100 and len(res.seeds) > 1 else ""
+    fig.suptitle(f"{title}\n(each cell: mean of {len(res.seeds)} seed{'s' * (len(res.seeds) > 1)}{spread})", fontsize=10,
                  y=1 - 0.08 / H, va="top")
     fig.savefig(path, dpi=110)
     plt.close(fig)

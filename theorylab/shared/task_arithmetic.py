@@ -107,42 +107,63 @@ def seed_argbest(values: Tensor, maximise: bool = True) -> Tensor:
 
 def heatmap_data(lams: Sequence[float], panels: Mapping[str, Tensor], region: Tensor, gamma: Sequence[float],
                  c: float, beta: float, best: Sequence[float], axes: tuple[str, str] = ("lambda_1", "lambda_2"),
-                 contour: tuple[str, float] | None = None) -> dict:
+                 contour: tuple | None = None) -> dict:
     """JSON-able data for ood_heatmap: panels {title: [G] values over plane_lambdas(lams, lams)} (seed means),
-    region [G] (region (8) with the seed-mean gamma), the best point; contour: (panel title, level) drawn dashed."""
+    region [G] (region (8) with the seed-mean gamma), the best point; contour: (panel title, level[, legend text])
+    drawn dashed."""
     n = len(lams)
     return {"lams": list(lams), "panels": {k: v.reshape(n, n).tolist() for k, v in panels.items()},
             "region": region.reshape(n, n).int().tolist(), "gamma": [float(g) for g in gamma], "c": c, "beta": beta,
             "best": [float(x) for x in best], "axes": list(axes), "contour": list(contour) if contour else None}
 
 
+def _outline():
+    from matplotlib import patheffects
+
+    return patheffects.withStroke(linewidth=3, foreground="gray")
+
+
 def ood_heatmap(d: dict, path) -> None:
-    """One panel per entry of d["panels"]; region (8) outlined in black, Psi*_T1 = (1, 0) and the best point."""
+    """One panel per entry of d["panels"] (seed means); region (8) outlined in black, Psi*_T1 = (1, 0) and the best
+    point. Each cell is centred on its (lambda1, lambda2)."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
 
     from theorylab.core.plots import save_figure
 
     lams = np.array(d["lams"])
     panels = d["panels"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.3), squeeze=False)
-    ext = [lams[0], lams[-1], lams[0], lams[-1]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.9), squeeze=False)
+    half = (lams[1] - lams[0]) / 2 if len(lams) > 1 else 0.5
+    ext = [lams[0] - half, lams[-1] + half, lams[0] - half, lams[-1] + half]
     region = np.array(d["region"]).T  # rows: lambda2, cols: lambda1
+    drawn = bool(region.any() and not region.all())
     for ax, (title, val) in zip(axes[0], panels.items()):
         acc = "acc" in title
         im = ax.imshow(np.array(val).T, origin="lower", extent=ext, aspect="auto", cmap="RdBu_r" if acc else "viridis_r",
                        **({"vmin": 0, "vmax": 1} if acc else {}))
-        fig.colorbar(im, ax=ax)
-        if region.any() and not region.all():
+        fig.colorbar(im, ax=ax).set_label(f"{title} ({'fraction' if acc else 'unitless'}; mean over seeds)", fontsize=8)
+        handles = []
+        if drawn:
             ax.contour(lams, lams, region, levels=[0.5], colors="k", linewidths=1.5)
+        where = "" if drawn else " [inside everywhere]" if region.all() else " [empty on this grid]"
+        handles.append(Line2D([], [], color="k", lw=1.5, label=f"region (8) boundary, c={d['c']}, "
+                              f"beta={d['beta']:.3g}, gamma=({d['gamma'][0]:.2f}, {d['gamma'][1]:.2f}){where}"))
         if d.get("contour") and d["contour"][0] == title:
-            ax.contour(lams, lams, np.array(val).T, levels=[d["contour"][1]], colors="w", linestyles="--")
-        ax.plot(1, 0, "ko", label="Psi*_T1 (1, 0)")
-        ax.plot(*d["best"], "gx", ms=10, mew=2, label=f"best ({d['best'][0]:+.1f}, {d['best'][1]:+.1f})")
-        g = d["gamma"]
-        ax.set(xlabel=d["axes"][0], ylabel=d["axes"][1], title=f"{title}\nblack: region (8), c={d['c']}, "
-               f"beta={d['beta']:.3g}, gamma=({g[0]:.2f}, {g[1]:.2f})")
-    axes[0][0].legend(fontsize=7, loc="lower left")
+            level, v = d["contour"][1], np.array(val, dtype=float)
+            what = d["contour"][2] if len(d["contour"]) > 2 else f"{title} = {level:.3g}"
+            reached = bool(np.nanmin(v) < level < np.nanmax(v))
+            if reached:
+                ax.contour(lams, lams, v.T, levels=[level], colors="w", linestyles="--")
+            handles.append(Line2D([], [], color="w", ls="--", path_effects=[_outline()],
+                                  label=what + ("" if reached else " [not reached on this grid: no line]")))
+        handles += ax.plot(1, 0, "ko", label="Psi*_T1 = (1, 0)", clip_on=False)
+        handles += ax.plot(*d["best"], "gx", ms=10, mew=2, clip_on=False,
+                           label=f"best = ({d['best'][0]:+.1f}, {d['best'][1]:+.1f})")
+        ax.set(xlabel=f"{d['axes'][0]} (coefficient, unitless)", ylabel=f"{d['axes'][1]} (coefficient, unitless)",
+               title=title)
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     save_figure(fig, path)
 
 

@@ -115,6 +115,9 @@ def _layer_curves(runs) -> dict:
         out[arch] = {"depth": [l / L for l in range(0, L + 1)],
                      "ap": [float(np.mean([m["test_vp" if l == 0 else f"test_ap{l}"] for m in ms])) for l in range(L + 1)],
                      "aps": [float(np.mean([m[f"test_aps{l}"] for m in ms])) for l in range(1, L + 1)],
+                     "ap_std": [float(np.std([m["test_vp" if l == 0 else f"test_ap{l}"] for m in ms]))
+                                for l in range(L + 1)],
+                     "aps_std": [float(np.std([m[f"test_aps{l}"] for m in ms])) for l in range(1, L + 1)],
                      "norm": float(np.mean([m["test_norm"] for m in ms])),
                      "full": float(np.mean([m["test_full"] for m in ms])),
                      "linear": float(np.mean([m["test_linear"] for m in ms])),
@@ -143,7 +146,9 @@ def measure_global_features(ctx: ClaimContext, arm: str) -> Measurement:
         {"vit_lead": [v["global_1"] - c["global_1"] for c, v in zip(cm, vm)],
          "cnn_rise": [c[f"global_{Lc}"] - c["global_1"] for c in cm]},
         f"G_l by layer: CNN {', '.join(f'{x:.2f}' for x in curves['cnn'])}; ViT "
-        f"{', '.join(f'{x:.2f}' for x in curves['vit'])}", curves, {"global_features": curves})
+        f"{', '.join(f'{x:.2f}' for x in curves['vit'])}", curves, {"global_features": {**curves, "std": {
+            "cnn": [float(np.std([m[f"global_{l}"] for m in cm])) for l in range(1, Lc + 1)],
+            "vit": [float(np.std([m[f"global_{l}"] for m in vm])) for l in range(1, Lv + 1)]}}})
 
 
 def measure_ap_vs_norm(ctx: ClaimContext, arm: str) -> Measurement:

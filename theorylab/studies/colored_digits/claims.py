@@ -193,7 +193,8 @@ def measure_unlearning(ctx: ClaimContext, arm: str) -> Measurement:
     ali = (torch.tensor(u["aligned"]["per_seed_lambda"]) >= ALIGNED_LAM - 1e-9) | \
         (torch.tensor(u["aligned"]["per_seed_T2"]) >= ALIGNED_T2)
     curves = {k: {"lams": line(ctx, k)["lams"].tolist(), "T1": line(ctx, k)["T1"].mean(1).tolist(),
-                  "T2": line(ctx, k)["T2"].mean(1).tolist(), "multi": t[k]["multi-task"]["lambda"],
+                  "T2": line(ctx, k)["T2"].mean(1).tolist(), "T1_std": line(ctx, k)["T1"].std(1).tolist(),
+                  "T2_std": line(ctx, k)["T2"].std(1).tolist(), "multi": t[k]["multi-task"]["lambda"],
                   "unlearn": t[k]["unlearning"]["lambda"]} for k in KINDS}
     return Measurement(
         {"irrelevant_from_chance": (irr - CHANCE).abs(), "contradictory_T2": con, "aligned_not_forgotten": ali},

@@ -5,21 +5,24 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from theorylab.core.plots import STD_BAND, legend, mean_band, save_figure
 from theorylab.shared.task_arithmetic import ood_heatmap
-from theorylab.core.plots import save_figure
 
 
 def acc_vs_lambda(d: dict, path) -> None:
-    fig, axes = plt.subplots(1, len(d), figsize=(4 * len(d), 3.4), sharey=True)
-    for ax, (kind, c) in zip(np.atleast_1d(axes), d.items()):
-        ax.plot(c["lams"], c["T1"], "-o", ms=3, label="T1")
-        ax.plot(c["lams"], c["T2"], "-s", ms=3, label="T2")
-        ax.axvline(c["multi"], c="g", ls="--", lw=1, label=f"best multi-task {c['multi']:+.1f}")
-        ax.axvline(c["unlearn"], c="r", ls=":", lw=1, label=f"best unlearning {c['unlearn']:+.1f}")
-        ax.axhline(0.5, c="gray", lw=0.5)
-        ax.set(title=kind, xlabel="lambda in Psi0 + dPsi_T1 + lambda dPsi_T2", ylim=(0, 1))
-        ax.legend(fontsize=7)
-    np.atleast_1d(axes)[0].set_ylabel("test accuracy (mean over seeds)")
+    fig, axes = plt.subplots(1, len(d), figsize=(4.3 * len(d), 3.8), sharey=True, squeeze=False)
+    spread = False
+    for ax, (kind, c) in zip(axes[0], d.items()):
+        mean_band(ax, c["lams"], c["T1"], c.get("T1_std"), "T1", style="-o", ms=3)
+        mean_band(ax, c["lams"], c["T2"], c.get("T2_std"), "T2", style="-s", ms=3)
+        spread = spread or "T1_std" in c
+        ax.axvline(c["multi"], c="g", ls="--", lw=1, label=f"best multi-task lambda = {c['multi']:+.1f}")
+        ax.axvline(c["unlearn"], c="r", ls=":", lw=1, label=f"best unlearning lambda = {c['unlearn']:+.1f}")
+        ax.axhline(0.5, c="gray", lw=0.6, label="chance (binary task) = 0.5")
+        ax.set(title=kind, xlabel="lambda in Psi0 + dPsi_T1 + lambda dPsi_T2 (unitless)", ylim=(0, 1))
+        legend(ax)
+    axes[0][0].set_ylabel("test accuracy (fraction)")
+    fig.suptitle("T1 / T2 accuracy of the merge: mean over seeds" + (f"; {STD_BAND}" if spread else ""), fontsize=10)
     save_figure(fig, path)
 
 

@@ -242,7 +242,10 @@ def _dynamics(ctx: ClaimContext) -> dict:
            "mean": {k: cat[k].mean(0).tolist() for k in CATEGORY_KEYS},
            "std": {k: (cat[k].std(0) if len(cells) > 1 else 0 * cat[k][0]).tolist() for k in CATEGORY_KEYS},
            "by_step": {str(k + 1): by_step[:, k].mean(0).tolist() for k in range(K)},
-           "block_positional": blocks["positional"].mean(0).tolist(), "block_pattern": blocks["pattern"].mean(0).tolist()}
+           "block_positional": blocks["positional"].mean(0).tolist(), "block_pattern": blocks["pattern"].mean(0).tolist(),
+           "by_step_std": {str(k + 1): by_step[:, k].std(0).tolist() for k in range(K)},
+           "block_positional_std": blocks["positional"].std(0).tolist(),
+           "block_pattern_std": blocks["pattern"].std(0).tolist()}
     return {"cat": cat, "by_step": by_step, "blocks": blocks, "steps": steps, "fig": fig}
 
 
@@ -312,11 +315,14 @@ def measure_fig_length(ctx: ClaimContext, arm: str) -> Measurement:
     for kind in ("cot", "icl"):
         for name, grid in (("alpha", [(f"alpha'={a}", {"alpha_test": a}) for a in ALPHA_GRID]),
                            ("p", sweeps["p"]), ("rho", sweeps["rho"])):
-            figs.setdefault(f"{kind}_vs_length", {"lengths": lengths, "panels": {}})["panels"][name] = {
-                label: _stack(_curves(ctx, lengths, **kw), kind).mean(1).tolist() for label, kw in grid}
-    figs["cot_vs_icl"] = {"lengths": lengths, "curves": {
-        f"{k.upper()}, C1 {'holds' if w == 'scatter' else 'fails'}": _stack(_curves(ctx, lengths, wrong=w), k).mean(1).tolist()
-        for k in ("cot", "icl") for w in ("converge", "scatter")}}
+            f = figs.setdefault(f"{kind}_vs_length", {"lengths": lengths, "panels": {}, "spread": {}})
+            f["panels"][name] = {label: _stack(_curves(ctx, lengths, **kw), kind).mean(1).tolist() for label, kw in grid}
+            f["spread"][name] = {label: _stack(_curves(ctx, lengths, **kw), kind).std(1).tolist() for label, kw in grid}
+    c1 = [(f"{k.upper()}, C1 {'holds' if w == 'scatter' else 'fails'}", k, w) for k in ("cot", "icl")
+          for w in ("converge", "scatter")]
+    figs["cot_vs_icl"] = {"lengths": lengths,
+                          "curves": {n: _stack(_curves(ctx, lengths, wrong=w), k).mean(1).tolist() for n, k, w in c1},
+                          "spread": {n: _stack(_curves(ctx, lengths, wrong=w), k).std(1).tolist() for n, k, w in c1}}
     for f in figs.values():
         f["level"] = float(level.mean())
     tag = lambda lab: f"{lab} (tau {stats[lab]['tau']:.3f}, rho {stats[lab]['rho']:.2f})"  # noqa: E731

@@ -5,18 +5,17 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from theorylab.core.plots import save_figure
+from theorylab.core.plots import SEED_LINES, legend, save_figure, seed_lines
 
 
 def q_error_curves(d: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, c in enumerate(d["dqn"]):
-        ax.semilogy(c, "-", c="C0", alpha=0.7, label="DQN (target refreshed)" if i == 0 else None)
-    for i, c in enumerate(d["control"]):
-        ax.semilogy(c, "--", c="C3", alpha=0.7, label="control: target never refreshed" if i == 0 else None)
-    ax.set(xlabel="outer iteration t", ylabel="||Q_t - Q*||_inf", title="decaying epsilon: eps_t = " +
-           f"{d['eps'][0]:.2g} ... {d['eps'][-1]:.2g}")
-    ax.legend(fontsize=8)
+    t = np.arange(len(d["dqn"][0]))
+    seed_lines(ax, t, d["dqn"], "DQN (target refreshed)", color="C0")
+    seed_lines(ax, t, d["control"], "control: target never refreshed", color="C3", style="--")
+    ax.set(yscale="log", xlabel="outer iteration t (count)", ylabel="||Q_t - Q*||_inf (return units)",
+           title="decaying epsilon: eps_t = " + f"{d['eps'][0]:.2g} ... {d['eps'][-1]:.2g}")
+    legend(ax, SEED_LINES)
     save_figure(fig, path)
 
 
@@ -39,14 +38,15 @@ def eps_region(d: dict, path) -> None:
     a1.xaxis.set_major_locator(FixedLocator(radii))  # the swept radii only: no crowded log minor labels
     a1.xaxis.set_minor_locator(NullLocator())
     a1.set_xticklabels([f"{r:g}" for r in radii])
-    a1.set(xlabel="initial radius ||omega_0 - omega*|| / ||omega*||", ylabel="share of seeds converged",
+    a1.set(xlabel="initial radius ||omega_0 - omega*|| / ||omega*|| (unitless)",
+           ylabel="share of seeds converged (fraction)",
            ylim=(-0.05, 1.15), title="converged (see right: final error below the criterion)")
     if limit is not None:
         a2.axhline(limit, ls="--", c="k", lw=1,
-                   label=f"criterion: {d['success_share']:g} x max|Q*| = {limit:.3g} (converged below)")
-    a2.set(xlabel="outer iteration t", ylabel="max_s |Q_t(s, a*) - Q*(s, a*)|",
+                   label=f"criterion: {d['success_share']:g} x max|Q*| (same MDP) = {limit:.3g}; converged below")
+    a2.set(xlabel="outer iteration t (count)", ylabel="max_s |Q_t(s, a*) - Q*(s, a*)| (return units)",
            title=f"error curves at the smallest radius {d['radii'][0]:g} (constant eps)")
-    a1.legend(fontsize=8, loc="center right")
+    a1.legend(fontsize=8, loc="center right", title="numbers: converged seeds / seeds", title_fontsize=7)
     a2.legend(fontsize=7)
     for ax in (a1, a2):
         ax.title.set_fontsize(10)

@@ -159,7 +159,8 @@ def measure_iterations(ctx: ClaimContext, arm: str) -> Measurement:
         + "; ".join(f"{v} {need[v].long().tolist()}" for v in VARIANTS) + f"; {text}",
         {"needed": {v: need[v].long().tolist() for v in VARIANTS}, "target": short(tgt), **numbers},
         {"training_curves": {"steps": marks, "target": float(tgt.mean()),
-                             "mean": {v: short(curves[v].mean(0)) for v in VARIANTS}}} if arm == MAIN else {})
+                             "mean": {v: short(curves[v].mean(0)) for v in VARIANTS},
+                             "std": {v: short(curves[v].std(0)) for v in VARIANTS}}} if arm == MAIN else {})
 
 
 # ---- what training does ----
@@ -178,7 +179,8 @@ def measure_attention(ctx: ClaimContext, arm: str) -> Measurement:
         f"label-consistent {m['untrained_attn_consistent'].mean():.2f} -> {m['attn_consistent'].mean():.2f}; "
         f"tokens attended (exp entropy) {m['untrained_attn_eff'].mean():.1f} -> {m['attn_eff'].mean():.1f}",
         {k: short(v) for k, v in m.items()},
-        {"attention_mass": {"steps": steps, **trace}} if arm == MAIN else {})
+        {"attention_mass": {"steps": steps, **trace, "std": {
+            k: np.array([c.curves[f"attn_{k}"] for c in cells]).std(0).tolist() for k in trace}}} if arm == MAIN else {})
 
 
 def measure_pe_core(ctx: ClaimContext, arm: str) -> Measurement:
@@ -194,7 +196,9 @@ def measure_pe_core(ctx: ClaimContext, arm: str) -> Measurement:
         f"mean trained b_z for z = 0..{Z}: {short(b.mean(0))}; argmax per seed {b.argmax(1).tolist()} "
         f"(z_m = {z_m.tolist()})",
         {"b": b.tolist(), "argmax": b.argmax(1).tolist()},
-        {"pe_trajectories": {"steps": cells[0].curves["step"], "z_m": int(z_m[0]), "b": traj}} if arm == MAIN else {})
+        {"pe_trajectories": {"steps": cells[0].curves["step"], "z_m": int(z_m[0]), "b": traj, "b_std": {
+            str(z): np.array([c.curves[f"b{z}"] for c in cells]).std(0).tolist() for z in range(Z + 1)}}}
+        if arm == MAIN else {})
 
 
 def measure_fig8(ctx: ClaimContext, arm: str) -> Measurement:
@@ -214,6 +218,7 @@ def measure_fig8(ctx: ClaimContext, arm: str) -> Measurement:
         f"argmax agree on {int(same.sum())}/{E}",
         {"b": b.tolist(), "accuracy_by_hop": acc.tolist()},
         {"pe_sampling": {"z": list(range(1, Z + 1)), "b": short(b.mean(0)), "acc": short(acc.mean(0)),
+                         "b_std": short(b.std(0)) if E > 1 else [0.0] * Z,
                          "acc_std": short(acc.std(0)) if E > 1 else [0.0] * Z}})
 
 
@@ -243,7 +248,7 @@ def _measure_real(ctx: ClaimContext, data: dict, figure: str) -> Measurement:
     Z = ctx.configs()[0].Z
     E = len(ctx.configs())
     margin, at_core = torch.full((E,), torch.inf, dtype=torch.float64), torch.ones(E, dtype=torch.bool)
-    err, prof, parts = {}, {}, []
+    err, prof, parts, err_sd, prof_sd = {}, {}, [], {}, {}
     for name, d in data.items():
         e = {v: torch.tensor([c.metrics["test_error"] for c in d[v]], dtype=torch.float64) for v in VARIANTS}
         b = torch.tensor([[c.metrics[f"b{z}"] for z in range(Z + 1)] for c in d["gt"]], dtype=torch.float64)
@@ -251,10 +256,14 @@ def _measure_real(ctx: ClaimContext, data: dict, figure: str) -> Measurement:
         at_core &= b.argmax(1) == torch.tensor([c.config["z_m"] for c in d["gt"]])
         err[name] = {v: short([e[v].mean()]) for v in VARIANTS}
         prof[name] = short(b.mean(0))
+        err_sd[name] = {v: short([e[v].std() if len(e[v]) > 1 else 0.0]) for v in VARIANTS}
+        prof_sd[name] = short(b.std(0)) if len(b) > 1 else [0.0] * (Z + 1)
         parts.append(f"{name} (n_label {d['n_label']}): test error " + ", ".join(f"{v} {e[v].mean():.3f}" for v in VARIANTS)
                      + f"; b_0..b_{Z} {short(b.mean(0))}, argmax per seed {b.argmax(1).tolist()}")
     return Measurement({"error_margin": margin, "pe_at_core": at_core}, "; ".join(parts),
-                       {"test_error": err, "b_profile": prof}, {figure: {"test_error": err, "b": prof}})
+                       {"test_error": err, "b_profile": prof}, {figure: {"test_error": err, "b": prof,
+                                                                           "test_error_std": err_sd, "b_std": prof_sd,
+                                                                           "seeds": len(b)}})
 
 
 def measure_real_planted(ctx: ClaimContext, arm: str) -> Measurement:

@@ -29,6 +29,13 @@ GMM = Hypothesis("the Gaussian mixture with a teacher (dataset=gmm): W* and the 
 MEDIUM = "medium_minority"
 
 
+def _nanstd(x: torch.Tensor) -> list[float]:
+    """Std over seeds (the last dim), ignoring NaN seeds: the figures' spread."""
+    m = x.nanmean(-1, keepdim=True)
+    n = (~x.isnan()).sum(-1).clamp_min(2) - 1
+    return ((x - m).pow(2).nansum(-1) / n).sqrt().tolist()
+
+
 def _metric(cells, name: str) -> torch.Tensor:
     return torch.tensor([float(c.metrics.get(name, math.nan)) if c.status == "done" else math.nan for c in cells],
                         dtype=torch.float64)
@@ -59,7 +66,7 @@ def _phase(ctx: ClaimContext, field: str, values, arm: str = MAIN) -> dict:
     rate = success.double().mean(-1)  # [V, n]
     complexity = [next((ns[j] for j in range(len(ns)) if rate[i, j] > 0.5), None) for i in range(len(values))]
     return {**sw, "rate": rate, "complexity": complexity, "ns": ns,
-            "fig": {"x": list(values), "x_name": field, "N": ns, "rate": rate.tolist(),
+            "fig": {"x": list(values), "x_name": field, "N": ns, "rate": rate.tolist(), "seeds": int(success.shape[-1]),
                     "err": sw["rel_err"].nanmean(-1).tolist()}}
 
 
@@ -132,7 +139,8 @@ def measure_minority(ctx: ClaimContext, arm: str) -> Measurement:
         mex = _lam_curve(ctx, "excess_min", sigma2=med)
         figures = {"minority_fraction": {"lam": list(base.lam_grid), "series": {
             f"sigma2 = {sigma2}": ex.nanmean(-1).tolist(), f"sigma2 = {med} (medium)": mex.nanmean(-1).tolist()},
-            "ylabel": "minority excess risk E[KL(H*||H)]"}}
+            "spread": {f"sigma2 = {sigma2}": _nanstd(ex), f"sigma2 = {med} (medium)": _nanstd(mex)},
+            "ylabel": "minority excess risk E[KL(H*||H)] (nats)"}}
     return Measurement(
         {"excess_rise": ex[-1] - ex[0]},
         f"minority sigma2 = {sigma2}: excess risk E[KL(H* || H)] by lam2 {list(base.lam_grid)} (seed mean) "
@@ -153,7 +161,8 @@ def measure_digits(ctx: ClaimContext, arm: str) -> Measurement:
         {"acc_min": {str(s): [short(v) for v in acc[s]] for s in acc}, "gain": {str(s): short(gain[s]) for s in gain}},
         {"digits_minority": {"lam": list(base.lam_grid), "series": {f"noise {s}": acc[s].nanmean(-1).tolist()
                                                                     for s in acc},
-                             "ylabel": "minority test accuracy (digits)"}})
+                             "spread": {f"noise {s}": _nanstd(acc[s]) for s in acc},
+                             "ylabel": "minority test accuracy (fraction; digits)"}})
 
 
 SHUFFLED_ARM = ControlArm(SHUFFLED, "the same sweep at the largest N with the training labels shuffled across "

@@ -258,7 +258,9 @@ def measure_fig_pruning(ctx: ClaimContext, arm: str) -> Measurement:
         f"seeds where sign-balanced magnitude pruning beats random at every R: {int(beats_balanced.sum())}/"
         f"{beats_balanced.numel()}; mean hinge by R {list(PRUNE_RATES)}: " + "; ".join(f"{k} {v}" for k, v in mean.items()),
         {"rates": list(PRUNE_RATES), "loss": mean, "error": err, "balanced_beats_random": beats_balanced.tolist()},
-        {"pruning": {"rates": list(PRUNE_RATES), "loss": mean, "loss_std": spread, "error": err,
+        {"pruning": {"rates": list(PRUNE_RATES), "loss": mean, "loss_std": spread, "error": err, "error_std": {
+            how: [r4(float(d[how][R]["error"].std())) if len(d[how][R]["error"]) > 1 else 0.0 for R in PRUNE_RATES]
+            for how in loss},
                      "base_loss": float(d["base"]["loss"].mean()), "base_error": float(d["base"]["error"].mean()),
                      "sorted_norms": d["sorted_norms"]}})
 

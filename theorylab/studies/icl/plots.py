@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from theorylab.core.plots import save_figure
+from theorylab.core.contract import O_EPS
+from theorylab.core.plots import STD_BAND, legend, mean_band, save_figure
 
 
 def attention_concentration(d: dict, path) -> None:  # slide Fig. 9
     fig, ax = plt.subplots(figsize=(5, 3.5))
     s = np.array(d["steps"])
     for key, label in (("ood", "OOD prompts"), ("id", "unseen in-domain prompts")):
-        m, sd = np.array(d[f"{key}_mean"]), np.array(d[f"{key}_std"])
-        ax.plot(s, m, label=label)
-        ax.fill_between(s, m - sd, m + sd, alpha=0.2)
-    ax.set(xlabel="SGD step", ylabel="attention on same-pattern contexts", ylim=(0, 1.02),
-           title="Prop. 1: attention concentration")
-    ax.legend()
+        mean_band(ax, s, d[f"{key}_mean"], d[f"{key}_std"], label)
+    ax.set(xlabel="SGD step (steps)", ylabel="attention on same-pattern contexts\n(fraction of attention)",
+           ylim=(0, 1.02), title="Prop. 1: attention concentration")
+    legend(ax, STD_BAND)
     save_figure(fig, path)
 
 
@@ -29,8 +28,9 @@ def neuron_embeddings(d: dict, path) -> None:  # slide Figs. 10-11
                 sel = sign == s
                 ax.scatter(np.array(e[f"{part}_angle"])[sel], np.array(e[f"{part}_norm"])[sel], marker=marker,
                            c=color, s=18, alpha=0.7, label=f"{stage}, a_i {'>' if s > 0 else '<'} 0")
-        ax.set(xlabel=f"{ref} (rad)", ylabel="norm", title=f"{part} part of W_O W_V rows", xlim=(0, np.pi))
-    axes[1].legend(fontsize=7)
+        ax.set(xlabel=f"{ref} (rad)", ylabel="row norm (weight units)", title=f"{part} part of W_O W_V rows")
+    legend(axes[1])
+    fig.suptitle("neuron embeddings of the first seed, before (x) and after (o) training", fontsize=10)
     save_figure(fig, path)
 
 
@@ -45,31 +45,32 @@ def _log_curves(ax, lengths, curves, eps, spread=None):
         if sd is not None and np.any(np.array(sd) > 0):
             sd = np.array(sd)
             ax.fill_between(lengths, np.maximum(ys - sd, floor), ys + sd, color=line.get_color(), alpha=0.15, lw=0)
-    ax.axhline(eps, ls="--", c="k", lw=1, label=f"criterion: 2 x eps_hat = {eps:.3g}")
+    ax.axhline(eps, ls="--", c="k", lw=1, label=f"criterion: {O_EPS:g} x eps_hat = {eps:.3g}\n(eps_hat: the model's "
+               "own error on its\ntraining tasks, same run; seed mean)")
     ax.set_yscale("log")
     ax.set_xlim(min(lengths), max(lengths))
-    ax.set_xlabel("test prompt length l_ts")
-    ax.set_ylabel(f"classification error (floored at {floor:g})")
+    ax.set_xlabel("test prompt length l_ts (context examples)")
+    ax.set_ylabel(f"classification error (fraction; floored at {floor:g})")
 
 
 def _spread_note(spread) -> str:
-    return "; shaded: +-1 std over seeds" if spread else ""
+    return f"; {STD_BAND}" if spread else ""
 
 
 def ood_error_vs_S1(d: dict, path) -> None:  # slide Fig. 18
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     spread = {f"S1={k}": v for k, v in (d.get("spread") or {}).items()}
     _log_curves(ax, d["lengths"], {f"S1={k}": v for k, v in d["curves"].items()}, d["eps"], spread)
-    ax.set_title("Thm 2: OOD error vs S1" + _spread_note(spread), fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not over them
+    ax.set_title("Thm 2: OOD error vs test prompt length, by S1", fontsize=10)
+    legend(ax, "mean over seeds" + _spread_note(spread), outside=True)  # beside the curves, not over them
     save_figure(fig, path)
 
 
 def error_vs_alpha_test(d: dict, path) -> None:  # slide Fig. 19
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     _log_curves(ax, d["lengths"], d["curves"], d["eps"], d.get("spread"))
     ax.set_title("OOD error vs test prompt length, by alpha'", fontsize=10)
-    ax.legend(fontsize=7, title="mean over seeds" + _spread_note(d.get("spread")), title_fontsize=7)
+    legend(ax, "mean over seeds" + _spread_note(d.get("spread")), outside=True)
     save_figure(fig, path)
 
 
@@ -87,22 +88,22 @@ def pruning(d: dict, path) -> None:  # slide Figs. 22-23
             ys = np.array(d[metric][how])
             line, = ax.plot(R, ys, style, ms=4, label=label)
             sd = (d.get(f"{metric}_std") or {}).get(how)
-            if sd is not None:  # seed spread of the hinge risk
+            if sd is not None:  # seed spread
                 ax.fill_between(R, ys - np.array(sd), ys + np.array(sd), color=line.get_color(), alpha=0.08, lw=0)
         ax.axhline(d[f"base_{metric}"], c="k", lw=1, ls=":", label="no pruning (baseline)")
         ax.set(xlabel="pruning rate R (% of W_O rows)", xlim=(R.min(), R.max()),
-               ylabel="hinge risk (OOD)" if metric == "loss" else "classification error (OOD)")
-        ax.legend(fontsize=7)
-    axes[0].set_title("Thm 3: magnitude vs random pruning" + ("; shaded: +-1 std" if d.get("loss_std") else ""),
-                      fontsize=10)
-    axes[1].set_title("error after pruning (mean over seeds)", fontsize=10)
+               ylabel="hinge risk on OOD prompts (unitless)" if metric == "loss"
+               else "classification error on OOD prompts (fraction)")
+        legend(ax, "mean over seeds" + (f"; {STD_BAND}" if d.get(f"{metric}_std") else ""))
+    axes[0].set_title("Thm 3: magnitude vs random pruning", fontsize=10)
+    axes[1].set_title("error after pruning", fontsize=10)
     norms = np.array(d["sorted_norms"])
     rank = (np.arange(len(norms)) + 0.5) / len(norms) * 100
-    axes[2].plot(rank, norms, c="gray", label="W_O row norms, sorted")
+    axes[2].plot(rank, norms, c="gray", label="W_O row norms, sorted (mean over seeds)")
     axes[2].axvspan(0, R.max(), color="C0", alpha=0.1, label=f"smallest rows pruned up to R = {R.max():g}%")
-    axes[2].set(xlabel="row rank by norm (% of rows)", ylabel="row norm", xlim=(0, 100),
+    axes[2].set(xlabel="row rank by norm (% of rows)", ylabel="row norm (weight units)", xlim=(0, 100),
                 title="which rows a rate R removes")
-    axes[2].legend(fontsize=7)
+    legend(axes[2])
     save_figure(fig, path)
 
 

@@ -77,7 +77,8 @@ def measure_ood_s1(ctx: ClaimContext, arm: str) -> Measurement:
         f"l_ts {lengths[-1]}; mean error by S1: " + ", ".join(f"{s}: {r4(final[i].mean())}" for i, s in enumerate(S1_GRID)),
         {"ood_error_by_S1": {str(s): short(final[i]) for i, s in enumerate(S1_GRID)}},
         {"ood_error_vs_S1": {"lengths": lengths, "eps": float(ctx.reference(EPS_HAT).mean()), "curves": {
-            f"S1={s}": [float(curves[s][L].mean()) for L in lengths] for s in S1_GRID}}})
+            f"S1={s}": [float(curves[s][L].mean()) for L in lengths] for s in S1_GRID}, "spread": {
+            f"S1={s}": [float(curves[s][L].double().std()) for L in lengths] for s in S1_GRID}}})
 
 
 def measure_alpha_test(ctx: ClaimContext, arm: str) -> Measurement:
@@ -103,7 +104,8 @@ def measure_alpha_test(ctx: ClaimContext, arm: str) -> Measurement:
         {"mean_ood_error_by_alpha_test": {str(a): short(area[i]) for i, a in enumerate(ALPHA_TEST_GRID)},
          "needed_length": need},
         {"error_vs_alpha_test": {"lengths": lengths, "eps": float(ctx.reference(EPS_HAT).mean()), "curves": {
-            f"{w} alpha'={a}": errs[(w, a)].mean(1).tolist() for w in worlds for a in ALPHA_TEST_GRID}}})
+            f"{w} alpha'={a}": errs[(w, a)].mean(1).tolist() for w in worlds for a in ALPHA_TEST_GRID}, "spread": {
+            f"{w} alpha'={a}": errs[(w, a)].std(1).tolist() for w in worlds for a in ALPHA_TEST_GRID}}})
 
 
 def measure_attention_layers(ctx: ClaimContext, arm: str) -> Measurement:
@@ -147,7 +149,7 @@ def measure_neuron_growth(ctx: ClaimContext, arm: str) -> Measurement:
                   for l in range(share.shape[1])),
         {"share_grown": share.tolist(), "median_growth": ratio.tolist()},
         {"neuron_layers": {**_scatter(init, final), "steps": cells[0].curves["step"],
-                           "median_norm": curves.mean(0).tolist()}})
+                           "median_norm": curves.mean(0).tolist(), "median_norm_std": curves.std(0).tolist()}})
 
 
 def _aligned(layer, angle: float) -> torch.Tensor:
@@ -201,7 +203,10 @@ def measure_pruning(ctx: ClaimContext, arm: str) -> Measurement:
         {"rates": list(PRUNE_RATES), "loss": mean, "error": err},
         {"pruning": {"rates": list(PRUNE_RATES), "loss": mean, "error": err, "base_error": float(d["base"]["error"].mean()),
                      "base_loss": float(d["base"]["loss"].mean()), "sorted_norms": d["sorted_norms"],
-                     "alpha_rates": [0.0, *PRUNE_RATES], "alpha_error": alpha}})
+                     "alpha_rates": [0.0, *PRUNE_RATES], "alpha_error": alpha,
+                     "error_std": {how: [float(d[how][R]["error"].double().std()) for R in PRUNE_RATES] for how in loss},
+                     "alpha_error_std": {str(a): [float(d["alpha"][a][R].double().std()) for R in (0.0, *PRUNE_RATES)]
+                                         for a in PRUNE_ALPHAS}}})
 
 
 def measure_pruning_alpha(ctx: ClaimContext, arm: str) -> Measurement:
@@ -243,7 +248,10 @@ def measure_cot_vs_icl(ctx: ClaimContext, arm: str) -> Measurement:
         "GPT-2 (" + ", ".join(f"{k} {[r4(v) for v in c]}" for k, c in curves.items()) + f" at l_ts {lengths}); "
         + ONE_LAYER_C7 + f"; chance 1 - 1/M = {1 - 1 / cfg.M:.2f}",
         {"lengths": lengths, **{k: c for k, c in curves.items()}},
-        {"cot_vs_icl": {"lengths": lengths, "curves": curves, "chance": 1 - 1 / cfg.M}})
+        {"cot_vs_icl": {"lengths": lengths, "curves": curves, "chance": 1 - 1 / cfg.M, "spread": {
+            name: [float(ev[wt][l][k].double().std()) for l in lengths] for name, k, wt in (
+                ("CoT w/o Condition 1", "cot", "converge"), ("CoT w/ Condition 1", "cot", "scatter"),
+                ("ICL w/ Condition 1", "icl", "scatter"), ("ICL w/o Condition 1", "icl", "converge"))}}})
 
 
 def _cot_task_valid(ctx: ClaimContext) -> str | None:

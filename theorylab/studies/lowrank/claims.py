@@ -134,7 +134,8 @@ def _rank_curve(sw: dict, ks: list[int], w: str) -> dict:
     """Figure data: effective rank of dW mean and std over seeds by k_rel, and the mean normalised spectra."""
     ranks = [sw[k]["rank"][w].float() for k in ks]
     return {"mean": [float(r.mean()) for r in ranks], "std": [float(r.std()) if len(r) > 1 else 0.0 for r in ranks],
-            "spectra": {str(k): sw[k]["spectrum"][w].mean(0)[: max(ks) + 3].tolist() for k in ks}}
+            "spectra": {str(k): sw[k]["spectrum"][w].mean(0)[: max(ks) + 3].tolist() for k in ks},
+            "spectra_std": {str(k): sw[k]["spectrum"][w].std(0)[: max(ks) + 3].tolist() for k in ks}}
 
 
 def _split(params) -> dict:
@@ -236,7 +237,8 @@ def measure_wo_rows(ctx: ClaimContext, arm: str) -> Measurement:
         {"wo_rows": {"norm": sp["norms"].gather(1, order).mean(0).tolist(),
                      "update": sp["update"].gather(1, order).mean(0).tolist(),
                      "init": sp["init"].gather(1, order).mean(0).tolist(),
-                     "small_fraction": float(sp["n_small"].float().mean() / m)}})
+                     "small_fraction": float(sp["n_small"].float().mean() / m),
+                     "std": {k: sp[k].gather(1, order).std(0).tolist() for k in ("norms", "update", "init")}}})
 
 
 # ---- pruning ----
@@ -277,7 +279,9 @@ def measure_pruning_rate(ctx: ClaimContext, arm: str) -> Measurement:
                      "loss": [float(d["largest"][R]["loss"].mean()) for R in PRUNE_FRACTIONS],
                      "base_error": float(d["base"]["error"].mean()), "base_loss": float(d["base"]["loss"].mean()),
                      "small_error": float(d["small"]["error"].mean()), "small_loss": float(d["small"]["loss"].mean()),
-                     "bound": float(O_EPS * _eps_hat(ctx).mean())}})
+                     "bound": float(O_EPS * _eps_hat(ctx).mean()),
+                     "error_std": [float(d["largest"][R]["error"].double().std()) for R in PRUNE_FRACTIONS],
+                     "loss_std": [float(d["largest"][R]["loss"].double().std()) for R in PRUNE_FRACTIONS]}})
 
 
 # ---- truncation and LoRA ----
@@ -297,7 +301,8 @@ def measure_truncation(ctx: ClaimContext, arm: str) -> Measurement:
         errors[str(k)] = [r4(e["error"].mean()) for e in evs]
         keeps &= (hinge[k:] <= bound).all(0)
         margin = torch.minimum(margin, (hinge[k - 1] - bound).double())
-        curves[str(k)] = {"mean": hinge.mean(1).tolist(), "bound": float(bound.mean())}
+        curves[str(k)] = {"mean": hinge.mean(1).tolist(), "bound": float(bound.mean()),
+                          "std": hinge.double().std(1).tolist()}
     return Measurement(
         {"degrade_margin": margin, "keeps": keeps},
         "mean hinge by rank r = " + str(ranks) + ": " + "; ".join(f"k_rel {k}: {[r4(x) for x in curves[str(k)]['mean']]}"
@@ -323,7 +328,9 @@ def measure_lora(ctx: ClaimContext, arm: str) -> Measurement:
         f"full training hinge {short(full['loss'])}, error {short(full['error'])}; LoRA r = {k} error "
         f"{short(out[k]['error'])}; LoRA r = {k - 1} hinge {short(out[k - 1]['loss'])}, error {short(out[k - 1]['error'])}",
         {"lora_error": short(out[k]["error"]), f"lora_r{k - 1}_hinge": short(out[k - 1]["loss"])},
-        {"lora": {"steps": steps, "loss": loss, "hinge": {"full": float(full["loss"].mean()),
+        {"lora": {"steps": steps, "loss": loss, "loss_std": {
+            name: np.array([c.curves["loss"] for c in cs]).std(0).tolist() for name, cs in curves.items()},
+                  "hinge": {"full": float(full["loss"].mean()),
                                                           **{f"LoRA r={r}": float(v["loss"].mean()) for r, v in out.items()}}}})
 
 

@@ -240,7 +240,9 @@ def measure_thm4(ctx: ClaimContext, arm: str) -> Measurement:
     d = line(ctx, "dense")
     fig = {"lams": d["lams"].tolist(), "beta": _beta(ctx), "curves": {str(a): {
         f"{task}_{k}": d[task][k][:, idx[a]].mean(1).tolist() for task in TASKS for k in ("loss", "error")}
-        for a in ALPHAS}}
+        for a in ALPHAS}, "std": {str(a): {
+            f"{task}_{k}": d[task][k][:, idx[a]].double().std(1).tolist() for task in TASKS for k in ("loss", "error")}
+            for a in ALPHAS}}
     return Measurement({"worst_ratio": t["worst"]}, summary + f"; eps_hat T1 {short(refs(ctx)['eps']['T1'][idx[0.0]])}",
                        {"by_alpha": by, "irrelevant_sign": _cfgs(ctx)[0].irrelevant_sign}, {"loss_vs_lambda": fig})
 
@@ -302,7 +304,9 @@ def measure_thm6(ctx: ClaimContext, arm: str) -> Measurement:
                         block_names={"W": "blocks.0.W", "V": "blocks.1.V"})
     fig = heatmap_data(d["lams"], {"accuracy on T'": acc, "hinge loss on T'": loss},
                        in_region8(d["grid"], gam, _beta(ctx), C_REGION), gam.tolist(), C_REGION, _beta(ctx), best,
-                       contour=("hinge loss on T'", float(O_EPS * t["eps"].mean())))
+                       contour=("hinge loss on T'", float(O_EPS * t["eps"].mean()),
+                                f"criterion: hinge <= {O_EPS:g} x eps_hat = {float(O_EPS * t['eps'].mean()):.3g} "
+                                "(eps_hat: T1, T2 own hinge, same run; seed mean)"))
     return Measurement(
         values, f"gamma ({r4(gam[0])}, {r4(gam[1])}); region cells {t['cells'].tolist()} of {n * n}; agreement "
         f"{short(t['agreement'])} vs the all-False baseline {short(t['baseline'])}; best (seed mean) {best}",

@@ -120,7 +120,8 @@ def measure_samples(ctx: ClaimContext, arm: str) -> Measurement:
         + f"; points in each fit {used.tolist()}",
         {"realised_alpha": d["realised"], "censored_points": int(d["censored"].sum())},
         {"phase_diagram": {"alphas": d["realised"], "Ns": d["Ns"], "success": success.tolist(),
-                           "n_star": d["n_star"].mean(1).tolist()}})
+                           "n_star": d["n_star"].mean(1).tolist(), "n_star_seeds": d["n_star"].tolist(),
+                           "censored": d["censored"].tolist()}})
 
 
 def _iterations(ctx: ClaimContext) -> dict:
@@ -133,7 +134,7 @@ def _iterations(ctx: ClaimContext) -> dict:
         stable = [first_stable((probe[i] == 0).T, steps) for i in range(len(cfg.grid_alpha))]
         t_star = torch.stack([x for x, _ in stable]).clamp_min(1.0)  # right at step 0 counts as one step (log scale)
         return {"realised": _realised_alphas(cfg), "t_star": t_star, "censored": torch.stack([c for _, c in stable]),
-                "steps": steps, "probe_mean": probe.mean(1).tolist()}
+                "steps": steps, "probe_mean": probe.mean(1).tolist(), "probe_std": probe.std(1).tolist()}
     return ctx.memo("vit:iterations", compute)
 
 
@@ -147,7 +148,8 @@ def measure_iterations(ctx: ClaimContext, arm: str) -> Measurement:
         + f"; points in each fit {used.tolist()}",
         {"realised_alpha": d["realised"], "censored_points": int(d["censored"].sum())},
         {"iterations": {"alphas": d["realised"], "t_star": d["t_star"].mean(1).tolist(), "steps": d["steps"],
-                        "probe_mean": d["probe_mean"]}})
+                        "probe_mean": d["probe_mean"], "probe_std": d["probe_std"], "t_star_seeds": d["t_star"].tolist(),
+                        "censored": d["censored"].tolist()}})
 
 
 # ---- Prop. 2 (mechanism) ----
@@ -205,7 +207,9 @@ def _sparsify_measure(which: str, base: dict, drop: float):
             f"{arm_name} {short(d['err'][arm_name][-1])}",
             {"n_star_none": _censored_note(n0, c0), f"n_star_{arm_name}": _censored_note(n1, c1)},
             {f"sparsification_{which}": {"Ns": d["Ns"], "curves": {a: d["err"][a].mean(1).tolist()
-                                                                   for a in ("none", which, RANDOM)}}}
+                                                                   for a in ("none", which, RANDOM)},
+                                         "spread": {a: d["err"][a].double().std(1).tolist()
+                                                    for a in ("none", which, RANDOM)}}}
             if arm == MAIN else {})
     return measure
 
