@@ -46,9 +46,11 @@ def backward_bytes_by_layer(d: dict, path) -> None:
         hb = r.get("head_bias_layer")
         if hb is not None:
             ax.plot([r["depth"][hb]], [r["saved_bytes"][hb]], "x", c="red", ms=9)
-    ax.set(xlabel="relative depth l / L of the prompt (0 = VP)", ylabel="bytes saved for backward per step",
-           yscale="log", title="backward memory (one measurement; x = head bias)")
-    ax.legend()
+    ax.set(xlabel="relative depth l / L of the prompt (0 = VP; unitless)",
+           ylabel="bytes saved for backward per step (B)", yscale="log",
+           title="backward memory\n(one deterministic measurement)")
+    ax.plot([], [], "x", c="red", ms=9, label="= head bias (linear probe)")
+    legend(ax)
     save_figure(fig, path)
 
 
@@ -58,14 +60,15 @@ def testbed_sample_curves(d: dict, path) -> None:
     styles = {"linear": ":", "vp": "--", "ap1": "-"}
     colors = {"local": "tab:blue", "global": "tab:orange"}
     names = {"linear": "linear probe (= AP at layer 2)", "vp": "VP", "ap1": "AP at layer 1"}
+    std = d.get("std") or {}
     for arm in (k for k in d if "_" in k):
         backbone, method = arm.split("_")
-        ax.plot(d["n"], d[arm], styles[method], marker="o", ms=3, c=colors[backbone],
-                label=f"{backbone}: {names[method]}")
-    ax.axhline(d["target"], c="gray", lw=1)
-    ax.set(xscale="log", xlabel="labelled training samples n", ylabel="test accuracy", ylim=(0.4, 1.02),
-           title="testbed: AP vs VP sample need (gray: target)")
-    ax.legend(fontsize=7)
+        mean_band(ax, d["n"], d[arm], std.get(arm), f"{backbone}: {names[method]}", color=colors[backbone],
+                  style=styles[method], marker="o", ms=3)
+    ax.axhline(d["target"], c="gray", lw=1, label=f"target accuracy {d['target']:.2f} (error <= 0.5 x chance error)")
+    ax.set(xscale="log", xlabel="labelled training samples n (count)", ylabel="test accuracy (fraction)",
+           ylim=(0.4, 1.02), title="testbed: AP vs VP sample need")
+    legend(ax, "mean over seeds" + (f"; {STD_BAND}" if std else ""), outside=True)
     save_figure(fig, path)
 
 

@@ -80,7 +80,8 @@ def measure_sample_need(ctx: ClaimContext, arm: str) -> Measurement:
 def measure_advantage(ctx: ClaimContext, arm: str) -> Measurement:
     grid, acc, g1 = _curves(ctx)
     adv = {b: (acc[f"{b}_ap1"] - acc[f"{b}_vp"]).mean(1) for b in ("local", "global")}  # [seeds]
-    curves = {"n": grid, **{a: acc[a].mean(0).tolist() for a in ARMS}, "target": TARGET}
+    curves = {"n": grid, **{a: acc[a].mean(0).tolist() for a in ARMS}, "target": TARGET,
+              "std": {a: acc[a].std(0).tolist() for a in ARMS}}
     return Measurement(
         {"advantage_lead": adv["global"] - adv["local"]},
         f"AP1 minus VP test accuracy, mean over n in {grid}: global {adv['global'].mean():+.3f}, local "
