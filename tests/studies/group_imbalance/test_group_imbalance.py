@@ -9,7 +9,7 @@ from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
 from theorylab.studies.group_imbalance.config import GroupImbalanceConfig
 from theorylab.studies.group_imbalance.data import digits_splits, gmm_test, gmm_train, teacher
-from theorylab.studies.group_imbalance.model import forward, forward_reference, init_params
+from theorylab.studies.group_imbalance.model import cross_entropy, forward, forward_reference, init_params
 
 CPU = torch.device("cpu")
 
@@ -24,6 +24,57 @@ def test_teacher_norm_and_local_init():
     assert W.shape == (3, 5, 3) and torch.allclose(W.flatten(1).norm(dim=-1), torch.full((3,), 2.0))
     W0 = init_params(cs, W, CPU)["W"]
     assert torch.allclose((W0 - W).flatten(1).norm(dim=-1) / 2.0, torch.full((3,), 0.1), atol=1e-6)
+
+
+def test_default_is_the_papers_k3_with_a_unit_norm_teacher():
+    cfg = get_study("group_imbalance").config("quick")
+    assert cfg.K == 3
+    W = teacher([cfg.replace(seed=s) for s in range(4)], CPU)
+    assert W.shape == (4, 5, 3)
+    torch.testing.assert_close(W.flatten(1).norm(dim=-1), torch.ones(4))
+    assert float((W[:, :, 0] - W[:, :, 1]).abs().min()) > 0  # K distinct neurons, not one copied
+
+
+def test_k3_cross_entropy_gradient_matches_the_formula_and_finite_differences():
+    """dL/dw_j = -(1/n) sum_i (y_i - H_i) / (H_i (1 - H_i)) (1/K) sigmoid'(w_j^T x_i) x_i for H = mean_j sigmoid,
+    checked against autograd (what GD uses) and a central difference, in float64."""
+    g = torch.Generator().manual_seed(4)
+    E, n, D, K = 2, 40, 5, 3
+    W = (0.7 * torch.randn(E, D, K, generator=g, dtype=torch.float64)).requires_grad_(True)
+    X = torch.randn(E, n, D, generator=g, dtype=torch.float64)
+    y = (torch.rand(E, n, generator=g, dtype=torch.float64) < 0.5).double()
+    auto, = torch.autograd.grad(cross_entropy(forward({"W": W}, X), y).sum(), W)
+    with torch.no_grad():
+        S = torch.sigmoid(X @ W)  # [E, n, K]
+        H = S.mean(-1)
+        r = (y - H) / (H * (1 - H))  # [E, n]
+        formula = -torch.einsum("en,enk,end->edk", r, S * (1 - S) / K, X) / n
+    torch.testing.assert_close(auto, formula, rtol=1e-10, atol=1e-12)
+    h = 1e-6
+    for idx in ((0, 0, 0), (1, 3, 2), (0, 4, 1)):
+        Wp, Wm = W.detach().clone(), W.detach().clone()
+        Wp[idx] += h
+        Wm[idx] -= h
+        fd = (cross_entropy(forward({"W": Wp}, X), y)[idx[0]] - cross_entropy(forward({"W": Wm}, X), y)[idx[0]]) / (2 * h)
+        assert abs(float(fd) - float(auto[idx])) < 1e-7
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_k_is_honoured_end_to_end_at_tiny_size(K):
+    """--set K reaches the teacher, the learner and the stored cells of every claim's sweep."""
+    from theorylab.core.claims import ClaimContext, run_claims
+
+    s = get_study("group_imbalance")
+    ctx = ClaimContext(s, "quick", 1, CPU, overrides={**s.tiny, "K": K})
+    res = run_claims(ctx, only=["fig_covariance", "fig_minority"])
+    assert all(r.error is None for r in res)
+    groups = [v for k, v in ctx.cache.items() if k.startswith("trained:")]
+    assert groups
+    for params, cells in groups:
+        assert params["W"].shape[-1] == K and params["W_star"].shape[-1] == K
+        assert all(c.config["K"] == K for c in cells)
+        torch.testing.assert_close(params["W_star"].flatten(1).norm(dim=-1), torch.ones(len(cells)))
+        assert all(0 <= c.metrics["grad_ratio"] < float("inf") for c in cells)
 
 
 def test_groups_counts_statistics_and_labels():
