@@ -64,8 +64,8 @@ class GroupImbalanceConfig(StudyConfig):
     # learner (section 4.2)
     init_radius: float = Field(0.1, ge=0, le=10, description="GMM: ||W0 - W*||_F / ||W*||_F; digits: W0 = "
                                "init_radius N(0, 1) [R precursor: 0.1]")
-    lr: float = Field(0.5, gt=0, le=1000, description="GD step size [D: 0.5; the precursor's 2 is unstable at sigma1 = 25 with K = 3, see the "
-                    "module docstring]")
+    lr: float = Field(0.5, gt=0, le=1000, description="GD step size [D: 0.5; the precursor's 2 is unstable at "
+                      "sigma1 = 25 with K = 3, see the module docstring]")
     steps: int = Field(2000, ge=1, le=10_000_000, description="full-batch GD iterations [D; precursor 10,000]")
     B: int = Field(1, ge=1, le=1, description="unused (full-batch GD)")
     curve_points: int = Field(20, ge=2, le=10_000, description="checkpoints recorded along training")

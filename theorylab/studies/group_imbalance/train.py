@@ -4,7 +4,8 @@ GMM cells store W, the teacher W_star and metrics: the relative error ||W - W*||
 accuracy, per-group excess risk E_x[KL(H*(x) || H(x))] (exact in y, Monte-Carlo in x), and the convergence
 iterations (the first checkpoint where ||W_t - W_T|| <= CONV_FRACTION ||W_0 - W_T||) and grad_ratio =
 ||grad L(W_T)||_F / ||grad L(W_0)||_F of the training loss (near 0: GD reached a critical point; at K = 3 on an
-ill-conditioned cell it stays large, see config.py). Digits cells store W, per-group test accuracy and grad_ratio. core.protocol runs the loop.
+ill-conditioned cell it stays large, see config.py). Digits cells store W, per-group test accuracy and grad_ratio.
+core.protocol runs the loop.
 """
 from __future__ import annotations
 
