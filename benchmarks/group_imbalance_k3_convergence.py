@@ -1,6 +1,7 @@
 """Why full-batch GD at K = 3 converges slowly in the group_imbalance study (issue 23): per cell, the local
 minimiser of the empirical cross-entropy near the initialisation (Levenberg-Marquardt Newton, float64), the Hessian
-spectrum there, and GD from the study's local init at a few step sizes, recorded as the relative error to W*, the
+spectrum there, where the Hessian at W* puts its steep and flat directions (the share of an eigenvector's weight in
+the "all neurons move together" subspace), and GD from the study's local init at a few step sizes, recorded as the relative error to W*, the
 distance to the minimiser and the training-loss gap.
 
 The step size and step count of the study were chosen from this output (training loss and relative error only,
@@ -53,6 +54,12 @@ def local_minimiser(W0, X, y, iters: int = 300):
     return v.reshape(W0.shape), float(g.norm()), torch.linalg.eigvalsh(torch.autograd.functional.hessian(f, v))
 
 
+def together_share(v: torch.Tensor, shape) -> float:
+    """Share of ||v||^2 in the subspace where every neuron moves by the same vector (w_j = w for all j)."""
+    M = v.reshape(shape)
+    return float(M.mean(1, keepdim=True).expand(shape).norm() ** 2 / M.norm() ** 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--K", type=int, default=3)
@@ -75,6 +82,13 @@ def main() -> None:
             L0, L_hat = float(empirical_loss(W0, X, y)), float(empirical_loss(W_hat, X, y))
             print(f"seed {seed} {cell} K={a.K} N={cfg.N}: minimiser rel err {rel(W_hat):.3g} (|grad| {gnorm:.1e}), "
                   f"Hessian eig min/max {float(eig[0]):.2e}/{float(eig[-1]):.2e}, L(W0) - L(W_hat) {L0 - L_hat:.1e}")
+            if a.K > 1:
+                f = lambda v: empirical_loss(v.reshape(W_star.shape), X, y)  # noqa: E731
+                ev, vec = torch.linalg.eigh(torch.autograd.functional.hessian(f, W_star.flatten()))
+                share = lambda idx: [round(together_share(vec[:, i], W_star.shape), 3) for i in idx]  # noqa: E731
+                print(f"  at W*: Hessian eig {float(ev[0]):.1e} .. {float(ev[-1]):.1e}; neurons-together share of the "
+                      f"3 flattest / 3 steepest eigenvectors {share((0, 1, 2))} / {share((-3, -2, -1))}; mean "
+                      f"|w_j^T x| {float((X @ W_star).abs().mean()):.2f}")
             for lr in (float(s) for s in a.lrs.split(",")):
                 W, row = W0.clone().requires_grad_(True), []
                 for t in range(1, a.steps + 1):
