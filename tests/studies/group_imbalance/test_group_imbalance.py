@@ -170,3 +170,17 @@ def test_claims_quick_verdicts(K, verdicts):
     res = {r.claim.id: r for r in run_claims(ctx)}
     assert {k: r.verdict for k, r in res.items()} == verdicts
     assert not any(res["fig_minority"].outcome.control.per_seed)
+
+
+def test_minority_control_says_when_it_is_the_main_arm(monkeypatch):
+    """At K = 3 the covariance sweep's best sigma1 can be sigma2_out itself; the control must say it is no contrast."""
+    from theorylab.core.claims import ClaimContext, run_claims
+    from theorylab.studies.group_imbalance import claims
+
+    s = get_study("group_imbalance")
+    monkeypatch.setattr(claims, "_medium_sigma", lambda ctx: ctx.configs()[0].sigma2_out)
+    ctx = ClaimContext(s, "quick", 1, CPU, overrides=dict(s.tiny))
+    res, = run_claims(ctx, only=["fig_minority"])
+    assert res.error is None
+    assert "this control is the main arm" in res.outcome.control.summary
+    assert "main arm" not in res.outcome.summary.split("control")[0]

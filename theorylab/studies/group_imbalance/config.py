@@ -9,15 +9,16 @@ from the local initialisation W0 = W* + init_radius ||W*||_F U / ||U||_F [R prec
 precursor's sample-complexity grids [R]. K = 3 by default (the precursor's value, the paper's non-convex setting
 [R]); K = 1 (logistic regression, the default before issue 23) stays a field and is reported beside.
 
-Step size and steps at K = 3 (issue 23, measured before any claim was run at K = 3; docs page): lr 0.5 and 2,000
-steps, as at K = 1. The largest Hessian eigenvalue of the empirical loss at K = 3 reaches 1.8-2.2 at sigma1 = 25,
-so GD is stable only for lr < 2 / 2.2 = 0.9 (the precursor's lr 2 oscillates into another point there); a K-scaled
-lr is therefore not usable on the covariance grid. Where the empirical minimiser is well conditioned (sigma1 = 5,
-25 at N = 4,000: condition number 50-500) GD from the local init reaches it within 2,000 steps (training-loss gap
-<= 2e-5 of the initial gap). Elsewhere (sigma1 <= 1, mu1 in {0, 4}) the Hessian's condition number is 2e3 to 6e12
-and the minimiser lies at relative error 2.5 to 1e4 from W* (or at infinity): no step count reaches it, and more
-steps move the iterate further from W* (relative error 0.8-1.1 at 2,000 steps, 2.3-2.8 at 10,000). The cells
-report grad_ratio = ||grad L(W_T)|| / ||grad L(W_0)|| so that non-convergence is visible.
+Step size and steps at K = 3 (issue 23, measured on training loss and relative error before any claim was run at
+K = 3; benchmarks/group_imbalance_k3_convergence.py, docs page): lr 0.5 and 2,000 steps, as at K = 1. The spec does
+not scale the step with K. The largest Hessian eigenvalue of the training loss at K = 3 is 1.8-2.2 at the
+minimiser and 4.3 at W* for sigma1 = 25: lr 0.5 converges there (grad_ratio 3e-4), the precursor's lr 2 stalls at
+relative error 0.66 and a K^2-scaled lr 4.5 ends at 2-7. Where the minimiser is well conditioned (sigma1 = 5, 25 at
+N = 4,000: condition number 50-500) GD reaches it within 2,000 steps (training-loss gap <= 2e-5 of the initial
+gap). Elsewhere (sigma1 <= 1, mu1 in {0, 4}) the condition number is 2e3 to 6e12, the flat directions are those
+that tell the neurons apart, and the minimiser lies at relative error 2.5 to 1e4 from W* (or at infinity): no step
+count reaches it, and more steps move the iterate further from W* (relative error 0.8-1.1 at 2,000 steps, 2.3-2.8
+at 10,000). The cells report grad_ratio = ||grad L(W_T)|| / ||grad L(W_0)|| so that non-convergence is visible.
 
 dataset = "digits": scikit-learn's bundled 8x8 digits (binary task: odd vs even digit), standardised and reduced
 to d principal components plus a constant feature; the minority group is a random subset whose inputs get extra
