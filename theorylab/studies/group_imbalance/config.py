@@ -9,16 +9,24 @@ from the local initialisation W0 = W* + init_radius ||W*||_F U / ||U||_F [R prec
 precursor's sample-complexity grids [R]. K = 3 by default (the precursor's value, the paper's non-convex setting
 [R]); K = 1 (logistic regression, the default before issue 23) stays a field and is reported beside.
 
-Step size and steps at K = 3 (issue 23, measured on training loss and relative error before any claim was run at
-K = 3; benchmarks/group_imbalance_k3_convergence.py, docs page): lr 0.5 and 2,000 steps, as at K = 1. The spec does
-not scale the step with K. The largest Hessian eigenvalue of the training loss at K = 3 is 1.8-2.2 at the
-minimiser and 4.3 at W* for sigma1 = 25: lr 0.5 converges there (grad_ratio 3e-4), the precursor's lr 2 stalls at
-relative error 0.66 and a K^2-scaled lr 4.5 ends at 2-7. Where the minimiser is well conditioned (sigma1 = 5, 25 at
-N = 4,000: condition number 50-500) GD reaches it within 2,000 steps (training-loss gap <= 2e-5 of the initial
-gap). Elsewhere (sigma1 <= 1, mu1 in {0, 4}) the condition number is 2e3 to 6e12, the flat directions are those
-that tell the neurons apart, and the minimiser lies at relative error 2.5 to 1e4 from W* (or at infinity): no step
-count reaches it, and more steps move the iterate further from W* (relative error 0.8-1.1 at 2,000 steps, 2.3-2.8
-at 10,000). The cells report grad_ratio = ||grad L(W_T)|| / ||grad L(W_0)|| so that non-convergence is visible.
+Step size (issue 24): lr_rule = "curvature" (the default) gives every cell its own step, lr_used = min(lr, 1 /
+lambda_max), lambda_max the largest |eigenvalue| of the training loss's Hessian at the initialisation W0 (power
+iteration, model.top_curvature). GD on a quadratic converges for lr < 2 / lambda_max; the rule takes half of that,
+a multiplier fixed before any claim ran with it, and leaves lr (0.5) where the cell allows it. The precursor's
+40 / (sigma + 1)^2 is a curvature scaling of the same kind written in the data's variance. Why: with one lr 0.5 for
+every cell, lambda_max at sigma = 25 is 6-8 at K = 1 (W0 and the minimiser), above 2 / 0.5 = 4, and GD sat in a
+2-cycle with a training loss above its initial value (docs page). lr_rule = "fixed" keeps one step, lr, for every
+cell (the behaviour before issue 24). lr_rule is a swept field: both rules train on the same world, and a config
+with lr_rule = fixed draws exactly the teacher, init and samples it drew before the field existed.
+
+Step count and the K = 3 conditioning (issue 23, measured on training loss and relative error before any claim was
+run at K = 3; benchmarks/group_imbalance_k3_convergence.py, docs page): 2,000 steps, as at K = 1. Where the
+minimiser is well conditioned (sigma1 = 5, 25 at N = 4,000: condition number 50-500) GD reaches it within 2,000
+steps (training-loss gap <= 2e-5 of the initial gap at lr 0.5). Elsewhere (sigma1 <= 1, mu1 in {0, 4}) the
+condition number is 2e3 to 6e12, the flat directions are those that tell the neurons apart, and the minimiser lies
+at relative error 2.5 to 1e4 from W* (or at infinity): no step count reaches it, and more steps move the iterate
+further from W* (relative error 0.8-1.1 at 2,000 steps, 2.3-2.8 at 10,000). The cells report grad_ratio =
+||grad L(W_T)|| / ||grad L(W_0)|| so that non-convergence is visible.
 
 dataset = "digits": scikit-learn's bundled 8x8 digits (binary task: odd vs even digit), standardised and reduced
 to d principal components plus a constant feature; the minority group is a random subset whose inputs get extra
@@ -41,7 +49,7 @@ class GroupImbalanceConfig(StudyConfig):
     # and the standard-normal / uniform draws behind every sample (x = mu_g + sigma_g z, y = 1{u < H*(x)}), so a
     # sweep compares the swept quantity, not a redrawn world. N is prefix-consistent: a larger N adds samples.
     swept_fields: ClassVar[frozenset[str]] = frozenset(
-        {"sigma1", "sigma2", "mu1", "mu2", "lam2", "N", "noise2", "labels"})
+        {"sigma1", "sigma2", "mu1", "mu2", "lam2", "N", "noise2", "labels", "lr_rule"})
 
     seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the world hash "
                       "(the config less its swept fields)")
@@ -65,8 +73,12 @@ class GroupImbalanceConfig(StudyConfig):
     # learner (section 4.2)
     init_radius: float = Field(0.1, ge=0, le=10, description="GMM: ||W0 - W*||_F / ||W*||_F; digits: W0 = "
                                "init_radius N(0, 1) [R precursor: 0.1]")
-    lr: float = Field(0.5, gt=0, le=1000, description="GD step size [D: 0.5; the precursor's 2 is unstable at "
-                      "sigma1 = 25 with K = 3, see the module docstring]")
+    lr: float = Field(0.5, gt=0, le=1000, description="GD step size (lr_rule = fixed) or its cap (lr_rule = "
+                      "curvature) [D: 0.5; the precursor's 2 is unstable at sigma1 = 25 with K = 3]")
+    lr_rule: Literal["curvature", "fixed"] = Field(
+        "curvature", description="curvature: per cell lr_used = min(lr, 1 / the largest |eigenvalue| of the training "
+        "loss's Hessian at W0), half the quadratic stability limit; fixed: lr_used = lr for every cell (before issue "
+        "24)")
     steps: int = Field(2000, ge=1, le=10_000_000, description="full-batch GD iterations [D; precursor 10,000]")
     B: int = Field(1, ge=1, le=1, description="unused (full-batch GD)")
     curve_points: int = Field(20, ge=2, le=10_000, description="checkpoints recorded along training")
