@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import torch
 
 from theorylab.core.study import get_study
+from theorylab.studies.group_imbalance.data import gmm_train, teacher
 from theorylab.studies.group_imbalance.model import top_curvature
 from theorylab.studies.group_imbalance.train import training
 
@@ -51,7 +52,6 @@ def run(cfgs, steps: int) -> dict[str, torch.Tensor]:
 
 
 def _train_xy(cfgs):
-    from theorylab.studies.group_imbalance.data import gmm_train, teacher
     t = gmm_train(cfgs, teacher(cfgs, CPU), CPU)
     return t.X, t.y
 
