@@ -16,6 +16,7 @@ def study() -> Study:
         paper="Li, Zhang, Zhang, Wang, Liu, Chen. IEEE JSTSP 18(2), 2024 (arXiv 2403.07310)",
         config_cls=GroupImbalanceConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
-        variations={"d": (3, 8), "K": (2, 3), "lam2": (0.1,), "mu1": (0.0, 2.0), "sigma2": (0.5, 3.0),
-                    "teacher_scale": (3.0,), "sigma2_out": (5.0,), "digits_d": (4,), "noise_grid": ((1.0, 2.0),)},
+        variations={"d": (3, 8), "K": (1, 2), "lam2": (0.1,), "mu1": (0.0, 2.0), "sigma2": (0.5, 3.0),
+                    "teacher_scale": (3.0,), "sigma2_out": (5.0,), "digits_d": (4,), "noise_grid": ((1.0, 2.0),),
+                    "lr_rule": ("fixed",)},
     )

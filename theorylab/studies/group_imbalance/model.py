@@ -10,6 +10,7 @@ from theorylab.core.ensemble import rng_for, shared_value
 from theorylab.studies.group_imbalance.data import teacher_prob
 
 PROB_CLAMP = 1e-7  # the precursor code clamps probabilities (at 1e-15 in double precision)
+CURVATURE_ITERS = 50  # power iterations for the Hessian's top eigenvalue (D K <= 33 at the study's sizes)
 
 
 def forward(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
@@ -21,6 +22,23 @@ def cross_entropy(H: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """[E, n] -> [E]: -(1/n) sum [y log H + (1 - y) log(1 - H)]."""
     H = H.clamp(PROB_CLAMP, 1 - PROB_CLAMP)
     return -(y * torch.log(H) + (1 - y) * torch.log1p(-H)).mean(-1)
+
+
+def top_curvature(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, iters: int = CURVATURE_ITERS) -> torch.Tensor:
+    """[E] the largest |eigenvalue| of the training loss's Hessian at W [E, D, K] (>= its largest eigenvalue), by
+    power iteration with Hessian-vector products (double backward through one gradient graph). The models are
+    independent, so the Hessian of the summed loss is block diagonal and one product serves every model. The start
+    vector comes from a fixed generator, not from the study's random streams (no world draw changes)."""
+    W = W.detach().clone().requires_grad_(True)
+    g, = torch.autograd.grad(cross_entropy(forward({"W": W}, X), y).sum(), W, create_graph=True)
+    v = torch.randn(W.shape, generator=torch.Generator().manual_seed(0), dtype=W.dtype).to(W.device)
+    lam = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
+    for _ in range(iters):
+        v = v / v.flatten(1).norm(dim=-1).clamp_min(1e-30)[:, None, None]
+        Hv, = torch.autograd.grad(g, W, grad_outputs=v, retain_graph=True)
+        lam = (v * Hv).flatten(1).sum(-1)  # the Rayleigh quotient of the current unit vector
+        v = Hv.detach()
+    return lam.detach().abs()
 
 
 def init_params(cfgs: Sequence, W_star: torch.Tensor | None, device) -> dict[str, torch.Tensor]:

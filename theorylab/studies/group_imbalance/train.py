@@ -2,8 +2,13 @@
 
 GMM cells store W, the teacher W_star and metrics: the relative error ||W - W*||_F / ||W*||_F, per-group test
 accuracy, per-group excess risk E_x[KL(H*(x) || H(x))] (exact in y, Monte-Carlo in x), and the convergence
-iterations (the first checkpoint where ||W_t - W_T|| <= CONV_FRACTION ||W_0 - W_T||). Digits cells store W and
-per-group test accuracy. core.protocol runs the loop.
+iterations (the first checkpoint where ||W_t - W_T|| <= CONV_FRACTION ||W_0 - W_T||) and grad_ratio =
+||grad L(W_T)||_F / ||grad L(W_0)||_F of the training loss (near 0: GD reached a critical point; at K = 3 on an
+ill-conditioned cell it stays large, see config.py). Digits cells store W, per-group test accuracy and grad_ratio.
+Every cell stores lr_used (the step GD took, [E]) and curvature0, the largest |eigenvalue| of the training loss's
+Hessian at W0: with lr_rule = "curvature" (the default) lr_used = min(lr, 1 / curvature0), half the step at which GD
+on a quadratic of that curvature stops converging; with lr_rule = "fixed" lr_used = lr.
+core.protocol runs the loop.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.protocol import Graded, Training
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.group_imbalance.data import digits_splits, gmm_test, gmm_train, teacher
-from theorylab.studies.group_imbalance.model import cross_entropy, forward, init_params
+from theorylab.studies.group_imbalance.model import cross_entropy, forward, init_params, top_curvature
 
 CONV_FRACTION = 0.01
 
@@ -44,6 +49,11 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training
     else:
         W_star = None
         train, test = digits_splits(cfgs, device)
+    params0 = init_params(cfgs, W_star, device)
+    lr = scalar_tensor(cfgs, "lr", device)
+    curvature0 = top_curvature(params0["W"], train.X, train.y)  # [E] ||Hessian of the training loss at W0||_2
+    if shared_value(cfgs, "lr_rule") == "curvature":
+        lr = torch.minimum(lr, 1 / curvature0.clamp_min(1e-30))  # half the stability limit 2 / lambda_max
     snaps: list[torch.Tensor] = []  # W at every curve checkpoint [E, D, K], for the convergence iterations
 
     def rel_err(W: torch.Tensor) -> torch.Tensor:
@@ -61,20 +71,29 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training
         snaps.append(p["W"].detach().clone())
         return {}
 
+    def train_grad_norm(W: torch.Tensor) -> torch.Tensor:
+        """||grad of the training loss at W||_F, [E] (models are independent: the sum's gradient splits)."""
+        W = W.detach().clone().requires_grad_(True)
+        g, = torch.autograd.grad(cross_entropy(forward({"W": W}, train.X), train.y).sum(), W)
+        return g.flatten(1).norm(dim=-1)
+
     def grade(res) -> Graded:
         W = res.params["W"]
+        grad_ratio = train_grad_norm(W) / train_grad_norm(params0["W"]).clamp_min(1e-30)
         with torch.no_grad():
             final = group_metrics(forward(res.params, test.X), test, test.p)
             dist = torch.stack([(s - W).flatten(1).norm(dim=-1) for s in snaps])  # [T, E]
             reached = dist <= CONV_FRACTION * dist[0].clamp_min(1e-12)
             first = reached.float().argmax(0)  # first checkpoint within CONV_FRACTION of the way
             final["conv_iters"] = torch.tensor(res.curve_steps, dtype=torch.float32, device=first.device)[first]
+            final["grad_ratio"] = grad_ratio
+            final["lr_used"], final["curvature0"] = lr, curvature0
             params = {"W": W}
             if gmm:
                 final["rel_err"] = rel_err(W)
                 params["W_star"] = W_star
         return Graded(final, params)
 
-    return Training(init_params(cfgs, W_star, device), ["W"], loss_fn, scalar_tensor(cfgs, "lr", device),
+    return Training(params0, ["W"], loss_fn, lr,
                     shared_value(cfgs, "steps"), grade, what="GD steps", probes=probe,
                     curve_points=shared_value(cfgs, "curve_points"))
