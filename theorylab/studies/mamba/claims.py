@@ -7,8 +7,8 @@ m >= d^2 (a Hypothesis: below it they are "not applicable").
 
 - "learned" = test error <= FAR_FROM_CHANCE x chance (core's constant; chance = 1/2, the labels are balanced).
   T = the first recorded GD step from which the error on the fixed probe set stays learned (largest N of the
-  grid); N* = the smallest N of the grid n_pool / (32, 16, 8, 4, 2, 1) from which the trained model's test error stays
-  learned. Not reached within the steps / the grid, or already reached at step 0 / at the grid's smallest N
+  grid); N* = the smallest N of the grid n_pool / (32, 16, 8, 4, 2, 1) from which the trained model's test
+  error stays learned. Not reached within the steps / the grid, or already reached at step 0 / at the grid's smallest N
   (only a bound either way), is censored: left out of the slope fit (core.measures.log_log_slope), never entered
   as a placeholder.
 - Control arm of every sweep: the same sweep with the gating vector frozen at w = 0 (train_gate=False). There
@@ -309,6 +309,8 @@ CLAIMS = [
           "locality-structured data, each tuned per seed on its validation set over the same (optimizer, lr) grid",
           seeds=SEEDS, measure=measure_versus,
           criterion=Criterion(AtMost("worst_learned", LEARNED, "largest tuned test error of SSM and transformer on "
-                                     f"majority voting and of the SSM on locality (learned: <= {FAR_FROM_CHANCE:g} x chance)"),
-                              Above("margin", 0.0, "locality: tuned transformer error - tuned SSM error"), key="margin")),
+                                     "majority voting and of the SSM on locality (learned: <= "
+                                     f"{FAR_FROM_CHANCE:g} x chance)"),
+                              Above("margin", 0.0, "locality: tuned transformer error - tuned SSM error"),
+                              key="margin")),
 ]

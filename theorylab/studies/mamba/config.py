@@ -65,7 +65,8 @@ class MambaConfig(StudyConfig):
         "random", description="irrelevant tokens +-nu_j with a random sign (zero mean), or +nu_j [D]")
     # training (GD on N samples)
     loss: Literal["hinge", "logistic"] = Field("hinge", description="training loss [D]")
-    lr: float = Field(1.0, gt=0, le=1e5, description="GD step size eta (calibrated for a_i = +-1/m) [D]")
+    lr: float = Field(1.0, gt=0, le=1e5, description="step size: GD's eta (1 is calibrated for a_i = +-1/m) [D], or "
+                    "Adam's lr")
     optimizer: Literal["gd", "adam"] = Field(
         "gd", description="gd: plain (full-batch) gradient descent, the paper's [R]; adam: Adam (AdamW, no weight "
         "decay), the optimizer a transformer baseline is usually trained with [D]")
