@@ -66,7 +66,8 @@ def ssm_vs_transformer(d: dict, path) -> None:
     for i, k in enumerate(keys):
         ax.scatter([i] * len(d[k]), d[k], c="k", s=8, zorder=3)
     ax.set_xticks(range(len(keys)), [k.replace("|", "\n") for k in keys], fontsize=6)
-    ax.set(ylabel="test error", title="SSM vs one-layer Transformer (tuned on validation; pale: untuned)")
+    ax.set_ylabel("test error")
+    ax.set_title("SSM vs Transformer: tuned on validation (pale: untuned)", fontsize=9)
     save_figure(fig, path)
 
 
