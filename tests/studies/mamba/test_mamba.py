@@ -226,3 +226,30 @@ def test_the_comparison_keeps_per_seed_the_grid_candidate_with_the_lowest_valida
                 assert n[f"{regime}_{arch}"][e] == pytest.approx(cands[k].metrics["test_error"], abs=1e-4)
                 default = cands[tuning.GRID.index(tuning.UNTUNED)]
                 assert n[f"{regime}_{arch}_untuned"][e] == pytest.approx(default.metrics["test_error"], abs=1e-4)
+
+
+def test_a_diverged_candidate_is_never_kept_and_does_not_fail_its_seed(monkeypatch):
+    """A candidate of the grid that diverges is an outcome of tuning: the seed keeps another candidate and is
+    not counted as diverged (only a seed whose every candidate diverges would be)."""
+    from theorylab.studies.mamba import train, tuning
+
+    init = train.init_params
+
+    def poisoned(cfgs, rng, device):  # seed 1's Adam lr 0.03 models start with a NaN weight
+        p = init(cfgs, rng, device)
+        for e, c in enumerate(cfgs):
+            if (c.seed, c.optimizer, c.lr) == (1, "adam", 0.03):
+                p["V"][e, 0, 0] = float("nan")
+        return p
+
+    monkeypatch.setattr(train, "init_params", poisoned)
+    s = get_study("mamba")
+    ctx = ClaimContext(s, "quick", 2, CPU, overrides=dict(s.tiny))
+    (r,) = run_claims(ctx, ["fig_ssm_vs_transformer"])
+    assert r.error is None, r.error
+    n = r.outcome.numbers
+    assert ("adam", 0.03) in tuning.GRID and r.diverged == []
+    for key in ("majority_ssm", "majority_transformer", "locality_ssm", "locality_transformer"):
+        assert n[f"{key}_diverged_candidates"][1] >= 1
+        assert n[f"{key}_chosen"][1] != "adam 0.03" and n[f"{key}_chosen"][1] != "diverged"
+        assert math.isfinite(n[key][1])
