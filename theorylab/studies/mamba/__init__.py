@@ -23,5 +23,5 @@ def study() -> Study:
         bench=train_seconds, bench_config=REFERENCE,
         variations={"gain": ("softplus",), "bc": ("random",), "irrelevant_sign": ("plus",), "tau": (0.0, 0.1),
                     "loss": ("logistic",), "B": (8,), "a_scale": ("1/sqrt(m)",), "L": (8, 12), "M": (3, 4),
-                    "w_init": (0.5,), "train_gate": (False,), "tf_pos": ("none",), "alpha_r": (0.4, 0.5), "dl_near": (1, 3)},
+                    "w_init": (0.5,), "train_gate": (False,), "tf_pos": ("none",), "optimizer": ("adam",), "alpha_r": (0.4, 0.5), "dl_near": (1, 3)},
     )

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from theorylab.core.config import StudyConfig
+from theorylab.core.config import StudyConfig, _digest
 
 
 class MambaConfig(StudyConfig):
@@ -19,8 +19,10 @@ class MambaConfig(StudyConfig):
         {"seed", "lr", "alpha_r", "alpha_c", "tau", "n_train", "v_init", "w_init"})
     # common random numbers: the claims sweep these with the patterns, the initialisation and the uniform draws
     # behind every sequence fixed (a sweep cell changes counts, distances, the noise scale or N, not the draws)
+    # (lr and optimizer: the baseline-tuning grid of fig_ssm_vs_transformer, whose candidates of one seed train on
+    # the same draws and start from the same weights)
     swept_fields: ClassVar[frozenset[str]] = frozenset(
-        {"alpha_r", "alpha_c", "tau", "dl_near", "n_train", "train_gate"})
+        {"alpha_r", "alpha_c", "tau", "dl_near", "n_train", "train_gate", "lr", "optimizer"})
 
     seed: int = Field(0, ge=0, lt=2**62, description="seed; every random stream derives from the world hash (the "
                       "config less its swept fields)")
@@ -63,7 +65,11 @@ class MambaConfig(StudyConfig):
         "random", description="irrelevant tokens +-nu_j with a random sign (zero mean), or +nu_j [D]")
     # training (GD on N samples)
     loss: Literal["hinge", "logistic"] = Field("hinge", description="training loss [D]")
-    lr: float = Field(1.0, gt=0, le=1e5, description="GD step size eta (calibrated for a_i = +-1/m) [D]")
+    lr: float = Field(1.0, gt=0, le=1e5, description="step size: GD's eta (1 is calibrated for a_i = +-1/m) [D], or "
+                    "Adam's lr")
+    optimizer: Literal["gd", "adam"] = Field(
+        "gd", description="gd: plain (full-batch) gradient descent, the paper's [R]; adam: Adam (AdamW, no weight "
+        "decay), the optimizer a transformer baseline is usually trained with [D]")
     steps: int = Field(200, ge=1, le=10_000_000, description="GD iterations T [D]")
     B: int = Field(0, ge=0, le=1 << 20, description="0: full-batch GD on the N samples [R]; B > 0: SGD minibatches")
     n_train: int = Field(128, ge=1, le=1 << 20, description="training samples N (an ensemble scalar, <= n_pool)")
@@ -87,6 +93,16 @@ class MambaConfig(StudyConfig):
         if not self.dl_near < self.dl_far <= self.L:
             raise ValueError(f"field 'dl_far' must satisfy dl_near < dl_far <= L = {self.L} (got {self.dl_near}, {self.dl_far})")
         return self
+
+    @property
+    def world_hash(self) -> str:
+        """core's world key (the config less its swept fields), except that lr enters at its default value
+        instead of being dropped: lr and optimizer became swept fields after every other claim was measured
+        (issue 23), and this keeps the draws of every cell at the default lr, i.e. every cell measured before,
+        what they were. Cells differing only in lr or optimizer still share their world."""
+        kept = {k: v for k, v in self.model_dump(mode="json").items() if k not in self.swept_fields}
+        kept["lr"] = type(self).model_fields["lr"].default
+        return _digest({"study": self.study, "world": kept})
 
     @property
     def readout(self) -> str:

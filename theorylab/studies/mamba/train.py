@@ -1,5 +1,6 @@
 """What an ensemble of SSMs (or Transformer baselines) trains on: GD on N samples per model (section 3.2 [R]);
-graded on fresh test sequences. core.protocol runs the loop.
+graded on fresh test sequences, and scored on a validation set of its own stream (for model selection).
+core.protocol runs the loop.
 
 N = n_train is an ensemble scalar: every model draws n_pool sequences and uses its first N, so cells of a
 sample-complexity sweep (different N) train as one ensemble. Curves: training loss and error, the error on a
@@ -14,6 +15,7 @@ import torch
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.losses import sign_error
 from theorylab.core.protocol import Training
+from theorylab.core.train import SGD, AdamW
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.mamba.config import MambaConfig
 from theorylab.studies.mamba.data import sample
@@ -23,7 +25,7 @@ from theorylab.studies.mamba.model import forward, init_params, trainable
 
 def training(cfgs: Sequence[MambaConfig], rng: EnsembleRNG, device: torch.device) -> Training:
     cfg = cfgs[0]
-    for k in ("arch", "regime", "loss", "gain", "B", "n_pool", "steps", "train_gate"):
+    for k in ("arch", "regime", "loss", "gain", "B", "n_pool", "steps", "train_gate", "optimizer"):
         shared_value(cfgs, k)
     params = init_params(cfgs, rng, device)
     pool = sample(cfgs, rng, cfg.n_pool, "train")  # [E, n_pool, L, d]
@@ -49,8 +51,13 @@ def training(cfgs: Sequence[MambaConfig], rng: EnsembleRNG, device: torch.device
 
     def grade(res):
         test = evaluate(res.params, cfgs)
-        return {"test_error": test["error"], "test_loss": test["loss"], "train_error": res.curves["error"][-1],
+        # the validation set: n_test fresh sequences of their own stream, never the test draws; model selection
+        # (the baseline tuning of fig_ssm_vs_transformer) reads only these
+        val = evaluate(res.params, cfgs, stream=("val",))
+        return {"test_error": test["error"], "test_loss": test["loss"], "val_error": val["error"],
+                "val_loss": val["loss"], "train_error": res.curves["error"][-1],
                 **{k: v[-1] for k, v in res.curves.items() if k not in ("loss", "error")}}
 
     return Training(params, trainable(cfg.arch, cfg.train_gate), loss_fn, scalar_tensor(cfgs, "lr", device),
-                    cfg.steps, grade, what=f"{cfg.arch} GD steps", probes=probe_fn, curve_points=cfg.curve_points)
+                    cfg.steps, grade, what=f"{cfg.arch} {cfg.optimizer} steps", probes=probe_fn, curve_points=cfg.curve_points,
+                    optimizer=AdamW(weight_decay=0.0) if cfg.optimizer == "adam" else SGD())
