@@ -71,8 +71,8 @@ def gate_alignment(d: dict, path) -> None:
 
 
 def ssm_vs_transformer(d: dict, path) -> None:
-    fig, ax = plt.subplots(figsize=(5.6, 3.9))
     keys = list(d)
+    fig, ax = plt.subplots(figsize=(max(5.6, 1.0 * len(keys) + 2.5), 3.9))
     means = [np.nanmean(d[k]) for k in keys]  # keys "regime|arch" (tuned on validation), "regime|arch|untuned"
     bars = ax.bar(range(len(keys)), means, color=["tab:blue" if "ssm" in k else "tab:orange" for k in keys],
                   label="mean over seeds (pale: untuned)")
@@ -82,7 +82,7 @@ def ssm_vs_transformer(d: dict, path) -> None:
         ax.scatter([i] * len(d[k]), d[k], c="k", s=8, zorder=3, label="each seed" if i == 0 else None)
     ax.set_xticks(range(len(keys)), [k.replace("|", "\n") for k in keys], fontsize=6)
     ax.set(xlabel="rule | model", ylabel="test error (fraction)",
-           title="SSM vs one-layer Transformer, tuned on validation")
+           title="SSM vs Transformer (tuned on validation)")
     legend(ax, "bars: mean over seeds; dots: seeds", outside=True)
     save_figure(fig, path)
 
