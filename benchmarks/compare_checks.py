@@ -74,16 +74,20 @@ def main(before: Path, after: Path) -> None:
 
 
 def from_markdown(path: Path) -> dict[tuple[str, str], dict]:
-    """Rows of the first table `--only` printed into a Markdown file: {(study, claim): {kind, verdict, key, control}}."""
-    rows, in_table = {}, False
+    """Rows of the first table `--only` or `--md-before` printed into a Markdown file (of a `--md-before` table, the
+    "now" side): {(study, claim): {kind, verdict, key, control}}."""
+    rows, in_table, now_side = {}, False, False
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| study | claim | kind | verdict |"):
-            in_table = True
+        if line.startswith("| study | claim | kind | verdict"):
+            in_table, now_side = True, "before -> now" in line
         elif in_table and not line.startswith("|"):
             break
         elif in_table and len(cells) == 6 and cells[0] != "---":
-            rows[(cells[0], cells[1])] = dict(zip(("kind", "verdict", "key", "control"), cells[2:]))
+            values = cells[2:]
+            if now_side:
+                values = [values[0]] + [v.split(" -> ")[-1].replace("**changed**", "").strip() for v in values[1:]]
+            rows[(cells[0], cells[1])] = dict(zip(("kind", "verdict", "key", "control"), values))
     return rows
 
 

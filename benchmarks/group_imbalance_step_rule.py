@@ -1,4 +1,4 @@
-"""The group_imbalance step-size rule (issue 24) checked on the training loss only: per cell, the Hessian's top
+"""The group_imbalance step-size rule (issue 23) checked on the training loss only: per cell, the Hessian's top
 |eigenvalue| at W0 (curvature0), the step each rule takes (lr_used), how often the training loss rose over 2,000
 full-batch GD steps (recorded at every step), the final loss against the initial one, grad_ratio and lr_used times
 the top |eigenvalue| at the end point (GD on a quadratic of that curvature converges below 2). Cells: the covariance

@@ -152,6 +152,17 @@ def mean_band(ax, x, mean, std, label: str, color=None, style: str = "-", floor:
     return line
 
 
+def pruned_rows_panel(ax, sorted_norms, rate_max: float, label: str) -> None:
+    """Which rows magnitude pruning removes: the sorted row norms with the pruned share (up to rate_max %) shaded."""
+    norms = np.asarray(sorted_norms, dtype=float)
+    rank = (np.arange(len(norms)) + 0.5) / len(norms) * 100
+    ax.plot(rank, norms, c="gray", label=label)
+    ax.axvspan(0, rate_max, color="C0", alpha=0.1, label=f"smallest rows pruned up to R = {rate_max:g}%")
+    ax.set(xlabel="row rank by norm (% of rows)", ylabel="row norm (weight units)", xlim=(0, 100),
+           title="which rows a rate R removes")
+    legend(ax)
+
+
 def legend(ax, note: str = "", outside: bool = False, **kw):
     """The panel's legend where it covers least (loc='best'), or to the right of the panel; `note` (how the seed
     spread is drawn) becomes its title."""

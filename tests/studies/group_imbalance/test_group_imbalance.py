@@ -160,7 +160,7 @@ def test_shuffled_labels_keep_inputs_and_label_counts():
     (1, {"fig_covariance": "inconclusive", "fig_means": "agrees", "fig_minority": "differs",
          "fig_digits": "inconclusive"})])
 def test_claims_quick_verdicts(K, verdicts):
-    """Measured at quick size, 5 seeds, with the curvature step rule (docs page, issue 24). K = 3 (the default): the
+    """Measured at quick size, 5 seeds, with the curvature step rule (docs page, issue 23). K = 3 (the default): the
     error falls with sigma1 over the whole grid (no interior minimum) and the large-variance minority's excess falls
     with its fraction. K = 1: the sigma1 = 25 error drops to the sigma1 = 5 level once GD converges there (no right
     arm: inconclusive), the means comparison agrees with its shuffled control at 1/5, and the minority's excess
@@ -187,7 +187,7 @@ def test_minority_control_says_when_it_is_the_main_arm(monkeypatch):
     assert "main arm" not in res.outcome.summary.split("control")[0]
 
 
-# ---- the step-size rule (issue 24) ----
+# ---- the step-size rule (issue 23) ----
 
 
 def _explicit_hessian_top(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -243,7 +243,7 @@ def test_curvature_rule_steps_at_most_one_over_the_hessians_top_eigenvalue(K, lr
 
 def test_fixed_rule_is_the_old_gd_on_the_old_world():
     """lr_rule = fixed: the world hash is the one computed without the field (a swept field: same teacher, init
-    and samples as before issue 24 and as the curvature rule), and training is plain GD with the one lr,
+    and samples as before issue 23 and as the curvature rule), and training is plain GD with the one lr,
     reproduced exactly by a hand-written loop."""
     import hashlib
     import json

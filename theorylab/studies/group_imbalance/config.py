@@ -9,14 +9,14 @@ from the local initialisation W0 = W* + init_radius ||W*||_F U / ||U||_F [R prec
 precursor's sample-complexity grids [R]. K = 3 by default (the precursor's value, the paper's non-convex setting
 [R]); K = 1 (logistic regression, the default before issue 23) stays a field and is reported beside.
 
-Step size (issue 24): lr_rule = "curvature" (the default) gives every cell its own step, lr_used = min(lr, 1 /
+Step size (issue 23): lr_rule = "curvature" (the default) gives every cell its own step, lr_used = min(lr, 1 /
 lambda_max), lambda_max the largest |eigenvalue| of the training loss's Hessian at the initialisation W0 (power
 iteration, model.top_curvature). GD on a quadratic converges for lr < 2 / lambda_max; the rule takes half of that,
 a multiplier fixed before any claim ran with it, and leaves lr (0.5) where the cell allows it. The precursor's
 40 / (sigma + 1)^2 is a curvature scaling of the same kind written in the data's variance. Why: with one lr 0.5 for
 every cell, lambda_max at sigma = 25 is 6-8 at K = 1 (W0 and the minimiser), above 2 / 0.5 = 4, and GD sat in a
 2-cycle with a training loss above its initial value (docs page). lr_rule = "fixed" keeps one step, lr, for every
-cell (the behaviour before issue 24). lr_rule is a swept field: both rules train on the same world, and a config
+cell (the behaviour before issue 23). lr_rule is a swept field: both rules train on the same world, and a config
 with lr_rule = fixed draws exactly the teacher, init and samples it drew before the field existed.
 
 Step count and the K = 3 conditioning (issue 23, measured on training loss and relative error before any claim was
@@ -78,7 +78,7 @@ class GroupImbalanceConfig(StudyConfig):
     lr_rule: Literal["curvature", "fixed"] = Field(
         "curvature", description="curvature: per cell lr_used = min(lr, 1 / the largest |eigenvalue| of the training "
         "loss's Hessian at W0), half the quadratic stability limit; fixed: lr_used = lr for every cell (before issue "
-        "24)")
+        "23's step rule)")
     steps: int = Field(2000, ge=1, le=10_000_000, description="full-batch GD iterations [D; precursor 10,000]")
     B: int = Field(1, ge=1, le=1, description="unused (full-batch GD)")
     curve_points: int = Field(20, ge=2, le=10_000, description="checkpoints recorded along training")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from theorylab.core.contract import O_EPS
-from theorylab.core.plots import STD_BAND, legend, mean_band, save_figure
+from theorylab.core.plots import pruned_rows_panel, STD_BAND, legend, mean_band, save_figure
 
 
 def attention_concentration(d: dict, path) -> None:  # slide Fig. 9
@@ -97,13 +97,7 @@ def pruning(d: dict, path) -> None:  # slide Figs. 22-23
         legend(ax, "mean over seeds" + (f"; {STD_BAND}" if d.get(f"{metric}_std") else ""))
     axes[0].set_title("Thm 3: magnitude vs random pruning", fontsize=10)
     axes[1].set_title("error after pruning", fontsize=10)
-    norms = np.array(d["sorted_norms"])
-    rank = (np.arange(len(norms)) + 0.5) / len(norms) * 100
-    axes[2].plot(rank, norms, c="gray", label="W_O row norms, sorted (mean over seeds)")
-    axes[2].axvspan(0, R.max(), color="C0", alpha=0.1, label=f"smallest rows pruned up to R = {R.max():g}%")
-    axes[2].set(xlabel="row rank by norm (% of rows)", ylabel="row norm (weight units)", xlim=(0, 100),
-                title="which rows a rate R removes")
-    legend(axes[2])
+    pruned_rows_panel(axes[2], d["sorted_norms"], R.max(), "W_O row norms, sorted (mean over seeds)")
     save_figure(fig, path)
 
 

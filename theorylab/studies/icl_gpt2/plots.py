@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from theorylab.core.plots import STD_BAND, legend, mean_band, save_figure
+from theorylab.core.plots import pruned_rows_panel, STD_BAND, legend, mean_band, save_figure
 
 FLOOR = 1e-4
 ERROR = f"classification error (fraction; floored at {FLOOR:g})"
@@ -97,13 +97,7 @@ def pruning(d: dict, path) -> None:  # slide Figs. 19-20
     ax.set(xlabel="pruning rate R (% of MLP neurons)", ylabel="OOD classification error (fraction)",
            title="Fig. 20: magnitude pruning by alpha'", xlim=(AR.min(), AR.max()))
     legend(ax, _note(a_std))
-    norms = np.array(d["sorted_norms"])
-    rank = (np.arange(len(norms)) + 0.5) / len(norms) * 100
-    axes[2].plot(rank, norms, c="gray", label="|W_O row| of layer 1, sorted (first seed)")
-    axes[2].axvspan(0, R.max(), color="C0", alpha=0.1, label=f"smallest rows pruned up to R = {R.max():g}%")
-    axes[2].set(xlabel="row rank by norm (% of rows)", ylabel="row norm (weight units)", xlim=(0, 100),
-                title="which rows a rate R removes")
-    legend(axes[2])
+    pruned_rows_panel(axes[2], d["sorted_norms"], R.max(), "|W_O row| of layer 1, sorted (first seed)")
     save_figure(fig, path)
 
 
