@@ -29,7 +29,7 @@ from theorylab.core.sweep import stack_params, train_cells
 class Trained:
     configs: list[StudyConfig]
     params: dict[str, torch.Tensor]  # [E, ...]
-    metrics: pd.DataFrame  # one row per model
+    metrics: pd.DataFrame  # one row per model: config_hash, the config's fields, then the final metrics
     curves: dict[str, pd.DataFrame]  # curve name -> one column per seed, indexed by step
 
 
@@ -56,7 +56,10 @@ def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Pa
     first = cells[cfgs[0].hash].curves
     curves = {name: pd.DataFrame({c.hash[:8]: cells[c.hash].curves[name] for c in cfgs}, index=first["step"])
               for name in first if name != "step"}
-    metrics = pd.DataFrame([{"config_hash": c.hash, **cells[c.hash].metrics} for c in cfgs])
+    # a row says which config it is without a lookup; a metric never hides a field of the same name
+    metrics = pd.DataFrame([{"config_hash": c.hash, **c.model_dump(),
+                             **{(f"metric_{k}" if k in type(c).model_fields else k): v
+                                for k, v in cells[c.hash].metrics.items()}} for c in cfgs])
     return Trained(cfgs, stack_params(cells, cfgs, dev), metrics, curves)
 
 

@@ -25,3 +25,12 @@ def test_train_shows_progress_by_default(monkeypatch, tiny, one_thread):
 
 def test_train_progress_can_be_turned_off(monkeypatch, tiny, one_thread):
     assert _train(monkeypatch, tiny, progress=False) == ""
+
+
+def test_train_metrics_rows_carry_the_config_fields(tiny, one_thread):
+    cfgs = [api.config("icl", **tiny).replace(seed=s) for s in range(2)]
+    run = api.train("icl", cfgs, store=":memory:", device="cpu", progress=False)
+    rows = run.metrics
+    assert list(rows["seed"]) == [0, 1] and list(rows["config_hash"]) == [c.hash for c in cfgs]
+    assert all(rows[f].nunique() == 1 for f in tiny)  # the fields the test set, one value each
+    assert "train_loss" in rows and rows["train_loss"].notna().all()  # the metrics follow the fields
