@@ -101,70 +101,14 @@ def torch_func_rate(E: int, steps: int) -> float:
 
 
 def jax_rate(E: int, steps: int) -> float:
-    import jax
-    import jax.numpy as jnp
+    from icl import peer_train_seconds  # benchmarks/peers/icl.py, the peer `theorylab bench icl --peer` times
 
-    cfg = configs(1)[0]
-    M1, M2, d_X, d_Y, m, B, L = cfg.M1, cfg.M2, cfg.d_X, cfg.d_Y, cfg.m, cfg.B, cfg.l_tr
-    D = d_X + d_Y
-    tasks = jnp.array(split_tasks(cfg)[0])
-    mu = cfg.beta * jnp.eye(M1, d_X)
-    nu = jnp.eye(d_X)[M1 : M1 + M2]
-    q = jnp.zeros(d_Y).at[0].set(1.0)
-    a_vec = jnp.concatenate([jnp.full(m // 2, 1.0 / m), jnp.full(m - m // 2, -1.0 / m)])
-
-    def init(key):
-        eye = jnp.eye(D)
-        return {"W_Q": cfg.delta * eye, "W_K": cfg.delta * eye, "W_V": cfg.v_init * eye,
-                "W_O": cfg.xi * jax.random.normal(key, (m, D))}
-
-    def prompts(key):  # one model's batch: C [B, L, D], Q [B, D], z [B]
-        k = jax.random.split(key, 8)
-        ab = tasks[jax.random.randint(k[0], (B,), 0, tasks.shape[0])]
-        a, b = ab[:, 0:1], ab[:, 1:2]
-        u = jax.random.uniform(k[1], (B, L))
-        other = jax.random.randint(k[2], (B, L), 0, M1 - 2)
-        lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
-        other = other + (other >= lo)
-        other = other + (other >= hi)
-        pat = jnp.where(u < cfg.alpha / 2, a, jnp.where(u < cfg.alpha, b, other))
-        coin = jnp.where(jax.random.bernoulli(k[3], 0.5, (B, L)), 1.0, -1.0)
-        y = jnp.where(pat == a, 1.0, jnp.where(pat == b, -1.0, coin))
-        q_is_a = jax.random.bernoulli(k[4], 0.5, (B,))
-        q_pat = jnp.where(q_is_a, ab[:, 0], ab[:, 1])
-        z = jnp.where(q_is_a, 1.0, -1.0)
-
-        def feats(key, pats):
-            k1, k2 = jax.random.split(key)
-            kap = (2 * jax.random.uniform(k1, pats.shape) - 1) * cfg.kappa
-            return mu[pats] + kap[..., None] * nu[jax.random.randint(k2, pats.shape, 0, M2)]
-
-        C = jnp.concatenate([feats(k[5], pat), y[..., None] * q], -1)
-        Q = jnp.concatenate([feats(k[6], q_pat), jnp.zeros((B, d_Y))], -1)
-        return C, Q, z
-
-    def loss(w, C, Q, z):
-        s = jnp.einsum("bld,bd->bl", C, (Q @ w["W_Q"].T) @ w["W_K"])
-        h = jnp.einsum("bl,bld->bd", jax.nn.softmax(s, -1), C) @ w["W_V"].T
-        return jnp.maximum(1 - z * (jax.nn.relu(h @ w["W_O"].T) @ a_vec), 0).mean()
-
-    def one_step(w, key):
-        g = jax.grad(loss)(w, *prompts(key))
-        return jax.tree_util.tree_map(lambda p, gp: p - cfg.lr * gp, w, g)
-
-    def train(w, keys):  # one model, keys [steps, 2]
-        return jax.lax.scan(lambda w, k: (one_step(w, k), None), w, keys)[0]
-
-    run = jax.jit(jax.vmap(train))
-    keys = jax.random.split(jax.random.PRNGKey(0), E)
-    w0 = jax.vmap(init)(keys)
-    step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(w0, step_keys))  # compile (the timed call reuses the executable)
-    WARMUP.setdefault(f"jax E={E} ({steps} steps)", time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(w0, step_keys))
-    return E * steps / (time.perf_counter() - t0)
+    cfgs = configs(E)
+    if f"jax E={E} ({steps} steps)" not in WARMUP:
+        t0 = time.perf_counter()
+        peer_train_seconds(cfgs, steps)
+        WARMUP[f"jax E={E} ({steps} steps)"] = time.perf_counter() - t0
+    return E * steps / peer_train_seconds(cfgs, steps)
 
 
 PATHS = {"theorylab": theorylab_rate, "theorylab-eager": theorylab_eager_rate, "torch.func": torch_func_rate, "one-at-a-time": one_at_a_time_rate,

@@ -127,10 +127,11 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option("--steps", help="training steps timed")] = 200,
         naive_models: Annotated[Optional[int], typer.Option("--naive-models", help="models timed one at a time (default min(E, 8)); the rate is per model-step either way")] = None,
         compile: Annotated[bool, typer.Option("--compile", help="torch.compile the ensemble step (studies with a bare step)")] = False,
+        peer: Annotated[bool, typer.Option("--peer", help="also time the study's peer (benchmarks/peers/STUDY.py, e.g. JAX vmap+jit; needs the bench extra)")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
         """Model-steps per second of a study's training: ensemble path vs one model at a time."""
-        from theorylab.core.bench import run_bench
+        from theorylab.core.bench import PeerUnavailable, load_peer, run_bench
         from theorylab.core.ensemble import resolve_device
 
         try:
@@ -151,9 +152,13 @@ def register(app: typer.Typer) -> None:
             if need > budget:
                 raise ConfigError(f"bench refused: {models:,} models need about {need / 2**30:.1f} GiB, more than the "
                                   f"{budget / 2**30:.1f} GiB budget of {dev}; lower --models")
+            if peer:
+                load_peer(s.name)  # before any work: a missing peer or library is one line
         except (ConfigError, KeyError, ValueError) as e:
             fail(message(e))
-        res = run_bench(s, dev, models, steps, naive_models, compile=compile)
+        except PeerUnavailable as e:
+            fail(str(e))
+        res = run_bench(s, dev, models, steps, naive_models, compile=compile, peer=peer)
         if as_json:
             print(json.dumps(res))
             return
@@ -161,6 +166,9 @@ def register(app: typer.Typer) -> None:
         out.print(f"  ensemble (E={models}):      {res['ensemble_model_steps_per_s']:>12,.0f} model-steps/s")
         out.print(f"  one model at a time ({res['naive_models_timed']}): {res['naive_model_steps_per_s']:>12,.0f} model-steps/s")
         out.print(f"  ratio: {res['ratio']:.1f}x")
+        if peer:
+            out.print(f"  peer, {res['peer']} (E={models}): {res['peer_model_steps_per_s']:>12,.0f} model-steps/s;"
+                      f" ensemble / peer: {res['ratio_to_peer']:.2f}x (peer compile: {res['peer_warmup_seconds']:.1f} s)")
         if res["ratio"] != res["ratio"]:
             out.print(f"  not resolved: {steps} training steps took under 10% of the run (set-up and evaluation "
                       "dominate); raise --steps")
