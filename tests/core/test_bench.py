@@ -61,3 +61,36 @@ def test_a_training_time_lost_in_the_noise_is_reported_unresolved_not_as_a_huge_
     res = run_bench(study, torch.device("cpu"), models=2, steps=3, naive_models=1, repeats=1)
     assert res["ensemble_model_steps_per_s"] != res["ensemble_model_steps_per_s"]  # NaN, not 1e9 model-steps/s
     assert res["ratio"] != res["ratio"]
+
+
+def test_a_study_without_a_peer_is_named_in_one_line_before_any_work(monkeypatch, tmp_path):
+    import theorylab.core.bench as bench
+
+    monkeypatch.setattr(bench, "PEERS", tmp_path)  # no peer files at all
+    res = CliRunner().invoke(app, ["bench", "dqn", "--device", "cpu", "--models", "2", "--steps", "2", "--peer"])
+    assert res.exit_code == 2 and "no peer for 'dqn'" in res.output and "Traceback" not in res.output
+
+
+def test_a_peer_is_timed_in_the_same_run_and_compared(monkeypatch, tmp_path):
+    import theorylab.core.bench as bench
+
+    (tmp_path / "dqn.py").write_text(
+        "NAME = 'sleeper'\ncalls = []\n"
+        "def peer_train_seconds(cfgs, steps):\n    calls.append((len(cfgs), steps))\n    return 0.5\n")
+    monkeypatch.setattr(bench, "PEERS", tmp_path)
+    res = run_bench(get_study("dqn"), torch.device("cpu"), models=2, steps=2, naive_models=1, repeats=2, peer=True)
+    assert res["peer"] == "sleeper" and res["peer_model_steps_per_s"] == pytest.approx(2 * 2 / 0.5)
+    assert res["ratio_to_peer"] == pytest.approx(res["ensemble_model_steps_per_s"] / res["peer_model_steps_per_s"])
+
+
+def test_every_protocol_study_is_benchmarked_on_its_bare_training_step():
+    from theorylab.core.bench import on_protocol, train_seconds
+    from theorylab.core.study import study_names
+
+    for name in study_names():
+        s = get_study(name)
+        if not on_protocol(s) or s.bench is not None:
+            continue
+        base = s.config("quick", **{**s.tiny, **s.bench_config})
+        seconds, model_steps = train_seconds(s, [base.replace(seed=i) for i in range(2)], torch.device("cpu"), 2)
+        assert seconds > 0 and model_steps == 4, name

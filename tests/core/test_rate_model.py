@@ -121,3 +121,22 @@ def test_the_estimate_of_a_chunked_plan_sums_the_predictions_of_its_chunks(tiny)
     assert "from 3 stored chunks of 1-8 models" in cost.describe()
     # a lazily expanded grid (a sample standing for many more cells) is split the same way, in pairs
     assert split_group(10**9, 4) == [(4, 250_000_000)] and split_group(11, 4, workers=2) == [(4, 2), (3, 1)]
+
+
+def test_with_no_stored_chunk_the_estimate_falls_back_on_the_shipped_bench_rates(tmp_path):
+    import json
+
+    from theorylab.core.cost import bench_rate_model
+    from theorylab.core.study import get_study
+
+    ref = tmp_path / "rates.json"
+    ref.write_text(json.dumps({"machine": "test box", "measured": "2026-12-03",
+                               "studies": {"dqn": {"1": {"1": 100.0, "64": 1600.0}, "2": {"64": 3000.0}}}}))
+    model = bench_rate_model(get_study("dqn"), "cpu", 1, ref)
+    # 1 model: 1/100 s per step; 64 models: 64/1600 = 0.04 s per step -> per_step + E per_model_step fits both
+    assert model.seconds(1, 100) == pytest.approx(1.0, rel=1e-6)
+    assert model.seconds(64, 100) == pytest.approx(4.0, rel=1e-6)
+    assert "test box" in model.describe() and "lower bound" in model.describe()
+    assert bench_rate_model(get_study("dqn"), "cpu", 2, ref).seconds(64, 100) == pytest.approx(64 * 100 / 3000.0)
+    assert bench_rate_model(get_study("dqn"), "cuda", 1, ref) is None  # CPU rates say nothing of a GPU
+    assert bench_rate_model(get_study("icl"), "cpu", 1, ref) is None

@@ -10,14 +10,17 @@ and the model-step limit guards alone.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
 
 from theorylab.core.config import ConfigError, StudyConfig
+from theorylab.core.store import ChunkTiming
 from theorylab.core.study import Study
 
 MAX_CELLS = 100_000
@@ -111,7 +114,7 @@ def estimate(study: Study, samples: list[StudyConfig], cells: int, budget: int, 
         planned += [(size, per_model, count) for size, count in split]
     cost.memory_measured = True
     cost.chunks = sum(count for _, _, count in planned)
-    model = rate_model(study, store, device) if store is not None else None
+    model = rate_model(study, store, device)
     if model is not None:
         at_once = max(1, min(workers, cost.chunks))  # chunks run `workers` at a time (Ray); one after another locally
         least, most = (sum(count * model.bounds(size, per_model)[i] for size, per_model, count in planned) / at_once
@@ -144,6 +147,7 @@ class RateModel:
     sizes: tuple[int, int]  # smallest and largest chunk fitted (models)
     where: str = "cpu"  # device and threads of the chunks fitted
     from_cells: bool = False  # fitted on chunks rebuilt from an older store's cells (training loop only)
+    bench: str | None = None  # fitted on the shipped bench rates (REFERENCE_RATES), not on stored chunks: their label
 
     def seconds(self, models: int, steps: float) -> float:
         return self.overhead + self.per_step * steps + self.per_model_step * models * steps
@@ -164,6 +168,8 @@ class RateModel:
         """What the prediction stands on; `planned`: the smallest and largest chunk predicted (models)."""
         lo, hi = self.sizes
         chunks = f"{self.chunks} stored chunk{'s' * (self.chunks > 1)} of {lo if lo == hi else f'{lo}-{hi}'} models"
+        if self.bench is not None:
+            chunks = self.bench
         text = f"from {chunks}, {self.where}" + (", rebuilt from the cells: training loop only" if self.from_cells else "")
         if planned is not None and not lo <= planned[0] <= planned[1] <= hi:
             outside = planned[1] if planned[1] > hi else planned[0]
@@ -202,6 +208,33 @@ def rate_model(study: Study, store, device: str | None) -> RateModel | None:
     import torch
 
     kind = (device or "cpu").split(":")[0]
-    timings = [t for t in store.chunk_timings(study.name, HISTORY_CHUNKS) if (t.device or "cpu").split(":")[0] == kind]
+    timings = [] if store is None else [t for t in store.chunk_timings(study.name, HISTORY_CHUNKS)
+                                        if (t.device or "cpu").split(":")[0] == kind]
     here = [t for t in timings if t.threads == torch.get_num_threads()]
-    return fit_rate(here or timings)
+    return fit_rate(here or timings) or bench_rate_model(study, kind, torch.get_num_threads())
+
+
+REFERENCE_RATES = Path(__file__).with_name("reference_rates.json")  # written by benchmarks/speed_table.py
+
+
+def bench_rate_model(study: Study, kind: str, threads: int, path: Path | None = None) -> RateModel | None:
+    """A RateModel from the bench rates shipped with theorylab (`theorylab bench` of every study on the reference
+    machine, BENCHMARKS.md), for a store that holds no chunk of the study yet: the per-step and per-model-step
+    costs of the training step at the study's bench config, at the thread count nearest this process's. Set-up
+    and grading are not in it, and this machine and config may differ: the estimate says so."""
+    path = path or REFERENCE_RATES
+    if kind != "cpu" or not path.is_file():
+        return None
+    ref = json.loads(path.read_text())
+    rates = ref.get("studies", {}).get(study.name, {})
+    if not rates:
+        return None
+    nearest = min(rates, key=lambda n: abs(int(n) - threads))
+    steps = 100  # any S: bench rates are per model-step, no overhead term
+    timings = [ChunkTiming(study.name, "bench", int(E), int(E) * steps, int(E) * steps / rate, "cpu", int(nearest))
+               for E, rate in rates[nearest].items() if rate and rate == rate]
+    model = fit_rate(timings)
+    if model is not None:
+        model.bench = (f"the bench rates of {study.name}'s training step at its bench config on {ref['machine']} "
+                       f"({ref['measured']}; no set-up or grading: a lower bound)")
+    return model
