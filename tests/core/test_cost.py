@@ -12,7 +12,10 @@ from theorylab.core.study import get_study
 runner = CliRunner()
 
 
-def test_counts_are_exact_and_the_guard_refuses_above_a_limit():
+def test_counts_are_exact_and_the_guard_refuses_above_a_limit(monkeypatch, tmp_path):
+    import theorylab.core.cost as cost_mod
+
+    monkeypatch.setattr(cost_mod, "REFERENCE_RATES", tmp_path / "none.json")  # no store, no bench rates: unknown
     s = get_study("icl")
     cfgs = s.seed_configs("quick", 3, steps=100)
     cost = estimate(s, cfgs, 3, budget=1 << 30)
