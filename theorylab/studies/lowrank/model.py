@@ -71,6 +71,23 @@ def forward(params: dict[str, torch.Tensor], X: torch.Tensor, probes: bool = Fal
     return (F, {"attn": attn, "pre": pre}) if probes else F
 
 
+def forward_fast(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """forward(params, X) (no probes) with every weight product as one GEMM per model over all B L tokens (the speed
+    path; forward is the plain one it is tested equal to). forward's X @ W[:, None] broadcasts each model's weight
+    over the batch, which torch runs as E B tiny matrix products on an expanded copy of W, and its backward sums that
+    copy back: 25x slower at E = 64, B = 32, L = 20, d = 30, m = 128 on one core (BENCHMARKS.md)."""
+    E, B, L, d = X.shape
+    Xf = X.reshape(E, B * L, d)
+    Q = torch.bmm(Xf, params["W_Q"].mT).reshape(E * B, L, d)  # W_Q x_l                         [E B, L, d]
+    K = torch.bmm(Xf, params["W_K"].mT).reshape(E * B, L, d)  # W_K x_s                         [E B, L, d]
+    attn = torch.softmax(torch.bmm(Q, K.mT), dim=-1)  # softmax_s(x_s^T W_K^T W_Q x_l)            [E B, L, L]
+    Z = torch.bmm(attn, X.reshape(E * B, L, d)).reshape(E, B * L, d)  # X softmax_s(.)           [E, B L, d]
+    H = torch.bmm(Z, params["W_V"].mT)  # W_V (.)                                                [E, B L, d]
+    pre = torch.bmm(H, params["W_O"].mT)  # W_O W_V (.)                                          [E, B L, m]
+    F = torch.bmm(torch.relu(pre), params["a"][:, :, None])  # a^T ReLU(.)                       [E, B L, 1]
+    return F.reshape(E, B, L).mean(-1)  # (1/L) sum_l                                            [E, B]
+
+
 def forward_reference(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
     """Section 3.2 one model and one sample at a time, as written (for tests)."""
     E, B, L, _ = X.shape
