@@ -26,7 +26,7 @@ import torch
 from theorylab.core.batch import Examples, gather_rows
 from theorylab.core.ensemble import expand_to, scalar_tensor, shared_value
 from theorylab.core.protocol import Graded, Training
-from theorylab.core.rng import EnsembleRNG
+from theorylab.core.rng import EnsembleRNG, _mix, _mix_, stream_id, weyl_sequence
 from theorylab.core.train import SGD, AdamW, train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
 from theorylab.studies.dqn.mdp import MDP, features, make_mdp, step, value_iteration
@@ -108,7 +108,25 @@ def initial(cfgs, rng, star: dict[str, torch.Tensor], phi, device) -> dict[str, 
     return out
 
 
-def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+def replay_draws(rng: EnsembleRNG, filled: int, B: int, t: int, n: int) -> torch.Tensor:
+    """[E, n, B]: rng.randint(filled, (B,), "replay", t, j) for j = 0 .. n-1 in one draw. The draw is a pure function
+    of (model key, stream, element), so hashing the n streams side by side gives the same numbers (tested) with a
+    handful of tensor ops per iteration instead of about twenty per SGD step."""
+    ids = torch.tensor([stream_id("replay", t, j) for j in range(n)], dtype=torch.int64, device=rng.device)
+    base = _mix_(_mix(rng.keys)[:, None] ^ ids)  # [E, n] each stream's base, as EnsembleRNG._bits
+    bits = _mix_(base[:, :, None] + weyl_sequence(B, rng.device))  # [E, n, B]
+    bits >>= 11
+    bits &= (1 << 53) - 1
+    u = bits.to(torch.float64) * 2.0**-53  # as EnsembleRNG.uniform(dtype=float64)
+    u.clamp_(max=1.0 - torch.finfo(torch.float64).eps)
+    return torch.floor(u * filled).long()
+
+
+def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
+    """fast: each iteration's replay indices drawn at its start (replay_draws), the Bellman targets and (s, a) of
+    every stored transition computed once per iteration (the target is frozen for it), and Q(s, a) read from the
+    Q-table of every state when there are no more states than a mini-batch's samples; False: the plain step, one
+    draw, gather and forward per SGD step, that the fast one is tested equal to."""
     E = len(cfgs)
     T, W, K, C, B = (shared_value(cfgs, k) for k in ("T", "walkers", "collect_steps", "buffer", "B"))
     n_sgd, gamma, slip, ep_len = (shared_value(cfgs, k) for k in ("steps", "gamma", "slip", "episode_len"))
@@ -129,11 +147,14 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) 
     replay = Replay.empty(E, C, device)
     ptr = filled = 0
     v_tgt = torch.empty(0)  # max_a' Q(s', a'; target) for every state [E, S], frozen per iteration
+    # fast path, per iteration: replay indices [E, steps + 1, B], every slot's Bellman target [E, C] and s A + a [E, C]
+    draws = y_all = sa_all = torch.empty(0)
+    by_table = fast and mdp.S <= B  # Q(s, a) from the whole Q-table [E, S, A]: fewer rows than the mini-batch
 
     @torch.no_grad()
     def begin_iteration(p, t: int) -> None:
         """1. collect with the eps_t-greedy policy of Q(.; omega_t); 2. freeze the target."""
-        nonlocal s, age, ptr, filled, v_tgt
+        nonlocal s, age, ptr, filled, v_tgt, draws, y_all, sa_all
         for k in range(K):
             greedy = q_values(p, gather_rows(phi, s)).argmax(-1)  # [E, W]
             explore = rng.uniform((W,), "explore", t, k).to(device) < eps[t][:, None]
@@ -147,6 +168,10 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) 
             s = torch.where(restart, torch.full_like(s2, mdp.start), s2)
             age = torch.where(restart, torch.zeros_like(age), age)
         v_tgt = q_table(p if refresh else p0, phi).max(-1).values  # [E, S]
+        if fast:  # the buffer and the target stay fixed until the next iteration
+            draws = replay_draws(rng, filled, B, t, n_sgd + 1).to(device)
+            y_all = replay.r + gamma * (1 - replay.done) * torch.gather(v_tgt, 1, replay.s2)  # [E, C]
+            sa_all = replay.s * A + replay.a  # [E, C]
 
     def loss_fn(params, global_step):
         t, j = divmod(global_step, n_sgd)
@@ -154,6 +179,15 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) 
             t, j = T - 1, n_sgd
         if j == 0:
             begin_iteration(params, t)
+        if fast:
+            idx = draws[:, j]  # [E, B]
+            y = torch.gather(y_all, 1, idx)  # Bellman target                                             [E, B]
+            if by_table:
+                q = torch.gather(q_table(params, phi).flatten(1), 1, torch.gather(sa_all, 1, idx))  # Q(s, a) [E, B]
+            else:
+                batch = replay.rows(idx)
+                q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]
+            return {"loss": ((q - y) ** 2).mean(-1)}
         batch = replay.rows(rng.randint(filled, (B,), "replay", t, j).to(device))  # uniform over the filled [E, B]
         y = batch.r + gamma * (1 - batch.done) * torch.gather(v_tgt, 1, batch.s2)  # Bellman target      [E, B]
         q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]  # Q(s, a) [E, B]
