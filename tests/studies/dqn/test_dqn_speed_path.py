@@ -8,7 +8,7 @@ import torch
 from theorylab.core.ensemble import rng_for
 from theorylab.core.train import train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
-from theorylab.studies.dqn.train import replay_draws, training
+from theorylab.studies.dqn.train import replay_draws, training, uniform_streams
 
 CPU = torch.device("cpu")
 
@@ -20,6 +20,16 @@ def test_replay_draws_equal_the_per_step_draws():
         at_once = replay_draws(rng, filled, 5, t, 4)
         one_by_one = torch.stack([rng.randint(filled, (5,), "replay", t, j) for j in range(4)], 1)
         assert torch.equal(at_once, one_by_one)
+
+
+def test_uniform_streams_equal_one_draw_per_stream_in_both_dtypes():
+    cfgs = [DQNConfig(seed=s) for s in range(3)]
+    rng = rng_for(cfgs, CPU)
+    streams = [("explore", 2, k) for k in range(5)]
+    for dtype in (torch.float32, torch.float64):
+        at_once = uniform_streams(rng, streams, 7, dtype)
+        assert at_once.dtype == dtype
+        assert torch.equal(at_once, torch.stack([rng.uniform((7,), *st, dtype=dtype) for st in streams], 1))
 
 
 @pytest.mark.parametrize("env,n,B", [("chain", 6, 8), ("grid", 3, 4)])

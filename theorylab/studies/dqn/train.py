@@ -108,18 +108,23 @@ def initial(cfgs, rng, star: dict[str, torch.Tensor], phi, device) -> dict[str, 
     return out
 
 
-def replay_draws(rng: EnsembleRNG, filled: int, B: int, t: int, n: int) -> torch.Tensor:
-    """[E, n, B]: rng.randint(filled, (B,), "replay", t, j) for j = 0 .. n-1 in one draw. The draw is a pure function
-    of (model key, stream, element), so hashing the n streams side by side gives the same numbers (tested) with a
-    handful of tensor ops per iteration instead of about twenty per SGD step."""
-    ids = torch.tensor([stream_id("replay", t, j) for j in range(n)], dtype=torch.int64, device=rng.device)
-    base = _mix_(_mix(rng.keys)[:, None] ^ ids)  # [E, n] each stream's base, as EnsembleRNG._bits
-    bits = _mix_(base[:, :, None] + weyl_sequence(B, rng.device))  # [E, n, B]
+def uniform_streams(rng: EnsembleRNG, streams: Sequence[tuple], n: int, dtype=torch.float64) -> torch.Tensor:
+    """[E, len(streams), n]: rng.uniform((n,), *stream, dtype=dtype) for every stream, in one draw. A draw is a pure
+    function of (model key, stream, element), so hashing the streams side by side gives the same numbers bit for bit
+    (tested) with a handful of tensor ops instead of about twenty per stream. The steps are EnsembleRNG's."""
+    ids = torch.tensor([stream_id(*st) for st in streams], dtype=torch.int64, device=rng.device)
+    base = _mix_(_mix(rng.keys)[:, None] ^ ids)  # [E, S] each stream's base, as EnsembleRNG._bits
+    bits = _mix_(base[:, :, None] + weyl_sequence(n, rng.device))  # [E, S, n]
     bits >>= 11
     bits &= (1 << 53) - 1
-    u = bits.to(torch.float64) * 2.0**-53  # as EnsembleRNG.uniform(dtype=float64)
-    u.clamp_(max=1.0 - torch.finfo(torch.float64).eps)
-    return torch.floor(u * filled).long()
+    u = bits.to(dtype)
+    u *= 2.0**-53
+    return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
+
+
+def replay_draws(rng: EnsembleRNG, filled: int, B: int, t: int, n: int) -> torch.Tensor:
+    """[E, n, B]: rng.randint(filled, (B,), "replay", t, j) for j = 0 .. n-1 (an iteration's mini-batches)."""
+    return torch.floor(uniform_streams(rng, [("replay", t, j) for j in range(n)], B) * filled).long()
 
 
 def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
@@ -155,12 +160,21 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
     def begin_iteration(p, t: int) -> None:
         """1. collect with the eps_t-greedy policy of Q(.; omega_t); 2. freeze the target."""
         nonlocal s, age, ptr, filled, v_tgt, draws, y_all, sa_all
+        if fast:  # the iteration's exploration draws at once: [E, K, W] each
+            u_explore, u_slip = (uniform_streams(rng, [(name, t, k) for k in range(K)], W, torch.float32).to(device)
+                                 for name in ("explore", "slip"))
+            a_random, a_slip = (torch.floor(uniform_streams(rng, [(name, t, k) for k in range(K)], W) * A).long()
+                                .to(device) for name in ("random_action", "slip_action"))
         for k in range(K):
             greedy = q_values(p, gather_rows(phi, s)).argmax(-1)  # [E, W]
-            explore = rng.uniform((W,), "explore", t, k).to(device) < eps[t][:, None]
-            a = torch.where(explore, rng.randint(A, (W,), "random_action", t, k).to(device), greedy)
-            s2, r, done = step(mdp, s, a, rng.uniform((W,), "slip", t, k).to(device),
-                               rng.randint(A, (W,), "slip_action", t, k).to(device), slip)
+            if fast:
+                draw = u_explore[:, k], a_random[:, k], u_slip[:, k], a_slip[:, k]
+            else:
+                draw = (rng.uniform((W,), "explore", t, k).to(device), rng.randint(A, (W,), "random_action", t, k).to(device),
+                        rng.uniform((W,), "slip", t, k).to(device), rng.randint(A, (W,), "slip_action", t, k).to(device))
+            explore = draw[0] < eps[t][:, None]
+            a = torch.where(explore, draw[1], greedy)
+            s2, r, done = step(mdp, s, a, draw[2], draw[3], slip)
             replay.write((ptr + torch.arange(W, device=device)) % C, s=s, a=a, r=r, s2=s2, done=done.float())
             ptr, filled = (ptr + W) % C, min(filled + W, C)
             age = age + 1
