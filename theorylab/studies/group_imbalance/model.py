@@ -43,7 +43,7 @@ class TrainLoss(torch.autograd.Function):
     def backward(ctx, g):  # g [E] = dLoss/dloss
         Xt, y, s, H, Hc = ctx.saved_tensors
         K, n = s.shape[1], s.shape[2]
-        inside = (H >= PROB_CLAMP) & (H <= 1 - PROB_CLAMP)  # clamp passes the gradient only inside its range
+        inside = Hc == H  # clamp passes the gradient only inside its (closed) range: where it left H as it was
         gH = torch.where(inside, (g / n)[:, None] * ((1 - y) / (1 - Hc) - y / Hc), 0.0)  # [E, n]
         gZ = (gH / K)[:, None, :] * (s * (1 - s))  # through the mean over neurons and the sigmoid     [E, K, n]
         return torch.bmm(Xt, gZ.mT), None, None  # [E, D, K]
