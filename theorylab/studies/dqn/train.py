@@ -26,7 +26,7 @@ import torch
 from theorylab.core.batch import Examples, gather_rows
 from theorylab.core.ensemble import expand_to, scalar_tensor, shared_value
 from theorylab.core.protocol import Graded, Training
-from theorylab.core.rng import EnsembleRNG
+from theorylab.core.rng import EnsembleRNG, _mix, _mix_, stream_id, weyl_sequence
 from theorylab.core.train import SGD, AdamW, train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
 from theorylab.studies.dqn.mdp import MDP, features, make_mdp, step, value_iteration
@@ -108,7 +108,30 @@ def initial(cfgs, rng, star: dict[str, torch.Tensor], phi, device) -> dict[str, 
     return out
 
 
-def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+def uniform_streams(rng: EnsembleRNG, streams: Sequence[tuple], n: int, dtype=torch.float64) -> torch.Tensor:
+    """[E, len(streams), n]: rng.uniform((n,), *stream, dtype=dtype) for every stream, in one draw. A draw is a pure
+    function of (model key, stream, element), so hashing the streams side by side gives the same numbers bit for bit
+    (tested) with a handful of tensor ops instead of about twenty per stream. The steps are EnsembleRNG's."""
+    ids = torch.tensor([stream_id(*st) for st in streams], dtype=torch.int64, device=rng.device)
+    base = _mix_(_mix(rng.keys)[:, None] ^ ids)  # [E, S] each stream's base, as EnsembleRNG._bits
+    bits = _mix_(base[:, :, None] + weyl_sequence(n, rng.device))  # [E, S, n]
+    bits >>= 11
+    bits &= (1 << 53) - 1
+    u = bits.to(dtype)
+    u *= 2.0**-53
+    return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
+
+
+def replay_draws(rng: EnsembleRNG, filled: int, B: int, t: int, n: int) -> torch.Tensor:
+    """[E, n, B]: rng.randint(filled, (B,), "replay", t, j) for j = 0 .. n-1 (an iteration's mini-batches)."""
+    return torch.floor(uniform_streams(rng, [("replay", t, j) for j in range(n)], B) * filled).long()
+
+
+def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
+    """fast: each iteration's replay indices drawn at its start (replay_draws), the Bellman targets and (s, a) of
+    every stored transition computed once per iteration (the target is frozen for it), and Q(s, a) read from the
+    Q-table of every state when there are no more states than a mini-batch's samples; False: the plain step, one
+    draw, gather and forward per SGD step, that the fast one is tested equal to."""
     E = len(cfgs)
     T, W, K, C, B = (shared_value(cfgs, k) for k in ("T", "walkers", "collect_steps", "buffer", "B"))
     n_sgd, gamma, slip, ep_len = (shared_value(cfgs, k) for k in ("steps", "gamma", "slip", "episode_len"))
@@ -129,17 +152,29 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) 
     replay = Replay.empty(E, C, device)
     ptr = filled = 0
     v_tgt = torch.empty(0)  # max_a' Q(s', a'; target) for every state [E, S], frozen per iteration
+    # fast path, per iteration: replay indices [E, steps + 1, B], every slot's Bellman target [E, C] and s A + a [E, C]
+    draws = y_all = sa_all = torch.empty(0)
+    by_table = fast and mdp.S <= B  # Q(s, a) from the whole Q-table [E, S, A]: fewer rows than the mini-batch
 
     @torch.no_grad()
     def begin_iteration(p, t: int) -> None:
         """1. collect with the eps_t-greedy policy of Q(.; omega_t); 2. freeze the target."""
-        nonlocal s, age, ptr, filled, v_tgt
+        nonlocal s, age, ptr, filled, v_tgt, draws, y_all, sa_all
+        if fast:  # the iteration's exploration draws at once: [E, K, W] each
+            u_explore, u_slip = (uniform_streams(rng, [(name, t, k) for k in range(K)], W, torch.float32).to(device)
+                                 for name in ("explore", "slip"))
+            a_random, a_slip = (torch.floor(uniform_streams(rng, [(name, t, k) for k in range(K)], W) * A).long()
+                                .to(device) for name in ("random_action", "slip_action"))
         for k in range(K):
             greedy = q_values(p, gather_rows(phi, s)).argmax(-1)  # [E, W]
-            explore = rng.uniform((W,), "explore", t, k).to(device) < eps[t][:, None]
-            a = torch.where(explore, rng.randint(A, (W,), "random_action", t, k).to(device), greedy)
-            s2, r, done = step(mdp, s, a, rng.uniform((W,), "slip", t, k).to(device),
-                               rng.randint(A, (W,), "slip_action", t, k).to(device), slip)
+            if fast:
+                draw = u_explore[:, k], a_random[:, k], u_slip[:, k], a_slip[:, k]
+            else:
+                draw = (rng.uniform((W,), "explore", t, k).to(device), rng.randint(A, (W,), "random_action", t, k).to(device),
+                        rng.uniform((W,), "slip", t, k).to(device), rng.randint(A, (W,), "slip_action", t, k).to(device))
+            explore = draw[0] < eps[t][:, None]
+            a = torch.where(explore, draw[1], greedy)
+            s2, r, done = step(mdp, s, a, draw[2], draw[3], slip)
             replay.write((ptr + torch.arange(W, device=device)) % C, s=s, a=a, r=r, s2=s2, done=done.float())
             ptr, filled = (ptr + W) % C, min(filled + W, C)
             age = age + 1
@@ -147,6 +182,10 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) 
             s = torch.where(restart, torch.full_like(s2, mdp.start), s2)
             age = torch.where(restart, torch.zeros_like(age), age)
         v_tgt = q_table(p if refresh else p0, phi).max(-1).values  # [E, S]
+        if fast:  # the buffer and the target stay fixed until the next iteration
+            draws = replay_draws(rng, filled, B, t, n_sgd + 1).to(device)
+            y_all = replay.r + gamma * (1 - replay.done) * torch.gather(v_tgt, 1, replay.s2)  # [E, C]
+            sa_all = replay.s * A + replay.a  # [E, C]
 
     def loss_fn(params, global_step):
         t, j = divmod(global_step, n_sgd)
@@ -154,6 +193,15 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device) 
             t, j = T - 1, n_sgd
         if j == 0:
             begin_iteration(params, t)
+        if fast:
+            idx = draws[:, j]  # [E, B]
+            y = torch.gather(y_all, 1, idx)  # Bellman target                                             [E, B]
+            if by_table:
+                q = torch.gather(q_table(params, phi).flatten(1), 1, torch.gather(sa_all, 1, idx))  # Q(s, a) [E, B]
+            else:
+                batch = replay.rows(idx)
+                q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]
+            return {"loss": ((q - y) ** 2).mean(-1)}
         batch = replay.rows(rng.randint(filled, (B,), "replay", t, j).to(device))  # uniform over the filled [E, B]
         y = batch.r + gamma * (1 - batch.done) * torch.gather(v_tgt, 1, batch.s2)  # Bellman target      [E, B]
         q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]  # Q(s, a) [E, B]

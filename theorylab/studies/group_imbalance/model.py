@@ -24,6 +24,31 @@ def cross_entropy(H: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(y * torch.log(H) + (1 - y) * torch.log1p(-H)).mean(-1)
 
 
+class TrainLoss(torch.autograd.Function):
+    """cross_entropy(forward({"W": W}, X), y) in the layout CPU GEMM runs fastest, with its gradient written out as
+    one autograd node (the speed path; `cross_entropy(forward(...))` is the plain one it is tested equal to).
+    Xt = X transposed [E, D, n] (the training set is fixed: transposed once): W^T Xt is a GEMM with n as its long
+    output side, 4x faster than X W with its 3-wide output (4.4 vs 1.0 ms at E = 64, n = 1000, D = 5, K = 3, one
+    core), the mean over K neurons runs over contiguous rows, and the backward is one GEMM, Xt dZ^T."""
+
+    @staticmethod
+    def forward(ctx, W, Xt, y):  # W [E, D, K], Xt [E, D, n], y [E, n] -> [E]
+        s = torch.sigmoid(torch.bmm(W.mT, Xt))  # sigmoid(w_j^T x_i)                                    [E, K, n]
+        H = s.mean(1)  # the network's P(y = 1 | x)                                                       [E, n]
+        Hc = H.clamp(PROB_CLAMP, 1 - PROB_CLAMP)
+        ctx.save_for_backward(Xt, y, s, H, Hc)
+        return -(y * torch.log(Hc) + (1 - y) * torch.log1p(-Hc)).mean(-1)
+
+    @staticmethod
+    def backward(ctx, g):  # g [E] = dLoss/dloss
+        Xt, y, s, H, Hc = ctx.saved_tensors
+        K, n = s.shape[1], s.shape[2]
+        inside = Hc == H  # clamp passes the gradient only inside its (closed) range: where it left H as it was
+        gH = torch.where(inside, (g / n)[:, None] * ((1 - y) / (1 - Hc) - y / Hc), 0.0)  # [E, n]
+        gZ = (gH / K)[:, None, :] * (s * (1 - s))  # through the mean over neurons and the sigmoid     [E, K, n]
+        return torch.bmm(Xt, gZ.mT), None, None  # [E, D, K]
+
+
 def top_curvature(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, iters: int = CURVATURE_ITERS) -> torch.Tensor:
     """[E] the largest |eigenvalue| of the training loss's Hessian at W [E, D, K] (>= its largest eigenvalue), by
     power iteration with Hessian-vector products (double backward through one gradient graph). The models are

@@ -20,7 +20,8 @@ from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.protocol import Graded, Training
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.group_imbalance.data import digits_splits, gmm_test, gmm_train, teacher
-from theorylab.studies.group_imbalance.model import cross_entropy, forward, init_params, top_curvature
+from theorylab.core.train import curve_steps
+from theorylab.studies.group_imbalance.model import TrainLoss, cross_entropy, forward, init_params, top_curvature
 
 CONV_FRACTION = 0.01
 
@@ -41,7 +42,9 @@ def group_metrics(H: torch.Tensor, test, p_star: torch.Tensor | None) -> dict[st
     return out
 
 
-def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training:
+def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
+    """fast: the training loss through model.TrainLoss (one autograd node, the GEMM-friendly layout); False: the
+    plain cross_entropy(forward(...)) it is tested equal to."""
     gmm = shared_value(cfgs, "dataset") == "gmm"
     if gmm:
         W_star = teacher(cfgs, device)
@@ -60,9 +63,16 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training
         """||W - W*||_F / ||W*||_F, [E]."""
         return (W - W_star).flatten(1).norm(dim=-1) / W_star.flatten(1).norm(dim=-1)
 
+    steps, curve_points = shared_value(cfgs, "steps"), shared_value(cfgs, "curve_points")
+    marks = set(curve_steps(steps, curve_points))  # the trainer records curves here only
+    Xt = train.X.transpose(1, 2).contiguous()  # [E, D, N]: the fixed training set in TrainLoss's layout
+
     def loss_fn(p, step):
-        out = {"loss": cross_entropy(forward(p, train.X), train.y)}
-        if gmm:
+        if fast:
+            out = {"loss": TrainLoss.apply(p["W"], Xt, train.y)}
+        else:
+            out = {"loss": cross_entropy(forward(p, train.X), train.y)}
+        if gmm and step in marks:  # a curve only: computed where it is recorded
             with torch.no_grad():
                 out["rel_err"] = rel_err(p["W"])
         return out
@@ -94,6 +104,5 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training
                 params["W_star"] = W_star
         return Graded(final, params)
 
-    return Training(params0, ["W"], loss_fn, lr,
-                    shared_value(cfgs, "steps"), grade, what="GD steps", probes=probe,
-                    curve_points=shared_value(cfgs, "curve_points"))
+    return Training(params0, ["W"], loss_fn, lr, steps, grade, what="GD steps", probes=probe,
+                    curve_points=curve_points)

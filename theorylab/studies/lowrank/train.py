@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from theorylab.core.batch import gather_rows
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.losses import hinge, sign_error
 from theorylab.core.protocol import Graded, Training
@@ -18,10 +19,12 @@ from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.lowrank.config import LowRankConfig
 from theorylab.studies.lowrank.data import Batch, sample
 from theorylab.studies.lowrank.evaluate import evaluate
-from theorylab.studies.lowrank.model import ATTENTION, compose, forward, init_lora, init_params, trainable
+from theorylab.studies.lowrank.model import ATTENTION, compose, forward, forward_fast, init_lora, init_params, trainable
 
 
-def training(cfgs: Sequence[LowRankConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+def training(cfgs: Sequence[LowRankConfig], rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
+    """fast: the step through model.forward_fast (one GEMM per model per weight) and minibatches that take only the
+    inputs and labels from the pool; False: model.forward, the plain form it is tested equal to."""
     init = init_params(cfgs, rng, device)
     r = shared_value(cfgs, "lora_rank")
     params = dict(init) if r == 0 else {**init_lora(cfgs, rng, device), "W_O": init["W_O"], "a": init["a"]}
@@ -31,11 +34,14 @@ def training(cfgs: Sequence[LowRankConfig], rng: EnsembleRNG, device: torch.devi
     def batch(step: int) -> Batch:
         if pool is None:
             return sample(cfgs, rng, B, "fresh", step)
-        return pool.rows(rng.randint(n_train, (B,), "minibatch", step).to(device))
+        idx = rng.randint(n_train, (B,), "minibatch", step).to(device)
+        if fast:  # the loss reads X and y only: gather nothing else
+            return Batch(gather_rows(pool.X, idx), gather_rows(pool.y, idx), pool.pattern[:, :0], pool.kind[:, :0])
+        return pool.rows(idx)
 
     def loss_fn(p, step):
         b = batch(step)
-        F = forward(compose(p, init), b.X)
+        F = (forward_fast if fast else forward)(compose(p, init), b.X)
         return {"loss": hinge(F, b.y), "error": sign_error(F, b.y)}
 
     def grade(res) -> Graded:
