@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core import nn
-from theorylab.core.batch import gather_rows
+from theorylab.core.batch import gather_rows, take_rows
 from theorylab.core.ensemble import shared_value
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
@@ -62,29 +62,46 @@ def init_params(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device) -> dict[s
 
 
 def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
-          probes: dict | None = None) -> torch.Tensor:
-    """The aggregated representation of each node in nodes [E, B] -> [E, B, d]."""
+          probes: dict | None = None, fast: bool = True) -> torch.Tensor:
+    """The aggregated representation of each node in nodes [E, B] -> [E, B, d].
+
+    fast (the default) computes only what is read: the query node's own attention row (nn.attention_query:
+    no L x L map, no keys or values formed), and the GCN rule over neighbour lists (O(N deg), not a dense
+    N x N product), the last layer at the batch's nodes only. fast=False is the plain form (full L x L
+    self-attention of T^n read at row 0; dense normalized adjacency over every node); tests hold them equal."""
     if variant == "gcn":
-        H = g.X[:, None]  # H^(0) = X                                                        [E, 1, N, d]
         layers = sum(1 for k in params if k.startswith("gcn.") and k.endswith(".w"))
-        for l in range(layers):
-            H = nn.graph_aggregate(H, g.adj, params, f"gcn.{l}")  # A_hat H W_l + c_l
-            if l < layers - 1:
-                H = torch.relu(H)
-        return gather_rows(H[:, 0], nodes)
-    tok = gather_rows(g.tok, nodes)  # T^n                                                  [E, B, L]
-    x = gather_rows(g.X, tok.flatten(1)).unflatten(1, tok.shape[1:])  # x_s for s in T^n       [E, B, L, d]
+        if not fast:
+            H = g.X[:, None]  # H^(0) = X                                                    [E, 1, N, d]
+            for l in range(layers):
+                H = nn.graph_aggregate(H, g.adj, params, f"gcn.{l}")  # A_hat H W_l + c_l
+                if l < layers - 1:
+                    H = torch.relu(H)
+            return gather_rows(H[:, 0], nodes)
+        H = g.X  # H^(0) = X                                                                  [E, N, d]
+        for l in range(layers - 1):  # every node: the next layer reads their neighbours
+            H = torch.relu(nn.graph_aggregate_sparse(H, g.nbr, g.nbr_w, params, f"gcn.{l}"))
+        # the last layer only at the batch's nodes: their rows of A_hat                       [E, B, K]
+        return nn.graph_aggregate_sparse(H, take_rows(g.nbr, nodes), take_rows(g.nbr_w, nodes), params,
+                                         f"gcn.{layers - 1}")
+    tok = take_rows(g.tok, nodes)  # T^n                                                    [E, B, L]
+    x = take_rows(g.X, tok)  # x_s for s in T^n                                               [E, B, L, d]
+    dist = take_rows(g.tok_dist, nodes) if variant == "gt" else None  # dist(s, n)                 [E, B, L]
+    mask = take_rows(g.tok_mask, nodes)
+    if fast:  # softmax_s(x_s^T W_K^T W_Q x_n / sqrt(d) + b_dist) W_V x_s, proj: node n's row only  [E, B, d]
+        return nn.attention_query(x, params, "attn", 1, query=0, rel_index=dist, key_mask=mask, key_bias=False,
+                                  probes=probes)
     L = tok.shape[-1]
-    rel = gather_rows(g.tok_dist, nodes)[..., None, :].expand(*tok.shape, L) if variant == "gt" else None  # dist(s, n)
-    out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=gather_rows(g.tok_mask, nodes), key_bias=False,
-                       probes=probes)  # softmax_s(x_s^T W_K^T W_Q x_n / sqrt(d) + b_dist) W_V x_s, proj  [E, B, L, d]
+    rel = dist[..., None, :].expand(*tok.shape, L) if dist is not None else None
+    out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=mask, key_bias=False,
+                       probes=probes)  # every token's row                                       [E, B, L, d]
     return out[..., 0, :]  # the query node's own output (token 0 is n)
 
 
 def forward(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
-            probes: dict | None = None) -> torch.Tensor:
-    """F(x_n) for nodes [E, B] -> [E, B] (section 2.2)."""
-    h = embed(params, g, nodes, variant, probes)
+            probes: dict | None = None, fast: bool = True) -> torch.Tensor:
+    """F(x_n) for nodes [E, B] -> [E, B] (section 2.2); fast: see embed."""
+    h = embed(params, g, nodes, variant, probes, fast)
     hidden = torch.relu(nn.linear(h, params, "fc1", data_dims=1))  # ReLU(W_O h)               [E, B, m]
     return (hidden * params["a"][:, None, :]).sum(-1)  # a^T ReLU(.)                              [E, B]
 
@@ -137,5 +154,5 @@ def check_forward(cfgs: Sequence[GraphConfig], params: dict[str, torch.Tensor], 
     nodes = g.order[:, :4]
     variant = shared_value(cfgs, "variant")
     p = {k: v.double() for k, v in params.items()}
-    g64 = GraphBatch(**{**g.__dict__, "X": g.X.double(), "adj": g.adj.double()})
+    g64 = g.double()
     return float((forward(p, g64, nodes, variant) - forward_reference(p, g64, nodes, variant)).abs().max())
