@@ -330,11 +330,11 @@ def _grads(out: torch.Tensor, p: dict) -> dict:
 @pytest.mark.parametrize("key_bias", [True, False])
 @pytest.mark.parametrize("query", [0, 3])
 def test_attention_query_is_the_row_of_attention_forward_and_gradients(query, key_bias):
-    """attention_query never forms K or V (reassociated through the query); it equals attention()'s row `query`,
-    with relative bias and dropped keys, on the output, the map and every parameter's gradient, in float64."""
+    """attention_query never forms K or V (reassociated through the query); it equals attention()'s row `query`, with relative bias and dropped keys, on the output, the map and the
+    gradients of every parameter and of x (through the output and through the map), in float64."""
     Z = 4
     p = {k: v.double().requires_grad_() for k, v in jitter(nn.init_attention(rng(), "attn", D, HEADS, rel_buckets=Z)).items()}
-    x = torch.randn(E, B, N, D, dtype=torch.float64)
+    x = torch.randn(E, B, N, D, dtype=torch.float64, requires_grad=True)
     dist = torch.randint(Z, (E, B, N, N))
     key_mask = torch.rand(E, B, N) < 0.6
     key_mask[..., 1] = True
@@ -346,10 +346,16 @@ def test_attention_query_is_the_row_of_attention_forward_and_gradients(query, ke
     torch.testing.assert_close(row, full, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(row_probes["attn.map"][..., 0, :], full_probes["attn.map"][..., query, :],
                                atol=1e-12, rtol=1e-12)
-    g_full, g_row = _grads(full, p), _grads(row, p)
-    for k in p:
+    # gradients of every weight and of x, through the output and through the map (a loss on the probes)
+    loss = lambda y, probes: y.square().sum() + probes["attn.map"][..., 0, :].sin().sum()  # noqa: E731
+    wrt = {**p, "x": x}
+    g_full = dict(zip(wrt, torch.autograd.grad(loss(full, {"attn.map": full_probes["attn.map"][..., query:query + 1, :]}),
+                                               list(wrt.values()))))
+    g_row = dict(zip(wrt, torch.autograd.grad(loss(row, row_probes), list(wrt.values()))))
+    for k in wrt:
         torch.testing.assert_close(g_row[k], g_full[k], atol=1e-12, rtol=1e-10, msg=k)
-    assert (g_row["attn.rel_bias"] != 0).any()
+    assert (g_row["attn.rel_bias"] != 0).any() and (g_row["x"] != 0).any()
+    x = x.detach()
     assert_grid_matches(lambda q: nn.attention_query(x.float(), {k: v.float() for k, v in q.items()}, "attn", HEADS,
                                                      query=query, rel_index=dist[..., query, :], key_mask=key_mask),
                         {k: v.detach() for k, v in p.items()})

@@ -226,10 +226,8 @@ def attention_query(x: torch.Tensor, p: Params, name: str, heads: int, *, query:
     _check_models(x, W.shape[-3], 2, name)
     q = (x[..., query, :] @ W_q.flatten(-2)).unflatten(-1, (heads, dh)) + b_q  # W_Q x_q + b_Q  [*, E, B, H, dh]
     u = torch.einsum("...bhk,...dhk->...bhd", q, W_k) / math.sqrt(dh)  # [*, E, B, H, D]
-    # x_s . u_h as a product and a sum, not B-batched [1, D] x [D, N] matmuls (1.5x faster with its backward on CPU)
-    xs = x.unsqueeze(-3)  # [*, E, B, 1, N, D]
-    scores = (u.unsqueeze(-2) * xs).sum(-1)  # x_s . u_h                                   [*, E, B, H, N]
-    scores = scores + ((q * b_k).sum(-1) / math.sqrt(dh))[..., None]  # q_h . b_K,h (softmax ignores it)
+    scores = ((q * b_k).sum(-1) / math.sqrt(dh))[..., None]  # q_h . b_K,h (softmax ignores it)  [*, E, B, H, 1]
+    # then b_z by bucket, -inf on dropped keys: the score biases                                 [*, E, B, H, N]
     if rel_index is not None:
         table = p[f"{name}.rel_bias"].movedim(-1, -2)  # [*, E, H, Z]
         E, H, (B, N) = table.shape[-3], table.shape[-2], rel_index.shape[-2:]
@@ -238,10 +236,11 @@ def attention_query(x: torch.Tensor, p: Params, name: str, heads: int, *, query:
         scores = scores + torch.gather(table, -1, index).unflatten(-1, (B, N)).movedim(-3, -2)  # b[bucket(s)]
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask[..., None, :], -math.inf)
-    A = torch.softmax(scores, dim=-1)  # [*, E, B, H, N]
+    # batched [H, D] x [D, N] products (3x faster with their backward than products and sums on CPU at E = 64)
+    A = torch.softmax(u @ x.transpose(-1, -2) + scores, dim=-1)  # x_s . u_h + biases -> a_h  [*, E, B, H, N]
+    xbar = A @ x  # a_h x                                                                     [*, E, B, H, D]
     if probes is not None:
         probes[f"{name}.map"] = A[..., None, :]
-    xbar = (A.unsqueeze(-1) * xs).sum(-2)  # a_h x                                          [*, E, B, H, D]
     o = torch.einsum("...bhd,...dhk->...bhk", xbar, W_v) + b_v  # (a_h x) W_V,h + b_V,h      [*, E, B, H, dh]
     return linear(o.flatten(-2), p, f"{name}.proj", data_dims=1)
 

@@ -84,15 +84,17 @@ def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, v
         # the last layer only at the batch's nodes: their rows of A_hat                       [E, B, K]
         return nn.graph_aggregate_sparse(H, take_rows(g.nbr, nodes), take_rows(g.nbr_w, nodes), params,
                                          f"gcn.{layers - 1}")
-    tok = take_rows(g.tok, nodes)  # T^n                                                    [E, B, L]
-    x = take_rows(g.X, tok)  # x_s for s in T^n                                               [E, B, L, d]
+    if fast and g.x_tok is not None:
+        x = take_rows(g.x_tok, nodes)  # x_s for s in T^n                                      [E, B, L, d]
+    else:
+        x = take_rows(g.X, take_rows(g.tok, nodes))  # T^n [E, B, L], then their features       [E, B, L, d]
     dist = take_rows(g.tok_dist, nodes) if variant == "gt" else None  # dist(s, n)                 [E, B, L]
     mask = take_rows(g.tok_mask, nodes)
     if fast:  # softmax_s(x_s^T W_K^T W_Q x_n / sqrt(d) + b_dist) W_V x_s, proj: node n's row only  [E, B, d]
         return nn.attention_query(x, params, "attn", 1, query=0, rel_index=dist, key_mask=mask, key_bias=False,
                                   probes=probes)
-    L = tok.shape[-1]
-    rel = dist[..., None, :].expand(*tok.shape, L) if dist is not None else None
+    L = x.shape[-2]
+    rel = dist[..., None, :].expand(*x.shape[:-1], L) if dist is not None else None
     out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=mask, key_bias=False,
                        probes=probes)  # every token's row                                       [E, B, L, d]
     return out[..., 0, :]  # the query node's own output (token 0 is n)
