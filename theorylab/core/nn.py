@@ -225,7 +225,9 @@ def attention_query(x: torch.Tensor, p: Params, name: str, heads: int, *, query:
     b_q, b_k, b_v = (b.unflatten(-1, (heads, dh)).unsqueeze(-3) for b in qkv_b.chunk(3, dim=-1))
     _check_models(x, W.shape[-3], 2, name)
     q = (x[..., query, :] @ W_q.flatten(-2)).unflatten(-1, (heads, dh)) + b_q  # W_Q x_q + b_Q  [*, E, B, H, dh]
-    u = torch.einsum("...bhk,...dhk->...bhd", q, W_k) / math.sqrt(dh)  # [*, E, B, H, D]
+    # u_h = W_K,h q_h / sqrt(dh), one [B, dh] x [dh, D] product per model and head (matmul: einsum's planning
+    # costs more than the product at these sizes)
+    u = (q.transpose(-2, -3) @ W_k.permute(*range(W_k.dim() - 3), -2, -1, -3)).transpose(-2, -3) / math.sqrt(dh)
     scores = ((q * b_k).sum(-1) / math.sqrt(dh))[..., None]  # q_h . b_K,h (softmax ignores it)  [*, E, B, H, 1]
     # then b_z by bucket, -inf on dropped keys: the score biases                                 [*, E, B, H, N]
     if rel_index is not None:
@@ -241,7 +243,7 @@ def attention_query(x: torch.Tensor, p: Params, name: str, heads: int, *, query:
     xbar = A @ x  # a_h x                                                                     [*, E, B, H, D]
     if probes is not None:
         probes[f"{name}.map"] = A[..., None, :]
-    o = torch.einsum("...bhd,...dhk->...bhk", xbar, W_v) + b_v  # (a_h x) W_V,h + b_V,h      [*, E, B, H, dh]
+    o = (xbar.transpose(-2, -3) @ W_v.transpose(-2, -3)).transpose(-2, -3) + b_v  # (a_h x) W_V,h + b_V,h  [*, E, B, H, dh]
     return linear(o.flatten(-2), p, f"{name}.proj", data_dims=1)
 
 
@@ -332,7 +334,7 @@ def neighbour_sum(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) ->
     E, n = x.shape[-3:-1]
     flat = index + n * torch.arange(E, device=index.device)[:, None, None]  # row of x.flatten(-3, -2)
     rows = x.flatten(-3, -2).index_select(-2, flat.flatten()).unflatten(-2, index.shape)  # [*, E, m, K, i]
-    return (rows * weight[..., None].to(x.dtype)).sum(-2)
+    return (weight.to(x.dtype).unsqueeze(-2) @ rows).squeeze(-2)  # [1, K] x [K, i] per row (matmul: 3x a product + sum)
 
 
 def graph_aggregate_sparse(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, p: Params, name: str) -> torch.Tensor:

@@ -67,6 +67,7 @@ class GraphBatch:
     # [E, N, L, d] x_s for s in T^n, row n (attention variants; None for gcn): a step reads B whole rows of it
     # instead of gathering B L feature vectors one by one (2x faster; E N L d floats, 95 MB at full size, E = 20)
     x_tok: torch.Tensor | None = None
+    ax: torch.Tensor | None = None  # [E, N, d] A_hat X, the GCN's first aggregation (data: computed once)
 
     @property
     def E(self) -> int:
@@ -74,10 +75,11 @@ class GraphBatch:
 
     def double(self) -> "GraphBatch":
         """Features, adjacency and neighbour weights in float64 (the references' precision)."""
-        adj = self.adj.double()
-        return GraphBatch(**{**self.__dict__, "X": self.X.double(), "adj": adj,
-                             "nbr_w": nn.neighbour_lists(adj, self.nbr.shape[-1])[1],
-                             "x_tok": None if self.x_tok is None else self.x_tok.double()})
+        adj, X = self.adj.double(), self.X.double()
+        nbr_w = nn.neighbour_lists(adj, self.nbr.shape[-1])[1]
+        return GraphBatch(**{**self.__dict__, "X": X, "adj": adj, "nbr_w": nbr_w,
+                             "x_tok": None if self.x_tok is None else self.x_tok.double(),
+                             "ax": None if self.ax is None else nn.neighbour_sum(X, self.nbr, nbr_w)})
 
 
 def data_key(cfg: GraphConfig) -> tuple:
@@ -240,9 +242,11 @@ def graphs(cfgs: Sequence[GraphConfig], device) -> GraphBatch:
     adj = t([g.adj for g in gs], torch.float32)
     X = t([g.X for g in gs], torch.float32)
     x_tok = take_rows(X, tok) if any(c.variant != "gcn" for c in cfgs) else None
+    nbr, nbr_w = nn.neighbour_lists(adj)
+    ax = nn.neighbour_sum(X, nbr, nbr_w) if any(c.variant == "gcn" for c in cfgs) else None
     return GraphBatch(X, t([g.y for g in gs], torch.float32),
                       t([g.kind for g in gs], torch.long), adj, tok, tok_dist,
                       t([g.tok_mask[:, keep] for g in gs], torch.bool), labelled, test,
                       t([g.order for g in gs], torch.long),
                       torch.tensor([c.n_label for c in cfgs], device=device),
-                      torch.tensor([c.z_m for c in cfgs], device=device), *nn.neighbour_lists(adj), x_tok)
+                      torch.tensor([c.z_m for c in cfgs], device=device), nbr, nbr_w, x_tok, ax)

@@ -78,12 +78,7 @@ def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, v
                 if l < layers - 1:
                     H = torch.relu(H)
             return gather_rows(H[:, 0], nodes)
-        H = g.X  # H^(0) = X                                                                  [E, N, d]
-        for l in range(layers - 1):  # every node: the next layer reads their neighbours
-            H = torch.relu(nn.graph_aggregate_sparse(H, g.nbr, g.nbr_w, params, f"gcn.{l}"))
-        # the last layer only at the batch's nodes: their rows of A_hat                       [E, B, K]
-        return nn.graph_aggregate_sparse(H, take_rows(g.nbr, nodes), take_rows(g.nbr_w, nodes), params,
-                                         f"gcn.{layers - 1}")
+        return gcn_rows(params, g, nodes, layers)
     if fast and g.x_tok is not None:
         x = take_rows(g.x_tok, nodes)  # x_s for s in T^n                                      [E, B, L, d]
     else:
@@ -98,6 +93,23 @@ def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, v
     out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=mask, key_bias=False,
                        probes=probes)  # every token's row                                       [E, B, L, d]
     return out[..., 0, :]  # the query node's own output (token 0 is n)
+
+
+def gcn_rows(params: dict[str, torch.Tensor], g: GraphBatch, rows: torch.Tensor, l: int) -> torch.Tensor:
+    """H^(l) at rows [E, R] -> [E, R, d] over neighbour lists: H^(1) = (A_hat X) W_0 + c_0 from the precomputed
+    A_hat X; H^(l) = A_hat ReLU(H^(l-1)) W_l-1 + c_l-1 from H^(l-1) at the rows' neighbours, or at every node
+    once those are as many (a batch's neighbourhood is small: B (deg + 1) rows, not N)."""
+    name = f"gcn.{l - 1}"
+    if l == 1:
+        return nn.linear(take_rows(g.ax, rows), params, name, data_dims=1)
+    E, N = g.X.shape[:2]
+    if rows.shape[1] * g.nbr.shape[-1] < N:  # the rows' neighbours: [E, R K] -> aggregate per row
+        nbr, w = take_rows(g.nbr, rows), take_rows(g.nbr_w, rows)  # [E, R, K]
+        prev = torch.relu(gcn_rows(params, g, nbr.flatten(1), l - 1)).unflatten(1, nbr.shape[1:])  # [E, R, K, d]
+        return nn.linear((w.to(prev.dtype).unsqueeze(-2) @ prev).squeeze(-2), params, name, data_dims=1)
+    every = torch.arange(N, device=rows.device).expand(E, N)
+    prev = torch.relu(gcn_rows(params, g, every, l - 1))  # every node                        [E, N, d]
+    return nn.graph_aggregate_sparse(prev, take_rows(g.nbr, rows), take_rows(g.nbr_w, rows), params, name)
 
 
 def forward(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
