@@ -39,8 +39,8 @@ def _build(cfgs, steps: int, form: str = FORM):
     cfg, E = cfgs[0], len(cfgs)
     d, m, B, variant, lr = cfg.d, cfg.m, cfg.B, cfg.variant, cfg.lr
     g = graphs(cfgs, torch.device("cpu"))
-    data = {k: jnp.asarray(np.asarray(getattr(g, k))) for k in
-            ("X", "y", "tok", "tok_dist", "tok_mask", "order", "n_label", "nbr", "nbr_w")}
+    data = {k: jnp.asarray(np.asarray(getattr(g, k))) for k in ("X", "y", "tok", "tok_dist", "tok_mask", "order", "n_label")
+            + (("nbr", "nbr_w") if variant == "gcn" else ())}
     a_vec = jnp.concatenate([jnp.full(m // 2, 1.0 / math.sqrt(m)), jnp.full(m - m // 2, -1.0 / math.sqrt(m))])
 
     def init(key):

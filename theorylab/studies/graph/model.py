@@ -12,6 +12,11 @@ init = paper (the default, spec sections 1.2 / 2.2): W_Q, W_K, W_V start near th
 proj is held at I (so W_O = W_1 ~ N(0, 1/d)), and no bias vector is trained unless biases = True (the paper's
 model has none; held at 0 they change nothing). init = gaussian: every weight N(0, 1/fan_in), proj trained.
 Weights [E, ...]; node batches nodes [E, B] index each model's own graph.
+
+Speed (embed's fast path, the default; fast=False is the plain form, tested equal): node n's output is the one
+attention row it reads (core.nn.attention_query: no L x L map, keys and values never formed), over its tokens'
+features stored per node (GraphBatch.x_tok); the GCN runs over neighbour lists from the precomputed A_hat X,
+only at the batch's neighbourhood (gcn_rows).
 """
 from __future__ import annotations
 
@@ -66,8 +71,8 @@ def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, v
     """The aggregated representation of each node in nodes [E, B] -> [E, B, d].
 
     fast (the default) computes only what is read: the query node's own attention row (nn.attention_query:
-    no L x L map, no keys or values formed), and the GCN rule over neighbour lists (O(N deg), not a dense
-    N x N product), the last layer at the batch's nodes only. fast=False is the plain form (full L x L
+    no L x L map, no keys or values formed), and the GCN rule over neighbour lists (O(deg) per node, not a dense
+    N x N product) at the batch's neighbourhood only (gcn_rows). fast=False is the plain form (full L x L
     self-attention of T^n read at row 0; dense normalized adjacency over every node); tests hold them equal."""
     if variant == "gcn":
         layers = sum(1 for k in params if k.startswith("gcn.") and k.endswith(".w"))
