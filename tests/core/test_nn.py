@@ -319,3 +319,83 @@ def test_attention_over_token_counts_and_heads(n, heads, causal):
             m.out_proj.weight.copy_(p["attn.proj.w"][e].T), m.out_proj.bias.copy_(p["attn.proj.b"][e])
         mask = torch.ones(n, n, dtype=torch.bool).triu(1) if causal else None
         torch.testing.assert_close(y[e], m(x[e], x[e], x[e], attn_mask=mask, need_weights=False)[0], **TOL)
+
+
+# ---- one query row, sparse graph aggregation (speed paths, equal to the plain layers) -----------------------------
+
+def _grads(out: torch.Tensor, p: dict) -> dict:
+    return dict(zip(p, torch.autograd.grad(out.square().sum(), list(p.values()))))
+
+
+@pytest.mark.parametrize("key_bias", [True, False])
+@pytest.mark.parametrize("query", [0, 3])
+def test_attention_query_is_the_row_of_attention_forward_and_gradients(query, key_bias):
+    """attention_query never forms K or V (reassociated through the query); it equals attention()'s row `query`, with relative bias and dropped keys, on the output, the map and the
+    gradients of every parameter and of x (through the output and through the map), in float64."""
+    Z = 4
+    p = {k: v.double().requires_grad_() for k, v in jitter(nn.init_attention(rng(), "attn", D, HEADS, rel_buckets=Z)).items()}
+    x = torch.randn(E, B, N, D, dtype=torch.float64, requires_grad=True)
+    dist = torch.randint(Z, (E, B, N, N))
+    key_mask = torch.rand(E, B, N) < 0.6
+    key_mask[..., 1] = True
+    full_probes, row_probes = {}, {}
+    full = nn.attention(x, p, "attn", HEADS, rel_index=dist, key_mask=key_mask, key_bias=key_bias,
+                        probes=full_probes)[..., query, :]
+    row = nn.attention_query(x, p, "attn", HEADS, query=query, rel_index=dist[..., query, :], key_mask=key_mask,
+                             key_bias=key_bias, probes=row_probes)
+    torch.testing.assert_close(row, full, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(row_probes["attn.map"][..., 0, :], full_probes["attn.map"][..., query, :],
+                               atol=1e-12, rtol=1e-12)
+    # gradients of every weight and of x, through the output and through the map (a loss on the probes)
+    loss = lambda y, probes: y.square().sum() + probes["attn.map"][..., 0, :].sin().sum()  # noqa: E731
+    wrt = {**p, "x": x}
+    g_full = dict(zip(wrt, torch.autograd.grad(loss(full, {"attn.map": full_probes["attn.map"][..., query:query + 1, :]}),
+                                               list(wrt.values()))))
+    g_row = dict(zip(wrt, torch.autograd.grad(loss(row, row_probes), list(wrt.values()))))
+    for k in wrt:
+        torch.testing.assert_close(g_row[k], g_full[k], atol=1e-12, rtol=1e-10, msg=k)
+    assert (g_row["attn.rel_bias"] != 0).any() and (g_row["x"] != 0).any()
+    x = x.detach()
+    assert_grid_matches(lambda q: nn.attention_query(x.float(), {k: v.float() for k, v in q.items()}, "attn", HEADS,
+                                                     query=query, rel_index=dist[..., query, :], key_mask=key_mask),
+                        {k: v.detach() for k, v in p.items()})
+
+
+def test_attention_query_in_float32_is_the_plain_row_within_1e5():
+    p = jitter(nn.init_attention(rng(), "attn", 16, 1, rel_buckets=4))
+    x = torch.randn(E, 32, 37, 16)
+    dist = torch.randint(4, (E, 32, 37))
+    full = nn.attention(x, p, "attn", 1, rel_index=dist[..., None, :].expand(E, 32, 37, 37), key_bias=False)[..., 0, :]
+    row = nn.attention_query(x, p, "attn", 1, rel_index=dist, key_bias=False)
+    assert float((row - full).abs().max() / full.abs().max()) < 1e-5  # relative to the outputs' scale
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_neighbour_lists_aggregate_as_the_dense_normalized_adjacency(weighted):
+    """The sparse GCN rule (padded neighbour lists + gather) equals the dense D^-1/2 (A + I) D^-1/2 X W + b, on
+    graphs of unequal degree (padding), on every node and on a subset of rows, forward and gradients (float64)."""
+    n = 9
+    adj = ((torch.rand(E, n, n) < 0.35).double())
+    adj = ((adj + adj.transpose(-1, -2)) > 0).double() * (1 - torch.eye(n, dtype=torch.float64))
+    adj[0, 0, :] = adj[0, :, 0] = 0  # an isolated node: its list is itself alone
+    if weighted:
+        w = torch.rand(E, n, n, dtype=torch.float64).triu(1)
+        adj = adj * (1 + w + w.transpose(-1, -2))  # symmetric edge weights in (1, 2)
+    index, weight = nn.neighbour_lists(adj)
+    K = int(((adj + torch.eye(n)) != 0).sum(-1).max())
+    assert index.shape == (E, n, K) and (weight[0, 0, 1:] == 0).all() and index[0, 0, 0] == 0
+    dense = nn.normalized_adjacency(adj)
+    rebuilt = torch.zeros_like(dense).scatter_add_(-1, index, weight)
+    assert torch.equal(rebuilt, dense)  # entry for entry, padding adds 0
+    p = {k: v.double().requires_grad_() for k, v in jitter(nn.init_linear(rng(), "gcn", D, 4)).items()}
+    x = torch.randn(E, n, D, dtype=torch.float64, requires_grad=True)
+    y_dense = nn.graph_aggregate(x[:, None], adj, p, "gcn")[:, 0]
+    y_sparse = nn.graph_aggregate_sparse(x, index, weight, p, "gcn")
+    torch.testing.assert_close(y_sparse, y_dense, atol=1e-12, rtol=1e-12)
+    both = list(p.values()) + [x]
+    for a, b in zip(torch.autograd.grad(y_sparse.square().sum(), both), torch.autograd.grad(y_dense.square().sum(), both)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    rows = torch.randint(n, (E, 4))
+    pick = lambda t: torch.gather(t, 1, rows[..., None].expand(-1, -1, K))  # noqa: E731
+    torch.testing.assert_close(nn.graph_aggregate_sparse(x, pick(index), pick(weight), p, "gcn"),
+                               torch.gather(y_dense, 1, rows[..., None].expand(-1, -1, 4)), atol=1e-12, rtol=1e-12)

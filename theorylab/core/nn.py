@@ -200,6 +200,53 @@ def attention(x: torch.Tensor, p: Params, name: str, heads: int, *, causal: bool
     return linear(o.transpose(-2, -3).flatten(-2), p, f"{name}.proj")  # concat_h(A_h V_h) W_proj + b
 
 
+def attention_query(x: torch.Tensor, p: Params, name: str, heads: int, *, query: int = 0,
+                    rel_index: torch.Tensor | None = None, key_mask: torch.Tensor | None = None,
+                    key_bias: bool = True, probes: dict | None = None) -> torch.Tensor:
+    """One query row of attention(): the output of token `query` attending to every token of x [*, E, B, N, D]
+    -> [*, E, B, D], equal to attention(x, ...)[..., query, :] (tests/core/test_nn.py) at a fraction of the
+    cost when only that row is read (a graph transformer's node attending to its sampled neighbourhood):
+
+        u_h = W_K,h (W_Q,h x_q + b_Q,h) / sqrt(D/H)                                          [*, E, B, H, D]
+        a_h = softmax(x u_h + q_h.b_K,h + b[rel_index] - inf[key hidden])                   [*, E, B, H, N]
+        out = concat_h((a_h x) W_V,h + b_V,h) W_proj + b_proj
+
+    K and V of the N keys are never formed: q_h.(W_K x_s + b_K) = x_s.u_h + q_h.b_K, and as a_h sums to 1,
+    a_h (x W_V + b_V) = (a_h x) W_V + b_V. So the cost is O(N D) per query, not O(N D^2 + N^2 D).
+    rel_index [E, B, N] (ints < rel buckets): the bucket of each key for this query; key_mask [*, E, B, N]
+    (at least one key kept); key_bias=False as in attention(). With probes, the row is stored as
+    probes[f"{name}.map"] [*, E, B, H, 1, N] (attention()'s map at this query)."""
+    W = p[f"{name}.qkv.w"]  # [*, E, D, 3D]
+    qkv_b = p[f"{name}.qkv.b"] if key_bias else without_key_bias(p[f"{name}.qkv.b"])
+    D = W.shape[-2]
+    dh = D // heads
+    W_q, W_k, W_v = (w.unflatten(-1, (heads, dh)) for w in W.chunk(3, dim=-1))  # [*, E, D, H, dh]
+    # [*, E, 1, H, dh]: per model, broadcast over the batch axis
+    b_q, b_k, b_v = (b.unflatten(-1, (heads, dh)).unsqueeze(-3) for b in qkv_b.chunk(3, dim=-1))
+    _check_models(x, W.shape[-3], 2, name)
+    q = (x[..., query, :] @ W_q.flatten(-2)).unflatten(-1, (heads, dh)) + b_q  # W_Q x_q + b_Q  [*, E, B, H, dh]
+    # u_h = W_K,h q_h / sqrt(dh), one [B, dh] x [dh, D] product per model and head (matmul: einsum's planning
+    # costs more than the product at these sizes)
+    u = (q.transpose(-2, -3) @ W_k.permute(*range(W_k.dim() - 3), -2, -1, -3)).transpose(-2, -3) / math.sqrt(dh)
+    scores = ((q * b_k).sum(-1) / math.sqrt(dh))[..., None]  # q_h . b_K,h (softmax ignores it)  [*, E, B, H, 1]
+    # then b_z by bucket, -inf on dropped keys: the score biases                                 [*, E, B, H, N]
+    if rel_index is not None:
+        table = p[f"{name}.rel_bias"].movedim(-1, -2)  # [*, E, H, Z]
+        E, H, (B, N) = table.shape[-3], table.shape[-2], rel_index.shape[-2:]
+        # a gather along the buckets (its backward a scatter-add: 3x faster than indexing the table)
+        index = rel_index.reshape(E, 1, B * N).expand(*table.shape[:-1], B * N)
+        scores = scores + torch.gather(table, -1, index).unflatten(-1, (B, N)).movedim(-3, -2)  # b[bucket(s)]
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[..., None, :], -math.inf)
+    # batched [H, D] x [D, N] products (3x faster with their backward than products and sums on CPU at E = 64)
+    A = torch.softmax(u @ x.transpose(-1, -2) + scores, dim=-1)  # x_s . u_h + biases -> a_h  [*, E, B, H, N]
+    xbar = A @ x  # a_h x                                                                     [*, E, B, H, D]
+    if probes is not None:
+        probes[f"{name}.map"] = A[..., None, :]
+    o = (xbar.transpose(-2, -3) @ W_v.transpose(-2, -3)).transpose(-2, -3) + b_v  # (a_h x) W_V,h + b_V,h  [*, E, B, H, dh]
+    return linear(o.flatten(-2), p, f"{name}.proj", data_dims=1)
+
+
 # ---- selective scan (Mamba's S6) ---------------------------------------------------------------------------------
 
 def init_selective_scan(rng: EnsembleRNG, name: str, d: int, state: int = 16, dt_min: float = 1e-3,
@@ -255,3 +302,43 @@ def graph_aggregate(x: torch.Tensor, adj: torch.Tensor, p: Params, name: str) ->
     if a.dim() == 3:
         a = a[:, None]  # [E, 1, n, n]
     return linear(a @ x, p, name)  # (A_hat X) W + b
+
+
+def neighbour_lists(adj: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sparse form of normalized_adjacency: adj [n, n] or [E, n, n] -> (index, weight) [(E,) n, K], row r's
+    nonzero entries of D^-1/2 (A + I) D^-1/2 (columns ascending) in its first slots, then padding (index r,
+    weight 0). K = width, or the largest row count (degree + 1). The weights are the dense ones, entry for entry."""
+    if adj.dim() == 3:
+        eye = torch.eye(adj.shape[-1], dtype=adj.dtype, device=adj.device)
+        K = width or int(max(((a + eye) != 0).sum(-1).max() for a in adj))  # one K for every model: the largest
+        lists = [neighbour_lists(a, K) for a in adj]
+        return torch.stack([i for i, _ in lists]), torch.stack([w for _, w in lists])
+    n = adj.shape[-1]
+    a_hat = normalized_adjacency(adj)
+    r, c = torch.nonzero(a_hat, as_tuple=True)  # row-major: rows ascending, columns ascending within a row
+    counts = torch.bincount(r, minlength=n)
+    K = width or int(counts.max())
+    if int(counts.max()) > K:
+        raise ValueError(f"neighbour_lists: a row has {int(counts.max())} entries, more than width {K}")
+    slot = torch.arange(len(r), device=adj.device) - (torch.cumsum(counts, 0) - counts)[r]  # rank within its row
+    index = torch.arange(n, device=adj.device)[:, None].repeat(1, K)
+    weight = torch.zeros(n, K, dtype=a_hat.dtype, device=adj.device)
+    index[r, slot] = c
+    weight[r, slot] = a_hat[r, c]
+    return index, weight
+
+
+def neighbour_sum(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum_j weight[e, r, j] x[e, index[e, r, j]]: x [*, E, n, i], index and weight [E, m, K] (m rows: every node,
+    or a batch of them) -> [*, E, m, i]. With neighbour_lists' (index, weight) this is A_hat x, O(n K) not O(n^2)."""
+    E, n = x.shape[-3:-1]
+    flat = index + n * torch.arange(E, device=index.device)[:, None, None]  # row of x.flatten(-3, -2)
+    rows = x.flatten(-3, -2).index_select(-2, flat.flatten()).unflatten(-2, index.shape)  # [*, E, m, K, i]
+    return (weight.to(x.dtype).unsqueeze(-2) @ rows).squeeze(-2)  # [1, K] x [K, i] per row (matmul: 3x a product + sum)
+
+
+def graph_aggregate_sparse(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, p: Params, name: str) -> torch.Tensor:
+    """graph_aggregate from neighbour lists: x [*, E, n, i] (one graph per model, no batch axis), (index, weight)
+    [E, m, K] from neighbour_lists (rows of A_hat) -> (A_hat x)[rows] W + b [*, E, m, o]. Equal to the dense
+    graph_aggregate up to summation order (tests/core/test_nn.py)."""
+    return linear(neighbour_sum(x, index, weight), p, name, data_dims=1)

@@ -14,7 +14,7 @@ from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
 from theorylab.studies.graph.config import TINY, GraphConfig
 from theorylab.studies.graph.data import UNREACHED, build_graph, graphs
-from theorylab.studies.graph.model import forward, forward_reference, init_params
+from theorylab.studies.graph.model import forward, forward_reference, init_params, trainable
 
 CPU = torch.device("cpu")
 train_group = get_study("graph").train_group
@@ -105,10 +105,51 @@ def test_forward_matches_the_per_node_reference(variant):
     p = {k: v.double() for k, v in init_params(cs, rng, CPU).items()}
     if variant == "gt":
         p["attn.rel_bias"] = torch.randn_like(p["attn.rel_bias"])  # a non-zero PE is gathered by distance
-    g = graphs(cs, CPU)
-    g.X, g.adj = g.X.double(), g.adj.double()
+    g = graphs(cs, CPU).double()
     nodes = g.order[:, :5]
     assert torch.allclose(forward(p, g, nodes, variant), forward_reference(p, g, nodes, variant), atol=1e-9)
+    assert torch.allclose(forward(p, g, nodes, variant, fast=False), forward_reference(p, g, nodes, variant), atol=1e-9)
+
+
+@pytest.mark.parametrize("graph", ["regular", "er", "les_miserables"])
+@pytest.mark.parametrize("variant", ["gt", "no_pe", "gcn"])
+def test_fast_forward_equals_the_plain_one_with_its_gradients(variant, graph):
+    """The speed path (query row only; GCN over neighbour lists, last layer at the batch) against the plain
+    one (full L x L attention read at row 0; dense normalized adjacency), float64: outputs, attention probes
+    and every trained weight's gradient, on graphs with unequal degrees (er, a real graph: padded lists)."""
+    cs = [tiny(seed=s, variant=variant, gcn_layers=3, graph=graph, n_label=8) for s in range(2)]
+    p = {k: v.double() for k, v in init_params(cs, rng_for(cs, CPU), CPU).items()}
+    p = {k: (v + 0.1 * torch.randn_like(v)).requires_grad_() for k, v in p.items()}  # off the init (b_z != 0)
+    g = graphs(cs, CPU).double()
+    nodes = g.order[:, :6]
+    probes_fast, probes_plain = ({} if variant != "gcn" else None for _ in range(2))
+    fast = forward(p, g, nodes, variant, probes_fast)
+    plain = forward(p, g, nodes, variant, probes_plain, fast=False)
+    torch.testing.assert_close(fast, plain, atol=1e-12, rtol=1e-10)
+    if probes_fast is not None:
+        torch.testing.assert_close(probes_fast["attn.map"][:, :, 0, 0], probes_plain["attn.map"][:, :, 0, 0],
+                                   atol=1e-12, rtol=1e-10)
+    names = [k for k in trainable(cs) if k in p]
+    grads = [torch.autograd.grad((1 - f).clamp_min(0).sum(), [p[k] for k in names]) for f in (fast, plain)]
+    for k, a, b in zip(names, *grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9, msg=k)
+
+
+@pytest.mark.parametrize("variant", ["gt", "gcn"])
+def test_training_on_the_fast_path_equals_the_plain_path(variant, monkeypatch):
+    """Whole tiny runs (SGD steps, probes, grading) in float32: weights and metrics within 1e-5 relative."""
+    import functools
+    cs = [tiny(seed=s, variant=variant) for s in range(2)]
+    fast = train_group(cs, CPU, QUIET)
+    monkeypatch.setattr(train, "forward", functools.partial(train.forward, fast=False))
+    plain = train_group(cs, CPU, QUIET)
+    for k in fast.params:
+        scale = float(plain.params[k].abs().max()) or 1.0
+        assert float((fast.params[k] - plain.params[k]).abs().max()) <= 1e-5 * scale, k
+    for a, b in zip(fast.metrics, plain.metrics):
+        for k, v in b.items():
+            if isinstance(v, float):
+                assert a[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
 
 
 def test_no_pe_freezes_b_and_gt_moves_it():

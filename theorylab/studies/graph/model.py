@@ -12,6 +12,11 @@ init = paper (the default, spec sections 1.2 / 2.2): W_Q, W_K, W_V start near th
 proj is held at I (so W_O = W_1 ~ N(0, 1/d)), and no bias vector is trained unless biases = True (the paper's
 model has none; held at 0 they change nothing). init = gaussian: every weight N(0, 1/fan_in), proj trained.
 Weights [E, ...]; node batches nodes [E, B] index each model's own graph.
+
+Speed (embed's fast path, the default; fast=False is the plain form, tested equal): node n's output is the one
+attention row it reads (core.nn.attention_query: no L x L map, keys and values never formed), over its tokens'
+features stored per node (GraphBatch.x_tok); the GCN runs over neighbour lists from the precomputed A_hat X,
+only at the batch's neighbourhood (gcn_rows).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core import nn
-from theorylab.core.batch import gather_rows
+from theorylab.core.batch import gather_rows, take_rows
 from theorylab.core.ensemble import shared_value
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
@@ -62,29 +67,60 @@ def init_params(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device) -> dict[s
 
 
 def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
-          probes: dict | None = None) -> torch.Tensor:
-    """The aggregated representation of each node in nodes [E, B] -> [E, B, d]."""
+          probes: dict | None = None, fast: bool = True) -> torch.Tensor:
+    """The aggregated representation of each node in nodes [E, B] -> [E, B, d].
+
+    fast (the default) computes only what is read: the query node's own attention row (nn.attention_query:
+    no L x L map, no keys or values formed), and the GCN rule over neighbour lists (O(deg) per node, not a dense
+    N x N product) at the batch's neighbourhood only (gcn_rows). fast=False is the plain form (full L x L
+    self-attention of T^n read at row 0; dense normalized adjacency over every node); tests hold them equal."""
     if variant == "gcn":
-        H = g.X[:, None]  # H^(0) = X                                                        [E, 1, N, d]
         layers = sum(1 for k in params if k.startswith("gcn.") and k.endswith(".w"))
-        for l in range(layers):
-            H = nn.graph_aggregate(H, g.adj, params, f"gcn.{l}")  # A_hat H W_l + c_l
-            if l < layers - 1:
-                H = torch.relu(H)
-        return gather_rows(H[:, 0], nodes)
-    tok = gather_rows(g.tok, nodes)  # T^n                                                  [E, B, L]
-    x = gather_rows(g.X, tok.flatten(1)).unflatten(1, tok.shape[1:])  # x_s for s in T^n       [E, B, L, d]
-    L = tok.shape[-1]
-    rel = gather_rows(g.tok_dist, nodes)[..., None, :].expand(*tok.shape, L) if variant == "gt" else None  # dist(s, n)
-    out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=gather_rows(g.tok_mask, nodes), key_bias=False,
-                       probes=probes)  # softmax_s(x_s^T W_K^T W_Q x_n / sqrt(d) + b_dist) W_V x_s, proj  [E, B, L, d]
+        if not fast:
+            H = g.X[:, None]  # H^(0) = X                                                    [E, 1, N, d]
+            for l in range(layers):
+                H = nn.graph_aggregate(H, g.adj, params, f"gcn.{l}")  # A_hat H W_l + c_l
+                if l < layers - 1:
+                    H = torch.relu(H)
+            return gather_rows(H[:, 0], nodes)
+        return gcn_rows(params, g, nodes, layers)
+    if fast and g.x_tok is not None:
+        x = take_rows(g.x_tok, nodes)  # x_s for s in T^n                                      [E, B, L, d]
+    else:
+        x = take_rows(g.X, take_rows(g.tok, nodes))  # T^n [E, B, L], then their features       [E, B, L, d]
+    dist = take_rows(g.tok_dist, nodes) if variant == "gt" else None  # dist(s, n)                 [E, B, L]
+    mask = take_rows(g.tok_mask, nodes)
+    if fast:  # softmax_s(x_s^T W_K^T W_Q x_n / sqrt(d) + b_dist) W_V x_s, proj: node n's row only  [E, B, d]
+        return nn.attention_query(x, params, "attn", 1, query=0, rel_index=dist, key_mask=mask, key_bias=False,
+                                  probes=probes)
+    L = x.shape[-2]
+    rel = dist[..., None, :].expand(*x.shape[:-1], L) if dist is not None else None
+    out = nn.attention(x, params, "attn", 1, rel_index=rel, key_mask=mask, key_bias=False,
+                       probes=probes)  # every token's row                                       [E, B, L, d]
     return out[..., 0, :]  # the query node's own output (token 0 is n)
 
 
+def gcn_rows(params: dict[str, torch.Tensor], g: GraphBatch, rows: torch.Tensor, l: int) -> torch.Tensor:
+    """H^(l) at rows [E, R] -> [E, R, d] over neighbour lists: H^(1) = (A_hat X) W_0 + c_0 from the precomputed
+    A_hat X; H^(l) = A_hat ReLU(H^(l-1)) W_l-1 + c_l-1 from H^(l-1) at the rows' neighbours, or at every node
+    once those are as many (a batch's neighbourhood is small: B (deg + 1) rows, not N)."""
+    name = f"gcn.{l - 1}"
+    if l == 1:
+        return nn.linear(take_rows(g.ax, rows), params, name, data_dims=1)
+    E, N = g.X.shape[:2]
+    if rows.shape[1] * g.nbr.shape[-1] < N:  # the rows' neighbours: [E, R K] -> aggregate per row
+        nbr, w = take_rows(g.nbr, rows), take_rows(g.nbr_w, rows)  # [E, R, K]
+        prev = torch.relu(gcn_rows(params, g, nbr.flatten(1), l - 1)).unflatten(1, nbr.shape[1:])  # [E, R, K, d]
+        return nn.linear((w.to(prev.dtype).unsqueeze(-2) @ prev).squeeze(-2), params, name, data_dims=1)
+    every = torch.arange(N, device=rows.device).expand(E, N)
+    prev = torch.relu(gcn_rows(params, g, every, l - 1))  # every node                        [E, N, d]
+    return nn.graph_aggregate_sparse(prev, take_rows(g.nbr, rows), take_rows(g.nbr_w, rows), params, name)
+
+
 def forward(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, variant: str,
-            probes: dict | None = None) -> torch.Tensor:
-    """F(x_n) for nodes [E, B] -> [E, B] (section 2.2)."""
-    h = embed(params, g, nodes, variant, probes)
+            probes: dict | None = None, fast: bool = True) -> torch.Tensor:
+    """F(x_n) for nodes [E, B] -> [E, B] (section 2.2); fast: see embed."""
+    h = embed(params, g, nodes, variant, probes, fast)
     hidden = torch.relu(nn.linear(h, params, "fc1", data_dims=1))  # ReLU(W_O h)               [E, B, m]
     return (hidden * params["a"][:, None, :]).sum(-1)  # a^T ReLU(.)                              [E, B]
 
@@ -137,5 +173,5 @@ def check_forward(cfgs: Sequence[GraphConfig], params: dict[str, torch.Tensor], 
     nodes = g.order[:, :4]
     variant = shared_value(cfgs, "variant")
     p = {k: v.double() for k, v in params.items()}
-    g64 = GraphBatch(**{**g.__dict__, "X": g.X.double(), "adj": g.adj.double()})
+    g64 = g.double()
     return float((forward(p, g64, nodes, variant) - forward_reference(p, g64, nodes, variant)).abs().max())
