@@ -87,6 +87,79 @@ def all_scan_weights(w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tenso
     return g[..., None, :] * torch.exp(log_c)
 
 
+# The read-out's hidden layer [E, B, (L,) m] is the step's largest tensor (42 MB at E = 64 on the bench config):
+# run over the whole ensemble at once, every pass over it (matmul, ReLU, its backward, the outer product of the
+# upstream gradient with a) goes to main memory, and the ensemble ran slower than a loop over models (0.83x).
+# The fused read-out below visits it in blocks of whole models that fit in cache, keeps no hidden layer between
+# the forward and the backward (it recomputes the block's pre-activations, one small matmul), and builds the
+# hidden layer's gradient in one pass. `readout` stays as the plain reference (tests: equal forward and gradient).
+BLOCK_BYTES = 1 << 20  # a block's hidden layer: about one core's L2 cache
+
+
+def _blocks(E: int, hidden_per_model: int, itemsize: int) -> list[slice]:
+    size = max(1, BLOCK_BYTES // max(1, hidden_per_model * itemsize))
+    return [slice(s, min(E, s + size)) for s in range(0, E, size)]
+
+
+class _ScanStates(torch.autograd.Function):
+    """Every state's input sum u_l = sum_{j<=l} C[l, j] x_j ([E, B, L, d]) with the gradient in w written out, over
+    cache-sized blocks of models; C [B, L, L] is recomputed in the backward instead of kept (`all_scan_weights` @ X
+    is the plain form). With P_l = sum_{k<=l} log decay_k and C[l, j] = g_j exp(P_l - P_j):
+        dC[l, j]/dg_j = C[l, j]/g_j,  dC[l, j]/dP_l = C[l, j],  dC[l, j]/dP_j = -C[l, j],
+    so with G = dF/dC: dF/dg_j = sum_l G K,  dF/dP_l = sum_j G C - sum_{j'} G C (as column),  dF/d log decay_k =
+    sum_{l>=k} dF/dP_l; then z = w^T x: dg/dz = g (1 - g) (sigmoid) or sigmoid(z) (softplus), dlog decay/dz = -sigmoid(z)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tensor:
+        ctx.gain = gain
+        ctx.save_for_backward(w, X)
+        u = torch.empty_like(X)
+        for s in _blocks(X.shape[0], X[0].numel() // X.shape[-1] * X.shape[-2], X.element_size()):
+            u[s] = _scan_matrix(w[s], X[s], gain)[0] @ X[s]
+        return u
+
+    @staticmethod
+    def backward(ctx, gu: torch.Tensor):
+        w, X = ctx.saved_tensors
+        gw = torch.empty_like(w) if ctx.needs_input_grad[0] else None
+        gX = torch.empty_like(X) if ctx.needs_input_grad[1] else None
+        for s in _blocks(X.shape[0], X[0].numel() // X.shape[-1] * X.shape[-2], X.element_size()):
+            Xb, gub = X[s], gu[s]
+            C, K, g, z = _scan_matrix(w[s], Xb, ctx.gain)
+            G = gub @ Xb.transpose(-1, -2)  # dF/dC[l, j] = gu_l . x_j                                      [e, B, L, L]
+            if gX is not None:
+                gX[s] = C.transpose(-1, -2) @ gub  # through x_j's own term (z's part is added below)
+            GK = G.mul_(K)
+            dg = GK.sum(-2)  # [e, B, L]
+            GC = GK.mul_(g[..., None, :])
+            dP = GC.sum(-1) - GC.sum(-2)  # [e, B, L]
+            dlog_decay = dP.flip(-1).cumsum(-1).flip(-1)  # sum_{l >= k} dF/dP_l
+            sig = torch.sigmoid(z)
+            dz = dg * (g * (1 - g) if ctx.gain == "sigmoid" else sig) - dlog_decay * sig  # [e, B, L]
+            if gw is not None:
+                gw[s] = torch.einsum("ebl,ebld->ed", dz, Xb)
+            if gX is not None:
+                gX[s] += dz[..., None] * w[s][:, None, None, :]
+        return gw, gX, None
+
+
+def _scan_matrix(w: torch.Tensor, X: torch.Tensor, gain: str):
+    """(C, K, g, z): C = g_j K [E, B, L, L] with K[l, j] = exp(P_l - P_j) on j <= l (else 0), in place where the
+    plain `all_scan_weights` allocates (the same numbers)."""
+    z = torch.einsum("ebld,ed->ebl", X, w)  # z_l = w^T x_l                                          [E, B, L]
+    g = torch.sigmoid(z) if gain == "sigmoid" else F.softplus(z)
+    P = (-F.softplus(z)).cumsum(-1)  # sum_{k<=l} log decay_k                                        [E, B, L]
+    L = X.shape[-2]
+    above = torch.ones(L, L, dtype=torch.bool, device=X.device).triu(1)  # j > l
+    K = (P[..., :, None] - P[..., None, :]).masked_fill_(above, -math.inf).exp_()
+    return K * g[..., None, :], K, g, z
+
+
+def scan_states(w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tensor:
+    """`all_scan_weights(w, X, gain) @ X` (every state's input sum [E, B, L, d]) through the fused, blocked form."""
+    return _ScanStates.apply(w, X, gain)
+
+
 def readout(p: dict[str, torch.Tensor], o: torch.Tensor, probes: dict | None = None) -> torch.Tensor:
     """F = sum_i a_i ReLU(v_i^T o): o [E, B, d] -> [E, B]; o [E, B, L, d] (every position) -> the mean over
     positions (1/L) sum_l sum_i a_i ReLU(v_i^T o_l)."""
@@ -99,26 +172,81 @@ def readout(p: dict[str, torch.Tensor], o: torch.Tensor, probes: dict | None = N
     return torch.einsum("ebm,em->eb", torch.relu(pre), p["a"])
 
 
-def forward(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig, probes: dict | None = None) -> torch.Tensor:
+class _FusedReadout(torch.autograd.Function):
+    """F = (1/L) sum_l sum_i a_i ReLU(v_i^T o_l) (o [E, B, L, d]) or sum_i a_i ReLU(v_i^T o) (o [E, B, d])."""
+
+    @staticmethod
+    def forward(ctx, V: torch.Tensor, o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(V, o, a)
+        out = o.new_empty(o.shape[:2])
+        for s in _blocks(o.shape[0], o[0].numel() // o.shape[-1] * V.shape[1], o.element_size()):
+            out[s] = readout({"V": V[s], "a": a[s]}, o[s])
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        V, o, a = ctx.saved_tensors
+        mean = o.dim() == 4
+        scale = g / o.shape[-2] if mean else g  # dF/dpre = a_i 1[pre > 0] g (/ L)                       [E, B]
+        gV = torch.empty_like(V) if ctx.needs_input_grad[0] else None
+        go = torch.empty_like(o) if ctx.needs_input_grad[1] else None
+        ga = torch.empty_like(a) if ctx.needs_input_grad[2] else None
+        for s in _blocks(o.shape[0], o[0].numel() // o.shape[-1] * V.shape[1], o.element_size()):
+            ob, Vb, ab, sb = o[s], V[s], a[s], scale[s]
+            if mean:
+                pre = torch.einsum("emd,ebld->eblm", Vb, ob)  # recomputed: cheaper than keeping it  [e, B, L, m]
+                up = sb[:, :, None, None] * ab[:, None, None, :]  # [e, B, 1, m]
+            else:
+                pre = torch.einsum("emd,ebd->ebm", Vb, ob)  # [e, B, m]
+                up = sb[:, :, None] * ab[:, None, :]  # [e, B, m]
+            if ga is not None:
+                per_row = sb.reshape(sb.shape + (1,) * (pre.dim() - 2))  # [e, B, (1,) 1]
+                ga[s] = (torch.relu(pre) * per_row).flatten(1, -2).sum(1)  # sum over rows of ReLU(pre) g
+            # the hidden layer's gradient 1[pre > 0] up, in place (torch.where with a broadcast operand is
+            # several times slower on CPU than these three contiguous passes over a block held in cache)
+            gpre = pre.clamp_(min=0).sign_().mul_(up)
+            flat_g, flat_o = gpre.flatten(1, -2), ob.flatten(1, -2)  # [e, rows, m], [e, rows, d]
+            if gV is not None:
+                gV[s] = flat_g.transpose(1, 2) @ flat_o  # sum over rows of gpre_i o                   [e, m, d]
+            if go is not None:
+                go[s] = (flat_g @ Vb).view_as(ob)  # sum_i gpre_i v_i                                 [e, rows, d]
+        return gV, go, ga
+
+
+def fused_readout(p: dict[str, torch.Tensor], o: torch.Tensor) -> torch.Tensor:
+    """`readout` without probes, through the cache-blocked fused form (same values; gradients equal to rounding)."""
+    return _FusedReadout.apply(p["V"], o, p["a"])
+
+
+def forward(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig, probes: dict | None = None,
+            fast: bool = True) -> torch.Tensor:
     """X [E, B, L, d] -> F [E, B]. probes (a dict): the SSM writes "c" (token weights in h_L) and "gate" (g_l);
-    the transformer writes "attn.map" [E, B, 1, L, L]."""
+    the transformer writes "attn.map" [E, B, 1, L, L]. fast (the default): W_C W_B folded into the rows v_i, and
+    without probes the fused read-out; fast=False is the plain reference (tests: equal)."""
     if cfg.arch == "ssm":
-        c = scan_weights(p["w"], X, cfg.gain)  # c_l                                                     [E, B, L]
+        if probes is not None or cfg.readout == "last":  # the mean read-out reads every state, not these
+            c = scan_weights(p["w"], X, cfg.gain)  # c_l                                                 [E, B, L]
         if probes is not None:
             probes["c"] = c
             probes["gate"] = torch.sigmoid(torch.einsum("ebld,ed->ebl", X, p["w"]))
         if cfg.readout == "last":
             u = torch.einsum("ebl,ebld->ebd", c, X)  # sum_l c_l x_l                                     [E, B, d]
         else:
-            u = all_scan_weights(p["w"], X, cfg.gain) @ X  # every state: sum_j C[l, j] x_j             [E, B, L, d]
-        h = torch.einsum("eij,eb...j->eb...i", p["W_B"], u)  # h_L = W_B sum_l c_l x_l (or every h_l)
-        o = torch.einsum("eij,eb...j->eb...i", p["W_C"], h)  # o = W_C h                                [E, B, (L,) d]
+            # every state: sum_j C[l, j] x_j                                                            [E, B, L, d]
+            u = scan_states(p["w"], X, cfg.gain) if fast else all_scan_weights(p["w"], X, cfg.gain) @ X
+        if fast:  # v_i^T W_C W_B u: the frozen W_C W_B folded into the rows v_i ([E, m, d], not [E, B, L, d];
+            # exact when they are the identity, the default)
+            p = {**p, "V": p["V"] @ p["W_C"] @ p["W_B"]}
+            o = u
+        else:
+            h = torch.einsum("eij,eb...j->eb...i", p["W_B"], u)  # h_L = W_B sum_l c_l x_l (or every h_l)
+            o = torch.einsum("eij,eb...j->eb...i", p["W_C"], h)  # o = W_C h                            [E, B, (L,) d]
     else:
         x = X + p["pos"][:, None]  # x_l + p_l                                                        [E, B, L, d]
         o = nn.attention(x, p, "attn", heads=1, probes=probes)  # every position's output             [E, B, L, d]
         if cfg.readout == "last":
             o = o[..., -1, :]
-    return readout(p, o, probes)
+    return readout(p, o, probes) if probes is not None or not fast else fused_readout(p, o)
 
 
 def forward_reference(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig) -> torch.Tensor:
