@@ -101,65 +101,6 @@ def _blocks(E: int, hidden_per_model: int, itemsize: int) -> list[slice]:
     return [slice(s, min(E, s + size)) for s in range(0, E, size)]
 
 
-class _ScanStates(torch.autograd.Function):
-    """Every state's input sum u_l = sum_{j<=l} C[l, j] x_j ([E, B, L, d]) with the gradient in w written out, over
-    cache-sized blocks of models; C [B, L, L] is recomputed in the backward instead of kept (`all_scan_weights` @ X
-    is the plain form). With P_l = sum_{k<=l} log decay_k and C[l, j] = g_j exp(P_l - P_j):
-        dC[l, j]/dg_j = C[l, j]/g_j,  dC[l, j]/dP_l = C[l, j],  dC[l, j]/dP_j = -C[l, j],
-    so with G = dF/dC: dF/dg_j = sum_l G K,  dF/dP_l = sum_j G C - sum_{j'} G C (as column),  dF/d log decay_k =
-    sum_{l>=k} dF/dP_l; then z = w^T x: dg/dz = g (1 - g) (sigmoid) or sigmoid(z) (softplus), dlog decay/dz = -sigmoid(z)."""
-
-    @staticmethod
-    def forward(ctx, w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tensor:
-        ctx.gain = gain
-        ctx.save_for_backward(w, X)
-        u = torch.empty_like(X)
-        for s in _blocks(X.shape[0], X[0].numel() // X.shape[-1] * X.shape[-2], X.element_size()):
-            u[s] = _scan_matrix(w[s], X[s], gain)[0] @ X[s]
-        return u
-
-    @staticmethod
-    def backward(ctx, gu: torch.Tensor):
-        w, X = ctx.saved_tensors
-        gw = torch.empty_like(w) if ctx.needs_input_grad[0] else None
-        gX = torch.empty_like(X) if ctx.needs_input_grad[1] else None
-        for s in _blocks(X.shape[0], X[0].numel() // X.shape[-1] * X.shape[-2], X.element_size()):
-            Xb, gub = X[s], gu[s]
-            C, K, g, z = _scan_matrix(w[s], Xb, ctx.gain)
-            G = gub @ Xb.transpose(-1, -2)  # dF/dC[l, j] = gu_l . x_j                                      [e, B, L, L]
-            if gX is not None:
-                gX[s] = C.transpose(-1, -2) @ gub  # through x_j's own term (z's part is added below)
-            GK = G.mul_(K)
-            dg = GK.sum(-2)  # [e, B, L]
-            GC = GK.mul_(g[..., None, :])
-            dP = GC.sum(-1) - GC.sum(-2)  # [e, B, L]
-            dlog_decay = dP.flip(-1).cumsum(-1).flip(-1)  # sum_{l >= k} dF/dP_l
-            sig = torch.sigmoid(z)
-            dz = dg * (g * (1 - g) if ctx.gain == "sigmoid" else sig) - dlog_decay * sig  # [e, B, L]
-            if gw is not None:
-                gw[s] = torch.einsum("ebl,ebld->ed", dz, Xb)
-            if gX is not None:
-                gX[s] += dz[..., None] * w[s][:, None, None, :]
-        return gw, gX, None
-
-
-def _scan_matrix(w: torch.Tensor, X: torch.Tensor, gain: str):
-    """(C, K, g, z): C = g_j K [E, B, L, L] with K[l, j] = exp(P_l - P_j) on j <= l (else 0), in place where the
-    plain `all_scan_weights` allocates (the same numbers)."""
-    z = torch.einsum("ebld,ed->ebl", X, w)  # z_l = w^T x_l                                          [E, B, L]
-    g = torch.sigmoid(z) if gain == "sigmoid" else F.softplus(z)
-    P = (-F.softplus(z)).cumsum(-1)  # sum_{k<=l} log decay_k                                        [E, B, L]
-    L = X.shape[-2]
-    above = torch.ones(L, L, dtype=torch.bool, device=X.device).triu(1)  # j > l
-    K = (P[..., :, None] - P[..., None, :]).masked_fill_(above, -math.inf).exp_()
-    return K * g[..., None, :], K, g, z
-
-
-def scan_states(w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tensor:
-    """`all_scan_weights(w, X, gain) @ X` (every state's input sum [E, B, L, d]) through the fused, blocked form."""
-    return _ScanStates.apply(w, X, gain)
-
-
 def readout(p: dict[str, torch.Tensor], o: torch.Tensor, probes: dict | None = None) -> torch.Tensor:
     """F = sum_i a_i ReLU(v_i^T o): o [E, B, d] -> [E, B]; o [E, B, L, d] (every position) -> the mean over
     positions (1/L) sum_l sum_i a_i ReLU(v_i^T o_l)."""
@@ -232,8 +173,7 @@ def forward(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig, probe
         if cfg.readout == "last":
             u = torch.einsum("ebl,ebld->ebd", c, X)  # sum_l c_l x_l                                     [E, B, d]
         else:
-            # every state: sum_j C[l, j] x_j                                                            [E, B, L, d]
-            u = scan_states(p["w"], X, cfg.gain) if fast else all_scan_weights(p["w"], X, cfg.gain) @ X
+            u = all_scan_weights(p["w"], X, cfg.gain) @ X  # every state: sum_j C[l, j] x_j             [E, B, L, d]
         if fast:  # v_i^T W_C W_B u: the frozen W_C W_B folded into the rows v_i ([E, m, d], not [E, B, L, d];
             # exact when they are the identity, the default)
             p = {**p, "V": p["V"] @ p["W_C"] @ p["W_B"]}
