@@ -16,10 +16,11 @@ FORMS = [("ssm", "sigmoid", "mean"), ("ssm", "softplus", "mean"), ("ssm", "sigmo
          ("ssm", "softplus", "last"), ("transformer", "sigmoid", "mean"), ("transformer", "sigmoid", "last")]
 
 
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    """Blocks of one or two models, so that the block loop and its seams are exercised."""
-    monkeypatch.setattr(model, "BLOCK_BYTES", 2 * 5 * 7 * 8 * 8)
+@pytest.fixture(autouse=True, params=["models", "sequences"])
+def small_blocks(request, monkeypatch):
+    """Blocks of a few whole models, or runs of two sequences of one model (a model's hidden layer over the
+    budget, as at the full size), so that the block loops and their seams are exercised."""
+    monkeypatch.setattr(model, "BLOCK_BYTES", 2 * 5 * 7 * 8 * 8 if request.param == "models" else 2 * 7 * 8 * 8)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -87,20 +87,6 @@ def all_scan_weights(w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tenso
     return g[..., None, :] * torch.exp(log_c)
 
 
-# The read-out's hidden layer [E, B, (L,) m] is the step's largest tensor (42 MB at E = 64 on the bench config):
-# run over the whole ensemble at once, every pass over it (matmul, ReLU, its backward, the outer product of the
-# upstream gradient with a) goes to main memory, and the ensemble ran slower than a loop over models (0.83x).
-# The fused read-out below visits it in blocks of whole models that fit in cache, keeps no hidden layer between
-# the forward and the backward (it recomputes the block's pre-activations, one small matmul), and builds the
-# hidden layer's gradient in one pass. `readout` stays as the plain reference (tests: equal forward and gradient).
-BLOCK_BYTES = 1 << 20  # a block's hidden layer: about one core's L2 cache
-
-
-def _blocks(E: int, hidden_per_model: int, itemsize: int) -> list[slice]:
-    size = max(1, BLOCK_BYTES // max(1, hidden_per_model * itemsize))
-    return [slice(s, min(E, s + size)) for s in range(0, E, size)]
-
-
 def readout(p: dict[str, torch.Tensor], o: torch.Tensor, probes: dict | None = None) -> torch.Tensor:
     """F = sum_i a_i ReLU(v_i^T o): o [E, B, d] -> [E, B]; o [E, B, L, d] (every position) -> the mean over
     positions (1/L) sum_l sum_i a_i ReLU(v_i^T o_l)."""
@@ -113,6 +99,25 @@ def readout(p: dict[str, torch.Tensor], o: torch.Tensor, probes: dict | None = N
     return torch.einsum("ebm,em->eb", torch.relu(pre), p["a"])
 
 
+# The read-out's hidden layer [E, B, (L,) m] is the step's largest tensor (42 MB at E = 64 on the bench config):
+# run over the whole ensemble at once, every pass over it (matmul, ReLU, its backward, the outer product of the
+# upstream gradient with a) goes to main memory, and the ensemble ran slower than a loop over models (0.83x).
+# The fused read-out below visits it in blocks of whole models that fit in cache, keeps no hidden layer between
+# the forward and the backward (it recomputes the block's pre-activations, one small matmul), and builds the
+# hidden layer's gradient in one pass. `readout` stays as the plain reference (tests: equal forward and gradient).
+BLOCK_BYTES = 1 << 20  # a block's hidden layer: about one core's L2 cache
+
+
+def _blocks(E: int, B: int, per_sequence: int) -> list[tuple[slice, slice]]:
+    """(models, sequences) blocks whose hidden layer (per_sequence bytes a sequence) fits in BLOCK_BYTES: whole
+    models while one fits, else one model at a time in runs of sequences (the full size's 21 MB a model)."""
+    if B * per_sequence <= BLOCK_BYTES:
+        size = BLOCK_BYTES // (B * per_sequence)
+        return [(slice(s, min(E, s + size)), slice(None)) for s in range(0, E, size)]
+    size = max(1, BLOCK_BYTES // per_sequence)
+    return [(slice(e, e + 1), slice(s, min(B, s + size))) for e in range(E) for s in range(0, B, size)]
+
+
 class _FusedReadout(torch.autograd.Function):
     """F = (1/L) sum_l sum_i a_i ReLU(v_i^T o_l) (o [E, B, L, d]) or sum_i a_i ReLU(v_i^T o) (o [E, B, d])."""
 
@@ -120,8 +125,8 @@ class _FusedReadout(torch.autograd.Function):
     def forward(ctx, V: torch.Tensor, o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(V, o, a)
         out = o.new_empty(o.shape[:2])
-        for s in _blocks(o.shape[0], o[0].numel() // o.shape[-1] * V.shape[1], o.element_size()):
-            out[s] = readout({"V": V[s], "a": a[s]}, o[s])
+        for se, sb in _blocks(*o.shape[:2], o[0, 0].numel() // o.shape[-1] * V.shape[1] * o.element_size()):
+            out[se, sb] = readout({"V": V[se], "a": a[se]}, o[se, sb])
         return out
 
     @staticmethod
@@ -129,28 +134,28 @@ class _FusedReadout(torch.autograd.Function):
         V, o, a = ctx.saved_tensors
         mean = o.dim() == 4
         scale = g / o.shape[-2] if mean else g  # dF/dpre = a_i 1[pre > 0] g (/ L)                       [E, B]
-        gV = torch.empty_like(V) if ctx.needs_input_grad[0] else None
+        gV = torch.zeros_like(V) if ctx.needs_input_grad[0] else None  # summed over a model's blocks
         go = torch.empty_like(o) if ctx.needs_input_grad[1] else None
-        ga = torch.empty_like(a) if ctx.needs_input_grad[2] else None
-        for s in _blocks(o.shape[0], o[0].numel() // o.shape[-1] * V.shape[1], o.element_size()):
-            ob, Vb, ab, sb = o[s], V[s], a[s], scale[s]
+        ga = torch.zeros_like(a) if ctx.needs_input_grad[2] else None
+        for se, sb in _blocks(*o.shape[:2], o[0, 0].numel() // o.shape[-1] * V.shape[1] * o.element_size()):
+            ob, Vb, ab, gb = o[se, sb], V[se], a[se], scale[se, sb]
             if mean:
-                pre = torch.einsum("emd,ebld->eblm", Vb, ob)  # recomputed: cheaper than keeping it  [e, B, L, m]
-                up = sb[:, :, None, None] * ab[:, None, None, :]  # [e, B, 1, m]
+                pre = torch.einsum("emd,ebld->eblm", Vb, ob)  # recomputed: cheaper than keeping it  [e, b, L, m]
+                up = gb[:, :, None, None] * ab[:, None, None, :]  # [e, b, 1, m]
             else:
-                pre = torch.einsum("emd,ebd->ebm", Vb, ob)  # [e, B, m]
-                up = sb[:, :, None] * ab[:, None, :]  # [e, B, m]
+                pre = torch.einsum("emd,ebd->ebm", Vb, ob)  # [e, b, m]
+                up = gb[:, :, None] * ab[:, None, :]  # [e, b, m]
             if ga is not None:
-                per_row = sb.reshape(sb.shape + (1,) * (pre.dim() - 2))  # [e, B, (1,) 1]
-                ga[s] = (torch.relu(pre) * per_row).flatten(1, -2).sum(1)  # sum over rows of ReLU(pre) g
+                per_row = gb.reshape(gb.shape + (1,) * (pre.dim() - 2))  # [e, b, (1,) 1]
+                ga[se] += (torch.relu(pre) * per_row).flatten(1, -2).sum(1)  # sum over rows of ReLU(pre) g
             # the hidden layer's gradient 1[pre > 0] up, in place (torch.where with a broadcast operand is
             # several times slower on CPU than these three contiguous passes over a block held in cache)
             gpre = pre.clamp_(min=0).sign_().mul_(up)
             flat_g, flat_o = gpre.flatten(1, -2), ob.flatten(1, -2)  # [e, rows, m], [e, rows, d]
             if gV is not None:
-                gV[s] = flat_g.transpose(1, 2) @ flat_o  # sum over rows of gpre_i o                   [e, m, d]
+                gV[se] += flat_g.transpose(1, 2) @ flat_o  # sum over rows of gpre_i o                 [e, m, d]
             if go is not None:
-                go[s] = (flat_g @ Vb).view_as(ob)  # sum_i gpre_i v_i                                 [e, rows, d]
+                go[se, sb] = (flat_g @ Vb).view_as(ob)  # sum_i gpre_i v_i                            [e, rows, d]
         return gV, go, ga
 
 
