@@ -1,7 +1,8 @@
 """The selective scan's cost as the sequence grows: CPU time per model-step (forward + backward) against L.
 
 Four scans, each batched over the ensemble axis E (E models, B sequences each, width d):
-- kit S6:      core.nn.selective_scan (Mamba's S6: per-channel state of n numbers, a Python loop over L);
+- kit S6:      core.nn.selective_scan_parallel (Mamba's S6: per-channel state of n numbers, the doubling scan in
+               log2 L whole-tensor steps) and core.nn.selective_scan_sequential (a Python loop over L; the CPU default);
 - study last:  the Mamba study's SSM, last state only (closed form: one reversed cumulative sum, O(L));
 - study mean:  the same SSM with every state h_l (the mean read-out: an L x L weight matrix, O(L^2));
 - sequential:  the study's recurrence h_l = (1 - g_l) h_{l-1} + g_l x_l as a loop over L (what the closed forms
@@ -39,7 +40,8 @@ def runners(E: int, B: int, L: int, d: int, state: int):
     w = (0.3 * rng.normal((d,), "w")).requires_grad_()
     kit = {k: v.requires_grad_() for k, v in nn.init_selective_scan(rng, "s6", d, state).items()}
     return {
-        "kit S6 (core.nn.selective_scan)": (lambda: nn.selective_scan(X, kit, "s6")[..., -1, :].square().sum(), list(kit.values())),
+        "kit S6 parallel (doubling)": (lambda: nn.selective_scan_parallel(X, kit, "s6")[..., -1, :].square().sum(), list(kit.values())),
+        "kit S6 sequential": (lambda: nn.selective_scan_sequential(X, kit, "s6")[..., -1, :].square().sum(), list(kit.values())),
         "study last state (closed form)": (lambda: torch.einsum("ebl,ebld->ebd", scan_weights(w, X, "sigmoid"), X).square().sum(), [w]),
         "study every state (mean read-out)": (lambda: (all_scan_weights(w, X, "sigmoid") @ X).square().sum(), [w]),
         "study recurrence (loop over L)": (lambda: sequential(w, X).square().sum(), [w]),

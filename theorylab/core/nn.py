@@ -263,16 +263,49 @@ def init_selective_scan(rng: EnsembleRNG, name: str, d: int, state: int = 16, dt
             f"{name}.D": torch.ones(E, d, device=dev)}
 
 
-def selective_scan(x: torch.Tensor, p: Params, name: str, probes: dict | None = None) -> torch.Tensor:
-    """Mamba's selective SSM (S6; Gu & Dao 2023, Alg. 2), x [*, E, B, L, D] -> y [*, E, B, L, D]: each channel
-    has a state of n numbers; Delta, B and C depend on the input (the selection). A sequential scan over L.
-    With probes, Delta is stored as probes[f"{name}.delta"]."""
+def _selective_scan_inputs(x: torch.Tensor, p: Params, name: str):
     delta = F.softplus(linear(x, p, f"{name}.dt_proj"))  # Delta_t = softplus(W_dt x_t + b_dt)  [*, E, B, L, D]
     B = linear(x, p, f"{name}.B_proj")  # B_t = W_B x_t                                    [*, E, B, L, n]
     C = linear(x, p, f"{name}.C_proj")  # C_t = W_C x_t                                    [*, E, B, L, n]
     A = -torch.exp(p[f"{name}.A_log"])[..., None, None, :, :]  # diagonal A < 0           [*, E, 1, 1, D, n]
     A_bar = torch.exp(delta[..., None] * A)  # exp(Delta_t A), zero-order hold            [*, E, B, L, D, n]
     Bx_bar = (delta * x)[..., None] * B[..., None, :]  # Delta_t B_t x_t                  [*, E, B, L, D, n]
+    return delta, A_bar, Bx_bar, C
+
+
+def selective_scan(x: torch.Tensor, p: Params, name: str, probes: dict | None = None,
+                   parallel: bool | None = None) -> torch.Tensor:
+    """Mamba's selective SSM (S6; Gu & Dao 2023, Alg. 2), x [*, E, B, L, D] -> y [*, E, B, L, D]: each channel
+    has a state of n numbers; Delta, B and C depend on the input (the selection). The scan h_t = A_bar_t h_{t-1} +
+    Bx_bar_t runs step by step (`selective_scan_sequential`) or in its associative form (`selective_scan_parallel`);
+    parallel=None picks the parallel form on CUDA only: on CPU the step-by-step loop is 3x (L = 20) to 7x (L = 128)
+    faster (benchmarks/mamba_scan_bench.py: the doubling does O(L log L) work in whole-tensor passes, each a trip to
+    memory, while L Python steps cost little next to them). Both give the same numbers (tests). With probes, Delta
+    is stored as probes[f"{name}.delta"]."""
+    use_parallel = x.is_cuda if parallel is None else parallel
+    return (selective_scan_parallel if use_parallel else selective_scan_sequential)(x, p, name, probes)
+
+
+def selective_scan_parallel(x: torch.Tensor, p: Params, name: str, probes: dict | None = None) -> torch.Tensor:
+    """`selective_scan` by Hillis-Steele doubling: ceil(log2 L) whole-tensor steps instead of L Python steps. It
+    multiplies decays in (0, 1] and never divides by them, so a long product underflows to the 0 it is, where a
+    closed form through cumulative sums of log A_bar would overflow."""
+    delta, a, h, C = _selective_scan_inputs(x, p, name)
+    L, k = x.shape[-2], 1
+    while k < L:  # after this step h_t = sum over the last 2k inputs, a_t = the product of the last 2k decays
+        h = torch.cat([h[..., :k, :, :], h[..., k:, :, :] + a[..., k:, :, :] * h[..., :-k, :, :]], -3)
+        if 2 * k < L:
+            a = torch.cat([a[..., :k, :, :], a[..., k:, :, :] * a[..., :-k, :, :]], -3)
+        k *= 2
+    if probes is not None:
+        probes[f"{name}.delta"] = delta
+    y = (h @ C[..., :, :, None]).squeeze(-1)  # C_t h_t                                      [*, E, B, L, D]
+    return y + p[f"{name}.D"][..., None, None, :] * x  # y_t = C_t h_t + D x_t
+
+
+def selective_scan_sequential(x: torch.Tensor, p: Params, name: str, probes: dict | None = None) -> torch.Tensor:
+    """`selective_scan` with the scan run step by step over L (the reference)."""
+    delta, A_bar, Bx_bar, C = _selective_scan_inputs(x, p, name)
     # unbind, not x[..., t, :, :]: each indexed step would back-propagate through a full-size zero tensor,
     # making the backward O(L^2) (measured: 190 -> 31 ms per model-step at L = 128)
     A_t, Bx_t, C_t = A_bar.unbind(-3), Bx_bar.unbind(-3), C.unbind(-2)

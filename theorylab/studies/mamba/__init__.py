@@ -5,9 +5,8 @@ from theorylab.core.study import Study, register_study
 
 @register_study("mamba")
 def study() -> Study:
-    from theorylab.studies.mamba.bench import REFERENCE, train_seconds
     from theorylab.studies.mamba.claims import CLAIMS
-    from theorylab.studies.mamba.config import FULL, QUICK, TINY, MambaConfig
+    from theorylab.studies.mamba.config import BENCH, FULL, QUICK, TINY, MambaConfig
     from theorylab.studies.mamba.maps import MAPS
     from theorylab.studies.mamba.model import check_forward
     from theorylab.studies.mamba.plots import PLOTS
@@ -20,7 +19,7 @@ def study() -> Study:
         dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
         config_cls=MambaConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward, maps=MAPS,
-        bench=train_seconds, bench_config=REFERENCE,
+        bench_config=BENCH,  # core.bench times the Training's step
         variations={"gain": ("softplus",), "bc": ("random",), "irrelevant_sign": ("plus",), "tau": (0.0, 0.1),
                     "loss": ("logistic",), "B": (8,), "a_scale": ("1/sqrt(m)",), "L": (8, 12), "M": (3, 4),
                     "w_init": (0.5,), "train_gate": (False,), "tf_pos": ("none",), "optimizer": ("adam",), "alpha_r": (0.4, 0.5), "dl_near": (1, 3)},

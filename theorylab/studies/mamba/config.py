@@ -131,3 +131,5 @@ QUICK: dict = {}  # the defaults are the quick size
 FULL = {"n_pool": 1024, "n_train": 1024, "steps": 1000, "n_test": 4000, "curve_points": 200, "m": 256}
 TINY = {"steps": 12, "n_pool": 32, "n_train": 32, "n_test": 100, "n_probe": 50, "curve_points": 4, "m": 16, "d": 4,
         "M": 4}  # m = d^2: the claims' width hypothesis holds at the tiny size too
+# `theorylab bench mamba`: the reference step (d = 16 as in the spec, full-batch GD on 128 sequences)
+BENCH = {"L": 20, "d": 16, "m": 64, "n_pool": 128, "n_train": 128}

@@ -99,11 +99,79 @@ def readout(p: dict[str, torch.Tensor], o: torch.Tensor, probes: dict | None = N
     return torch.einsum("ebm,em->eb", torch.relu(pre), p["a"])
 
 
-def forward(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig, probes: dict | None = None) -> torch.Tensor:
+# The read-out's hidden layer [E, B, (L,) m] is the step's largest tensor (42 MB at E = 64 on the bench config):
+# run over the whole ensemble at once, every pass over it (matmul, ReLU, its backward, the outer product of the
+# upstream gradient with a) goes to main memory, and the ensemble ran slower than a loop over models (0.83x).
+# The fused read-out below visits it in blocks of whole models that fit in cache, keeps no hidden layer between
+# the forward and the backward (it recomputes the block's pre-activations, one small matmul), and builds the
+# hidden layer's gradient in one pass. `readout` stays as the plain reference (tests: equal forward and gradient).
+BLOCK_BYTES = 1 << 20  # a block's hidden layer: about one core's L2 cache
+
+
+def _blocks(E: int, B: int, per_sequence: int) -> list[tuple[slice, slice]]:
+    """(models, sequences) blocks whose hidden layer (per_sequence bytes a sequence) fits in BLOCK_BYTES: whole
+    models while one fits, else one model at a time in runs of sequences (the full size's 21 MB a model)."""
+    if B * per_sequence <= BLOCK_BYTES:
+        size = BLOCK_BYTES // (B * per_sequence)
+        return [(slice(s, min(E, s + size)), slice(None)) for s in range(0, E, size)]
+    size = max(1, BLOCK_BYTES // per_sequence)
+    return [(slice(e, e + 1), slice(s, min(B, s + size))) for e in range(E) for s in range(0, B, size)]
+
+
+class _FusedReadout(torch.autograd.Function):
+    """F = (1/L) sum_l sum_i a_i ReLU(v_i^T o_l) (o [E, B, L, d]) or sum_i a_i ReLU(v_i^T o) (o [E, B, d])."""
+
+    @staticmethod
+    def forward(ctx, V: torch.Tensor, o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(V, o, a)
+        out = o.new_empty(o.shape[:2])
+        for se, sb in _blocks(*o.shape[:2], o[0, 0].numel() // o.shape[-1] * V.shape[1] * o.element_size()):
+            out[se, sb] = readout({"V": V[se], "a": a[se]}, o[se, sb])
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        V, o, a = ctx.saved_tensors
+        mean = o.dim() == 4
+        scale = g / o.shape[-2] if mean else g  # dF/dpre = a_i 1[pre > 0] g (/ L)                       [E, B]
+        gV = torch.zeros_like(V) if ctx.needs_input_grad[0] else None  # summed over a model's blocks
+        go = torch.empty_like(o) if ctx.needs_input_grad[1] else None
+        ga = torch.zeros_like(a) if ctx.needs_input_grad[2] else None
+        for se, sb in _blocks(*o.shape[:2], o[0, 0].numel() // o.shape[-1] * V.shape[1] * o.element_size()):
+            ob, Vb, ab, gb = o[se, sb], V[se], a[se], scale[se, sb]
+            if mean:
+                pre = torch.einsum("emd,ebld->eblm", Vb, ob)  # recomputed: cheaper than keeping it  [e, b, L, m]
+                up = gb[:, :, None, None] * ab[:, None, None, :]  # [e, b, 1, m]
+            else:
+                pre = torch.einsum("emd,ebd->ebm", Vb, ob)  # [e, b, m]
+                up = gb[:, :, None] * ab[:, None, :]  # [e, b, m]
+            if ga is not None:
+                per_row = gb.reshape(gb.shape + (1,) * (pre.dim() - 2))  # [e, b, (1,) 1]
+                ga[se] += (torch.relu(pre) * per_row).flatten(1, -2).sum(1)  # sum over rows of ReLU(pre) g
+            # the hidden layer's gradient 1[pre > 0] up, in place (torch.where with a broadcast operand is
+            # several times slower on CPU than these three contiguous passes over a block held in cache)
+            gpre = pre.clamp_(min=0).sign_().mul_(up)
+            flat_g, flat_o = gpre.flatten(1, -2), ob.flatten(1, -2)  # [e, rows, m], [e, rows, d]
+            if gV is not None:
+                gV[se] += flat_g.transpose(1, 2) @ flat_o  # sum over rows of gpre_i o                 [e, m, d]
+            if go is not None:
+                go[se, sb] = (flat_g @ Vb).view_as(ob)  # sum_i gpre_i v_i                            [e, rows, d]
+        return gV, go, ga
+
+
+def fused_readout(p: dict[str, torch.Tensor], o: torch.Tensor) -> torch.Tensor:
+    """`readout` without probes, through the cache-blocked fused form (same values; gradients equal to rounding)."""
+    return _FusedReadout.apply(p["V"], o, p["a"])
+
+
+def forward(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig, probes: dict | None = None,
+            fast: bool = True) -> torch.Tensor:
     """X [E, B, L, d] -> F [E, B]. probes (a dict): the SSM writes "c" (token weights in h_L) and "gate" (g_l);
-    the transformer writes "attn.map" [E, B, 1, L, L]."""
+    the transformer writes "attn.map" [E, B, 1, L, L]. fast (the default): W_C W_B folded into the rows v_i, and
+    without probes the fused read-out; fast=False is the plain reference (tests: equal)."""
     if cfg.arch == "ssm":
-        c = scan_weights(p["w"], X, cfg.gain)  # c_l                                                     [E, B, L]
+        if probes is not None or cfg.readout == "last":  # the mean read-out reads every state, not these
+            c = scan_weights(p["w"], X, cfg.gain)  # c_l                                                 [E, B, L]
         if probes is not None:
             probes["c"] = c
             probes["gate"] = torch.sigmoid(torch.einsum("ebld,ed->ebl", X, p["w"]))
@@ -111,14 +179,19 @@ def forward(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig, probe
             u = torch.einsum("ebl,ebld->ebd", c, X)  # sum_l c_l x_l                                     [E, B, d]
         else:
             u = all_scan_weights(p["w"], X, cfg.gain) @ X  # every state: sum_j C[l, j] x_j             [E, B, L, d]
-        h = torch.einsum("eij,eb...j->eb...i", p["W_B"], u)  # h_L = W_B sum_l c_l x_l (or every h_l)
-        o = torch.einsum("eij,eb...j->eb...i", p["W_C"], h)  # o = W_C h                                [E, B, (L,) d]
+        if fast:  # v_i^T W_C W_B u: the frozen W_C W_B folded into the rows v_i ([E, m, d], not [E, B, L, d];
+            # exact when they are the identity, the default)
+            p = {**p, "V": p["V"] @ p["W_C"] @ p["W_B"]}
+            o = u
+        else:
+            h = torch.einsum("eij,eb...j->eb...i", p["W_B"], u)  # h_L = W_B sum_l c_l x_l (or every h_l)
+            o = torch.einsum("eij,eb...j->eb...i", p["W_C"], h)  # o = W_C h                            [E, B, (L,) d]
     else:
         x = X + p["pos"][:, None]  # x_l + p_l                                                        [E, B, L, d]
         o = nn.attention(x, p, "attn", heads=1, probes=probes)  # every position's output             [E, B, L, d]
         if cfg.readout == "last":
             o = o[..., -1, :]
-    return readout(p, o, probes)
+    return readout(p, o, probes) if probes is not None or not fast else fused_readout(p, o)
 
 
 def forward_reference(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig) -> torch.Tensor:
