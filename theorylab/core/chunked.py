@@ -7,7 +7,8 @@ between one operation and the next, a single model's do not. `chunked_loss` keep
 for the trainer and does the work in slices of `chunk` models, so each slice is computed at a single model's cache
 footprint. Models share no parameters, so the gradient of the summed loss is exactly each slice's own: the numbers
 are those of the whole-ensemble computation (bit for bit when the study's operations treat the model axis as a
-batch axis, which batched matmuls, softmax and reductions over the other axes do).
+batch axis, which batched matmuls, softmax and reductions over the other axes do; no slice holds a single model,
+see model_slices).
 
 The returned loss differentiates only to first order, and only through the parameters that required a gradient
 when it was called (core's trainer asks for exactly those).
@@ -43,6 +44,18 @@ class _WithGradient(torch.autograd.Function):
         return (None, None, *([None] * ctx.count), *scaled)
 
 
+def model_slices(models: int, chunk: int) -> list[slice]:
+    """Consecutive slices of about `chunk` models covering all of them, none of a single model unless the ensemble
+    is one: torch's batched matrix-vector product takes another path for a batch of one and rounds differently, so
+    a slice of one would not reproduce the whole-ensemble numbers bit for bit."""
+    size = max(1 if models < 2 else 2, chunk)
+    starts = list(range(0, models, size))
+    if len(starts) > 1 and models - starts[-1] == 1:  # a trailing single model joins the slice before it
+        starts.pop()
+    bounds = [*starts, models]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 def chunked_loss(loss_of: SliceLoss, params: dict[str, torch.Tensor], models: int, chunk: int) -> dict[str, torch.Tensor]:
     """loss_of's outputs for all `models` models, computed `chunk` models at a time (params [E, ...] are sliced on
     their first axis); "loss" carries the gradient with respect to the parameters that require one."""
@@ -51,8 +64,7 @@ def chunked_loss(loss_of: SliceLoss, params: dict[str, torch.Tensor], models: in
         return loss_of(params, slice(0, models))
     outs: list[dict[str, torch.Tensor]] = []
     grads: list[tuple[torch.Tensor, ...]] = []
-    for lo in range(0, models, max(1, chunk)):
-        models_slice = slice(lo, min(models, lo + max(1, chunk)))
+    for models_slice in model_slices(models, chunk):
         part = {k: v[models_slice].detach().requires_grad_(k in need) for k, v in params.items()}
         out = loss_of(part, models_slice)
         if need:
