@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -23,17 +24,38 @@ from theorylab.core.rng import key_from_hash, stream_id
 # ---- random draws: one generator per model ----
 
 
+@lru_cache(maxsize=1 << 12)
+def _world_key(cfg) -> int:
+    return key_from_hash(cfg.world_hash)  # the hash serialises the config: worth keeping for the 3 draws of a step
+
+
 def _generator(cfg, stream: tuple) -> torch.Generator:
-    return torch.Generator().manual_seed((key_from_hash(cfg.world_hash) ^ stream_id(*stream)) & ((1 << 63) - 1))
+    return torch.Generator().manual_seed((_world_key(cfg) ^ stream_id(*stream)) & ((1 << 63) - 1))
 
 
 def normal(cfgs: Sequence, shape: Sequence[int], *stream, device="cpu") -> torch.Tensor:
-    """[E, *shape] standard normals, model e's from its own generator."""
-    return torch.stack([torch.randn(tuple(shape), generator=_generator(c, stream)) for c in cfgs]).to(device)
+    """[E, *shape] standard normals, model e's from its own generator (drawn in place into its slice: the numbers
+    of torch.randn(shape, generator), without stacking a copy)."""
+    out = torch.empty(len(cfgs), *shape)
+    for e, c in enumerate(cfgs):
+        out[e].normal_(generator=_generator(c, stream))
+    return out.to(device)
 
 
 def randint(cfgs: Sequence, high: int, shape: Sequence[int], *stream, device="cpu") -> torch.Tensor:
-    return torch.stack([torch.randint(high, tuple(shape), generator=_generator(c, stream)) for c in cfgs]).to(device)
+    out = torch.empty(len(cfgs), *shape, dtype=torch.long)
+    for e, c in enumerate(cfgs):
+        out[e].random_(0, high, generator=_generator(c, stream))
+    return out.to(device)
+
+
+def normal_reference(cfgs: Sequence, shape: Sequence[int], *stream) -> torch.Tensor:
+    """normal() as first written: one torch.randn per model, stacked (for tests)."""
+    return torch.stack([torch.randn(tuple(shape), generator=_generator(c, stream)) for c in cfgs])
+
+
+def randint_reference(cfgs: Sequence, high: int, shape: Sequence[int], *stream) -> torch.Tensor:
+    return torch.stack([torch.randint(high, tuple(shape), generator=_generator(c, stream)) for c in cfgs])
 
 
 # ---- schedule ----

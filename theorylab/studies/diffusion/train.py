@@ -14,23 +14,60 @@ from collections.abc import Sequence
 
 import torch
 
+from theorylab.core.chunked import chunked_loss
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
-from theorylab.core.train import SGD, AdamW
+from theorylab.core.train import SGD, AdamW, curve_steps
 from theorylab.studies.diffusion.data import bayes, risk, sample
 from theorylab.studies.diffusion.model import forward, init_params, trainable
 
 
-def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training:
+CACHE_FLOATS = 1 << 18  # attention scores per slice of the CPU step (1 MB of float32: about a core's L2)
+
+
+def models_per_slice(cfgs: Sequence, device: torch.device) -> int:
+    """Models per slice of the training step (core.chunked): on a CPU as many as keep the attention scores
+    [G, B, N, N] of the slice near one core's cache; elsewhere the whole ensemble at once."""
+    if device.type != "cpu":
+        return len(cfgs)
+    G, B, N = (len(shared_value(cfgs, "t_grid")), *(shared_value(cfgs, k) for k in ("B", "N")))
+    return max(1, CACHE_FLOATS // (G * B * N * N))
+
+
+def step_loss(cfgs: Sequence, step: int, checkpoints: set[int], device: torch.device):
+    """(params of models, models) -> {"loss": [e], "excess" at checkpoints}: step `step` for the models `models`
+    (a slice of cfgs); their data come from their own generators, so a slice draws its models' numbers."""
     B = shared_value(cfgs, "B")
 
+    def loss_of(p: dict[str, torch.Tensor], models: slice) -> dict[str, torch.Tensor]:
+        sub = list(cfgs)[models]
+        b = sample(sub, B, "train", step, device=device)
+        per_t = risk(forward(p, b.xt), b.eps)  # [e, G]
+        out = {"loss": per_t.mean(-1)}
+        if step in checkpoints:
+            with torch.no_grad():
+                out["excess"] = (per_t - risk(bayes(sub, b.xt, b.abar), b.eps)).mean(-1)
+        return out
+
+    return loss_of
+
+
+def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device, chunk: int | None = None) -> Training:
+    """chunk: models per slice of the step (default models_per_slice; len(cfgs): the whole ensemble at once, the
+    plain computation the sliced one is tested equal to)."""
+    E, steps, points = len(cfgs), shared_value(cfgs, "steps"), shared_value(cfgs, "curve_points")
+    # the excess curve is recorded at the checkpoints alone, and the Bayes denoiser costs more than the model's
+    # forward and backward together: it is computed at those steps only (core's trainer records the curves at
+    # curve_steps(steps, curve_points); a trainer run with fewer points, as the bench's, records a subset)
+    checkpoints = set(curve_steps(steps, points))
+    chunk = models_per_slice(cfgs, device) if chunk is None else chunk
+
     def loss_fn(p, step):
-        b = sample(cfgs, B, "train", step, device=device)
-        per_t = risk(forward(p, b.xt), b.eps)  # [E, G]
-        with torch.no_grad():
-            excess = (per_t - risk(bayes(cfgs, b.xt, b.abar), b.eps)).mean(-1)
-        return {"loss": per_t.mean(-1), "excess": excess}
+        loss_of = step_loss(cfgs, step, checkpoints, device)
+        if chunk >= E:
+            return loss_of(p, slice(0, E))
+        return chunked_loss(loss_of, p, E, chunk)
 
     def grade(res):
         test = test_risks(cfgs, res.params, device)
@@ -39,8 +76,8 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training
 
     opt = AdamW(weight_decay=0.0) if shared_value(cfgs, "optimizer") == "adam" else SGD()
     return Training(init_params(cfgs, device), trainable(cfgs), loss_fn, scalar_tensor(cfgs, "lr", device),
-                    shared_value(cfgs, "steps"), grade, what="steps", optimizer=opt,
-                    curve_points=shared_value(cfgs, "curve_points"))
+                    steps, grade, what="steps", optimizer=opt,
+                    curve_points=points)
 
 
 @torch.no_grad()

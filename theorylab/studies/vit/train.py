@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from theorylab.core.chunked import chunked_loss
 from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.losses import hinge, sign_error
@@ -62,12 +63,30 @@ def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ViTConfig], stream:
     return mean_over_blocks(len(cfgs), n or shared_value(cfgs, "n_test"), c.tokens * (c.tokens + c.m + 2 * c.dim), block)
 
 
-def training(cfgs: Sequence[ViTConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+CACHE_FLOATS = 1 << 19  # floats of the largest activation per slice of the CPU step (2 MB: near a core's L2)
+
+
+def models_per_slice(cfgs: Sequence[ViTConfig], device: torch.device, examples: int) -> int:
+    """Models per slice of the training step and the probes (core.chunked): on a CPU as many as keep the largest
+    activation of `examples` examples per model ([., L, m] after W_O, or the [., L, L] attention) near one core's
+    cache; elsewhere all at once."""
+    if device.type != "cpu":
+        return len(cfgs)
+    c = cfgs[0]
+    return max(1, CACHE_FLOATS // (examples * c.tokens * max(c.tokens, shared_value(cfgs, "m"))))
+
+
+def training(cfgs: Sequence[ViTConfig], rng: EnsembleRNG, device: torch.device, chunk: int | None = None) -> Training:
+    """chunk: models per slice of the step (default models_per_slice; len(cfgs): the whole ensemble at once, the
+    plain computation the sliced one is tested equal to). The data are drawn for the whole ensemble (vectorised,
+    keyed per model), the forward and backward slice by slice."""
+    E, B, steps, n_probe = len(cfgs), *(shared_value(cfgs, k) for k in ("B", "steps", "n_probe"))
+    probe_chunk = models_per_slice(cfgs, device, n_probe) if chunk is None else chunk
+    chunk = models_per_slice(cfgs, device, B) if chunk is None else chunk
     params = init_params(cfgs, rng, device)
-    B, steps = shared_value(cfgs, "B"), shared_value(cfgs, "steps")
     pool = training_pool(cfgs, rng)
     n_pool = torch.tensor([c.n_train or (pool.y.shape[1] if pool is not None else 0) for c in cfgs], device=device)
-    probe = test_batch(cfgs, rng, 0, shared_value(cfgs, "n_probe"), "probe")
+    probe = test_batch(cfgs, rng, 0, n_probe, "probe")
 
     def batch(step: int) -> Batch:
         if pool is None:
@@ -76,11 +95,23 @@ def training(cfgs: Sequence[ViTConfig], rng: EnsembleRNG, device: torch.device) 
 
     def loss_fn(p, step):
         b = batch(step)
-        F = forward(p, b.X, keep_mask(p, b, cfgs, rng, "train", step))
-        return {"loss": hinge(F, b.y), "error": sign_error(F, b.y)}
+
+        def loss_of(q: dict[str, torch.Tensor], models: slice) -> dict[str, torch.Tensor]:
+            sub = b if models == slice(0, E) else b.models(models)
+            r = rng if models == slice(0, E) else rng.subset(models)  # the same streams as in the whole ensemble
+            F = forward(q, sub.X, keep_mask(q, sub, list(cfgs)[models], r, "train", step))
+            return {"loss": hinge(F, sub.y), "error": sign_error(F, sub.y)}
+
+        return loss_of(p, slice(0, E)) if chunk >= E else chunked_loss(loss_of, p, E, chunk)
 
     def probe_fn(p, step):
-        return {f"probe_{k}" if k in ("error", "loss") else k: v for k, v in scores(p, probe, cfgs, rng, "probe").items()}
+        def probes_of(q: dict[str, torch.Tensor], models: slice) -> dict[str, torch.Tensor]:
+            whole = models == slice(0, E)
+            return scores(q, probe if whole else probe.models(models), list(cfgs)[models],
+                          rng if whole else rng.subset(models), "probe")
+
+        out = chunked_loss(probes_of, p, E, probe_chunk)  # the trainer calls the probes without gradients
+        return {f"probe_{k}" if k in ("error", "loss") else k: v for k, v in out.items()}
 
     def grade(res):
         test = evaluate(res.params, cfgs)
