@@ -109,22 +109,26 @@ def _norm_prompt(u: torch.Tensor, p: dict, block: int, arch: str) -> torch.Tenso
 
 
 def forward(p: dict, X: torch.Tensor, cfg: APConfig, head: str = "thead", record: dict | None = None,
-            acts: list | None = None) -> torch.Tensor:
-    """X [E, B, 1, 8, 8] -> logits [E, B, 10]. acts: if a list, every layer's activation is appended."""
+            acts: list | None = None, start: int = 0) -> torch.Tensor:
+    """X [E, B, 1, 8, 8] -> logits [E, B, 10]. acts: if a list, every layer's activation is appended.
+    start: X is instead the (prompt-free) activation at layer `start` (as `acts` holds it), its prompt is added and
+    the layers after it run: the same numbers as the whole forward when nothing before layer `start` differs."""
     keep = (lambda h: acts.append(h)) if acts is not None else (lambda h: None)  # noqa: E731
-    h = _prompt(X, p, 0, cfg.arch)  # layer 0: VP
+    h = _prompt(X, p, start, cfg.arch)  # layer 0: VP
     if cfg.arch == "cnn":
-        h = _prompt(torch.relu(batch_norm(conv3x3(h, p["stem.w"]), p, "stem.bn", record)), p, 1, "cnn")
-        keep(h)
-        for l in range(cfg.depth):
+        if start == 0:
+            h = _prompt(torch.relu(batch_norm(conv3x3(h, p["stem.w"]), p, "stem.bn", record)), p, 1, "cnn")
+            keep(h)
+        for l in range(max(start - 1, 0), cfg.depth):
             u = _norm_prompt(batch_norm(conv3x3(h, p[f"blocks.{l}.conv.w"]), p, f"blocks.{l}.bn", record), p, l, "cnn")
             h = _prompt(torch.relu(h + u), p, l + 2, "cnn")  # [E, B, C, 8, 8]
             keep(h)
         z = h.mean((-2, -1))  # [E, B, C]
     else:
-        t = nn.linear(nn.patchify(h, cfg.patch), p, "patch") + p["pos"][:, None]  # [E, B, N, D]
-        h = torch.cat([p["cls"][:, None].expand(-1, t.shape[1], -1, -1), t], dim=2)  # [E, B, 1+N, D]
-        for l in range(cfg.depth):
+        if start == 0:
+            t = nn.linear(nn.patchify(h, cfg.patch), p, "patch") + p["pos"][:, None]  # [E, B, N, D]
+            h = torch.cat([p["cls"][:, None].expand(-1, t.shape[1], -1, -1), t], dim=2)  # [E, B, 1+N, D]
+        for l in range(start, cfg.depth):
             b = f"blocks.{l}."
             h = h + nn.attention(_norm_prompt(nn.layer_norm(h, p, b + "ln1"), p, l, "vit"), p, b + "attn", cfg.heads)
             h = _prompt(h + nn.mlp(nn.layer_norm(h, p, b + "ln2"), p, b + "mlp"), p, l + 1, "vit")

@@ -108,11 +108,26 @@ def pretrain(cfgs: Sequence[APConfig], rng: EnsembleRNG, device) -> tuple[dict, 
     return p, src, res.diverged_at
 
 
+def start_layer(cfg: APConfig, method: str) -> int:
+    """The first layer whose activation differs from the frozen backbone's under `method`: the layers before it are
+    the shared frozen forward (linear: every layer; ap{l} / aps{l}: layers < l; the others: none)."""
+    if method == "linear":
+        return n_layers(cfg)
+    if method.startswith("aps"):
+        return int(method[3:])
+    if method.startswith("ap"):
+        return int(method[2:])
+    return 0
+
+
 def adaptation(cfgs: Sequence[APConfig], rng: EnsembleRNG, backbone: dict, how: Sequence[str], device,
-               grade: GradeFn = lambda res: {}, diverged: torch.Tensor | None = None) -> Training:
+               grade: GradeFn = lambda res: {}, diverged: torch.Tensor | None = None,
+               shared_prefix: bool = True) -> Training:
     """The adaptation of every method in `how` from one backbone, as one Training: the curves hold each method's
     loss as loss_{method}, and "loss" is their sum (what the one optimizer minimises). Models marked `diverged`
-    [E] (their pre-training diverged) get a NaN loss, so core records them diverged and leaves them be."""
+    [E] (their pre-training diverged) get a NaN loss, so core records them diverged and leaves them be.
+    shared_prefix: the frozen layers before a method's prompt run once per step for all methods (start_layer), not
+    once per method (False: every method's whole forward, the plain path; the numbers are the same)."""
     cfg, E = cfgs[0], len(cfgs)
     (Xs, ys), _, _ = target_split(rng, cfg.test_every, cfg.transform, cfg.n_target, cfg.n_val, device)
     target = Labelled(Xs, ys)
@@ -122,11 +137,18 @@ def adaptation(cfgs: Sequence[APConfig], rng: EnsembleRNG, backbone: dict, how: 
         start, own[method] = method_params(cfg, method, backbone)
         params.update({f"{method}/{k}": start[k] for k in own[method]})
 
+    starts = {method: start_layer(cfg, method) if shared_prefix else 0 for method in how}
+
     def loss_fn(p, step):
         batch = target.rows(rng.randint(cfg.n_target, (cfg.B,), "batch", "adapt", step).to(device))  # [E, B]
+        acts: list = [batch.X]  # the frozen backbone's activation at every layer, computed once for all methods
+        if max(starts.values()) > 0:
+            with torch.no_grad():
+                forward(p, batch.X, cfg, acts=acts)  # its unprefixed weights are the frozen backbone
         out = {}
         for method, names in own.items():
-            lg = forward({**p, **{k: p[f"{method}/{k}"] for k in names}}, batch.X, cfg)
+            s = starts[method]
+            lg = forward({**p, **{k: p[f"{method}/{k}"] for k in names}}, acts[s], cfg, start=s)
             out[f"loss_{method}"] = cross_entropy(lg, batch.y)
         total = sum(out.values())  # [E]
         return {"loss": total if diverged is None else torch.where(diverged, torch.nan, total), **out}
