@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.shared.cot_reasoning import ColumnIds
 
 
 def trainable(cfgs: Sequence) -> list[str]:
@@ -44,6 +45,33 @@ def forward(params: dict[str, torch.Tensor], C: torch.Tensor, mask: torch.Tensor
     if not probes:
         return F
     return F, {"attn": attn, "scores": scores, "F": F}
+
+
+def forward_columns(params: dict[str, torch.Tensor], cols: ColumnIds) -> torch.Tensor:
+    """forward() on prompts given as pattern indices (shared.cot_reasoning.ColumnIds), without the [E, B, N, 2 d_X]
+    context: a column's score (W_K p_i)^T w, w = W_K^T W_Q p_query, is a sum of three table entries, patterns[in] . w_in
+    + pos[step] . w_in + patterns[out] . w_out; and sum_i attn_i p_i is the attention mass binned by pattern (and by
+    step) times the M patterns (and K positions). O(B N + B M d_X) per model instead of O(B N d_X); the same
+    function (tests/studies/cot/test_cot_speed.py: equal to forward within float rounding, forward and gradient)."""
+    P, pos = cols.patterns, cols.pos  # [E, M, d_X], [K, d_X]
+    E, M, d_X = P.shape
+    u = torch.einsum("emj,ebj->ebm", params["W_Q"], cols.Q)  # W_Q p_query                    [E, B, m]
+    w = torch.einsum("emi,ebm->ebi", params["W_K"], u)  # W_K^T W_Q p_query                    [E, B, 2 d_X]
+    w_in, w_out = w[..., :d_X], w[..., d_X:]
+    in_table = torch.einsum("ekd,ebd->ebk", P, w_in)  # patterns . w_in                         [E, B, M]
+    out_table = torch.einsum("ekd,ebd->ebk", P, w_out)  # patterns . w_out                      [E, B, M]
+    pos_table = w_in @ pos.T  # pos . w_in                                                       [E, B, K]
+    scores = (torch.gather(in_table, 2, cols.in_ids) + pos_table[..., cols.col_step]) \
+        + torch.gather(out_table, 2, cols.out_ids)  # (W_K p_i)^T W_Q p_query                   [E, B, N]
+    scores = scores.masked_fill(~cols.mask, float("-inf"))
+    attn = torch.softmax(scores, dim=-1)
+    attn = torch.where(cols.mask.any(-1, keepdim=True), attn, 0.0)
+    E_, B, N = attn.shape
+    by_in = attn.new_zeros(E, B, M).scatter_add(2, cols.in_ids, attn)  # attention mass per input pattern
+    by_out = attn.new_zeros(E, B, M).scatter_add(2, cols.out_ids, attn)  # ... per output pattern
+    by_step = attn.new_zeros(E, B, pos.shape[0]).index_add(2, cols.col_step, attn)  # ... per position
+    mixed = torch.cat([by_in @ P + by_step @ pos, by_out @ P], -1)  # sum_i attn_i p_i               [E, B, 2 d_X]
+    return torch.einsum("edi,ebi->ebd", params["W_V"], mixed)  # sum_i W_V p_i attn_i          [E, B, d_X]
 
 
 def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, mask: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
