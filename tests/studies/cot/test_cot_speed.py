@@ -72,3 +72,28 @@ def test_a_few_sgd_steps_on_index_batches_match_the_built_prompts():
         assert not torch.equal(a.params[k], params[k])
         torch.testing.assert_close(b.params[k], a.params[k], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(b.curves["loss"], a.curves["loss"], rtol=1e-6, atol=0)  # curves are stored as float32
+
+
+@pytest.mark.parametrize("l", [0, 1, 6])
+def test_steps_and_icl_read_from_the_tokens_equal_the_built_prompts(l):
+    from theorylab.shared.cot_reasoning import eval_reasoning, icl_prompts, step_prompts
+    from theorylab.studies.cot.evaluate import cot_decode, icl_decode
+    from theorylab.studies.cot.model import forward_icl, forward_step
+
+    cfgs = [CoTConfig(seed=s, d_X=16, M=5, K=3) for s in range(2)]
+    params = {k: v.double() for k, v in _params(cfgs, torch.float32).items()}
+    r = eval_reasoning(cfgs, rng_for(cfgs, dev), 9, l, "t")
+    r.tokens, r.query_tokens, r.pos, r.patterns = (t.double() for t in (r.tokens, r.query_tokens, r.pos, r.patterns))
+    qt = r.query_tokens[:, :, :3].flip(1)  # another chain than the truth: what greedy decoding feeds back
+    for k in (1, 2, 3):
+        pr = step_prompts(r, k, qt)
+        F = forward(params, pr.C.double(), pr.mask, pr.Q.double())
+        torch.testing.assert_close(forward_step(params, r, k, qt), F, rtol=1e-12, atol=1e-12)
+        assert l == 0 and k == 1 or F.abs().max() > 1e-3
+    pr = icl_prompts(r)
+    torch.testing.assert_close(forward_icl(params, r), forward(params, pr.C.double(), pr.mask, pr.Q.double()),
+                               rtol=1e-12, atol=1e-12)
+    params32, r32 = _params(cfgs, torch.float32), eval_reasoning(cfgs, rng_for(cfgs, dev), 9, l, "t")
+    with torch.no_grad():  # decoding as evaluate runs it (float32): the same outputs either way
+        assert torch.equal(cot_decode(params32, r32), cot_decode(params32, r32, fast=False))
+        assert torch.equal(icl_decode(params32, r32), icl_decode(params32, r32, fast=False))
