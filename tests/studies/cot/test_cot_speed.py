@@ -97,3 +97,22 @@ def test_steps_and_icl_read_from_the_tokens_equal_the_built_prompts(l):
     with torch.no_grad():  # decoding as evaluate runs it (float32): the same outputs either way
         assert torch.equal(cot_decode(params32, r32), cot_decode(params32, r32, fast=False))
         assert torch.equal(icl_decode(params32, r32), icl_decode(params32, r32, fast=False))
+
+
+@pytest.mark.gpu
+def test_speed_paths_on_cuda_equal_the_plain_ones_and_the_cpu_noise():
+    from theorylab.shared.cot_reasoning import eval_reasoning, step_prompts
+    from theorylab.studies.cot.model import forward_step
+
+    cuda = torch.device("cuda")
+    cfgs = [CoTConfig(seed=s, d_X=16, M=5, K=3, l_tr=6) for s in range(2)]
+    params = {k: v.detach().to(cuda) for k, v in _params(cfgs, torch.float32).items()}
+    rng = rng_for(cfgs, cuda)
+    pr, cols = training_prompts(cfgs, rng, 8, "train", 1), training_columns(cfgs, rng, 8, "train", 1)
+    torch.testing.assert_close(forward_columns(params, cols), forward(params, pr.C, pr.mask, pr.Q), rtol=1e-5, atol=1e-5)
+    r = eval_reasoning(cfgs, rng, 8, 6, "t")
+    torch.testing.assert_close(r.tokens.cpu(), eval_reasoning(cfgs, rng_for(cfgs, dev), 8, 6, "t").tokens,
+                               rtol=1e-6, atol=1e-6)  # the same noise (uniform_blocked on the device)
+    p2 = step_prompts(r, 2)
+    torch.testing.assert_close(forward_step(params, r, 2, r.query_tokens[:, :, :3]), forward(params, p2.C, p2.mask, p2.Q),
+                               rtol=1e-5, atol=1e-5)

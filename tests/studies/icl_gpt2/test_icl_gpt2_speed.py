@@ -88,3 +88,16 @@ def test_a_few_adamw_steps_with_the_query_only_layer_match_the_plain_forward():
         moved += not torch.equal(a.params[k], params[k])
         torch.testing.assert_close(b.params[k], a.params[k], rtol=1e-9, atol=1e-9)
     assert moved > len(params) // 2
+
+
+@pytest.mark.gpu
+def test_query_only_last_layer_on_cuda_equals_every_token():
+    cfgs = _cfgs("cot", 2)
+    cuda = torch.device("cuda")
+    params = {k: v.to(cuda) for k, v in _params(cfgs, torch.float32).items()}
+    C, Q, mask = (t.to(cuda) for t in _prompts(cfgs, "cot"))
+    F, pb = forward(params, C, Q, 2, probes=True, mask=mask, query_only=False)
+    F_fast, pb_fast = forward(params, C, Q, 2, probes=True, mask=mask)
+    torch.testing.assert_close(F_fast, F, rtol=1e-5, atol=1e-5)
+    for k in pb:
+        torch.testing.assert_close(pb_fast[k], pb[k], rtol=1e-5, atol=1e-5)
