@@ -120,6 +120,30 @@ class EnsembleRNG:
         u = u.to(dtype)
         return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
 
+    def uniform_blocked(self, shape: Sequence[int], *stream: object, block: int = 1 << 15) -> torch.Tensor:
+        """uniform(shape, *stream) in float32, the same numbers bit for bit (tests/core/test_rng_blocked.py), computed
+        in blocks of `block` counters: the hash's ~18 passes then run over a cache-sized buffer instead of streaming
+        an [E, n] int64 array through memory 18 times (2.5x faster for the cot study's test-token noise, 32M numbers
+        a call; no allocation per block)."""
+        n = math.prod(shape)
+        if self.weyl or n <= block:
+            return self.uniform(shape, *stream)
+        base = _mix_(_mix(self.keys) ^ stream_id(*stream))  # [E]
+        first = weyl_sequence(block, self.device)  # counters (i + 1) GOLDEN of the first block
+        out = torch.empty(self.E, n, device=self.device)
+        x = torch.empty(self.E, block, dtype=torch.int64, device=self.device)
+        for start in range(0, n, block):
+            m = min(block, n - start)
+            shift = torch.tensor(start, dtype=torch.int64, device=self.device) * _GOLDEN  # wraps as the counters do
+            torch.add(base[:, None], first[:m] + shift, out=x[:, :m])  # key + (start + i + 1) GOLDEN
+            bits = _mix_(x[:, :m])
+            bits >>= 11
+            bits &= (1 << 53) - 1
+            u = out[:, start : start + m]
+            u.copy_(bits)  # k < 2^53 -> float32: rounded once, as uniform does
+            u *= 2.0**-53
+        return out.clamp_(max=1.0 - torch.finfo(torch.float32).eps).reshape(self.E, *shape)
+
     def normal(self, shape: Sequence[int], *stream: object, dtype=torch.float32) -> torch.Tensor:
         """[E, *shape] standard normal (Box-Muller on two independent uniform streams)."""
         u1 = 1.0 - self.uniform(shape, *stream, "u1", dtype=torch.float64)  # (0, 1]

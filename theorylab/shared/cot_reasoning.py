@@ -165,6 +165,13 @@ def training_reasoning(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, 
                        alpha: torch.Tensor | None = None, l: int | None = None) -> Reasoning:
     """Training prompts (section 2.1): TRR tokens without noise, a fresh random-permutation task per prompt,
     every example and the query follow it without error."""
+    ids, qids, patterns = _training_ids(cfgs, rng, B, *stream, alpha=alpha, l=l)
+    return Reasoning(_rows(patterns, ids), ids, _rows(patterns, qids), qids, patterns, positions(cfgs, rng.device))
+
+
+def _training_ids(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *stream, alpha: torch.Tensor | None = None,
+                  l: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random part of training_reasoning: (example ids [E, B, l, K+1], query ids [E, B, K+1], TRR patterns)."""
     dev = rng.device
     M, K = shared_value(cfgs, "M"), shared_value(cfgs, "K")
     l = l if l is not None else shared_value(cfgs, "l_tr")
@@ -172,9 +179,7 @@ def training_reasoning(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, 
     patterns = trr_patterns(cfgs, dev)
     sigma = random_tasks(rng, M, K, B, *stream, device=dev)
     xq, x = _inputs(rng, alpha, M, B, l, *stream)
-    ids = correct_chain(sigma, x)  # [E, B, l, K+1]
-    qids = correct_chain(sigma, xq)  # [E, B, K+1]
-    return Reasoning(_rows(patterns, ids), ids, _rows(patterns, qids), qids, patterns, positions(cfgs, dev))
+    return correct_chain(sigma, x), correct_chain(sigma, xq), patterns  # [E, B, l, K+1], [E, B, K+1]
 
 
 def transition_matrices(sigma: torch.Tensor, p: torch.Tensor, rho: torch.Tensor, wrong: Wrong,
@@ -236,10 +241,13 @@ def transition_stats(A: torch.Tensor, sigma: torch.Tensor) -> dict[str, torch.Te
 def _noise(rng: EnsembleRNG, shape: tuple, scale: torch.Tensor, pos_cols: slice, d_X: int, *stream) -> torch.Tensor:
     """[E, *shape, d_X]: vectors of norm `scale`, orthogonal to the positional coordinates, in the direction of a
     uniform draw from the cube [-1, 1]^d (bounded noise [D]; cheaper than a Gaussian draw with this generator)."""
-    g = 2 * rng.uniform((*shape, d_X), *stream, "noise").to(scale.device) - 1
+    # in place on one buffer (the same operations in the same order as 2 u - 1, / norm, * scale: the same numbers);
+    # fresh [E, B, l, K+1, d_X] temporaries cost a page fault per 4 KiB each
+    g = rng.uniform_blocked((*shape, d_X), *stream, "noise").to(scale.device)  # uniform's numbers, faster
+    g.mul_(2).sub_(1)
     g[..., pos_cols] = 0
-    g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return g * scale.reshape(-1, *([1] * (len(shape) + 1)))
+    g.div_(g.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    return g.mul_(scale.reshape(-1, *([1] * (len(shape) + 1))))
 
 
 def eval_reasoning(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, l: int, *stream,
@@ -332,3 +340,43 @@ def training_prompts(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *s
     k = rng.randint(shared_value(cfgs, "K"), (B,), *stream, "k").to(rng.device) + 1
     pr = step_prompts(r, k)
     return (pr, r.patterns) if with_patterns else pr
+
+
+@dataclass
+class ColumnIds:
+    """Noise-free prompts at one step as pattern indices, never written out as columns: column n of the context is
+    (patterns[in_ids[n]] + pos[col_step[n]]; patterns[out_ids[n]]), present where mask is True (absent columns
+    carry index 0). A training batch is this: its tokens are clean TRR patterns, so a model can read the columns
+    through M-long tables instead of an [E, B, N, 2 d_X] context (cot.model.forward_columns)."""
+    in_ids: torch.Tensor  # [E, B, N] pattern index of each column's input half
+    out_ids: torch.Tensor  # [E, B, N] pattern index of each column's output half
+    col_step: torch.Tensor  # [N] positional encoding (step j) added to the input half
+    mask: torch.Tensor  # [E, B, N] bool: column present
+    Q: torch.Tensor  # [E, B, 2 d_X] query column (z_{k-1} + c_{k-1}; 0)
+    target: torch.Tensor  # [E, B] pattern index of the label z_k
+    patterns: torch.Tensor  # [E, M, d_X]
+    pos: torch.Tensor  # [K, d_X]
+
+
+def step_columns(ids: torch.Tensor, qids: torch.Tensor, k: torch.Tensor, patterns: torch.Tensor,
+                 pos: torch.Tensor) -> ColumnIds:
+    """step_prompts on clean tokens, as indices: the same columns, mask and query (the same numbers)."""
+    E, B, l, K1 = ids.shape
+    K = K1 - 1
+    dev = ids.device
+    valid = torch.arange(K - 1, device=dev) < (k - 1)[..., None]  # [E, B, K-1]
+    in_ids = torch.cat([ids[..., :K].reshape(E, B, l * K), torch.where(valid, qids[:, :, : K - 1], 0)], 2)
+    out_ids = torch.cat([ids[..., 1:].reshape(E, B, l * K), torch.where(valid, qids[:, :, 1:K], 0)], 2)
+    col_step = torch.cat([torch.arange(K, device=dev).repeat(l), torch.arange(K - 1, device=dev)])
+    mask = torch.cat([torch.ones(E, B, l * K, dtype=torch.bool, device=dev), valid], 2)
+    last = _rows(patterns, torch.gather(qids, 2, (k - 1)[..., None])[..., 0])  # z_{k-1}     [E, B, d_X]
+    Q = torch.cat([last + pos[k - 1], torch.zeros_like(last)], -1)
+    return ColumnIds(in_ids, out_ids, col_step, mask, Q, torch.gather(qids, 2, k[..., None])[..., 0], patterns, pos)
+
+
+def training_columns(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *stream,
+                     alpha: torch.Tensor | None = None) -> ColumnIds:
+    """training_prompts (the same draws, the same prompts) as indices: no [E, B, N, 2 d_X] context is built."""
+    ids, qids, patterns = _training_ids(cfgs, rng, B, *stream, alpha=alpha)
+    k = rng.randint(shared_value(cfgs, "K"), (B,), *stream, "k").to(rng.device) + 1
+    return step_columns(ids, qids, k, patterns, positions(cfgs, rng.device))

@@ -26,9 +26,9 @@ from theorylab.core.contract import (CLOSE_GAP, FAR_FROM_CHANCE, MAIN, O_EPS, ST
                                      ControlArm, Criterion, Holds, Hypothesis, Measurement, Reference, short)
 from theorylab.core.ensemble import rng_for
 from theorylab.core.measures import first_crossing, first_stable, gap_closed, zero_count_bound
-from theorylab.shared.cot_reasoning import random_tasks, training_prompts, transition_matrices, transition_stats
+from theorylab.shared.cot_reasoning import random_tasks, training_columns, transition_matrices, transition_stats
 from theorylab.studies.cot.evaluate import evaluate
-from theorylab.studies.cot.model import decode, forward, half_squared_loss, init_params
+from theorylab.studies.cot.model import decode, forward_columns, half_squared_loss, init_params
 from theorylab.studies.cot.train import CATEGORY_KEYS
 
 SWEEP_MULTIPLE = 3  # a theorem sweep ends at this multiple of the run's (alpha' tau rho)^-2 (fixed before any run)
@@ -65,10 +65,10 @@ def theory_lengths(cfg, unit: float) -> list[int]:
 @torch.no_grad()
 def _train_metrics(params, cfgs, device) -> dict[str, torch.Tensor]:
     """Step error and loss [E] on n_test fresh training prompts (teacher-forced, k uniform)."""
-    pr, patterns = training_prompts(cfgs, rng_for(cfgs, device), cfgs[0].n_test, "claim", "train", with_patterns=True)
-    F = forward(params, pr.C, pr.mask, pr.Q)
-    z = torch.gather(patterns, 1, pr.target[..., None].expand(-1, -1, patterns.shape[-1]))
-    return {"error": (decode(F, patterns) != pr.target).float().mean(-1), "loss": half_squared_loss(F, z)}
+    pr = training_columns(cfgs, rng_for(cfgs, device), cfgs[0].n_test, "claim", "train")  # training_prompts' draws
+    F = forward_columns(params, pr)
+    z = torch.gather(pr.patterns, 1, pr.target[..., None].expand(-1, -1, pr.patterns.shape[-1]))
+    return {"error": (decode(F, pr.patterns) != pr.target).float().mean(-1), "loss": half_squared_loss(F, z)}
 
 
 def _eps_hat(ctx: ClaimContext) -> torch.Tensor:

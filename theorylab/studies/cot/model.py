@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.shared.cot_reasoning import ColumnIds, Reasoning
 
 
 def trainable(cfgs: Sequence) -> list[str]:
@@ -44,6 +45,84 @@ def forward(params: dict[str, torch.Tensor], C: torch.Tensor, mask: torch.Tensor
     if not probes:
         return F
     return F, {"attn": attn, "scores": scores, "F": F}
+
+
+def forward_columns(params: dict[str, torch.Tensor], cols: ColumnIds) -> torch.Tensor:
+    """forward() on prompts given as pattern indices (shared.cot_reasoning.ColumnIds), without the [E, B, N, 2 d_X]
+    context: a column's score (W_K p_i)^T w, w = W_K^T W_Q p_query, is a sum of three table entries, patterns[in] . w_in
+    + pos[step] . w_in + patterns[out] . w_out; and sum_i attn_i p_i is the attention mass binned by pattern (and by
+    step) times the M patterns (and K positions). O(B N + B M d_X) per model instead of O(B N d_X); the same
+    function (tests/studies/cot/test_cot_speed.py: equal to forward within float rounding, forward and gradient)."""
+    P, pos = cols.patterns, cols.pos  # [E, M, d_X], [K, d_X]
+    E, M, d_X = P.shape
+    u = torch.einsum("emj,ebj->ebm", params["W_Q"], cols.Q)  # W_Q p_query                    [E, B, m]
+    w = torch.einsum("emi,ebm->ebi", params["W_K"], u)  # W_K^T W_Q p_query                    [E, B, 2 d_X]
+    w_in, w_out = w[..., :d_X], w[..., d_X:]
+    in_table = torch.einsum("ekd,ebd->ebk", P, w_in)  # patterns . w_in                         [E, B, M]
+    out_table = torch.einsum("ekd,ebd->ebk", P, w_out)  # patterns . w_out                      [E, B, M]
+    pos_table = w_in @ pos.T  # pos . w_in                                                       [E, B, K]
+    scores = (torch.gather(in_table, 2, cols.in_ids) + pos_table[..., cols.col_step]) \
+        + torch.gather(out_table, 2, cols.out_ids)  # (W_K p_i)^T W_Q p_query                   [E, B, N]
+    scores = scores.masked_fill(~cols.mask, float("-inf"))
+    attn = torch.softmax(scores, dim=-1)
+    attn = torch.where(cols.mask.any(-1, keepdim=True), attn, 0.0)
+    E_, B, N = attn.shape
+    by_in = attn.new_zeros(E, B, M).scatter_add(2, cols.in_ids, attn)  # attention mass per input pattern
+    by_out = attn.new_zeros(E, B, M).scatter_add(2, cols.out_ids, attn)  # ... per output pattern
+    by_step = attn.new_zeros(E, B, pos.shape[0]).index_add(2, cols.col_step, attn)  # ... per position
+    mixed = torch.cat([by_in @ P + by_step @ pos, by_out @ P], -1)  # sum_i attn_i p_i               [E, B, 2 d_X]
+    return torch.einsum("edi,ebi->ebd", params["W_V"], mixed)  # sum_i W_V p_i attn_i          [E, B, d_X]
+
+
+def forward_step(params: dict[str, torch.Tensor], r: Reasoning, k: int, query_tokens: torch.Tensor) -> torch.Tensor:
+    """forward(step_prompts(r, k, query_tokens)) read straight from the tokens [E, B, l, K+1, d_X] (any tokens: noisy
+    test prompts too), without writing the [E, B, N, 2 d_X] context: a column (y_j + c_j; y_{j+1}) scores
+    y_j . w_in + c_j . w_in + y_{j+1} . w_out, so one pass over the tokens gives every score, and one more gives
+    sum_i attn_i p_i. query_tokens [E, B, K, d_X]: the query chain z_0..z_{K-1} (entries from k on are not read).
+    Absent prefix slots are left out rather than masked (the same softmax). [E, B, d_X]; within float rounding of
+    forward (tests/studies/cot/test_cot_speed.py)."""
+    E, B, l, K1, d_X = r.tokens.shape
+    K, pos = K1 - 1, r.pos
+    qt = query_tokens
+    Q = torch.cat([qt[:, :, k - 1] + pos[k - 1], torch.zeros_like(qt[:, :, 0])], -1)  # (z_{k-1} + c_{k-1}; 0)
+    u = torch.einsum("emj,ebj->ebm", params["W_Q"], Q)  # W_Q p_query                          [E, B, m]
+    w = torch.einsum("emi,ebm->ebi", params["W_K"], u)  # W_K^T W_Q p_query                     [E, B, 2 d_X]
+    w_in, w_out = w[..., :d_X], w[..., d_X:]
+    tok = r.tokens.reshape(E, B, l * K1, d_X)
+    s = (tok @ torch.stack([w_in, w_out], -1)).view(E, B, l, K1, 2)  # y . w_in, y . w_out  [E, B, l, K+1, 2]
+    pw = w_in @ pos.T  # c_j . w_in                                                              [E, B, K]
+    ex = ((s[..., :K, 0] + pw[:, :, None, :]) + s[..., 1:, 1]).reshape(E, B, l * K)  # example columns' scores
+    pre = (torch.einsum("ebjd,ebd->ebj", qt[:, :, : k - 1], w_in) + pw[..., : k - 1]) + \
+        torch.einsum("ebjd,ebd->ebj", qt[:, :, 1:k], w_out)  # the query's k-1 earlier columns         [E, B, k-1]
+    attn = torch.softmax(torch.cat([ex, pre], -1), dim=-1)
+    a_ex, a_pre = attn[..., : l * K].view(E, B, l, K), attn[..., l * K :]
+    zero = a_ex.new_zeros(E, B, l, 1)
+    a2 = torch.stack([torch.cat([a_ex, zero], -1), torch.cat([zero, a_ex], -1)], 2)  # weight on y_j as input / output
+    mixed = a2.view(E, B, 2, l * K1) @ tok  # sum over example columns of attn_i (y_j; y_{j+1})   [E, B, 2, d_X]
+    m_in = mixed[:, :, 0] + a_ex.sum(2) @ pos + torch.einsum("ebj,ebjd->ebd", a_pre, qt[:, :, : k - 1] + pos[: k - 1])
+    m_out = mixed[:, :, 1] + torch.einsum("ebj,ebjd->ebd", a_pre, qt[:, :, 1:k])
+    return torch.einsum("edi,ebi->ebd", params["W_V"], torch.cat([m_in, m_out], -1))  # [E, B, d_X]
+
+
+def forward_icl(params: dict[str, torch.Tensor], r: Reasoning) -> torch.Tensor:
+    """forward(icl_prompts(r)) read from the tokens: example i's columns are (x_i + c_0; y_{i,K}) and (c_j; 0) for
+    0 < j < K, the query (z_0 + c_0; 0), so a score is x_i . w_in + c_0 . w_in + y_{i,K} . w_out or c_j . w_in.
+    [E, B, d_X]; within float rounding of forward (tests/studies/cot/test_cot_speed.py)."""
+    E, B, l, K1, d_X = r.tokens.shape
+    K, pos = K1 - 1, r.pos
+    Q = torch.cat([r.query_tokens[:, :, 0] + pos[0], torch.zeros_like(r.query_tokens[:, :, 0])], -1)
+    u = torch.einsum("emj,ebj->ebm", params["W_Q"], Q)
+    w = torch.einsum("emi,ebm->ebi", params["W_K"], u)  # W_K^T W_Q p_query                     [E, B, 2 d_X]
+    w_in, w_out = w[..., :d_X], w[..., d_X:]
+    x, y = r.tokens[:, :, :, 0], r.tokens[:, :, :, K]  # [E, B, l, d_X]
+    pw = w_in @ pos.T  # c_j . w_in                                                              [E, B, K]
+    first = (torch.einsum("ebid,ebd->ebi", x, w_in) + pw[..., :1]) + torch.einsum("ebid,ebd->ebi", y, w_out)
+    scores = torch.cat([first[..., None], pw[:, :, None, 1:].expand(E, B, l, K - 1)], -1)  # [E, B, l, K]
+    attn = torch.softmax(scores.reshape(E, B, l * K), -1).view(E, B, l, K)
+    a0 = attn[..., 0]  # [E, B, l]
+    m_in = torch.einsum("ebi,ebid->ebd", a0, x) + attn.sum(2) @ pos
+    m_out = torch.einsum("ebi,ebid->ebd", a0, y)
+    return torch.einsum("edi,ebi->ebd", params["W_V"], torch.cat([m_in, m_out], -1))
 
 
 def forward_reference(params: dict[str, torch.Tensor], C: torch.Tensor, mask: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:

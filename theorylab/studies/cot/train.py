@@ -10,11 +10,12 @@ import torch
 from theorylab.core.batch import gather_rows
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.protocol import Training
+from theorylab.core.train import curve_steps
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.cot.config import CoTConfig
-from theorylab.shared.cot_reasoning import eval_reasoning, training_prompts
+from theorylab.shared.cot_reasoning import eval_reasoning, training_columns
 from theorylab.studies.cot.evaluate import CATEGORIES, attention_by_category, evaluate, wk_wq_blocks
-from theorylab.studies.cot.model import decode, forward, half_squared_loss, init_params, trainable
+from theorylab.studies.cot.model import decode, forward_columns, half_squared_loss, init_params, trainable
 
 PROBE_PROMPTS = 128  # test prompts (l = l_tr examples) on which the attention categories are tracked
 CATEGORY_KEYS = ("attn_ss", "attn_sd", "attn_ds", "attn_dd")  # the CATEGORIES, in order
@@ -24,12 +25,19 @@ def training(cfgs: Sequence[CoTConfig], rng: EnsembleRNG, device: torch.device) 
     params = init_params(cfgs, device)
     steps, B, M, K, l_tr = (shared_value(cfgs, k) for k in ("steps", "B", "M", "K", "l_tr"))
     probe = eval_reasoning(cfgs, rng, PROBE_PROMPTS, l_tr, "probe")  # the default test world (TSR, noisy)
+    marks = set(curve_steps(steps, shared_value(cfgs, "curve_points")))
 
     def loss_fn(p, step):
-        pr, patterns = training_prompts(cfgs, rng, B, "train", step, with_patterns=True)
-        F = forward(p, pr.C, pr.mask, pr.Q)
-        z = gather_rows(patterns, pr.target)  # z_k                                              [E, B, d_X]
-        return {"loss": half_squared_loss(F, z), "train_error": (decode(F, patterns) != pr.target).float().mean(-1)}
+        # the batch as pattern indices (training tokens are clean patterns): forward_columns reads them through
+        # M-long tables; training_prompts + forward build the [E, B, N, 2 d_X] context for the same numbers
+        # (tests/studies/cot/test_cot_speed.py), which took 95% of the step (profile in docs/studies/cot.md)
+        cols = training_columns(cfgs, rng, B, "train", step)
+        F = forward_columns(p, cols)
+        z = gather_rows(cols.patterns, cols.target)  # z_k                                       [E, B, d_X]
+        out = {"loss": half_squared_loss(F, z)}
+        if step in marks:  # a curve: computed only where core's trainer records it
+            out["train_error"] = (decode(F.detach(), cols.patterns) != cols.target).float().mean(-1)
+        return out
 
     def probe_fn(p, step):
         by_step = attention_by_category(p, probe)  # [E, K, 4]

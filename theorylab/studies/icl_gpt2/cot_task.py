@@ -13,7 +13,7 @@ from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
-from theorylab.core.train import AdamW
+from theorylab.core.train import AdamW, curve_steps
 from theorylab.shared.cot_reasoning import Reasoning, eval_reasoning, icl_prompts, step_prompts, training_prompts
 from theorylab.studies.icl_gpt2.model import forward, init_params
 
@@ -76,11 +76,16 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training
     params = init_params(cfgs, rng, device)
     B, steps, heads = (shared_value(cfgs, k) for k in ("B", "steps", "n_head"))
 
+    marks = set(curve_steps(steps, shared_value(cfgs, "curve_points")))
+
     def loss_fn(p, step):
         pr, patterns = training_prompts(cfgs, rng, B, "train", step, with_patterns=True)
         F = forward(p, pr.C, pr.Q, heads, mask=pr.mask)  # [E, B, d_X]
         z = gather_rows(patterns, pr.target)  # z_k                                              [E, B, d_X]
-        return {"loss": 0.5 * ((F - z) ** 2).sum(-1).mean(-1), "error": (decode(F, patterns) != pr.target).float().mean(-1)}
+        out = {"loss": 0.5 * ((F - z) ** 2).sum(-1).mean(-1)}
+        if step in marks:  # a curve: computed only where core's trainer records it
+            out["error"] = (decode(F.detach(), patterns) != pr.target).float().mean(-1)
+        return out
 
     def grade(res):
         ev = evaluate(res.params, cfgs, shared_value(cfgs, "l_ts"), stream=("final",))

@@ -69,21 +69,29 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 def forward(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, heads: int, probes: bool = False,
-            mask: torch.Tensor | None = None):
+            mask: torch.Tensor | None = None, query_only: bool = True):
     """C [E, B, L, d] contexts, Q [E, B, d] query -> F [E, B] (icl; [E, B, d_out] when the read-out has d_out > 1),
     and probes: attn.{l} [E, B, H, L+1] the query row of layer l's attention; mlp.{l} [E, B, m] layer l's MLP
-    activations at the query token. mask [E, B, L] (cot): False = an absent column, never attended to."""
+    activations at the query token. mask [E, B, L] (cot): False = an absent column, never attended to.
+    query_only: the last layer computes the query token's row only (core.nn.attention_last_query; the read-out and
+    every probe read nothing else there): the same function, a 1/n_layer share of the block work saved
+    (tests/studies/icl_gpt2/test_icl_gpt2_speed.py holds it equal to query_only=False)."""
     p = params
     X = torch.cat([C, Q[:, :, None, :]], dim=2)  # columns p_1..p_L, p_query as tokens           [E, B, L+1, d]
     keys = None if mask is None else torch.cat([mask, torch.ones_like(mask[..., :1])], dim=2)  # [E, B, L+1]
     N, P = X.shape[2], p["wpe"].shape[-2]
     h = nn.linear(X, p, "read_in") + p["wpe"][:, None, P - N :]  # read-in + learned positions    [E, B, N, D]
     found: dict[str, torch.Tensor] = {}
-    for l in range(n_layers(p)):
+    layers = n_layers(p)
+    for l in range(layers):
         b = f"h.{l}."
         maps = {} if probes else None
-        h = h + nn.attention(nn.layer_norm(h, p, b + "ln_1"), p, b + "attn", heads, causal=True, key_bias=False,
-                             key_mask=keys, probes=maps)  # causal self-attention                                 [E, B, N, D]
+        if query_only and l == layers - 1:  # from here on only the query token's row is read   [E, B, 1, D]
+            h = h[..., -1:, :] + nn.attention_last_query(nn.layer_norm(h, p, b + "ln_1"), p, b + "attn", heads,
+                                                         key_bias=False, key_mask=keys, probes=maps)
+        else:
+            h = h + nn.attention(nn.layer_norm(h, p, b + "ln_1"), p, b + "attn", heads, causal=True, key_bias=False,
+                                 key_mask=keys, probes=maps)  # causal self-attention                             [E, B, N, D]
         act = gelu(nn.linear(nn.layer_norm(h, p, b + "ln_2"), p, b + "mlp.fc1"))  # MLP neurons     [E, B, N, m]
         h = h + nn.linear(act, p, b + "mlp.fc2")
         if probes:

@@ -13,7 +13,7 @@ from theorylab.core.losses import hinge
 from theorylab.core.losses import sign_error as error
 from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
-from theorylab.core.train import AdamW
+from theorylab.core.train import AdamW, curve_steps
 from theorylab.shared.icl_prompts import sample_prompts
 from theorylab.shared.icl_evaluation import id_world, ood_world, same_pattern_mass, seen_world
 from theorylab.studies.icl_gpt2.evaluate import evaluate
@@ -32,10 +32,15 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device) -> Training
     alpha = scalar_tensor(cfgs, "alpha", device)
     B, L, steps, heads, d_X = (shared_value(cfgs, k) for k in ("B", "l_tr", "steps", "n_head", "d_X"))
 
+    marks = set(curve_steps(steps, shared_value(cfgs, "curve_points")))
+
     def loss_fn(p, step):
         pr = sample_prompts(world, rng, alpha, B, L, "train", step)
         F = forward(p, pr.C, pr.Q, heads)
-        return {"loss": hinge(F, pr.z), "error": error(F, pr.z)}
+        out = {"loss": hinge(F, pr.z)}
+        if step in marks:  # a curve: computed only where core's trainer records it
+            out["error"] = error(F.detach(), pr.z)
+        return out
 
     alpha_test = scalar_tensor(cfgs, "alpha_test", device)
     probe = sample_prompts(ood_world(cfgs, device), rng, alpha_test, PROBE_PROMPTS, L, "probe", "ood")
