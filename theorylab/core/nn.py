@@ -246,29 +246,6 @@ def attention_query(x: torch.Tensor, p: Params, name: str, heads: int, *, query:
     o = (xbar.transpose(-2, -3) @ W_v.transpose(-2, -3)).transpose(-2, -3) + b_v  # (a_h x) W_V,h + b_V,h  [*, E, B, H, dh]
     return linear(o.flatten(-2), p, f"{name}.proj", data_dims=1)
 
-def attention_last_query(x: torch.Tensor, p: Params, name: str, heads: int, *, key_mask: torch.Tensor | None = None,
-                         key_bias: bool = True, probes: dict | None = None) -> torch.Tensor:
-    """The last token's row of causal attention(x, causal=True): [*, E, B, 1, D], equal to attention(...)[..., -1:, :]
-    (tests/core/test_nn_last_query.py). Under a causal mask the last query sees every key, so where only that row is
-    read (a read-out at the last token after the last layer) the other N - 1 query rows, their projections and the
-    N x N scores are work whose output is never used: this computes keys and values for all tokens and the query,
-    scores, mix and output projection for the last one. With probes, A [*, E, B, H, 1, N] as probes[f"{name}.map"]."""
-    qkv_b = p[f"{name}.qkv.b"] if key_bias else without_key_bias(p[f"{name}.qkv.b"])
-    w, D = p[f"{name}.qkv.w"], x.shape[-1]
-    q = _affine(x[..., -1:, :], w[..., :D], qkv_b[..., :D], 2, name)  # the last token's query      [*, E, B, 1, D]
-    kv = _affine(x, w[..., D:], qkv_b[..., D:], 2, name)  # every token's key and value               [*, E, B, N, 2D]
-    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(-2, -3) for t in (q, *kv.chunk(2, dim=-1)))  # [*, E, B, H, ., dh]
-    bias = _score_bias(p, name, x.shape[-2], None, key_mask, False, q)  # no causal mask: the last row sees all keys
-    if probes is None:
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    else:
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [*, E, B, H, 1, N]
-        A = torch.softmax(scores if bias is None else scores + bias, dim=-1)
-        probes[f"{name}.map"] = A
-        o = A @ v
-    return linear(o.transpose(-2, -3).flatten(-2), p, f"{name}.proj")  # [*, E, B, 1, D]
-
-
 # ---- selective scan (Mamba's S6) ---------------------------------------------------------------------------------
 
 def init_selective_scan(rng: EnsembleRNG, name: str, d: int, state: int = 16, dt_min: float = 1e-3,

@@ -1,5 +1,5 @@
 """The speed path of icl_gpt2 equals the plain one: the last layer computed for the query token only
-(forward(query_only=True), core.nn.attention_last_query) against every token, on the forward, the probes, the
+(forward(query_only=True), core.nn.attention_query at query -1) against every token, on the forward, the probes, the
 gradient and a few AdamW steps, for the ICL prompts and the CoT prompts (absent columns masked)."""
 import pytest
 import torch
@@ -57,7 +57,7 @@ def test_query_only_last_layer_equals_every_token_forward_probes_and_gradient(dt
         torch.testing.assert_close(gf, g, rtol=tol, atol=tol * max(float(g.abs().max()), 1e-30))
 
 
-def test_attention_last_query_is_the_last_row_of_causal_attention_with_a_key_mask():
+def test_attention_at_the_last_query_is_the_last_row_of_causal_attention_with_a_key_mask():
     rng = EnsembleRNG([1, 2])
     p = nn.init_attention(rng, "a", 8, 2)
     p["a.qkv.b"] = 0.1 * rng.normal((24,), "b")
@@ -66,7 +66,7 @@ def test_attention_last_query_is_the_last_row_of_causal_attention_with_a_key_mas
     keys = torch.ones(2, 3, 5, dtype=torch.bool)
     keys[0, 1, 2] = False
     full = nn.attention(x, p, "a", 2, causal=True, key_mask=keys, key_bias=False)
-    last = nn.attention_last_query(x, p, "a", 2, key_mask=keys, key_bias=False)
+    last = nn.attention_query(x, p, "a", 2, query=-1, key_mask=keys, key_bias=False)[..., None, :]
     torch.testing.assert_close(last, full[..., -1:, :], rtol=1e-12, atol=1e-12)
 
 

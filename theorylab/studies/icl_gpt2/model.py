@@ -73,7 +73,7 @@ def forward(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, h
     """C [E, B, L, d] contexts, Q [E, B, d] query -> F [E, B] (icl; [E, B, d_out] when the read-out has d_out > 1),
     and probes: attn.{l} [E, B, H, L+1] the query row of layer l's attention; mlp.{l} [E, B, m] layer l's MLP
     activations at the query token. mask [E, B, L] (cot): False = an absent column, never attended to.
-    query_only: the last layer computes the query token's row only (core.nn.attention_last_query; the read-out and
+    query_only: the last layer computes the query token's row only (core.nn.attention_query at the last token; the read-out and
     every probe read nothing else there): the same function, a 1/n_layer share of the block work saved
     (tests/studies/icl_gpt2/test_icl_gpt2_speed.py holds it equal to query_only=False)."""
     p = params
@@ -87,8 +87,9 @@ def forward(params: dict[str, torch.Tensor], C: torch.Tensor, Q: torch.Tensor, h
         b = f"h.{l}."
         maps = {} if probes else None
         if query_only and l == layers - 1:  # from here on only the query token's row is read   [E, B, 1, D]
-            h = h[..., -1:, :] + nn.attention_last_query(nn.layer_norm(h, p, b + "ln_1"), p, b + "attn", heads,
-                                                         key_bias=False, key_mask=keys, probes=maps)
+            # causal attention's last row sees every key: core's one-query attention at query -1
+            h = h[..., -1:, :] + nn.attention_query(nn.layer_norm(h, p, b + "ln_1"), p, b + "attn", heads, query=-1,
+                                                    key_bias=False, key_mask=keys, probes=maps)[..., None, :]
         else:
             h = h + nn.attention(nn.layer_norm(h, p, b + "ln_1"), p, b + "attn", heads, causal=True, key_bias=False,
                                  key_mask=keys, probes=maps)  # causal self-attention                             [E, B, N, D]
