@@ -364,8 +364,9 @@ def _grads(out: torch.Tensor, p: dict) -> dict:
 @pytest.mark.parametrize("key_bias", [True, False])
 @pytest.mark.parametrize("query", [0, 3])
 def test_attention_query_is_the_row_of_attention_forward_and_gradients(query, key_bias):
-    """attention_query never forms K or V (reassociated through the query); it equals attention()'s row `query`, with relative bias and dropped keys, on the output, the map and the
-    gradients of every parameter and of x (through the output and through the map), in float64."""
+    """attention_query never forms K or V (reassociated through the query); it equals attention()'s row `query`,
+    with relative bias and dropped keys, on the output, the map and the gradients of every parameter and of x
+    (through the output and through the map), in float64."""
     Z = 4
     p = {k: v.double().requires_grad_() for k, v in jitter(nn.init_attention(rng(), "attn", D, HEADS, rel_buckets=Z)).items()}
     x = torch.randn(E, B, N, D, dtype=torch.float64, requires_grad=True)

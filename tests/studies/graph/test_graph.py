@@ -203,3 +203,21 @@ def test_claims_quick_verdicts():
     assert res["fig_labels"].verdict == "agrees" and res["fig_iterations"].verdict == "agrees"
     assert res["mech_pe_core"].verdict == "holds" and res["fig8_pe_sampling"].verdict == "agrees"
     assert res["fig_labels"].control_discriminates and res["mech_pe_core"].control_discriminates
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["gt", "no_pe", "gcn"])
+def test_on_cuda_the_fast_path_equals_the_plain_one_and_the_cpu(variant):
+    cuda = torch.device("cuda")
+    cs = [tiny(seed=s, variant=variant, gcn_layers=3, graph="er", n_label=8) for s in range(2)]
+    p_cpu = {k: v.double() + 0.1 * torch.randn_like(v.double()) for k, v in init_params(cs, rng_for(cs, CPU), CPU).items()}
+    p = {k: v.to(cuda).requires_grad_() for k, v in p_cpu.items()}
+    g, g_cpu = graphs(cs, cuda).double(), graphs(cs, CPU).double()
+    nodes = g_cpu.order[:, :6]
+    fast, plain = forward(p, g, nodes.to(cuda), variant), forward(p, g, nodes.to(cuda), variant, fast=False)
+    torch.testing.assert_close(fast, plain, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(fast.cpu(), forward(p_cpu, g_cpu, nodes, variant), atol=1e-12, rtol=1e-10)
+    names = [k for k in trainable(cs) if k in p]
+    grads = [torch.autograd.grad((1 - f).clamp_min(0).sum(), [p[k] for k in names]) for f in (fast, plain)]
+    for k, a, b in zip(names, *grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9, msg=k)

@@ -217,15 +217,24 @@ def _build(key: tuple) -> Graph:
     return Graph(X, y, kind, adj, dist, tok, tok_mask, order, len(valid))
 
 
+def slots(cfgs: Sequence[GraphConfig], z: int) -> int:
+    """Token slots at distance z that a node can fill: k, or on a deg-regular graph at most its distance-z shell
+    deg (deg-1)^(z-1) (the rest are empty for every node; dropping them changes no number, only the work:
+    37 -> 29 tokens at the defaults). A function of the config, so a model alone has the ensemble's slots."""
+    k, deg = shared_value(cfgs, "k_eff"), shared_value(cfgs, "deg")
+    return min(k, deg * max(1, deg - 1) ** (z - 1)) if shared_value(cfgs, "graph") == "regular" else k
+
+
 def graphs(cfgs: Sequence[GraphConfig], device) -> GraphBatch:
-    """The ensemble's graphs [E, ...]; T^n restricted to distance `hops` when hops >= 1."""
+    """The ensemble's graphs [E, ...]; T^n restricted to distance `hops` when hops >= 1, without the slots no node
+    can fill (`slots`)."""
     gs = [build_graph(c) for c in cfgs]
     Ns = {g.X.shape[0] for g in gs}
     if len(Ns) != 1:
         raise ValueError(f"graphs of one ensemble differ in size ({sorted(Ns)})")
     N = Ns.pop()
-    hops, k = shared_value(cfgs, "hops"), shared_value(cfgs, "k_eff")
-    keep = np.arange(gs[0].tok.shape[1]) if hops < 0 else np.r_[0, 1 + (hops - 1) * k + np.arange(k)]
+    hops, k, Z = shared_value(cfgs, "hops"), shared_value(cfgs, "k_eff"), shared_value(cfgs, "Z")
+    keep = [0] + [1 + (z - 1) * k + j for z in (range(1, Z + 1) if hops < 0 else [hops]) for j in range(slots(cfgs, z))]
     # row-major: numpy's column selections come back column-major, and every step reads rows of them
     t = lambda a, dt=None: torch.as_tensor(np.stack(a), dtype=dt, device=device).contiguous()  # noqa: E731
     tok = t([g.tok[:, keep] for g in gs], torch.long)
