@@ -244,7 +244,7 @@ def test_curvature_rule_steps_at_most_one_over_the_hessians_top_eigenvalue(K, lr
 def test_fixed_rule_is_the_old_gd_on_the_old_world():
     """lr_rule = fixed: the world hash is the one computed without the field (a swept field: same teacher, init
     and samples as before issue 23 and as the curvature rule), and training is plain GD with the one lr,
-    reproduced exactly by a hand-written loop."""
+    reproduced by a hand-written loop (to float32 rounding)."""
     import hashlib
     import json
 
@@ -265,7 +265,8 @@ def test_fixed_rule_is_the_old_gd_on_the_old_world():
         W = W.detach().requires_grad_(True)
         g, = torch.autograd.grad(cross_entropy(forward({"W": W}, tr_set.X), tr_set.y).sum(), W)
         W = W.detach() - 0.5 * g
-    assert torch.equal(res.params["W"], W)
+    # the study trains through model.TrainLoss, the same loss in another layout (rounding differs: test_gi_speed_path)
+    torch.testing.assert_close(res.params["W"], W, rtol=1e-5, atol=1e-7)
     assert [m["lr_used"] for m in res.metrics] == [0.5] * 4
     assert not torch.equal(training([c.replace(lr_rule="curvature") for c in cs], None, CPU).lr,
                            training(cs, None, CPU).lr)  # the rule does move a sigma = 25 cell's step

@@ -84,14 +84,14 @@ def one_layer(W_Q, W_K, W_V, W_O, a, X) -> dict[str, torch.Tensor]:
     enter through M_QK = W_Q^T W_K and M_OV = W_O W_V (one [d, d] and one [m, d] product per model), so the
     scores are (X M_QK) X^T and the pre-activations Z M_OV^T: two [B L, d] x [d, d] GEMMs fewer forward and four
     fewer backward (about a fifth of the step's FLOPs). The read-out a^T ReLU(.) is a row sum, not a matrix-vector
-    product (a GEMM kernel on a 1-wide output is as slow as the m-wide product before it)."""
+    product (a 1-wide GEMM output). OneLayer.backward forms no [E, B L, m] temporary but the ReLU mask."""
     E, B, L, d = X.shape
     Xf, Xb = X.reshape(E, B * L, d), X.reshape(E * B, L, d)
     M_QK, M_OV = torch.bmm(W_Q.mT, W_K), torch.bmm(W_O, W_V)  # [E, d, d], [E, m, d]
     U = torch.bmm(Xf, M_QK).reshape(E * B, L, d)  # x_l^T W_Q^T W_K                                [E B, L, d]
     attn = torch.softmax(torch.bmm(U, Xb.mT), dim=-1)  # softmax_s(x_s^T W_K^T W_Q x_l)             [E B, L, L]
     Z = torch.bmm(attn, Xb).reshape(E, B * L, d)  # X softmax_s(.)                                  [E, B L, d]
-    act = torch.relu(torch.bmm(Z, M_OV.mT))  # ReLU(W_O W_V (.))                                   [E, B L, m]
+    act = torch.bmm(Z, M_OV.mT).relu_()  # ReLU(W_O W_V (.))                                      [E, B L, m]
     F = (act * a[:, None, :]).sum(-1).reshape(E, B, L).mean(-1)  # (1/L) sum_l a^T ReLU(.)         [E, B]
     return {"M_OV": M_OV, "attn": attn, "Z": Z, "act": act, "F": F}
 
@@ -112,10 +112,13 @@ class OneLayer(torch.autograd.Function):
         Xf, Xb = X.reshape(E, B * L, d), X.reshape(E * B, L, d)
         g_tok = (gF / L)[:, :, None].expand(E, B, L).reshape(E, B * L, 1)  # dLoss/d(a^T ReLU) per token
         g_a = (g_tok * act).sum(1) if ctx.needs_input_grad[4] else None  # [E, m]
-        # through the ReLU: sign(act) is its derivative (1 where the pre-activation is > 0, else 0)
-        g_pre = (g_tok * a[:, None, :]).mul_(torch.sign(act))  # [E, B L, m]
-        g_M_OV = torch.bmm(g_pre.mT, Z)  # [E, m, d]
-        g_Z = torch.bmm(g_pre, M_OV).reshape(E * B, L, d)  # [E B, L, d]
+        # through the ReLU: its derivative is mask = sign(act) (1 where the pre-activation is > 0, else 0), and the
+        # gradient at the pre-activations g_tok[t] a[i] mask[t, i] is a masked outer product, never formed: both
+        # GEMMs take the mask itself (the [E, B L, m] tensors are the step's largest; each pass over one costs
+        # about as much as a GEMM on it)
+        mask = torch.sign(act)  # [E, B L, m]
+        g_M_OV = a[:, :, None] * torch.bmm(mask.mT, g_tok * Z)  # sum_t g_pre[t, i] Z[t]              [E, m, d]
+        g_Z = (g_tok * torch.bmm(mask, a[:, :, None] * M_OV)).reshape(E * B, L, d)  # g_pre M_OV    [E B, L, d]
         g_attn = torch.bmm(g_Z, Xb.mT)  # [E B, L, L]
         g_S = attn * (g_attn - (attn * g_attn).sum(-1, keepdim=True))  # softmax's Jacobian            [E B, L, L]
         g_U = torch.bmm(g_S, Xb).reshape(E, B * L, d)  # [E, B L, d]
