@@ -42,7 +42,8 @@ class AdamW:
     eps: float = 1e-8
 
     def init(self, params: dict[str, torch.Tensor]) -> dict:
-        return {"m": {}, "v": {}}
+        # moments of every parameter, allocated once (not per step); "buf" is update()'s scratch per parameter
+        return {"m": {}, "v": {}, "buf": {}}
 
     @torch.no_grad()
     def update(self, params, grads, lr: torch.Tensor, state: dict, step: int) -> None:
@@ -50,15 +51,18 @@ class AdamW:
         t = step + 1
         step_size = lr / (1 - b1**t)  # [E]
         bc2_sqrt = (1 - b2**t) ** 0.5
+        decay = lr * self.weight_decay  # [E]
         for name, g in grads.items():
             p = params[name]
-            m = state["m"].setdefault(name, torch.zeros_like(p))
-            v = state["v"].setdefault(name, torch.zeros_like(p))
-            p.mul_(1 - expand_to(lr * self.weight_decay, p))
+            if name not in state["m"]:
+                state["m"][name], state["v"][name], state["buf"][name] = (torch.zeros_like(p) for _ in range(3))
+            m, v, buf = state["m"][name], state["v"][name], state["buf"][name]
+            p.mul_(1 - expand_to(decay, p))
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-            p.sub_(m / denom * expand_to(step_size, p))
+            torch.sqrt(v, out=buf).div_(bc2_sqrt).add_(self.eps)  # denominator sqrt(v_hat) + eps
+            torch.div(m, buf, out=buf).mul_(expand_to(step_size, p))  # m / denom * step size, in that order
+            p.sub_(buf)
 
 
 OPTIMIZERS = {"sgd": SGD, "adamw": AdamW}
