@@ -48,9 +48,15 @@ def steps_for(name: str, E: int, target: float) -> int:
     return int(min(2000, max(5, target / max(seconds / 2, 1e-4))))
 
 
-def cell(name: str, E: int, threads: int, target: float, repeats: int, peer: bool) -> dict:
+SLOW = 60.0  # seconds: a cell whose 5 ensemble steps would take longer (from the E = 64 rate) is not run
+
+
+def cell(name: str, E: int, threads: int, target: float, repeats: int, peer: bool, rate_64: float | None = None) -> dict:
     torch.set_num_threads(threads)
     s = get_study(name)
+    if rate_64 and E > 64 and E * 5 / rate_64 > SLOW:
+        return {"study": name, "models": E, "threads": threads,
+                "skipped": f"not run: 5 steps would take about {E * 5 / rate_64:.0f} s at the E = 64 rate"}
     base = s.config("quick", **s.bench_config)
     need, budget = footprint(s, base).bytes_for(E), memory_budget(CPU)
     if need > budget:
@@ -124,8 +130,11 @@ def main() -> None:
     with open(args.out, "a") as f:
         for name in names:
             for threads in map(int, args.threads.split(",")):
+                rate_64 = None
                 for E in map(int, args.models.split(",")):
-                    r = cell(name, E, threads, args.target, args.repeats, not args.no_peer)
+                    r = cell(name, E, threads, args.target, args.repeats, not args.no_peer, rate_64)
+                    if E == 64 and "skipped" not in r:
+                        rate_64 = r["ensemble_model_steps_per_s"]
                     r["date"] = str(datetime.date.today())
                     f.write(json.dumps(r) + "\n")
                     f.flush()
