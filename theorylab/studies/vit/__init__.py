@@ -16,6 +16,9 @@ def study() -> Study:
         title="A Theoretical Understanding of Shallow Vision Transformers: Learning, Generalization, and Sample Complexity",
         paper="Li, Wang, Liu, Chen. ICLR 2023 (arXiv 2302.06015)",
         dry_run={"steps": 1, "n_test": EVAL_BLOCK},  # evaluation runs in blocks: one is its memory
+        # the bench times what a full-size check mostly trains: width m = 200 on a training set of N examples
+        # (the phase diagram's and the sparsification arms' cells), not quick's m = 32 on fresh samples
+        bench_config={"m": 200, "n_train": 64},
         config_cls=ViTConfig, training=training, sizes={"quick": QUICK, "full": FULL},
         claims=CLAIMS, plots=PLOTS, tiny=TINY, forward_check=check_forward,
         variations={"alpha_star": (0.2, 0.5), "M": (6, 12), "d": (12,), "tau": (0.0, 0.3), "conf_ratio": (0.0, 0.5),
