@@ -8,6 +8,9 @@ import torch
 from theorylab.shared.task_arithmetic import (Experiment, check_lambda_grid, evaluate_grid, guard_finite, in_region8, lam_grid,
                                        lwptv_table, nearest, plane_lambdas, region8, seed_argbest)
 from theorylab.edit import TaskVector
+from typer.testing import CliRunner
+
+from theorylab.cli import app
 
 E = 3
 
@@ -131,3 +134,11 @@ def test_lwptv_table_rows_and_matched_shrink():
     assert "|" in tab["markdown"]
     s = per[names[2]]["s"]
     assert bool(((s >= 0) & (s <= 1)).all()) and not math.isnan(float(per[names[2]]["ID"].sum()))
+
+
+def test_a_step_too_small_for_any_grid_is_named_not_an_overflow():
+    for step in (1e-320, 1e-6):  # 1e-320: the grid ends divided by it overflow to inf
+        with pytest.raises(ValueError, match="'lam_step'.*10,000 points"):
+            check_lambda_grid(step, -2.0, 3.0, (0.0, 1.0))
+    res = CliRunner().invoke(app, ["check", "colored_digits", "--set", "lam_step=1e-320"])
+    assert res.exit_code == 2 and "lam_step" in res.output and "Traceback" not in res.output

@@ -16,6 +16,9 @@ def lam_grid(step: float, lo: float = -2.0, hi: float = 3.0) -> list[float]:
     return [round(lo + i * step, 6) for i in range(n + 1)]
 
 
+MAX_GRID_POINTS = 10_000  # lambda values per axis a claim may evaluate (the seeds' grids have 51)
+
+
 def check_lambda_grid(step: float, lo: float, hi: float, needs: Sequence[float],
                       names: tuple[str, str | None, str | None] = ("lam_step", "lam_lo", "lam_hi")) -> None:
     """Raises ValueError naming the config field when the grid lo, lo + step, ..., hi is a single point or
@@ -23,6 +26,9 @@ def check_lambda_grid(step: float, lo: float, hi: float, needs: Sequence[float],
     and hi (None where the study fixes that end)."""
     f_step, f_lo, f_hi = names
     field_of = lambda f: f"'{f}'" if f else f"'{f_step}'"  # noqa: E731
+    if not (hi - lo) / step <= MAX_GRID_POINTS:  # also catches a step so small that the ratio overflows
+        raise ValueError(f"field {field_of(f_step)}: the lambda grid [{lo}, {hi}] with step {step} would have over "
+                         f"{MAX_GRID_POINTS:,} points per axis; use a step >= {(hi - lo) / MAX_GRID_POINTS:.3g}")
     if hi - lo < step - 1e-9:
         fields = ", ".join(f"'{f}'" for f in names if f)
         raise ValueError(f"fields {fields}: the lambda grid [{lo}, {hi}] with step {step} has one point; the claims "
