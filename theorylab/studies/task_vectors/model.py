@@ -97,7 +97,7 @@ def forward_merged(parts: Sequence[dict[str, torch.Tensor]], coefs: torch.Tensor
     Ws = torch.stack([p["W"] for p in parts])  # [K, E, d, d]
     Vm = torch.tensordot(c, torch.stack([p["V"] for p in parts]), 1).transpose(-1, -2)  # merged V^T [G, E, d, m]
     m = Vm.shape[-1]
-    a_row = a.reshape(1, E, 1, 1, m)
+    a_row = a.reshape(1, E, 1, m)
     per_seq = E * P * max(P, m)  # floats of one merge on one sequence
     nb = max(1, min(B, block_elements // per_seq))  # sequences per block
     gc = max(1, min(G, block_elements // (per_seq * nb)))  # merges per block
@@ -105,7 +105,7 @@ def forward_merged(parts: Sequence[dict[str, torch.Tensor]], coefs: torch.Tensor
     for i in range(0, B, nb):
         x = X[:, i:i + nb]  # [E, b, P, d]
         b = x.shape[1]
-        S = (x.reshape(1, E, b * P, d) @ Ws).reshape(K, E, b, P, d) @ x.transpose(-1, -2)  # x_s^T W_k x_l [K, E, b, s, l]
+        S = (x.reshape(1, E, b * P, d) @ Ws).reshape(K, E, b, P, d) @ x.transpose(-1, -2)  # x_s^T W_k x_l [K,E,b,s,l]
         # s outermost (once per block): the softmax over s then runs along long contiguous rows (~6x faster than
         # torch's softmax over a short axis) and the attention enters the next matmul as a strided view
         S = S.permute(0, 1, 3, 2, 4).reshape(K, -1)  # [K, E*s*b*l]
@@ -115,5 +115,5 @@ def forward_merged(parts: Sequence[dict[str, torch.Tensor]], coefs: torch.Tensor
             A = torch.softmax((c[g] @ S).reshape(n, E, P, b * P), dim=2).reshape(n, E, P, b, P)  # [n, E, s, b, l]
             Z = A.permute(0, 1, 3, 4, 2) @ x  # z_l = sum_s x_s softmax_l(.)                          [n, E, b, l, d]
             H = torch.relu_(Z.reshape(n, E, b * P, d) @ Vm[g])  # ReLU(V z_l)                           [n, E, b*P, m]
-            f[g, :, i:i + b] = (H.reshape(n, E, b, P, m) * a_row).sum((-1, -2)) / P  # (1/P) sum_l a^T ReLU(.)
+            f[g, :, i:i + b] = (H.reshape(n, E, b, P, m).sum(-2) * a_row).sum(-1) / P  # (1/P) sum_l a^T ReLU(.)
     return f
