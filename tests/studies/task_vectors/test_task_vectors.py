@@ -12,8 +12,10 @@ from theorylab.core.progress import QUIET
 from theorylab.core.study import get_study
 from theorylab.studies.task_vectors.config import TaskVectorConfig
 from theorylab.studies.task_vectors.data import irrelevant_patterns, ood_gammas, sample, task_pattern
-from theorylab.studies.task_vectors.evaluate import metric
-from theorylab.studies.task_vectors.model import forward, forward_reference, init_params
+from theorylab.edit.task_vector import TaskVector
+from theorylab.shared.task_arithmetic import Experiment, evaluate_grid, lam_grid, plane_lambdas
+from theorylab.studies.task_vectors.evaluate import experiment, merged_metric, metric
+from theorylab.studies.task_vectors.model import forward, forward_merged, forward_reference, init_params
 
 CPU = torch.device("cpu")
 CLAIM_IDS = {"thm4_multitask", "fig_thm4_below", "thm5_unlearning", "fig_thm5_aligned", "thm6_ood", "cor1_low_rank",
@@ -86,6 +88,60 @@ def test_nan_weights_score_as_errors():
     b = sample(cs, task_pattern(cs, "T1", "cpu"), rng_for(cs, "cpu"), 50, "t")
     out = metric({k: v[None] for k, v in p.items()}, {"X": b.X, "y": b.y})
     assert out["error"][0, 1] == 1.0 and out["acc"][0, 1] == 0.0 and bool(out["loss"][0, 1].isnan())
+
+
+def _merged_against_plain(dtype, tol, device):
+    g = torch.Generator().manual_seed(3)
+    E, B, P, d, m = 3, 37, 10, 16, 32
+    X = torch.randn(E, B, P, d, generator=g, dtype=dtype).to(device)
+    parts = [{"W": torch.randn(E, d, d, generator=g, dtype=dtype).to(device),
+              "V": torch.randn(E, m, d, generator=g, dtype=dtype).to(device)} for _ in range(3)]
+    a = torch.randn(E, m, generator=g, dtype=dtype).to(device)
+    coefs = plane_lambdas([-1.5, 0.0, 0.5, 2.0], [-1.0, 0.3, 1.0])  # 12 merges
+    ex = Experiment(parts[0], {t: TaskVector(vector=v) for t, v in zip(("T1", "T2"), parts[1:])}, {}, metric)
+    plain = forward({**ex.merged(("T1", "T2"), coefs), "a": a}, X)  # [G, E, B]
+    scale = float(plain.abs().max())
+    for block in (1, 700, 1 << 20):
+        fast = forward_merged(parts, coefs, a, X, block_elements=block)
+        assert fast.dtype == dtype and fast.shape == plain.shape
+        assert float((fast - plain).abs().max()) <= tol * scale, block
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_merged_forward_equals_building_each_merge(dtype, tol):
+    """The fast plane (scores of Psi0 and each dPsi combined per merge) against forward on each built merge, at
+    block sizes from one sequence per block to everything at once (tolerance relative to the largest |f|)."""
+    _merged_against_plain(dtype, tol, "cpu")
+
+
+@pytest.mark.gpu
+def test_merged_forward_equals_building_each_merge_cuda():
+    _merged_against_plain(torch.float32, 1e-5, "cuda")
+
+
+def test_fast_plane_equals_plain_on_a_trained_experiment():
+    """evaluate_grid through merged_metric == through built merges, on trained tiny models (every test set)."""
+    cs = cfgs(**get_study("task_vectors").tiny)
+    params = get_study("task_vectors").train_group(cs, CPU, QUIET).params
+    ex = experiment(cs, params, CPU)
+    lams = lam_grid(1.0, -2.0, 3.0)
+    grid = plane_lambdas(lams, lams)
+    fast = evaluate_grid(ex, ("T1", "T2"), grid, ("T1", "T2", "OOD"))
+    plain = evaluate_grid(ex, ("T1", "T2"), grid, ("T1", "T2", "OOD"), fast=False)
+    for q in plain:
+        assert torch.allclose(fast[q]["loss"], plain[q]["loss"], rtol=1e-5, atol=1e-6), q
+        assert torch.equal(fast[q]["error"], plain[q]["error"]), q
+
+
+def test_fast_plane_keeps_a_diverged_model_nan():
+    cs = cfgs()
+    p = init_params(cs, rng_for(cs, "cpu"), "cpu")
+    p["V"][1, 0, 0] = float("nan")
+    b = sample(cs, task_pattern(cs, "T1", "cpu"), rng_for(cs, "cpu"), 50, "t")
+    parts = [{"W": p["W"], "V": p["V"]}, {"W": p["W"], "V": p["V"]}]
+    out = merged_metric(parts, torch.tensor([[0.5], [-1.0]]), {"a": p["a"]}, {"X": b.X, "y": b.y})
+    assert bool((out["error"][:, 1] == 1.0).all()) and bool(out["loss"][:, 1].isnan().all())
+    assert bool(out["loss"][:, [0, 2]].isfinite().all())
 
 
 @pytest.mark.parametrize("field,value", [("alpha", 1.0), ("n_hash_max", 2), ("m", 31), ("P", 3), ("lr", -1.0),

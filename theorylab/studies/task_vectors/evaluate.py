@@ -14,16 +14,27 @@ from theorylab.core.measures import rows_below
 from theorylab.edit import low_rank
 from theorylab.studies.task_vectors.config import TaskVectorConfig
 from theorylab.studies.task_vectors.data import TASKS, sample, task_pattern
-from theorylab.studies.task_vectors.model import forward
+from theorylab.studies.task_vectors.model import forward, forward_merged
 
 TESTS = (*TASKS, "OOD")
 
 
+def scores(f: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs f [G, E, n] against labels y [E, n] -> {name: [G, E]}."""
+    err = sign_error(f, y)
+    return {"loss": hinge(f, y), "error": err, "acc": 1 - err}
+
+
 def metric(w: dict[str, torch.Tensor], test: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Weights [G, E, ...] (a: [E, m]) on one test set X [E, n, P, d], y [E, n] -> {name: [G, E]}."""
-    f = forward(w, test["X"])
-    err = sign_error(f, test["y"])
-    return {"loss": hinge(f, test["y"]), "error": err, "acc": 1 - err}
+    return scores(forward(w, test["X"]), test["y"])
+
+
+def merged_metric(parts: list, coefs: torch.Tensor, fixed: dict[str, torch.Tensor],
+                  test: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """metric of every merge Psi0 + sum_i coefs[:, i] dPsi_i (parts = [Psi0, dPsi_1, ...]) without building the
+    merges: model.forward_merged combines the parts' attention scores (they are linear in W)."""
+    return scores(forward_merged(parts, coefs, fixed["a"], test["X"]), test["y"])
 
 
 def experiment(cfgs: Sequence[TaskVectorConfig], params: dict[str, torch.Tensor], device) -> Experiment:
@@ -32,7 +43,7 @@ def experiment(cfgs: Sequence[TaskVectorConfig], params: dict[str, torch.Tensor]
     return Experiment.from_weights({"W": params["W0"], "V": params["V0"]},
                                    {t: {"W": params[f"W_{t}"], "V": params[f"V_{t}"]} for t in TASKS},
                                    {t: {"X": b.X, "y": b.y} for t, b in tests.items()}, metric, {"a": params["a"]},
-                                   len(cfgs) * n * P * max(P, m))
+                                   len(cfgs) * n * P * max(P, m), merged_metric)
 
 
 def rank1(ex: Experiment) -> Experiment:
