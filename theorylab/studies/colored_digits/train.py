@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from theorylab.core.chunked import chunked_loss
 from theorylab.core.ensemble import shared_value, tile, untile
 from theorylab.core.losses import accuracy, cross_entropy
 from theorylab.core.protocol import Graded, Training
@@ -32,9 +33,29 @@ def task_key(p: float) -> str:
     return f"ft/{p:g}/"
 
 
-def pretrain(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device) -> TrainResult:
-    """Psi0 [E, ...] with its curves (cross-entropy and accuracy on the proxy task)."""
+CACHE_FLOATS = 1 << 19  # floats of the largest activation per slice of a CPU step (2 MB: near a core's L2)
+
+
+def models_per_slice(cfg: ColoredDigitsConfig, models: int, device: torch.device) -> int:
+    """Models per slice of a training step (core.chunked): on a CPU as many as keep a slice's largest activation
+    ([B, tokens, max(width, mlp)] per model) near one core's cache (the whole ensemble's falls out of it between
+    one operation and the next: E = 64 ran slower than one model at a time); elsewhere all at once."""
+    if device.type != "cpu":
+        return models
+    tokens = (8 // cfg.patch) ** 2
+    return max(1, CACHE_FLOATS // (cfg.B * tokens * max(cfg.width, cfg.mlp, tokens)))
+
+
+def sliced(loss_of, p: dict[str, torch.Tensor], models: int, chunk: int) -> dict[str, torch.Tensor]:
+    """loss_of(params, rows) over every model, `chunk` models at a time (the same numbers: tests)."""
+    return loss_of(p, slice(0, models)) if chunk >= models else chunked_loss(loss_of, p, models, chunk)
+
+
+def pretrain(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device, chunk: int | None = None) -> TrainResult:
+    """Psi0 [E, ...] with its curves (cross-entropy and accuracy on the proxy task). chunk: models per slice of
+    the step (default models_per_slice; len(cfgs): the whole ensemble at once)."""
     cfg, E = cfgs[0], len(cfgs)
+    chunk = models_per_slice(cfg, E, torch.device(device)) if chunk is None else chunk
     tr = load_split(cfgs, "train", device)
     N = tr.y.numel()
     params = init_params(cfgs, rng, device)
@@ -47,23 +68,30 @@ def pretrain(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device) -> T
             target = rng.randint(4, (cfg.B,), "rotation", step).to(device)  # [E, B]
             turns = torch.stack([torch.rot90(X, r, dims=(-2, -1)) for r in range(4)])  # [4, E, B, 2, 8, 8]
             X = turns.gather(0, target[None, :, :, None, None, None].expand(1, *X.shape))[0]
-            lg = pre_logits(p, X, cfg.patch, cfg.heads)[..., :4]  # [E, B, 4]
         else:
             target = tr.digit[idx]  # [E, B]
-            lg = pre_logits(p, X, cfg.patch, cfg.heads)  # [E, B, 10]
-        return {"loss": cross_entropy(lg, target), "acc": accuracy(lg, target)}
+        classes = 4 if cfg.pretrain_task == "rotation" else 10  # rotation: the first 4 of the head's 10 outputs
+
+        def loss_of(q, rows):
+            lg = pre_logits(q, X[rows], cfg.patch, cfg.heads)[..., :classes]  # [e, B, classes]
+            return {"loss": cross_entropy(lg, target[rows]), "acc": accuracy(lg, target[rows])}
+
+        return sliced(loss_of, p, E, chunk)
 
     return train_ensemble(params, [k for k in params if k != "head.w"], loss_fn,
                           torch.full((E,), cfg.pretrain_lr, device=device), cfg.pretrain_steps,
                           optimizer=AdamW(cfg.weight_decay), curve_points=cfg.curve_points)
 
 
-def training(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device: torch.device) -> Training:
-    """Pre-train Psi0, then fine-tune its body on each task p (head frozen); models task-major [len(ps) * E, ...]."""
+def training(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device: torch.device,
+             chunk: int | None = None) -> Training:
+    """Pre-train Psi0, then fine-tune its body on each task p (head frozen); models task-major [len(ps) * E, ...].
+    chunk: models per slice of both steps (default models_per_slice; a large number: the whole ensemble at once)."""
     cfg, E = cfgs[0], len(cfgs)
     ps = shared_value(cfgs, "task_ps")
     T = len(ps)
-    pre = pretrain(cfgs, rng, device)
+    pre = pretrain(cfgs, rng, device, chunk)
+    chunk = models_per_slice(cfg, T * E, torch.device(device)) if chunk is None else chunk
     psi0 = pre.params
     tr = load_split(cfgs, "train", device)
     N = tr.y.numel()
@@ -74,8 +102,12 @@ def training(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device: torc
         idx = [rng.randint(N, (cfg.B,), "batch", "finetune", float(q), step).to(device) for q in ps]  # [E, B] each
         X = torch.cat([tr.painted(red, i) for red, i in zip(reds, idx)])  # [T*E, B, 2, 8, 8]
         target = torch.cat([(tr.y[i] > 0).long() for i in idx])  # [T*E, B]: class 1 = odd
-        lg = logits(p, head, X, cfg.patch, cfg.heads)  # [T*E, B, 2]
-        return {"loss": cross_entropy(lg, target), "acc": accuracy(lg, target)}
+
+        def loss_of(q, rows):
+            lg = logits(q, head[rows], X[rows], cfg.patch, cfg.heads)  # [rows, B, 2]
+            return {"loss": cross_entropy(lg, target[rows]), "acc": accuracy(lg, target[rows])}
+
+        return sliced(loss_of, p, T * E, chunk)
 
     def grade(ft):
         out = {f"psi0/{k}": v for k, v in psi0.items()}
