@@ -51,7 +51,8 @@ def steps_for(name: str, E: int, target: float) -> int:
 SLOW = 60.0  # seconds: a cell whose 5 ensemble steps would take longer (from the E = 64 rate) is not run
 
 
-def cell(name: str, E: int, threads: int, target: float, repeats: int, peer: bool, rate_64: float | None = None) -> dict:
+def cell(name: str, E: int, threads: int, target: float, repeats: int, peer: bool, rate_64: float | None = None,
+         steps: int | None = None) -> dict:
     torch.set_num_threads(threads)
     s = get_study(name)
     if rate_64 and E > 64 and E * 5 / rate_64 > SLOW:
@@ -61,7 +62,7 @@ def cell(name: str, E: int, threads: int, target: float, repeats: int, peer: boo
     need, budget = footprint(s, base).bytes_for(E), memory_budget(CPU)
     if need > budget:
         return {"study": name, "models": E, "threads": threads, "skipped": f"needs {need / 2**30:.1f} GiB > budget"}
-    steps = steps_for(name, E, target)
+    steps = steps or steps_for(name, E, target)
     try:
         if peer:
             load_peer(name)
@@ -112,6 +113,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--target", type=float, default=2.0, help="seconds of one ensemble run")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None, help="steps of every run (default: from --target)")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out", default="speed.jsonl")
     ap.add_argument("--markdown", help="print the table of a finished run (a .jsonl) and exit")
@@ -132,7 +134,7 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 rate_64 = None
                 for E in map(int, args.models.split(",")):
-                    r = cell(name, E, threads, args.target, args.repeats, not args.no_peer, rate_64)
+                    r = cell(name, E, threads, args.target, args.repeats, not args.no_peer, rate_64, args.steps)
                     if E == 64 and "skipped" not in r:
                         rate_64 = r["ensemble_model_steps_per_s"]
                     r["date"] = str(datetime.date.today())
