@@ -9,15 +9,14 @@ pre-training is set-up there too)."""
 from __future__ import annotations
 
 import math
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, batches drawn inside)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     import jax.numpy as jnp
     import numpy as np
 
@@ -103,15 +102,3 @@ def _build(cfgs, steps: int):
     noise = jnp.tile(cfg.noise * jax.random.normal(k_noise, (E, N, 2, 8, 8)), (T, 1, 1, 1, 1))
     step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(jax.random.split(k_steps, T * E))
     return jax.jit(jax.vmap(train)), (w0, head, red, noise, step_keys)
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` steps of len(cfgs) cells (one ViT per task each); the first call for a shape compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, args = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(*args))
-    run, args = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(*args))
-    return time.perf_counter() - t0

@@ -8,17 +8,16 @@ draws, and omega_0 is a random initialisation (the study's omega* fit is set-up,
 `steps` counts SGD steps as the study's trainer does: a partial last iteration runs its first steps only."""
 from __future__ import annotations
 
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
 from theorylab.studies.dqn.mdp import make_mdp
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, collection inside)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     import jax.numpy as jnp
 
     cfg, E = cfgs[0], len(cfgs)
@@ -95,16 +94,3 @@ def _build(cfgs, steps: int):
     keys = jax.random.split(jax.random.PRNGKey(0), E)
     state = jax.jit(jax.vmap(init))(keys)
     return run, (state, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` SGD steps (with the collections at iteration starts) of len(cfgs) models; the first
-    call for a (models, steps) compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, args = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(*args))  # compile
-    run, args = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(*args))
-    return time.perf_counter() - t0

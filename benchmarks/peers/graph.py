@@ -19,16 +19,15 @@ as the study (u = W_K q, a (x W_V) = (a x) W_V); the bench times the faster one,
 from __future__ import annotations
 
 import math
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, sampler inside)"
 FORM = "folded"  # the faster on the bench config (both measured in the study's speed notes)
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int, form: str = FORM):
+def build(cfgs, steps: int, form: str = FORM):
     """The jitted whole run (vmap over models of lax.scan over steps) and its inputs, for these models."""
     import jax.numpy as jnp
     import numpy as np
@@ -91,16 +90,4 @@ def _build(cfgs, steps: int, form: str = FORM):
     keys = jax.random.split(jax.random.PRNGKey(0), E)
     w0 = jax.vmap(init)(keys)
     step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
-    return run, w0, data, step_keys
-
-
-def peer_train_seconds(cfgs, steps: int, form: str = FORM) -> float:
-    """Wall seconds of `steps` steps of len(cfgs) models; the first call for a (models, steps, form) compiles."""
-    key = (len(cfgs), steps, form, cfgs[0].variant)
-    if key not in _BUILT:
-        run, w0, data, keys = _BUILT[key] = _build(cfgs, steps, form)
-        jax.block_until_ready(run(w0, data, keys))  # compile
-    run, w0, data, keys = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(w0, data, keys))
-    return time.perf_counter() - t0
+    return run, (w0, data, step_keys)

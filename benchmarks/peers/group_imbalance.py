@@ -5,16 +5,15 @@ config. What differs: its own random draws (jax.random), and the step is lr itse
 curvature lowers it per cell from a power iteration at set-up, which the bench does not time)."""
 from __future__ import annotations
 
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run)"
-_BUILT: dict = {}
 PROB_CLAMP = 1e-7
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     import jax.numpy as jnp
 
     cfg, E = cfgs[0], len(cfgs)
@@ -44,15 +43,3 @@ def _build(cfgs, steps: int):
     run = jax.jit(jax.vmap(train))
     W0, X, y = jax.jit(jax.vmap(world))(jax.random.split(jax.random.PRNGKey(0), E))
     return run, (W0, X, y)
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` GD steps of len(cfgs) models; the first call for a (models, steps) compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, args = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(*args))  # compile
-    run, args = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(*args))
-    return time.perf_counter() - t0

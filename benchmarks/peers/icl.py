@@ -3,17 +3,16 @@ sampler inside the step, lax.scan over the steps), the same data model, eq. (1),
 study's reference config (icl_peers.py says what each piece is and times more paths)."""
 from __future__ import annotations
 
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
 from theorylab.shared.icl_prompts import split_tasks
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, sampler inside)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     """The jitted whole run (vmap over models of lax.scan over steps) and its inputs, for these models."""
     import jax.numpy as jnp
 
@@ -72,16 +71,4 @@ def _build(cfgs, steps: int):
     keys = jax.random.split(jax.random.PRNGKey(0), E)
     w0 = jax.vmap(init)(keys)
     step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
-    return run, w0, step_keys
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` steps of len(cfgs) models; the first call for a (models, steps) compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, w0, keys = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(w0, keys))  # compile
-    run, w0, keys = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(w0, keys))
-    return time.perf_counter() - t0
+    return run, (w0, step_keys)

@@ -11,17 +11,16 @@ computes only the query token in the last layer, where nothing else is read)."""
 from __future__ import annotations
 
 import math
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
 from theorylab.shared.icl_prompts import split_tasks
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, sampler inside)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     import jax.numpy as jnp
 
     cfg, E = cfgs[0], len(cfgs)
@@ -116,16 +115,4 @@ def _build(cfgs, steps: int):
     keys = jax.random.split(jax.random.PRNGKey(0), E)
     w0 = jax.vmap(init)(keys)
     step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
-    return run, w0, step_keys
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` steps of len(cfgs) models; the first call for a (models, steps) compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, w0, keys = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(w0, keys))  # compile
-    run, w0, keys = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(w0, keys))
-    return time.perf_counter() - t0
+    return run, (w0, step_keys)

@@ -101,14 +101,16 @@ def torch_func_rate(E: int, steps: int) -> float:
 
 
 def jax_rate(E: int, steps: int) -> float:
-    from icl import peer_train_seconds  # benchmarks/peers/icl.py, the peer `theorylab bench icl --peer` times
+    from theorylab.core.bench import load_peer, peer_seconds  # benchmarks/peers/icl.py, as `bench icl --peer` times it
+
+    peer = load_peer("icl")
 
     cfgs = configs(E)
     if f"jax E={E} ({steps} steps)" not in WARMUP:
         t0 = time.perf_counter()
-        peer_train_seconds(cfgs, steps)
+        peer_seconds(peer, cfgs, steps)
         WARMUP[f"jax E={E} ({steps} steps)"] = time.perf_counter() - t0
-    return E * steps / peer_train_seconds(cfgs, steps)
+    return E * steps / peer_seconds(peer, cfgs, steps)
 
 
 PATHS = {"theorylab": theorylab_rate, "theorylab-eager": theorylab_eager_rate, "torch.func": torch_func_rate, "one-at-a-time": one_at_a_time_rate,

@@ -5,15 +5,14 @@ one-layer Transformer F(X) = (1/L) sum_l a^T ReLU(W_O W_V X softmax(X^T W_K^T W_
 on W_Q, W_K, W_V, W_O as the study's quick config (lora_rank = 0). What differs: its own random draws."""
 from __future__ import annotations
 
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, minibatch draw inside)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     import jax.numpy as jnp
 
     cfg, E = cfgs[0], len(cfgs)
@@ -65,15 +64,3 @@ def _build(cfgs, steps: int):
     w0, X, y = jax.jit(jax.vmap(world))(keys)
     step_keys = jax.vmap(lambda key: jax.random.split(key, steps))(keys)
     return run, (w0, X, y, step_keys)
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` SGD steps of len(cfgs) models; the first call for a (models, steps) compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, args = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(*args))  # compile
-    run, args = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(*args))
-    return time.perf_counter() - t0

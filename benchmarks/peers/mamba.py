@@ -7,15 +7,14 @@ tau), w and V trained. Only the default form is covered (majority, sigmoid gain,
 GD, B = 0); its random draws are its own."""
 from __future__ import annotations
 
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, associative scan)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     """The jitted whole run (vmap over models of lax.scan over steps) and its inputs, for these models."""
     import jax.numpy as jnp
 
@@ -63,16 +62,4 @@ def _build(cfgs, steps: int):
         return jax.lax.scan(step, p, None, length=steps)[0]
 
     run = jax.jit(jax.vmap(train))
-    return run, jax.random.split(jax.random.PRNGKey(0), E)
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` steps of len(cfgs) models; the first call for a (models, steps) compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, keys = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(keys))  # compile
-    run, keys = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(keys))
-    return time.perf_counter() - t0
+    return run, (jax.random.split(jax.random.PRNGKey(0), E),)

@@ -6,15 +6,14 @@ counter-based streams); token noise (config noise, 0 by default) is drawn only w
 from __future__ import annotations
 
 import math
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, sampler inside)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     import jax.numpy as jnp
 
     cfg, E = cfgs[0], len(cfgs)
@@ -64,15 +63,3 @@ def _build(cfgs, steps: int):
     mu = jnp.repeat(mus, E, axis=0)
     step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
     return run, (w0, mu, step_keys)
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` steps of len(cfgs) cells (2 task-models each); the first call for a shape compiles."""
-    key = (len(cfgs), steps)
-    if key not in _BUILT:
-        run, args = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(*args))
-    run, args = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(*args))
-    return time.perf_counter() - t0

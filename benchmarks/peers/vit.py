@@ -9,15 +9,14 @@ covers the configs the bench runs (no sparsification, no spurious or large-noise
 from __future__ import annotations
 
 import math
-import time
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
+wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, sampler inside)"
-_BUILT: dict = {}
 
 
-def _build(cfgs, steps: int):
+def build(cfgs, steps: int):
     """The jitted whole run (vmap over models of lax.scan over steps) and its inputs, for these models."""
     import jax.numpy as jnp
 
@@ -75,15 +74,3 @@ def _build(cfgs, steps: int):
 
     run = jax.jit(jax.vmap(train))
     return run, (jax.random.split(jax.random.PRNGKey(0), E), lr)
-
-
-def peer_train_seconds(cfgs, steps: int) -> float:
-    """Wall seconds of `steps` steps of len(cfgs) models; the first call for a (models, steps) compiles."""
-    key = (len(cfgs), steps, cfgs[0].model_dump_json(exclude={"seed", "lr"}))
-    if key not in _BUILT:
-        run, args = _BUILT[key] = _build(cfgs, steps)
-        jax.block_until_ready(run(*args))  # compile
-    run, args = _BUILT[key]
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(*args))
-    return time.perf_counter() - t0

@@ -75,12 +75,28 @@ def test_a_peer_is_timed_in_the_same_run_and_compared(monkeypatch, tmp_path):
     import theorylab.core.bench as bench
 
     (tmp_path / "dqn.py").write_text(
-        "NAME = 'sleeper'\ncalls = []\n"
-        "def peer_train_seconds(cfgs, steps):\n    calls.append((len(cfgs), steps))\n    return 0.5\n")
+        "import time\nNAME = 'sleeper'\nbuilt = []\n"
+        "def build(cfgs, steps):\n    built.append((len(cfgs), steps))\n    return time.sleep, (0.05,)\n"
+        "def wait(x):\n    return x\n")
     monkeypatch.setattr(bench, "PEERS", tmp_path)
     res = run_bench(get_study("dqn"), torch.device("cpu"), models=2, steps=2, naive_models=1, repeats=2, peer=True)
-    assert res["peer"] == "sleeper" and res["peer_model_steps_per_s"] == pytest.approx(2 * 2 / 0.5)
+    assert res["peer"] == "sleeper" and res["peer_model_steps_per_s"] == pytest.approx(2 * 2 / 0.05, rel=0.5)
     assert res["ratio_to_peer"] == pytest.approx(res["ensemble_model_steps_per_s"] / res["peer_model_steps_per_s"])
+
+
+def test_a_peer_is_built_once_per_ensemble_size_step_count_and_config(monkeypatch, tmp_path):
+    import theorylab.core.bench as bench
+
+    (tmp_path / "dqn.py").write_text("NAME = 'counter'\nbuilt = []\nruns = []\n"
+                                     "def build(cfgs, steps):\n    built.append((len(cfgs), steps))\n"
+                                     "    return runs.append, (steps,)\n"
+                                     "def wait(x):\n    return x\n")
+    monkeypatch.setattr(bench, "PEERS", tmp_path)
+    peer = bench.load_peer("dqn")
+    cfgs = get_study("dqn").seed_configs("quick", 2)
+    for steps in (3, 3, 4):
+        assert bench.peer_seconds(peer, cfgs, steps) >= 0
+    assert peer.built == [(2, 3), (2, 4)] and peer.runs == [3, 3, 3, 4, 4]  # a first (compiling) run per build
 
 
 def test_every_protocol_study_is_benchmarked_on_its_bare_training_step():
