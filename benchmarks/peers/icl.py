@@ -12,23 +12,16 @@ wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, sampler inside)"
 
 
-def build(cfgs, steps: int):
-    """The jitted whole run (vmap over models of lax.scan over steps) and its inputs, for these models."""
+def prompt_sampler(cfg, B: int, L: int):
+    """One model's batch of in-domain ICL prompts from a key: C [B, L, d_X + d_Y], Q [B, d_X + d_Y], z [B] (the
+    data model of shared.icl_prompts; the icl_gpt2 peer draws from it too)."""
     import jax.numpy as jnp
 
-    cfg, E = cfgs[0], len(cfgs)
-    M1, M2, d_X, d_Y, m, B, L = cfg.M1, cfg.M2, cfg.d_X, cfg.d_Y, cfg.m, cfg.B, cfg.l_tr
-    D = d_X + d_Y
+    M1, M2, d_X, d_Y = cfg.M1, cfg.M2, cfg.d_X, cfg.d_Y
     tasks = jnp.array(split_tasks(cfg)[0])
     mu = cfg.beta * jnp.eye(M1, d_X)
     nu = jnp.eye(d_X)[M1 : M1 + M2]
     q = jnp.zeros(d_Y).at[0].set(1.0)
-    a_vec = jnp.concatenate([jnp.full(m // 2, 1.0 / m), jnp.full(m - m // 2, -1.0 / m)])
-
-    def init(key):
-        eye = jnp.eye(D)
-        return {"W_Q": cfg.delta * eye, "W_K": cfg.delta * eye, "W_V": cfg.v_init * eye,
-                "W_O": cfg.xi * jax.random.normal(key, (m, D))}
 
     def prompts(key):  # one model's batch: C [B, L, D], Q [B, D], z [B]
         k = jax.random.split(key, 8)
@@ -54,6 +47,29 @@ def build(cfgs, steps: int):
         C = jnp.concatenate([feats(k[5], pat), y[..., None] * q], -1)
         Q = jnp.concatenate([feats(k[6], q_pat), jnp.zeros((B, d_Y))], -1)
         return C, Q, z
+
+    return prompts
+
+
+def build(cfgs, steps: int):
+    """The jitted whole run (vmap over models of lax.scan over steps) and its inputs, for these models."""
+    import jax.numpy as jnp
+
+    cfg, E = cfgs[0], len(cfgs)
+    M1, M2, d_X, d_Y, m, B, L = cfg.M1, cfg.M2, cfg.d_X, cfg.d_Y, cfg.m, cfg.B, cfg.l_tr
+    D = d_X + d_Y
+    tasks = jnp.array(split_tasks(cfg)[0])
+    mu = cfg.beta * jnp.eye(M1, d_X)
+    nu = jnp.eye(d_X)[M1 : M1 + M2]
+    q = jnp.zeros(d_Y).at[0].set(1.0)
+    a_vec = jnp.concatenate([jnp.full(m // 2, 1.0 / m), jnp.full(m - m // 2, -1.0 / m)])
+
+    def init(key):
+        eye = jnp.eye(D)
+        return {"W_Q": cfg.delta * eye, "W_K": cfg.delta * eye, "W_V": cfg.v_init * eye,
+                "W_O": cfg.xi * jax.random.normal(key, (m, D))}
+
+    prompts = prompt_sampler(cfg, B, L)
 
     def loss(w, C, Q, z):
         s = jnp.einsum("bld,bd->bl", C, (Q @ w["W_Q"].T) @ w["W_K"])

@@ -14,7 +14,7 @@ import math
 
 import jax  # the bench extra: a missing jax is reported when the peer loads
 
-from theorylab.shared.icl_prompts import split_tasks
+from theorylab.core.bench import load_peer
 
 wait = jax.block_until_ready  # core.bench waits on the run's result with it
 NAME = "jax vmap+jit (whole run, sampler inside)"
@@ -24,38 +24,16 @@ def build(cfgs, steps: int):
     import jax.numpy as jnp
 
     cfg, E = cfgs[0], len(cfgs)
-    M1, M2, d_X, d_Y, B, L = cfg.M1, cfg.M2, cfg.d_X, cfg.d_Y, cfg.B, cfg.l_tr
+    d_X, d_Y, B, L = cfg.d_X, cfg.d_Y, cfg.B, cfg.l_tr
     D, H, layers, m = cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.n_inner_mult * cfg.n_embd
     d, P, N = d_X + d_Y, cfg.n_positions, L + 1
-    tasks = jnp.array(split_tasks(cfg)[0])
-    mu = cfg.beta * jnp.eye(M1, d_X)
-    nu = jnp.eye(d_X)[M1 : M1 + M2]
-    q = jnp.zeros(d_Y).at[0].set(1.0)
     b1, b2, eps, wd = 0.9, 0.999, 1e-8, cfg.weight_decay
 
+    icl_prompts = load_peer("icl").prompt_sampler(cfg, B, L)  # the icl peer's sampler: the same data model
+
     def prompts(key):  # one model's batch: X [B, N, d] (contexts then the query), z [B]
-        k = jax.random.split(key, 8)
-        ab = tasks[jax.random.randint(k[0], (B,), 0, tasks.shape[0])]
-        a, b = ab[:, 0:1], ab[:, 1:2]
-        u = jax.random.uniform(k[1], (B, L))
-        other = jax.random.randint(k[2], (B, L), 0, M1 - 2)
-        lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
-        other = other + (other >= lo)
-        other = other + (other >= hi)
-        pat = jnp.where(u < cfg.alpha / 2, a, jnp.where(u < cfg.alpha, b, other))
-        coin = jnp.where(jax.random.bernoulli(k[3], 0.5, (B, L)), 1.0, -1.0)
-        y = jnp.where(pat == a, 1.0, jnp.where(pat == b, -1.0, coin))
-        q_is_a = jax.random.bernoulli(k[4], 0.5, (B,))
-        q_pat = jnp.where(q_is_a, ab[:, 0], ab[:, 1])
-
-        def feats(key, pats):
-            k1, k2 = jax.random.split(key)
-            kap = (2 * jax.random.uniform(k1, pats.shape) - 1) * cfg.kappa
-            return mu[pats] + kap[..., None] * nu[jax.random.randint(k2, pats.shape, 0, M2)]
-
-        C = jnp.concatenate([feats(k[5], pat), y[..., None] * q], -1)
-        Q = jnp.concatenate([feats(k[6], q_pat), jnp.zeros((B, d_Y))], -1)
-        return jnp.concatenate([C, Q[:, None]], 1), jnp.where(q_is_a, 1.0, -1.0)
+        C, Q, z = icl_prompts(key)
+        return jnp.concatenate([C, Q[:, None]], 1), z
 
     def init(key):
         ks = iter(jax.random.split(key, 4 + 4 * layers))
