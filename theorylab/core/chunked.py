@@ -21,6 +21,17 @@ import torch
 
 from theorylab.core.ensemble import expand_to
 
+CACHE_FLOATS = 1 << 19  # floats of a slice's largest activation on a CPU (2 MB of float32: near a core's L2)
+
+
+def models_per_slice(floats_per_model: int, models: int, device: torch.device, cache: int = CACHE_FLOATS) -> int:
+    """Models per slice: on a CPU as many as keep a slice's largest activation (`floats_per_model` per model)
+    within `cache` floats; elsewhere (a GPU's memory system wants the whole ensemble) all of them."""
+    if device.type != "cpu":
+        return models
+    return max(1, cache // max(1, floats_per_model))
+
+
 # loss_of(params_slice, models) -> {"loss": [e], other per-model outputs [e, ...]} for the models of the slice
 SliceLoss = Callable[[dict[str, torch.Tensor], slice], dict[str, torch.Tensor]]
 
@@ -59,9 +70,9 @@ def model_slices(models: int, chunk: int) -> list[slice]:
 def chunked_loss(loss_of: SliceLoss, params: dict[str, torch.Tensor], models: int, chunk: int) -> dict[str, torch.Tensor]:
     """loss_of's outputs for all `models` models, computed `chunk` models at a time (params [E, ...] are sliced on
     their first axis); "loss" carries the gradient with respect to the parameters that require one."""
-    need = [k for k, v in params.items() if v.requires_grad] if torch.is_grad_enabled() else []
-    if chunk >= models and not need:
+    if chunk >= models:  # one slice: the plain computation, autograd as usual
         return loss_of(params, slice(0, models))
+    need = [k for k, v in params.items() if v.requires_grad] if torch.is_grad_enabled() else []
     outs: list[dict[str, torch.Tensor]] = []
     grads: list[tuple[torch.Tensor, ...]] = []
     for models_slice in model_slices(models, chunk):

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.chunked import chunked_loss
+from theorylab.core.chunked import models_per_slice as cache_models
 from theorylab.core.ensemble import shared_value, tile, untile
 from theorylab.core.losses import accuracy, cross_entropy
 from theorylab.core.protocol import Graded, Training
@@ -33,22 +34,12 @@ def task_key(p: float) -> str:
     return f"ft/{p:g}/"
 
 
-CACHE_FLOATS = 1 << 19  # floats of the largest activation per slice of a CPU step (2 MB: near a core's L2)
-
-
 def models_per_slice(cfg: ColoredDigitsConfig, models: int, device: torch.device) -> int:
     """Models per slice of a training step (core.chunked): on a CPU as many as keep a slice's largest activation
     ([B, tokens, max(width, mlp)] per model) near one core's cache (the whole ensemble's falls out of it between
     one operation and the next: E = 64 ran slower than one model at a time); elsewhere all at once."""
-    if device.type != "cpu":
-        return models
     tokens = (8 // cfg.patch) ** 2
-    return max(1, CACHE_FLOATS // (cfg.B * tokens * max(cfg.width, cfg.mlp, tokens)))
-
-
-def sliced(loss_of, p: dict[str, torch.Tensor], models: int, chunk: int) -> dict[str, torch.Tensor]:
-    """loss_of(params, rows) over every model, `chunk` models at a time (the same numbers: tests)."""
-    return loss_of(p, slice(0, models)) if chunk >= models else chunked_loss(loss_of, p, models, chunk)
+    return cache_models(cfg.B * tokens * max(cfg.width, cfg.mlp, tokens), models, device)
 
 
 def pretrain(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device, chunk: int | None = None) -> TrainResult:
@@ -76,7 +67,7 @@ def pretrain(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device, chun
             lg = pre_logits(q, X[rows], cfg.patch, cfg.heads)[..., :classes]  # [e, B, classes]
             return {"loss": cross_entropy(lg, target[rows]), "acc": accuracy(lg, target[rows])}
 
-        return sliced(loss_of, p, E, chunk)
+        return chunked_loss(loss_of, p, E, chunk)
 
     return train_ensemble(params, [k for k in params if k != "head.w"], loss_fn,
                           torch.full((E,), cfg.pretrain_lr, device=device), cfg.pretrain_steps,
@@ -107,7 +98,7 @@ def training(cfgs: Sequence[ColoredDigitsConfig], rng: EnsembleRNG, device: torc
             lg = logits(q, head[rows], X[rows], cfg.patch, cfg.heads)  # [rows, B, 2]
             return {"loss": cross_entropy(lg, target[rows]), "acc": accuracy(lg, target[rows])}
 
-        return sliced(loss_of, p, T * E, chunk)
+        return chunked_loss(loss_of, p, T * E, chunk)
 
     def grade(ft):
         out = {f"psi0/{k}": v for k, v in psi0.items()}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.chunked import chunked_loss
+from theorylab.core.chunked import models_per_slice as cache_models
 from theorylab.core.ensemble import scalar_tensor, shared_value
 from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
@@ -23,16 +24,14 @@ from theorylab.studies.diffusion.data import bayes, risk, sample
 from theorylab.studies.diffusion.model import forward, init_params, trainable
 
 
-CACHE_FLOATS = 1 << 18  # attention scores per slice of the CPU step (1 MB of float32: about a core's L2)
+SCORES_FLOATS = 1 << 18  # attention scores per slice of the CPU step (1 MB of float32: about a core's L2)
 
 
 def models_per_slice(cfgs: Sequence, device: torch.device) -> int:
     """Models per slice of the training step (core.chunked): on a CPU as many as keep the attention scores
     [G, B, N, N] of the slice near one core's cache; elsewhere the whole ensemble at once."""
-    if device.type != "cpu":
-        return len(cfgs)
     G, B, N = (len(shared_value(cfgs, "t_grid")), *(shared_value(cfgs, k) for k in ("B", "N")))
-    return max(1, CACHE_FLOATS // (G * B * N * N))
+    return cache_models(G * B * N * N, len(cfgs), device, cache=SCORES_FLOATS)
 
 
 def step_loss(cfgs: Sequence, step: int, checkpoints: set[int], device: torch.device):
@@ -64,10 +63,7 @@ def training(cfgs: Sequence, rng: EnsembleRNG, device: torch.device, chunk: int 
     chunk = models_per_slice(cfgs, device) if chunk is None else chunk
 
     def loss_fn(p, step):
-        loss_of = step_loss(cfgs, step, checkpoints, device)
-        if chunk >= E:
-            return loss_of(p, slice(0, E))
-        return chunked_loss(loss_of, p, E, chunk)
+        return chunked_loss(step_loss(cfgs, step, checkpoints, device), p, E, chunk)
 
     def grade(res):
         test = test_risks(cfgs, res.params, device)

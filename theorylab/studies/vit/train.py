@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.chunked import chunked_loss
+from theorylab.core.chunked import models_per_slice as cache_models
 from theorylab.core.ensemble import rng_for, scalar_tensor, shared_value
 from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.losses import hinge, sign_error
@@ -63,17 +64,12 @@ def evaluate(params: dict[str, torch.Tensor], cfgs: Sequence[ViTConfig], stream:
     return mean_over_blocks(len(cfgs), n or shared_value(cfgs, "n_test"), c.tokens * (c.tokens + c.m + 2 * c.dim), block)
 
 
-CACHE_FLOATS = 1 << 19  # floats of the largest activation per slice of the CPU step (2 MB: near a core's L2)
-
-
 def models_per_slice(cfgs: Sequence[ViTConfig], device: torch.device, examples: int) -> int:
     """Models per slice of the training step and the probes (core.chunked): on a CPU as many as keep the largest
     activation of `examples` examples per model ([., L, m] after W_O, or the [., L, L] attention) near one core's
     cache; elsewhere all at once."""
-    if device.type != "cpu":
-        return len(cfgs)
     c = cfgs[0]
-    return max(1, CACHE_FLOATS // (examples * c.tokens * max(c.tokens, shared_value(cfgs, "m"))))
+    return cache_models(examples * c.tokens * max(c.tokens, shared_value(cfgs, "m")), len(cfgs), device)
 
 
 def training(cfgs: Sequence[ViTConfig], rng: EnsembleRNG, device: torch.device, chunk: int | None = None) -> Training:
@@ -102,7 +98,7 @@ def training(cfgs: Sequence[ViTConfig], rng: EnsembleRNG, device: torch.device, 
             F = forward(q, sub.X, keep_mask(q, sub, list(cfgs)[models], r, "train", step))
             return {"loss": hinge(F, sub.y), "error": sign_error(F, sub.y)}
 
-        return loss_of(p, slice(0, E)) if chunk >= E else chunked_loss(loss_of, p, E, chunk)
+        return chunked_loss(loss_of, p, E, chunk)
 
     def probe_fn(p, step):
         def probes_of(q: dict[str, torch.Tensor], models: slice) -> dict[str, torch.Tensor]:
