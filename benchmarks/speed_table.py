@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from theorylab.core.backends import memory_budget
-from theorylab.core.bench import PeerUnavailable, load_peer, run_bench, train_seconds
+from theorylab.core.bench import PeerUnavailable, load_peer, on_protocol, run_bench, step_footprint, train_seconds
 from theorylab.core.cost import REFERENCE_RATES
 from theorylab.core.memory import footprint
 from theorylab.core.report import machine_description
@@ -59,7 +59,10 @@ def cell(name: str, E: int, threads: int, target: float, repeats: int, peer: boo
         return {"study": name, "models": E, "threads": threads,
                 "skipped": f"not run: 5 steps would take about {E * 5 / rate_64:.0f} s at the E = 64 rate"}
     base = s.config("quick", **s.bench_config)
-    need, budget = footprint(s, base).bytes_for(E), memory_budget(CPU)
+    # the bare step's own memory (a sliced step holds one slice's activations): the dry-run footprint of a whole
+    # train_group counts its evaluation and every model's activations, and refused E = 512 for steps that fit
+    fp = step_footprint(s, base, (8, 16)) if on_protocol(s) and s.bench is None else footprint(s, base)
+    need, budget = fp.bytes_for(E), memory_budget(CPU)
     if need > budget:
         return {"study": name, "models": E, "threads": threads, "skipped": f"needs {need / 2**30:.1f} GiB > budget"}
     steps = steps or steps_for(name, E, target)

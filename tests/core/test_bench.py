@@ -110,3 +110,25 @@ def test_every_protocol_study_is_benchmarked_on_its_bare_training_step():
         base = s.config("quick", **{**s.tiny, **s.bench_config})
         seconds, model_steps = train_seconds(s, [base.replace(seed=i) for i in range(2)], torch.device("cpu"), 2)
         assert seconds > 0 and model_steps == 4, name
+
+
+def test_the_step_footprint_extrapolates_the_bare_steps_measured_peak():
+    """Measured at 2 and 4 models, the bare step's memory predicts what 8 models hold at the step's peak."""
+    import gc
+
+    from theorylab.core.bench import protocol_train_seconds, step_footprint
+    from theorylab.core.memory import LiveBytes
+
+    s = get_study("graph")
+    base = s.config("quick", **s.tiny)
+    fp = step_footprint(s, base, (2, 4))
+    meter = LiveBytes()
+    gc.collect()
+    gc.disable()
+    try:
+        with meter:
+            protocol_train_seconds(s, [base.replace(seed=i) for i in range(8)], torch.device("cpu"), 2)
+    finally:
+        gc.enable()
+    assert fp.per_model > 0
+    assert abs(fp.bytes_for(8) - meter.peak) <= 0.1 * meter.peak

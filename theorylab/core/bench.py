@@ -52,6 +52,33 @@ def protocol_train_seconds(study: Study, cfgs: Sequence[StudyConfig], device: to
     return time.perf_counter() - t0
 
 
+def step_footprint(study: Study, cfg: StudyConfig, sizes: tuple[int, int] = (32, 64), steps: int = 2):
+    """Memory of the bare training step `theorylab bench` times (set-up and `steps` steps of a protocol study's
+    Training, no grading), measured at two ensemble sizes and extrapolated linearly (core.memory.Footprint). A step
+    that runs in cache-sized slices of models (core.chunked) holds one slice's activations whatever E is, which
+    the dry-run footprint of a whole train_group at 2 and 4 models counts per model; this counts them once."""
+    import gc
+
+    from theorylab.core.memory import FLOOR, Footprint, LiveBytes
+
+    def peak(models: int) -> int:
+        cfgs = [cfg.replace(seed=cfg.seed + i) for i in range(models)]
+        meter = LiveBytes()
+        gc.collect()
+        gc.disable()  # as core.memory.peak_bytes: cyclic garbage stays counted, the same on every run
+        try:
+            with meter:
+                protocol_train_seconds(study, cfgs, torch.device("cpu"), steps)
+        finally:
+            gc.enable()
+        return meter.peak
+
+    small, large = sizes
+    p_small, p_large = peak(small), peak(large)
+    per = max(FLOOR, (p_large - p_small) // (large - small))
+    return Footprint(per, max(0, p_small - small * per))
+
+
 def on_protocol(study: Study) -> bool:
     return hasattr(study.train_group, "training")
 
