@@ -7,7 +7,8 @@ sample-complexity sweep (different N) train as one ensemble. Full-batch GD (B = 
 rows only (`own_rows`: the models grouped by N, one forward per group); the plain form (fast=False) runs every
 model over the whole pool and masks the rows past its N, two thirds of the work in the claims' N grid
 (n_pool/32 .. n_pool). Tests: both give the same losses, gradients and GD steps. Curves: training loss and
-error, the error on a fixed probe set of n_probe test sequences (for iterations-to-target), and the gate probes.
+error, the error on a fixed probe set of n_probe test sequences (for iterations-to-target), and the gate probes
+(both from one forward pass per checkpoint: evaluate.probe_values).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from theorylab.core.train import SGD, AdamW
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.mamba.config import MambaConfig
 from theorylab.studies.mamba.data import Batch, sample
-from theorylab.studies.mamba.evaluate import evaluate, gate_probes, per_sample_loss
+from theorylab.studies.mamba.evaluate import evaluate, per_sample_loss, probe_values
 from theorylab.studies.mamba.model import forward, init_params, trainable
 
 
@@ -49,8 +50,9 @@ def own_rows(cfgs: Sequence[MambaConfig], pool: Batch, device) -> tuple[list, to
 
 
 def training(cfgs: Sequence[MambaConfig], rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
-    """fast (the default): full-batch GD runs each model on its own first N rows (`own_rows`); False: every model
-    over the whole pool, rows past its N masked (the plain form it is tested equal to)."""
+    """fast (the default): full-batch GD runs each model on its own first N rows (`own_rows`), and the probes take
+    one forward pass (evaluate.probe_values); False: every model over the whole pool, rows past its N masked, and
+    the probes' two passes (the plain forms they are tested equal to)."""
     cfg = cfgs[0]
     for k in ("arch", "regime", "loss", "gain", "B", "n_pool", "steps", "train_gate", "optimizer"):
         shared_value(cfgs, k)
@@ -81,10 +83,7 @@ def training(cfgs: Sequence[MambaConfig], rng: EnsembleRNG, device: torch.device
         return {"loss": per_sample_loss(f, b.y, cfg.loss).mean(-1), "error": sign_error(f, b.y)}
 
     def probe_fn(p, step):
-        with torch.no_grad():
-            out = {"probe_error": sign_error(forward(p, probe.X, cfg), probe.y)}
-            out.update(gate_probes(p, probe, cfg))
-        return out
+        return probe_values(p, probe, cfg, fast=fast)  # fast: one forward pass on the probe set, not two
 
     def grade(res):
         test = evaluate(res.params, cfgs)
