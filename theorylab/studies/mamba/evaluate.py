@@ -11,7 +11,7 @@ from theorylab.core.evaluate import mean_over_blocks
 from theorylab.core.losses import sign_error
 from theorylab.studies.mamba.config import MambaConfig
 from theorylab.studies.mamba.data import CONFUSING, IRRELEVANT, RELEVANT, Batch, sample
-from theorylab.studies.mamba.model import forward
+from theorylab.studies.mamba.model import forward, forward_probed
 
 
 def per_sample_loss(F_: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
@@ -25,12 +25,14 @@ def kind_mean(values: torch.Tensor, kind: torch.Tensor, which: int) -> torch.Ten
     return (values * sel).sum((1, 2)) / sel.sum((1, 2)).clamp_min(1)
 
 
-def gate_probes(params: dict[str, torch.Tensor], batch: Batch, cfg: MambaConfig) -> dict[str, torch.Tensor]:
+def gate_probes(params: dict[str, torch.Tensor], batch: Batch, cfg: MambaConfig,
+                probes: dict | None = None) -> dict[str, torch.Tensor]:
     """Per model [E]: the gating vector's projections on o_+, o_-, the largest |projection| on an irrelevant
     pattern, its norm; the gate g_l and the token weight c_l in h_L by token kind (SSM); the last position's
-    attention mass by token kind (transformer)."""
-    probes: dict = {}
-    forward(params, batch.X, cfg, probes)
+    attention mass by token kind (transformer). probes: what a forward pass on batch.X wrote (None: run one)."""
+    if probes is None:
+        probes = {}
+        forward(params, batch.X, cfg, probes)
     out = {}
     if cfg.arch == "ssm":
         w = params["w"].detach().clone()  # [E, d]; o_+ = e_1, o_- = e_2, nu_j = e_{3..M}. A copy: the trainer
@@ -46,6 +48,18 @@ def gate_probes(params: dict[str, torch.Tensor], batch: Batch, cfg: MambaConfig)
         for name, k in (("relevant", RELEVANT), ("confusing", CONFUSING), ("irrelevant", IRRELEVANT)):
             out[f"weight_{name}"] = kind_mean(att, batch.kind, k)
     return out
+
+
+@torch.no_grad()
+def probe_values(params: dict[str, torch.Tensor], batch: Batch, cfg: MambaConfig,
+                 fast: bool = True) -> dict[str, torch.Tensor]:
+    """What training records at every curve checkpoint on the fixed probe set: probe_error and the gate probes
+    [E]. fast (the default): one pass (model.forward_probed, with the fused read-out); False: the plain form, one
+    forward for the error and another with probes (tests: equal)."""
+    if fast:
+        f, probes = forward_probed(params, batch.X, cfg)
+        return {"probe_error": sign_error(f, batch.y), **gate_probes(params, batch, cfg, probes)}
+    return {"probe_error": sign_error(forward(params, batch.X, cfg), batch.y), **gate_probes(params, batch, cfg)}
 
 
 @torch.no_grad()

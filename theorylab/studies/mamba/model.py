@@ -67,18 +67,25 @@ def init_params(cfgs: Sequence[MambaConfig], rng: EnsembleRNG, device) -> dict[s
     return p
 
 
-def scan_weights(w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tensor:
-    """c_l = gain_l prod_{k>l} decay_k [E, B, L], the weight of token l in the last state h_L."""
-    z = torch.einsum("ebld,ed->ebl", X, w)  # z_l = w^T x_l                                          [E, B, L]
+def gate_scores(w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """z_l = w^T x_l [E, B, L], the gating vector's score of every token."""
+    return torch.einsum("ebld,ed->ebl", X, w)
+
+
+def scan_weights(w: torch.Tensor, X: torch.Tensor, gain: str, z: torch.Tensor | None = None) -> torch.Tensor:
+    """c_l = gain_l prod_{k>l} decay_k [E, B, L], the weight of token l in the last state h_L (z: the scores
+    gate_scores(w, X), when already computed)."""
+    z = gate_scores(w, X) if z is None else z  # z_l = w^T x_l                                        [E, B, L]
     g = torch.sigmoid(z) if gain == "sigmoid" else F.softplus(z)  # g_l, or Delta_l (S6 form)
     log_decay = -F.softplus(z)  # log(1 - g_l) = -Delta_l                                           [E, B, L]
     after = log_decay.flip(-1).cumsum(-1).flip(-1) - log_decay  # sum_{k>l} log decay_k            [E, B, L]
     return g * torch.exp(after)
 
 
-def all_scan_weights(w: torch.Tensor, X: torch.Tensor, gain: str) -> torch.Tensor:
-    """C[l, j] = gain_j prod_{j<k<=l} decay_k for j <= l, else 0 [E, B, L, L]: h_l = W_B sum_j C[l, j] x_j."""
-    z = torch.einsum("ebld,ed->ebl", X, w)  # z_l = w^T x_l                                          [E, B, L]
+def all_scan_weights(w: torch.Tensor, X: torch.Tensor, gain: str, z: torch.Tensor | None = None) -> torch.Tensor:
+    """C[l, j] = gain_j prod_{j<k<=l} decay_k for j <= l, else 0 [E, B, L, L]: h_l = W_B sum_j C[l, j] x_j (z as
+    in scan_weights)."""
+    z = gate_scores(w, X) if z is None else z  # z_l = w^T x_l                                        [E, B, L]
     g = torch.sigmoid(z) if gain == "sigmoid" else F.softplus(z)
     P = (-F.softplus(z)).cumsum(-1)  # sum_{k<=l} log decay_k                                        [E, B, L]
     L = X.shape[-2]
@@ -192,6 +199,29 @@ def forward(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig, probe
         if cfg.readout == "last":
             o = o[..., -1, :]
     return readout(p, o, probes) if probes is not None or not fast else fused_readout(p, o)
+
+
+def forward_probed(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig) -> tuple[torch.Tensor, dict]:
+    """F [E, B] and the probes of forward(p, X, cfg, probes) (SSM: "c", "gate"; transformer: "attn.map") from one
+    pass: the scores z_l once, and the fused read-out (forward with probes runs the plain one, whose hidden layer
+    [E, B, L, m] goes to memory). For the probes along training; equal to forward(p, X, cfg) and
+    forward(p, X, cfg, probes) (tests/studies/mamba/test_mamba_probes.py). No "preact": no probe reads it."""
+    probes: dict = {}
+    if cfg.arch == "ssm":
+        z = gate_scores(p["w"], X)  # z_l = w^T x_l, shared by the gate, the last-state weights and the scan [E, B, L]
+        probes["c"] = c = scan_weights(p["w"], X, cfg.gain, z)  # c_l                                   [E, B, L]
+        probes["gate"] = torch.sigmoid(z)
+        if cfg.readout == "last":
+            o = torch.einsum("ebl,ebld->ebd", c, X)  # sum_l c_l x_l                                     [E, B, d]
+        else:
+            o = all_scan_weights(p["w"], X, cfg.gain, z) @ X  # every state                           [E, B, L, d]
+        p = {**p, "V": p["V"] @ p["W_C"] @ p["W_B"]}  # W_C W_B folded into the rows v_i, as forward's fast path
+    else:
+        # the explicit softmax (forward without probes takes scaled_dot_product_attention: equal to rounding)
+        o = nn.attention(X + p["pos"][:, None], p, "attn", heads=1, probes=probes)  #               [E, B, L, d]
+        if cfg.readout == "last":
+            o = o[..., -1, :]
+    return fused_readout(p, o), probes
 
 
 def forward_reference(p: dict[str, torch.Tensor], X: torch.Tensor, cfg: MambaConfig) -> torch.Tensor:
