@@ -101,3 +101,25 @@ def test_query_only_last_layer_on_cuda_equals_every_token():
     torch.testing.assert_close(F_fast, F, rtol=1e-5, atol=1e-5)
     for k in pb:
         torch.testing.assert_close(pb_fast[k], pb[k], rtol=1e-5, atol=1e-5)
+
+
+def test_sliced_training_step_equals_whole_ensemble_bit_for_bit():
+    """training(chunk=k): the step a few models at a time (core.chunked) gives the whole-ensemble weights and
+    curves exactly (AdamW, a checkpoint with the error curve and the probes)."""
+    from theorylab.core.study import get_study
+    from theorylab.studies.icl_gpt2.train import models_per_slice, training
+
+    s = get_study("icl_gpt2")
+    cfgs = s.seed_configs("quick", 5, **{**s.tiny, "steps": 4, "curve_points": 2})
+    runs = {}
+    for chunk in (len(cfgs), 1, 2):
+        tr = training(cfgs, rng_for(cfgs, dev), dev, chunk=chunk)
+        runs[chunk] = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
+                                     probe_fn=tr.probes, curve_points=tr.curve_points)
+    whole = runs[len(cfgs)]
+    for chunk in (1, 2):
+        assert all(torch.equal(runs[chunk].params[k], whole.params[k]) for k in whole.params)
+        assert runs[chunk].curves.keys() == whole.curves.keys() and "error" in whole.curves
+        assert all(torch.equal(runs[chunk].curves[k], whole.curves[k]) for k in whole.curves)
+    assert 1 <= models_per_slice(s.seed_configs("quick", 64), dev) < 64
+    assert models_per_slice(s.seed_configs("quick", 64), torch.device("cuda")) == 64
