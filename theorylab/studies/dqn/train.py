@@ -26,7 +26,7 @@ import torch
 from theorylab.core.batch import Examples, gather_rows
 from theorylab.core.ensemble import expand_to, scalar_tensor, shared_value
 from theorylab.core.protocol import Graded, Training
-from theorylab.core.rng import EnsembleRNG, _mix, _mix_, stream_id, weyl_sequence
+from theorylab.core.rng import EnsembleRNG
 from theorylab.core.train import SGD, AdamW, train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
 from theorylab.studies.dqn.mdp import MDP, features, make_mdp, step, value_iteration
@@ -109,17 +109,9 @@ def initial(cfgs, rng, star: dict[str, torch.Tensor], phi, device) -> dict[str, 
 
 
 def uniform_streams(rng: EnsembleRNG, streams: Sequence[tuple], n: int, dtype=torch.float64) -> torch.Tensor:
-    """[E, len(streams), n]: rng.uniform((n,), *stream, dtype=dtype) for every stream, in one draw. A draw is a pure
-    function of (model key, stream, element), so hashing the streams side by side gives the same numbers bit for bit
-    (tested) with a handful of tensor ops instead of about twenty per stream. The steps are EnsembleRNG's."""
-    ids = torch.tensor([stream_id(*st) for st in streams], dtype=torch.int64, device=rng.device)
-    base = _mix_(_mix(rng.keys)[:, None] ^ ids)  # [E, S] each stream's base, as EnsembleRNG._bits
-    bits = _mix_(base[:, :, None] + weyl_sequence(n, rng.device))  # [E, S, n]
-    bits >>= 11
-    bits &= (1 << 53) - 1
-    u = bits.to(dtype)
-    u *= 2.0**-53
-    return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
+    """[E, len(streams), n]: rng.uniform((n,), *stream, dtype=dtype) for every stream, in one draw
+    (EnsembleRNG.uniform_streams; float64 by default, as randint draws)."""
+    return rng.uniform_streams(streams, n, dtype)
 
 
 def replay_draws(rng: EnsembleRNG, filled: int, B: int, t: int, n: int) -> torch.Tensor:
