@@ -40,7 +40,8 @@ def test_fused_loss_and_gradients_equal_autograd_through_the_forward(variant, ex
     nodes = g.order[:, :8]
     y = take_rows(g.y, nodes)
     weight = torch.tensor([1.0, 0.0, 2.5], dtype=dtype)  # a frozen model's loss enters with weight 0
-    loss, f = hinge_loss(p, g, nodes, y, variant, score_buckets(g, variant, cs[0].Z))
+    rows = (nodes + torch.arange(3)[:, None] * g.X.shape[1]).flatten()
+    loss, f = hinge_loss(p, g, rows, y, variant, score_buckets(g, variant, cs[0].Z))
     for reference in (forward(p, g, nodes, variant, fast=False), forward(p, g, nodes, variant)):
         ref_loss = hinge(reference, y)
         torch.testing.assert_close(f, reference.detach(), rtol=tol, atol=tol)
@@ -59,8 +60,9 @@ def test_batch_draws_at_once_equal_one_draw_per_step_bit_for_bit():
     at_once = batch_sampler(g, rng_for(cs, CPU), 7, steps)
     one_by_one = batch_sampler(g, rng_for(cs, CPU), 7, steps, at_once=False)
     for step in [0, 1, DRAW_STEPS - 1, DRAW_STEPS, steps, 3]:  # a window, the next, the last, back to the first
-        (n1, y1), (n2, y2) = at_once(step), one_by_one(step)
-        assert torch.equal(n1, n2) and torch.equal(y1, y2)
+        (n1, y1, r1), (n2, y2, r2) = at_once(step), one_by_one(step)
+        assert torch.equal(n1, n2) and torch.equal(y1, y2) and torch.equal(r1, r2)
+        assert torch.equal(r1, (n1 + torch.arange(3)[:, None] * g.X.shape[1]).flatten())
         assert bool((g.labelled.gather(1, n1)).all())  # labelled nodes only
 
 
@@ -92,9 +94,10 @@ def test_on_cuda_the_fused_loss_equals_autograd_and_the_cpu(variant, extra):
     p = {k: v.detach().to(cuda).requires_grad_(k in names) for k, v in p_cpu.items()}
     nodes = g_cpu.order[:, :8]
     y = take_rows(g_cpu.y, nodes)
-    loss, _ = hinge_loss(p, g, nodes.to(cuda), y.to(cuda), variant, score_buckets(g, variant, cs[0].Z))
+    rows = (nodes + torch.arange(3)[:, None] * g_cpu.X.shape[1]).flatten()
+    loss, _ = hinge_loss(p, g, rows.to(cuda), y.to(cuda), variant, score_buckets(g, variant, cs[0].Z))
     ref = hinge(forward(p, g, nodes.to(cuda), variant, fast=False), y.to(cuda))
-    cpu_loss, _ = hinge_loss(p_cpu, g_cpu, nodes, y, variant, score_buckets(g_cpu, variant, cs[0].Z))
+    cpu_loss, _ = hinge_loss(p_cpu, g_cpu, rows, y, variant, score_buckets(g_cpu, variant, cs[0].Z))
     torch.testing.assert_close(loss, ref, atol=1e-12, rtol=1e-10)
     torch.testing.assert_close(loss.cpu(), cpu_loss, atol=1e-12, rtol=1e-10)
     for k, a, b in zip(names, torch.autograd.grad(loss.sum(), [p[k] for k in names]),

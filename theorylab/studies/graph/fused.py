@@ -26,7 +26,6 @@ import math
 
 import torch
 
-from theorylab.core.batch import take_rows
 from theorylab.studies.graph.data import GraphBatch
 
 # the weights HingeLoss reads after its data, in its order
@@ -111,10 +110,14 @@ class HingeLoss(torch.autograd.Function):
         return tuple(grad)
 
 
-def hinge_loss(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, y: torch.Tensor, variant: str,
+def hinge_loss(params: dict[str, torch.Tensor], g: GraphBatch, rows: torch.Tensor, y: torch.Tensor, variant: str,
                buckets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hinge loss [E], f [E, B]) of the nodes [E, B] with labels y [E, B]: core.losses.hinge of model.forward's,
-    by HingeLoss. buckets: score_buckets(g, variant, Z). no_pe reads no b_z (its table is held at 0)."""
+    """(hinge loss [E], f [E, B]) of the nodes with labels y [E, B]: core.losses.hinge of model.forward's, by
+    HingeLoss. rows [E B]: the nodes as rows of the flattened node tables (e N + node, model-major), so each table
+    is read by one index_select. buckets: score_buckets(g, variant, Z). no_pe reads no b_z (held at 0)."""
+    E, B = y.shape
+    (N, d), L = g.X.shape[1:], buckets.shape[-1]
+    take = lambda table, *shape: table.reshape(E * N, -1).index_select(0, rows).view(E, B, *shape)  # noqa: E731
     table = params["attn.rel_bias"] if variant == "gt" else None
-    return HingeLoss.apply(table, take_rows(g.x_tok_t, nodes), take_rows(g.X, nodes), take_rows(buckets, nodes), y,
+    return HingeLoss.apply(table, take(g.x_tok_t, d, L), take(g.X, d), take(buckets, L), y,
                            *(params[k] for k in WEIGHTS))

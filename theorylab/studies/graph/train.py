@@ -70,27 +70,33 @@ DRAW_STEPS = 64  # the batch draws of this many steps are made at once (the same
 
 
 def batch_sampler(g: GraphBatch, rng: EnsembleRNG, B: int, steps: int, at_once: bool = True):
-    """step -> (nodes [E, B], labels [E, B]): B labelled nodes per model, uniform with replacement (the labelled
-    set is the first n_label of each model's order), drawn from the stream ("batch", step). at_once draws
-    DRAW_STEPS steps' nodes in one go (EnsembleRNG.uniform_streams: the same numbers bit for bit, with a handful of
-    ops for 64 steps instead of ~25 per step); False: one draw per step, the plain form."""
+    """step -> (nodes [E, B], labels [E, B], rows [E B]): B labelled nodes per model, uniform with replacement (the
+    labelled set is the first n_label of each model's order), drawn from the stream ("batch", step); rows: the
+    nodes as rows of the flattened [E N, ...] node tables (e N + node). at_once draws DRAW_STEPS steps' nodes in
+    one go (EnsembleRNG.uniform_streams: the same numbers bit for bit, with a handful of ops for 64 steps instead
+    of ~25 per step); False: one draw per step, the plain form."""
+    E, N = g.y.shape
     n_label = g.n_label.to(torch.float32)  # float32 u x n_label, as u * n_label (long) computes it
-    window: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    offset = torch.arange(E, device=g.X.device) * N
+    window: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
-    def pick(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pick(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         nodes = take_rows(g.order, torch.floor(u * expand_to(n_label, u)).long())  # labelled = the order's prefix
-        return nodes, take_rows(g.y, nodes)
+        return nodes, take_rows(g.y, nodes), nodes + expand_to(offset, nodes)
 
-    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not at_once:
-            return pick(rng.uniform((B,), "batch", step).to(g.X.device))
+            nodes, y, rows = pick(rng.uniform((B,), "batch", step).to(g.X.device))
+            return nodes, y, rows.flatten()
         first = step - step % DRAW_STEPS
         if first not in window:
             window.clear()
             last = min(first + DRAW_STEPS, steps + 1)
-            window[first] = pick(rng.uniform_streams([("batch", s) for s in range(first, last)], B).to(g.X.device))
-        nodes, y = window[first]
-        return nodes[:, step - first], y[:, step - first]
+            nodes, y, rows = pick(rng.uniform_streams([("batch", s) for s in range(first, last)], B).to(g.X.device))
+            window[first] = nodes, y, rows.transpose(0, 1).contiguous()  # rows step-major: one step's is contiguous
+        nodes, y, rows = window[first]
+        j = step - first
+        return nodes[:, j], y[:, j], rows[j].view(-1)
 
     return draw
 
@@ -108,9 +114,9 @@ def training(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device: torch.device
     buckets = score_buckets(g, variant, Z) if fast and variant != "gcn" else None
 
     def loss_fn(p, step):
-        nodes, y = batch(step)
+        nodes, y, rows = batch(step)
         if buckets is not None:
-            loss, f = hinge_loss(p, g, nodes, y, variant, buckets)
+            loss, f = hinge_loss(p, g, rows, y, variant, buckets)
             return {"loss": loss, "batch_error": sign_error(f, y)}
         f = forward(p, g, nodes, variant)
         return {"loss": hinge(f, y), "batch_error": sign_error(f, y)}
