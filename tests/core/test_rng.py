@@ -87,3 +87,12 @@ def test_a_resolved_stream_id_draws_the_named_streams_numbers():
     assert torch.equal(r.uniform((4, 5), ids[0]), r.uniform((4, 5), "x", 1))
     assert torch.equal(r.randint(9, (6,), ids[1]), r.randint(9, (6,), "y"))
     assert torch.equal(r.sign((3,), ids[1]), r.sign((3,), "y"))
+
+
+def test_uniform_streams_equal_one_draw_per_stream_bit_for_bit():
+    r = EnsembleRNG([3, 1 << 40, 12345])
+    streams = [("batch", step) for step in range(7)] + [("replay", 2, 5)]
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        at_once = r.uniform_streams(streams, 9, dtype)
+        assert at_once.shape == (3, len(streams), 9) and at_once.dtype == dtype
+        assert torch.equal(at_once, torch.stack([r.uniform((9,), *st, dtype=dtype) for st in streams], 1))

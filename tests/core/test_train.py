@@ -103,3 +103,41 @@ def test_the_finite_check_flags_nan_and_both_infinities_per_model():
     g[4] = 3e38  # large but finite
     assert _finite_per_model(g).tolist() == [True, False, False, False, True]
     assert _finite_per_model(torch.zeros(2, 0)).tolist() == [True, True]
+
+
+def test_the_finite_check_over_all_gradients_equals_the_per_gradient_one():
+    from theorylab.core.train import _all_finite_per_model, _finite_per_model
+
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(6, 3, 4, generator=gen), torch.randn(6, 5, generator=gen), torch.zeros(6, 0),
+             torch.randn(6, 2, 2, 2, generator=gen)]
+    grads[0][1, 2, 3], grads[1][2, 4], grads[3][3, 1, 0, 1] = float("nan"), float("inf"), -float("inf")
+    grads[1][4] = 3e38  # large but finite
+    grads[3][5, 0, 0, 0] = -3e38
+    want = grads and torch.stack([_finite_per_model(g) for g in grads]).all(0)
+    assert _all_finite_per_model(grads, 6, "cpu").tolist() == want.tolist() == [True, False, False, False, True, True]
+    assert _all_finite_per_model([torch.zeros(2, 0)], 2, "cpu").tolist() == [True, True]
+    assert _all_finite_per_model([torch.full((1, 3), float("nan"))], 1, "cpu").tolist() == [False]
+
+
+def test_sgd_update_is_the_per_parameter_step_bit_for_bit():
+    from theorylab.core.ensemble import expand_to
+    from theorylab.core.train import SGD
+
+    gen = torch.Generator().manual_seed(1)
+    params = {"a": torch.randn(4, 3, 5, generator=gen), "b": torch.randn(4, 7, generator=gen)}
+    grads = {k: torch.randn(v.shape, generator=gen) for k, v in params.items()}
+    lr = torch.tensor([0.1, 0.37, 1e-3, 2.5])
+    want = {k: v - expand_to(lr, grads[k]) * grads[k] for k, v in params.items()}
+    SGD().update(params, grads, lr, {}, 0)
+    assert all(torch.equal(params[k], want[k]) for k in params)
+
+
+def test_sgd_follows_a_new_learning_rate_tensor():
+    from theorylab.core.train import SGD
+
+    opt, state = SGD(), {}
+    p, g = {"w": torch.zeros(2, 3)}, {"w": torch.ones(2, 3)}
+    opt.update(p, g, torch.tensor([1.0, 2.0]), state, 0)
+    opt.update(p, g, torch.tensor([0.5, 0.0]), state, 1)  # e.g. model 1 frozen: a new lr tensor
+    assert p["w"].tolist() == [[-1.5] * 3, [-2.0] * 3]

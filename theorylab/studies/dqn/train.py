@@ -26,9 +26,10 @@ import torch
 from theorylab.core.batch import Examples, gather_rows
 from theorylab.core.ensemble import expand_to, scalar_tensor, shared_value
 from theorylab.core.protocol import Graded, Training
-from theorylab.core.rng import EnsembleRNG, _mix, _mix_, stream_id, weyl_sequence
+from theorylab.core.rng import EnsembleRNG
 from theorylab.core.train import SGD, AdamW, train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
+from theorylab.studies.dqn.fused import bellman_loss
 from theorylab.studies.dqn.mdp import MDP, features, make_mdp, step, value_iteration
 from theorylab.studies.dqn.model import TRAINABLE, init_params, q_table, q_values
 
@@ -109,17 +110,9 @@ def initial(cfgs, rng, star: dict[str, torch.Tensor], phi, device) -> dict[str, 
 
 
 def uniform_streams(rng: EnsembleRNG, streams: Sequence[tuple], n: int, dtype=torch.float64) -> torch.Tensor:
-    """[E, len(streams), n]: rng.uniform((n,), *stream, dtype=dtype) for every stream, in one draw. A draw is a pure
-    function of (model key, stream, element), so hashing the streams side by side gives the same numbers bit for bit
-    (tested) with a handful of tensor ops instead of about twenty per stream. The steps are EnsembleRNG's."""
-    ids = torch.tensor([stream_id(*st) for st in streams], dtype=torch.int64, device=rng.device)
-    base = _mix_(_mix(rng.keys)[:, None] ^ ids)  # [E, S] each stream's base, as EnsembleRNG._bits
-    bits = _mix_(base[:, :, None] + weyl_sequence(n, rng.device))  # [E, S, n]
-    bits >>= 11
-    bits &= (1 << 53) - 1
-    u = bits.to(dtype)
-    u *= 2.0**-53
-    return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
+    """[E, len(streams), n]: rng.uniform((n,), *stream, dtype=dtype) for every stream, in one draw
+    (EnsembleRNG.uniform_streams; float64 by default, as randint draws)."""
+    return rng.uniform_streams(streams, n, dtype)
 
 
 def replay_draws(rng: EnsembleRNG, filled: int, B: int, t: int, n: int) -> torch.Tensor:
@@ -128,10 +121,11 @@ def replay_draws(rng: EnsembleRNG, filled: int, B: int, t: int, n: int) -> torch
 
 
 def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
-    """fast: each iteration's replay indices drawn at its start (replay_draws), the Bellman targets and (s, a) of
-    every stored transition computed once per iteration (the target is frozen for it), and Q(s, a) read from the
-    Q-table of every state when there are no more states than a mini-batch's samples; False: the plain step, one
-    draw, gather and forward per SGD step, that the fast one is tested equal to."""
+    """fast: each iteration's replay indices drawn at its start (replay_draws) and every step's Bellman targets and
+    (s, a) gathered then (the target is frozen for the iteration); the loss and its gradient by fused.BellmanLoss,
+    over the Q-table of every state when there are no more states than a mini-batch's samples (else over the
+    batch's states); False: the plain step, one draw, gather and autograd forward per SGD step, that the fast one is
+    tested equal to."""
     E = len(cfgs)
     T, W, K, C, B = (shared_value(cfgs, k) for k in ("T", "walkers", "collect_steps", "buffer", "B"))
     n_sgd, gamma, slip, ep_len = (shared_value(cfgs, k) for k in ("steps", "gamma", "slip", "episode_len"))
@@ -152,40 +146,78 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
     replay = Replay.empty(E, C, device)
     ptr = filled = 0
     v_tgt = torch.empty(0)  # max_a' Q(s', a'; target) for every state [E, S], frozen per iteration
-    # fast path, per iteration: replay indices [E, steps + 1, B], every slot's Bellman target [E, C] and s A + a [E, C]
-    draws = y_all = sa_all = torch.empty(0)
+    # fast path, per iteration: each step's mini-batch [E, B] (j = 0 .. steps) as its Bellman targets, the entries of
+    # Q^T it reads (a S + s of the Q-table, or a B + b of the batch's rows: fused.BellmanLoss) and its states
+    y_steps = q_steps = s_steps = ()
     by_table = fast and mdp.S <= B  # Q(s, a) from the whole Q-table [E, S, A]: fewer rows than the mini-batch
+
+    next_state, terminal = mdp.next_state.to(device), mdp.terminal.to(device)
 
     @torch.no_grad()
     def begin_iteration(p, t: int) -> None:
         """1. collect with the eps_t-greedy policy of Q(.; omega_t); 2. freeze the target."""
-        nonlocal s, age, ptr, filled, v_tgt, draws, y_all, sa_all
-        if fast:  # the iteration's exploration draws at once: [E, K, W] each
-            u_explore, u_slip = (uniform_streams(rng, [(name, t, k) for k in range(K)], W, torch.float32).to(device)
-                                 for name in ("explore", "slip"))
-            a_random, a_slip = (torch.floor(uniform_streams(rng, [(name, t, k) for k in range(K)], W) * A).long()
-                                .to(device) for name in ("random_action", "slip_action"))
-        for k in range(K):
-            greedy = q_values(p, gather_rows(phi, s)).argmax(-1)  # [E, W]
-            if fast:
-                draw = u_explore[:, k], a_random[:, k], u_slip[:, k], a_slip[:, k]
-            else:
+        nonlocal s, age, ptr, filled, v_tgt, y_steps, q_steps, s_steps
+        if fast:
+            table = collect_at_once(p, t)
+            v_tgt = (table if refresh else q_table(p0, phi)).max(-1).values  # [E, S]
+        else:
+            for k in range(K):
+                greedy = q_values(p, gather_rows(phi, s)).argmax(-1)  # [E, W]
                 draw = (rng.uniform((W,), "explore", t, k).to(device), rng.randint(A, (W,), "random_action", t, k).to(device),
                         rng.uniform((W,), "slip", t, k).to(device), rng.randint(A, (W,), "slip_action", t, k).to(device))
-            explore = draw[0] < eps[t][:, None]
-            a = torch.where(explore, draw[1], greedy)
-            s2, r, done = step(mdp, s, a, draw[2], draw[3], slip)
-            replay.write((ptr + torch.arange(W, device=device)) % C, s=s, a=a, r=r, s2=s2, done=done.float())
-            ptr, filled = (ptr + W) % C, min(filled + W, C)
+                explore = draw[0] < eps[t][:, None]
+                a = torch.where(explore, draw[1], greedy)
+                s2, r, done = step(mdp, s, a, draw[2], draw[3], slip)
+                replay.write((ptr + torch.arange(W, device=device)) % C, s=s, a=a, r=r, s2=s2, done=done.float())
+                ptr, filled = (ptr + W) % C, min(filled + W, C)
+                age = age + 1
+                restart = done | (age >= ep_len)
+                s = torch.where(restart, torch.full_like(s2, mdp.start), s2)
+                age = torch.where(restart, torch.zeros_like(age), age)
+            v_tgt = q_table(p if refresh else p0, phi).max(-1).values  # [E, S]
+            return
+        # the buffer and the target stay fixed until the next iteration: every step's mini-batch at once
+        draws = replay_draws(rng, filled, B, t, n_sgd + 1).to(device).flatten(1)  # [E, (steps + 1) B]
+        y_all = replay.r + gamma * (1 - replay.done) * torch.gather(v_tgt, 1, replay.s2)  # [E, C]
+        per_step = lambda x: x.view(E, n_sgd + 1, B).unbind(1)  # noqa: E731  [E, B] for each step j
+        a_draw, s_draw = (torch.gather(x, 1, draws).view(E, n_sgd + 1, B) for x in (replay.a, replay.s))
+        y_steps = per_step(torch.gather(y_all, 1, draws))
+        s_steps = s_draw.unbind(1)
+        q_steps = (a_draw * mdp.S + s_draw if by_table else a_draw * B + torch.arange(B, device=device)).unbind(1)
+
+    def collect_at_once(p, t: int) -> torch.Tensor:
+        """The plain loop's K collection steps with its numbers: the draws of the iteration at once (two hashes
+        for the four streams), the greedy actions read from the Q-table of every state (omega_t is fixed while it
+        collects; the table is the target's too), and the K W transitions written to the buffer in one go (the
+        last C of them when they wrap around it, as the plain loop's later writes overwrite its earlier ones).
+        Returns the Q-table [E, S, A]."""
+        nonlocal s, age, ptr, filled
+        table = q_table(p, phi)
+        greedy_all = table.argmax(-1)  # [E, S]
+        u = uniform_streams(rng, [(name, t, k) for name in ("explore", "slip") for k in range(K)], W, torch.float32)
+        acts = torch.floor(uniform_streams(rng, [(name, t, k) for name in ("random_action", "slip_action")
+                                                 for k in range(K)], W) * A).long()
+        explore = (u[:, :K] < eps[t][:, None, None]).unbind(1)  # [E, W] per collect step
+        slipped = (u[:, K:] < slip).unbind(1)
+        a_random, a_slip = acts.to(device)[:, :K].unbind(1), acts.to(device)[:, K:].unbind(1)
+        seen = {"s": [], "a": [], "s2": [], "done": []}
+        for k in range(K):
+            a = torch.where(explore[k], a_random[k], torch.gather(greedy_all, 1, s))
+            s2 = next_state[s, torch.where(slipped[k], a_slip[k], a)]  # mdp.step: the slip replaces the action
+            done = terminal[s2]
+            for name, v in zip(seen, (s, a, s2, done)):
+                seen[name].append(v)
             age = age + 1
             restart = done | (age >= ep_len)
-            s = torch.where(restart, torch.full_like(s2, mdp.start), s2)
-            age = torch.where(restart, torch.zeros_like(age), age)
-        v_tgt = q_table(p if refresh else p0, phi).max(-1).values  # [E, S]
-        if fast:  # the buffer and the target stay fixed until the next iteration
-            draws = replay_draws(rng, filled, B, t, n_sgd + 1).to(device)
-            y_all = replay.r + gamma * (1 - replay.done) * torch.gather(v_tgt, 1, replay.s2)  # [E, C]
-            sa_all = replay.s * A + replay.a  # [E, C]
+            s = torch.where(restart, mdp.start, s2)
+            age = torch.where(restart, 0, age)
+        n, keep = K * W, min(K * W, C)
+        at = (ptr + torch.arange(n - keep, n, device=device)) % C
+        new = {name: torch.stack(v, 1).flatten(1)[:, n - keep:] for name, v in seen.items()}  # [E, keep]
+        done = new.pop("done").float()
+        replay.write(at, **new, r=done, done=done)
+        ptr, filled = (ptr + n) % C, min(filled + n, C)
+        return table
 
     def loss_fn(params, global_step):
         t, j = divmod(global_step, n_sgd)
@@ -193,15 +225,9 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
             t, j = T - 1, n_sgd
         if j == 0:
             begin_iteration(params, t)
-        if fast:
-            idx = draws[:, j]  # [E, B]
-            y = torch.gather(y_all, 1, idx)  # Bellman target                                             [E, B]
-            if by_table:
-                q = torch.gather(q_table(params, phi).flatten(1), 1, torch.gather(sa_all, 1, idx))  # Q(s, a) [E, B]
-            else:
-                batch = replay.rows(idx)
-                q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]
-            return {"loss": ((q - y) ** 2).mean(-1)}
+        if fast:  # Q of every state (or of the batch's states), its entries (s, a) read: fused.BellmanLoss
+            rows = phi if by_table else gather_rows(phi, s_steps[j])  # [E, S or B, d]
+            return {"loss": bellman_loss(params, rows, q_steps[j], y_steps[j])}
         batch = replay.rows(rng.randint(filled, (B,), "replay", t, j).to(device))  # uniform over the filled [E, B]
         y = batch.r + gamma * (1 - batch.done) * torch.gather(v_tgt, 1, batch.s2)  # Bellman target      [E, B]
         q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]  # Q(s, a) [E, B]

@@ -64,9 +64,10 @@ class GraphBatch:
     z_m: torch.Tensor  # [E] long
     nbr: torch.Tensor  # [E, N, K] long: the nonzeros of D^-1/2 (A + I) D^-1/2, row by row (core.nn.neighbour_lists)
     nbr_w: torch.Tensor  # [E, N, K] their weights (0: padding; K = the largest degree + 1 in the ensemble)
-    # [E, N, L, d] x_s for s in T^n, row n (attention variants; None for gcn): a step reads B whole rows of it
-    # instead of gathering B L feature vectors one by one (2x faster; E N L d floats, 95 MB at full size, E = 20)
-    x_tok: torch.Tensor | None = None
+    # [E, N, d, L] x_s for s in T^n, row n, stored transposed (attention variants; None for gcn): a step reads B
+    # whole rows of it instead of gathering B L feature vectors one by one (2x faster; E N L d floats, 95 MB at full
+    # size, E = 20); transposed, every product over the tokens is a row vector times a contiguous matrix (fused.py)
+    x_tok_t: torch.Tensor | None = None
     ax: torch.Tensor | None = None  # [E, N, d] A_hat X, the GCN's first aggregation (data: computed once)
 
     @property
@@ -78,7 +79,7 @@ class GraphBatch:
         adj, X = self.adj.double(), self.X.double()
         nbr_w = nn.neighbour_lists(adj, self.nbr.shape[-1])[1]
         return GraphBatch(**{**self.__dict__, "X": X, "adj": adj, "nbr_w": nbr_w,
-                             "x_tok": None if self.x_tok is None else self.x_tok.double(),
+                             "x_tok_t": None if self.x_tok_t is None else self.x_tok_t.double(),
                              "ax": None if self.ax is None else nn.neighbour_sum(X, self.nbr, nbr_w)})
 
 
@@ -250,7 +251,7 @@ def graphs(cfgs: Sequence[GraphConfig], device) -> GraphBatch:
         test[e, torch.as_tensor(g.order[c.n_label:g.n_valid])] = True
     adj = t([g.adj for g in gs], torch.float32)
     X = t([g.X for g in gs], torch.float32)
-    x_tok = take_rows(X, tok) if any(c.variant != "gcn" for c in cfgs) else None
+    x_tok_t = take_rows(X, tok).transpose(-1, -2).contiguous() if any(c.variant != "gcn" for c in cfgs) else None
     nbr, nbr_w = nn.neighbour_lists(adj)
     ax = nn.neighbour_sum(X, nbr, nbr_w) if any(c.variant == "gcn" for c in cfgs) else None
     return GraphBatch(X, t([g.y for g in gs], torch.float32),
@@ -258,4 +259,4 @@ def graphs(cfgs: Sequence[GraphConfig], device) -> GraphBatch:
                       t([g.tok_mask[:, keep] for g in gs], torch.bool), labelled, test,
                       t([g.order for g in gs], torch.long),
                       torch.tensor([c.n_label for c in cfgs], device=device),
-                      torch.tensor([c.z_m for c in cfgs], device=device), nbr, nbr_w, x_tok, ax)
+                      torch.tensor([c.z_m for c in cfgs], device=device), nbr, nbr_w, x_tok_t, ax)

@@ -15,7 +15,7 @@ Weights [E, ...]; node batches nodes [E, B] index each model's own graph.
 
 Speed (embed's fast path, the default; fast=False is the plain form, tested equal): node n's output is the one
 attention row it reads (core.nn.attention_query: no L x L map, keys and values never formed), over its tokens'
-features stored per node (GraphBatch.x_tok); the GCN runs over neighbour lists from the precomputed A_hat X,
+features stored per node (GraphBatch.x_tok_t); the GCN runs over neighbour lists from the precomputed A_hat X,
 only at the batch's neighbourhood (gcn_rows).
 """
 from __future__ import annotations
@@ -84,8 +84,8 @@ def embed(params: dict[str, torch.Tensor], g: GraphBatch, nodes: torch.Tensor, v
                     H = torch.relu(H)
             return gather_rows(H[:, 0], nodes)
         return gcn_rows(params, g, nodes, layers)
-    if fast and g.x_tok is not None:
-        x = take_rows(g.x_tok, nodes)  # x_s for s in T^n                                      [E, B, L, d]
+    if fast and g.x_tok_t is not None:
+        x = take_rows(g.x_tok_t, nodes).transpose(-1, -2)  # x_s for s in T^n (a view)               [E, B, L, d]
     else:
         x = take_rows(g.X, take_rows(g.tok, nodes))  # T^n [E, B, L], then their features       [E, B, L, d]
     dist = take_rows(g.tok_dist, nodes) if variant == "gt" else None  # dist(s, n)                 [E, B, L]

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 import torch
 
-from theorylab.core.batch import gather_rows
-from theorylab.core.ensemble import scalar_tensor, shared_value
+from theorylab.core.batch import gather_rows, take_rows
+from theorylab.core.ensemble import expand_to, scalar_tensor, shared_value
 from theorylab.core.losses import hinge, sign_error
 from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
 from theorylab.studies.graph.data import GraphBatch, graphs
+from theorylab.studies.graph.fused import hinge_loss, score_buckets
 from theorylab.studies.graph.model import forward, init_params, trainable
 
 EVAL_NODES = 512  # nodes per evaluation chunk (bounds the [E, n, L, L] attention map)
@@ -65,18 +66,59 @@ def b_values(params: dict[str, torch.Tensor], Z: int, E: int, device) -> dict[st
     return {f"b{z}": (table[:, z, 0] if table is not None else torch.zeros(E, device=device)) for z in range(Z + 1)}
 
 
-def training(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device: torch.device) -> Training:
+DRAW_STEPS = 64  # the batch draws of this many steps are made at once (the same numbers as one step at a time)
+
+
+def batch_sampler(g: GraphBatch, rng: EnsembleRNG, B: int, steps: int, at_once: bool = True):
+    """step -> (nodes [E, B], labels [E, B], rows [E B]): B labelled nodes per model, uniform with replacement (the
+    labelled set is the first n_label of each model's order), drawn from the stream ("batch", step); rows: the
+    nodes as rows of the flattened [E N, ...] node tables (e N + node). at_once draws DRAW_STEPS steps' nodes in
+    one go (EnsembleRNG.uniform_streams: the same numbers bit for bit, with a handful of ops for 64 steps instead
+    of ~25 per step); False: one draw per step, the plain form."""
+    E, N = g.y.shape
+    n_label = g.n_label.to(torch.float32)  # float32 u x n_label, as u * n_label (long) computes it
+    offset = torch.arange(E, device=g.X.device) * N
+    window: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def pick(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nodes = take_rows(g.order, torch.floor(u * expand_to(n_label, u)).long())  # labelled = the order's prefix
+        return nodes, take_rows(g.y, nodes), nodes + expand_to(offset, nodes)
+
+    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not at_once:
+            nodes, y, rows = pick(rng.uniform((B,), "batch", step).to(g.X.device))
+            return nodes, y, rows.flatten()
+        first = step - step % DRAW_STEPS
+        if first not in window:
+            window.clear()
+            last = min(first + DRAW_STEPS, steps + 1)
+            nodes, y, rows = pick(rng.uniform_streams([("batch", s) for s in range(first, last)], B).to(g.X.device))
+            window[first] = nodes, y, rows.transpose(0, 1).contiguous()  # rows step-major: one step's is contiguous
+        nodes, y, rows = window[first]
+        j = step - first
+        return nodes[:, j], y[:, j], rows[j].view(-1)
+
+    return draw
+
+
+def training(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device: torch.device, fast: bool = True) -> Training:
+    """fast: the attention variants' loss and gradient by graph.fused (hand-written backward, 14 + 20 ops) and the
+    batch draws of 64 steps at once; False: model.forward's fast path through autograd and one draw per step, the
+    plain step that the fast one is tested equal to (tests/studies/graph/test_graph_fused.py)."""
     E = len(cfgs)
     g = graphs(cfgs, device)
     params = init_params(cfgs, rng, device)
     variant, B, steps, Z = (shared_value(cfgs, f) for f in ("variant", "B", "steps", "Z"))
     untrained = evaluate(params, g, variant)
+    batch = batch_sampler(g, rng, B, steps, at_once=fast)
+    buckets = score_buckets(g, variant, Z) if fast and variant != "gcn" else None
 
     def loss_fn(p, step):
-        pick = torch.floor(rng.uniform((B,), "batch", step).to(device) * g.n_label[:, None]).long()  # [E, B]
-        nodes = gather_rows(g.order, pick)  # labelled = the first n_label of the order            [E, B]
+        nodes, y, rows = batch(step)
+        if buckets is not None:
+            loss, f = hinge_loss(p, g, rows, y, variant, buckets)
+            return {"loss": loss, "batch_error": sign_error(f, y)}
         f = forward(p, g, nodes, variant)
-        y = gather_rows(g.y, nodes)
         return {"loss": hinge(f, y), "batch_error": sign_error(f, y)}
 
     def probe_fn(p, step):
