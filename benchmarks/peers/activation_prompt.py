@@ -20,7 +20,8 @@ training(), before the timed Training): build() pre-trains each backbone for pre
 source digits (batch-statistics BN), records the BN population statistics, and picks each model's target subset.
 What differs: the random numbers (jax.random, not the study's counter-based streams); the population statistics
 come from one pass over the whole source training set (the study passes it in blocks of 500 images); the peer
-covers the cells the bench runs (part = digits, arch = cnn)."""
+covers the cells the bench runs (part = digits, arch = cnn). tests/studies/activation_prompt/test_peer.py holds its
+objective equal to the study's given the same weights."""
 from __future__ import annotations
 
 import math
