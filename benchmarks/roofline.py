@@ -68,19 +68,20 @@ def rate(name: str, models: int, target: float = 3.0, repeats: int = 3) -> float
     base = s.config("quick", **s.bench_config)
     cfgs = [base.replace(seed=i) for i in range(models)]
     t2 = protocol_train_seconds(s, cfgs, CPU, 2)  # warm-up, and the step count for `target` seconds
-    steps = int(min(2000, max(3, target / max(t2 / 2, 1e-4))))
+    steps = int(min(2000, getattr(base, "steps", 2000), max(3, target / max(t2 / 2, 1e-4))))  # within the config's
+    # schedule (a study may key its step's draws or schedules to the configured step count)
     return max(models * steps / protocol_train_seconds(s, cfgs, CPU, steps) for _ in range(repeats))
 
 
 def row(name: str, peak: float, models: int) -> dict:
+    # both paths run the same arithmetic per model-step, so one model's count is used for both (the counter's
+    # formula for a convolution ignores groups, and some studies run an ensemble's convolutions as grouped ones)
     flops_alone = step_flops(name, 1)
-    flops_ens = step_flops(name, models) / models
     alone, ens = rate(name, 1), rate(name, models)
     achieved_alone = flops_alone * alone / 1e9
     return {"study": name, "mflop_per_model_step": flops_alone / 1e6,
-            "mflop_per_model_step_in_ensemble": flops_ens / 1e6,
             "alone_model_steps_per_s": alone, "ensemble_model_steps_per_s": ens, "models": models,
-            "alone_gflops": achieved_alone, "ensemble_gflops": flops_ens * ens / 1e9, "peak_gflops": peak,
+            "alone_gflops": achieved_alone, "ensemble_gflops": flops_alone * ens / 1e9, "peak_gflops": peak,
             "alone_fraction_of_peak": achieved_alone / peak,
             "ceiling": peak / achieved_alone if achieved_alone > 0 else float("inf"),
             "measured_ratio": ens / alone}
@@ -90,6 +91,7 @@ def markdown(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     head = rows[0]
     peak = max(r["peak_gflops"] for r in rows)
+    rows = [rows[0]] + [r for r in rows if "study" in r]
     out = [f"Machine: {head['machine']}, torch threads {head['threads']}, peak (1024^3 float32 matmul, best seen) "
            f"{peak:.1f} GFLOP/s.", "",
            "| study | MFLOP / model-step | one at a time: GFLOP/s (of peak) | ceiling: peak / one at a time "
@@ -121,6 +123,9 @@ def main() -> None:
     lines = [{"machine": machine_description("cpu"), "threads": a.threads, "peak_gflops": peak,
               "load_average_1min": os.getloadavg()[0]}]
     print(json.dumps(lines[0]), flush=True)
+    if a.out and a.out.exists():  # resume: keep the rows of a run that stopped, and their peaks
+        lines = [json.loads(x) for x in a.out.read_text().splitlines() if x.strip()] + lines[:1]
+        names = [n for n in names if n not in {r.get("study") for r in lines}]
     for name in names:
         peak = max(peak, peak_gflops())
         r = row(name, peak, a.models)
