@@ -39,14 +39,6 @@ STUDIES = study_names()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_configs(name: str, seeds: int, **changes):
     s = get_study(name)
     return s, s.seed_configs("quick", seeds, **{**s.tiny, **changes})

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 # Small enough that a cell trains in a fraction of a second on one CPU core.
 TINY = {"steps": 30, "n_test": 50, "B": 16, "curve_points": 4}
@@ -13,16 +12,6 @@ TINY = {"steps": 30, "n_test": 50, "B": 16, "curve_points": 4}
 @pytest.fixture
 def tiny() -> dict:
     return dict(TINY)
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two OpenMP threads per process under load
-    spin-wait and run tens of times slower; results do not depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -20,14 +20,6 @@ STEPS = 60
 
 
 @pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def tiny():
     s = get_study("activation_prompt")
     base = s.config("quick", **{**s.tiny, **s.bench_config, "B": 64})  # batches of 64: less noisy curves

@@ -17,12 +17,7 @@ CPU = torch.device("cpu")
 train_group = get_study("mamba").train_group
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_majority_sequences_hold_the_configured_counts_and_balanced_labels():

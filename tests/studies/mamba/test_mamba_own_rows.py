@@ -17,12 +17,7 @@ FORMS = [dict(arch="ssm", regime="majority"), dict(arch="ssm", regime="locality"
          dict(arch="transformer", regime="majority", optimizer="adam", lr=0.01)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def configs(ns, **changes):
