@@ -40,14 +40,16 @@ def protocol_train_seconds(study: Study, cfgs: Sequence[StudyConfig], device: to
     """Wall seconds of `steps` training steps of a protocol study's Training (its loss and optimizer through
     core's trainer; no probes, no grading). compile: torch.compile the loss (forward, and backward through
     AOTAutograd)."""
+    import dataclasses
+
     from theorylab.core.ensemble import rng_for
-    from theorylab.core.train import train_ensemble
 
     tr = study.train_group.training(cfgs, rng_for(cfgs, device), device)  # type: ignore[attr-defined]
-    loss = torch.compile(tr.loss, dynamic=False) if compile else tr.loss
+    if compile:
+        tr = dataclasses.replace(tr, loss=torch.compile(tr.loss, dynamic=False))
     sync(device)
     t0 = time.perf_counter()
-    train_ensemble(tr.params, list(tr.trainable), loss, tr.lr, steps, optimizer=tr.optimizer, curve_points=1)
+    tr.train(steps, probes=False, curve_points=1)
     sync(device)
     return time.perf_counter() - t0
 

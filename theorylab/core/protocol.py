@@ -53,6 +53,16 @@ class Training:
     # "{phase}_step", "{phase}_{k}", their divergence and seconds count for the model
     earlier: dict[str, TrainResult] = field(default_factory=dict)
 
+    def train(self, steps: int | None = None, *, probes: bool = True, curve_points: int | None = None,
+              on_step: Callable[[int], None] | None = None) -> TrainResult:
+        """Runs core's trainer on this training: its loss, optimizer, rate and (unless probes=False) probes, for
+        `steps` steps (default: its own) with `curve_points` checkpoints (default: its own). Not graded."""
+        return train_ensemble(self.params, list(self.trainable), self.loss, self.lr,
+                              self.steps if steps is None else steps, optimizer=self.optimizer,
+                              probe_fn=self.probes if probes else None,
+                              curve_points=self.curve_points if curve_points is None else curve_points,
+                              on_step=on_step)
+
 
 TrainingFn = Callable[[Sequence[StudyConfig], EnsembleRNG, torch.device], Training]
 
@@ -61,8 +71,7 @@ def run_training(name: str, cfgs: Sequence[StudyConfig], tr: Training, bars: Bar
     """Trains `tr` and grades it: the part of every study's group training that is not its science."""
     E, T = len(cfgs), max(1, len(tr.copies))
     with bars.task(f"{name}: {E * T} model(s) x {tr.steps} {tr.what}", tr.steps, models=E * T) as advance:
-        res = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                             probe_fn=tr.probes, curve_points=tr.curve_points, on_step=advance)
+        res = tr.train(on_step=advance)
     graded = tr.grade(res)
     if not isinstance(graded, Graded):
         graded = Graded(graded)

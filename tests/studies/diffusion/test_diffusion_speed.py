@@ -23,8 +23,7 @@ def _cfgs(n=3, **over):
 
 def _train(cfgs, chunk):
     tr = training(cfgs, rng_for(cfgs, CPU), CPU, chunk=chunk)
-    return train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                          curve_points=tr.curve_points)
+    return tr.train(probes=False)
 
 
 def test_draws_in_place_equal_stacked_draws():
@@ -77,7 +76,6 @@ def test_cuda_step_equals_cpu_step():
     cs = _cfgs(3, steps=4, curve_points=2)
     cpu = _train(cs, None)
     tr = training(cs, rng_for(cs, torch.device("cuda")), torch.device("cuda"))
-    gpu = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                         curve_points=tr.curve_points)
+    gpu = tr.train(probes=False)
     for k in cpu.params:
         assert torch.allclose(gpu.params[k].cpu(), cpu.params[k], rtol=1e-4, atol=1e-6)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from theorylab.core.ensemble import rng_for
-from theorylab.core.train import train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
 from theorylab.studies.dqn.fused import bellman_loss
 from theorylab.studies.dqn.model import TRAINABLE, q_values
@@ -44,8 +43,7 @@ def test_fast_training_equals_the_plain_one(env, n, B, buffer, refresh):
     out = []
     for fast in (True, False):
         tr = training(cfgs, rng_for(cfgs, CPU), CPU, fast=fast)
-        out.append(train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                                  probe_fn=tr.probes, curve_points=tr.curve_points))
+        out.append(tr.train())
     fast, plain = out
     for k in plain.params:
         torch.testing.assert_close(fast.params[k], plain.params[k], rtol=1e-5, atol=1e-6)

@@ -4,7 +4,6 @@ and a few GD steps through core's trainer give the same weights and curves on bo
 import torch
 
 from theorylab.core.ensemble import rng_for
-from theorylab.core.train import train_ensemble
 from theorylab.studies.group_imbalance.config import GroupImbalanceConfig
 from theorylab.studies.group_imbalance.model import TrainLoss, cross_entropy, forward
 from theorylab.studies.group_imbalance.train import training
@@ -37,8 +36,7 @@ def test_fast_training_equals_the_plain_one_over_gd_steps():
     out = []
     for fast in (True, False):
         tr = training(cfgs, rng_for(cfgs, CPU), CPU, fast=fast)
-        out.append(train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                                  curve_points=tr.curve_points))
+        out.append(tr.train(probes=False))
     fast, plain = out
     torch.testing.assert_close(fast.params["W"], plain.params["W"], rtol=1e-5, atol=1e-6)
     assert fast.curves.keys() == plain.curves.keys() == {"loss", "rel_err"}

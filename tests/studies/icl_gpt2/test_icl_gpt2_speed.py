@@ -114,8 +114,7 @@ def test_sliced_training_step_equals_whole_ensemble_bit_for_bit():
     runs = {}
     for chunk in (len(cfgs), 1, 2):
         tr = training(cfgs, rng_for(cfgs, dev), dev, chunk=chunk)
-        runs[chunk] = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                                     probe_fn=tr.probes, curve_points=tr.curve_points)
+        runs[chunk] = tr.train()
     whole = runs[len(cfgs)]
     for chunk in (1, 2):
         assert all(torch.equal(runs[chunk].params[k], whole.params[k]) for k in whole.params)

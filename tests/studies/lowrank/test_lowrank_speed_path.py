@@ -6,7 +6,6 @@ import torch
 
 from theorylab.core.ensemble import rng_for
 from theorylab.core.losses import hinge
-from theorylab.core.train import train_ensemble
 from theorylab.studies.lowrank.config import LowRankConfig
 from theorylab.studies.lowrank.data import sample
 from theorylab.studies.lowrank.model import forward, forward_fast, init_params
@@ -41,8 +40,7 @@ def test_fast_training_equals_the_plain_one_over_sgd_steps(lora_rank):
     out = []
     for fast in (True, False):
         tr = training(cfgs, rng_for(cfgs, CPU), CPU, fast=fast)
-        out.append(train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                                  curve_points=tr.curve_points))
+        out.append(tr.train(probes=False))
     fast, plain = out
     for k in fast.params:
         torch.testing.assert_close(fast.params[k], plain.params[k], rtol=1e-5, atol=1e-6)

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from theorylab.core.ensemble import rng_for
-from theorylab.core.train import train_ensemble
 from theorylab.studies.mamba.config import MambaConfig
 from theorylab.studies.mamba.train import own_rows, training
 
@@ -53,8 +52,7 @@ def test_own_rows_loss_error_and_gradients_equal_the_masked_pool(order, form):
 
 
 def _runs(form, device=CPU):
-    return [train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                           probe_fn=tr.probes, curve_points=tr.curve_points)
+    return [tr.train()
             for tr in both(configs(ORDERS["interleaved"], **form), device)]
 
 

@@ -6,7 +6,6 @@ import torch
 
 from theorylab.core.ensemble import rng_for
 from theorylab.core.study import get_study
-from theorylab.core.train import train_ensemble
 from theorylab.studies.vit.data import synthetic
 from theorylab.studies.vit.model import forward, forward_fast, init_params, keep_mask
 from theorylab.studies.vit.train import training
@@ -55,8 +54,7 @@ def test_training_fast_equals_plain(over):
     out = {}
     for fast in (False, True):
         tr = training(cfgs, rng_for(cfgs, CPU), CPU, fast=fast)
-        out[fast] = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                                   probe_fn=tr.probes, curve_points=tr.curve_points)
+        out[fast] = tr.train()
     plain, fast = out[False], out[True]
     for k in plain.params:
         assert _rel(fast.params[k], plain.params[k]) < F32, k

@@ -6,7 +6,6 @@ import torch
 
 from theorylab.core.ensemble import rng_for
 from theorylab.core.study import get_study
-from theorylab.core.train import train_ensemble
 from theorylab.studies.vit.train import models_per_slice, training
 
 CPU = torch.device("cpu")
@@ -14,8 +13,7 @@ CPU = torch.device("cpu")
 
 def _run(cfgs, chunk, device=CPU):
     tr = training(cfgs, rng_for(cfgs, device), device, chunk=chunk)
-    res = train_ensemble(tr.params, list(tr.trainable), tr.loss, tr.lr, tr.steps, optimizer=tr.optimizer,
-                         probe_fn=tr.probes, curve_points=tr.curve_points)
+    res = tr.train()
     return res, tr.grade(res)
 
 
