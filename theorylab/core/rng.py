@@ -45,6 +45,18 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return _mix_(x.clone())
 
 
+def _unit(bits: torch.Tensor, dtype) -> torch.Tensor:
+    """Hashed int64 bits -> uniform on [0, 1) in dtype, in place: the top 53 bits over 2^53, kept below 1."""
+    bits >>= 11
+    bits &= (1 << 53) - 1  # 53 random bits, exact in float64
+    # k < 2^53 is exact in float64, so k -> float32 rounds the same real number once, as k -> float64 ->
+    # float32 does; scaling by 2^-53 is exact in both. Narrower types overflow or round twice: via float64.
+    u = bits.to(dtype if dtype in (torch.float32, torch.float64) else torch.float64)
+    u *= 2.0**-53
+    u = u.to(dtype)
+    return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
+
+
 _COUNTERS: dict[tuple[int, str], torch.Tensor] = {}  # (n, device) -> GOLDEN * [1, ..., n], the Weyl sequence
 
 
@@ -110,15 +122,7 @@ class EnsembleRNG:
 
     def uniform(self, shape: Sequence[int], *stream: object, dtype=torch.float32) -> torch.Tensor:
         """[E, *shape] uniform on [0, 1): the top 53 bits over 2^53, rounded to dtype (then kept below 1)."""
-        bits = self._bits(shape, stream)
-        bits >>= 11
-        bits &= (1 << 53) - 1  # 53 random bits, exact in float64
-        # k < 2^53 is exact in float64, so k -> float32 rounds the same real number once, as k -> float64 ->
-        # float32 does; scaling by 2^-53 is exact in both. Narrower types overflow or round twice: via float64.
-        u = bits.to(dtype if dtype in (torch.float32, torch.float64) else torch.float64)
-        u *= 2.0**-53
-        u = u.to(dtype)
-        return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
+        return _unit(self._bits(shape, stream), dtype)
 
     def uniform_blocked(self, shape: Sequence[int], *stream: object, block: int = 1 << 15) -> torch.Tensor:
         """uniform(shape, *stream) in float32, the same numbers bit for bit (tests/core/test_rng_blocked.py), computed
@@ -151,13 +155,7 @@ class EnsembleRNG:
         ops instead of about twenty per stream. The steps are uniform()'s."""
         ids = torch.tensor([stream_id(*st) for st in streams], dtype=torch.int64, device=self.device)
         base = _mix_(_mix(self.keys)[:, None] ^ ids)  # [E, S] each stream's base, as _bits
-        bits = _mix_(base[:, :, None] + weyl_sequence(n, self.device))  # [E, S, n]
-        bits >>= 11
-        bits &= (1 << 53) - 1
-        u = bits.to(dtype if dtype in (torch.float32, torch.float64) else torch.float64)
-        u *= 2.0**-53
-        u = u.to(dtype)
-        return u.clamp_(max=1.0 - torch.finfo(dtype).eps)
+        return _unit(_mix_(base[:, :, None] + weyl_sequence(n, self.device)), dtype)  # [E, S, n]
 
     def normal(self, shape: Sequence[int], *stream: object, dtype=torch.float32) -> torch.Tensor:
         """[E, *shape] standard normal (Box-Muller on two independent uniform streams)."""
