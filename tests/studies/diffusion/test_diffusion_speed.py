@@ -1,7 +1,8 @@
 """The diffusion training step's speed paths equal the plain ones: the per-model draws written in place equal
 torch.randn / torch.randint stacked, the step in slices of models equals the whole-ensemble step bit for bit (a
 few training steps of Adam and of GD, with the W = 0 control), and the excess curve computed at the checkpoints
-only equals the one computed every step."""
+only equals the one computed every step; the W = 0 control's uniform-attention forward equals the full attention at
+W = 0 (forward, probes, training)."""
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from theorylab.core.study import get_study
 from theorylab.core.train import train_ensemble
 from theorylab.studies.diffusion import data as D
 from theorylab.studies.diffusion.data import bayes, risk, sample
-from theorylab.studies.diffusion.model import forward
+from theorylab.studies.diffusion.model import denoise, forward, forward_uniform, init_params
 from theorylab.studies.diffusion.train import models_per_slice, training
 
 CPU = torch.device("cpu")
@@ -63,6 +64,57 @@ def test_excess_at_checkpoints_equals_excess_every_step():
     assert ours.curve_steps == ref.curve_steps
     assert all(torch.equal(ours.curves[k], ref.curves[k]) for k in ref.curves)
     assert all(torch.equal(ours.params[k], ref.params[k]) for k in ref.params)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_uniform_forward_equals_attention_at_zero_W(dtype, tol):
+    cs = _cfgs(3, N=6)
+    g = torch.Generator().manual_seed(0)
+    p = {k: torch.randn(v.shape, generator=g, dtype=dtype) for k, v in init_params(cs, CPU).items()}
+    p["W"] = torch.zeros_like(p["W"])
+    X = sample(cs, 4, "t").xt.to(dtype)
+    out, A = forward(p, X, probes=True)
+    fast, A_fast = forward_uniform(p, X, probes=True)
+    assert out.dtype == fast.dtype == dtype
+    assert torch.allclose(fast, out, rtol=tol, atol=tol)
+    assert torch.equal(A_fast, A)  # softmax of equal scores: exactly 1/N
+
+
+def test_denoise_takes_the_uniform_path_only_for_a_zero_frozen_W():
+    cs = _cfgs(2)
+    frozen = [c.replace(freeze_attention=True) for c in cs]
+    p = {k: v + 0.1 for k, v in init_params(cs, CPU).items()}
+    X = sample(cs, 3, "t").xt
+    # W nonzero: the full attention even for a frozen config (stored weights that are not the control's)
+    assert torch.equal(denoise(frozen, p, X), forward(p, X))
+    p["W"] = torch.zeros_like(p["W"])
+    assert torch.equal(denoise(frozen, p, X), forward_uniform(p, X))
+    assert torch.equal(denoise(cs, p, X), forward(p, X))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "gd"])
+def test_control_trains_as_with_full_attention(optimizer):
+    """The W = 0 control trained through forward_uniform equals the same control trained through the full attention
+    (six steps: weights and curves within float32 rounding)."""
+    cs = _cfgs(3, steps=6, curve_points=3, freeze_attention=True, optimizer=optimizer)
+    B = cs[0].B
+
+    def full_attention(p, step):
+        b = sample(cs, B, "train", step)
+        per_t = risk(forward(p, b.xt), b.eps)
+        with torch.no_grad():
+            excess = (per_t - risk(bayes(cs, b.xt, b.abar), b.eps)).mean(-1)
+        return {"loss": per_t.mean(-1), "excess": excess}
+
+    tr = training(cs, rng_for(cs, CPU), CPU)
+    ref = train_ensemble(tr.params, list(tr.trainable), full_attention, tr.lr, tr.steps, optimizer=tr.optimizer,
+                         curve_points=tr.curve_points)
+    ours = _train(cs, None)
+    assert torch.equal(ours.params["W"], torch.zeros_like(ours.params["W"]))
+    for k in ref.params:
+        assert torch.allclose(ours.params[k], ref.params[k], rtol=1e-5, atol=1e-6), k
+    for k in ref.curves:
+        assert torch.allclose(ours.curves[k], ref.curves[k], rtol=1e-5, atol=1e-7), k
 
 
 def test_slices_only_on_cpu():

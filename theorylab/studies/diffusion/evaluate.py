@@ -9,7 +9,7 @@ import torch
 from theorylab.core.ensemble import shared_value
 from theorylab.studies.diffusion.data import (alpha_bar, bayes, centres, grid_alpha_bar, mean_denoiser, normal,
                                               oracle, risk, sample)
-from theorylab.studies.diffusion.model import forward
+from theorylab.studies.diffusion.model import denoise
 
 
 @torch.no_grad()
@@ -19,7 +19,7 @@ def measure(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> dict[str
     excess = model - Bayes, md_excess = mean denoiser - Bayes (the reference the convergence claim grades by); the attention
     mass on the query's own component (uniform attention gives about 1/K); ||eps_hat - eps*|| / ||eps*||."""
     b = sample(cfgs, shared_value(cfgs, "n_test"), "test", device=device)
-    pred, A = forward(params, b.xt, probes=True)
+    pred, A = denoise(cfgs, params, b.xt, probes=True)
     star = oracle(cfgs, b)
     same = (b.c[..., :, None] == b.c[..., None, :]).to(A.dtype)  # [E, G, B, N, N]
     out = {"model": risk(pred, b.eps), "bayes": risk(bayes(cfgs, b.xt, b.abar), b.eps), "oracle": risk(star, b.eps),
@@ -53,7 +53,7 @@ def generate(cfgs: Sequence, params: dict[str, torch.Tensor] | None, device, lev
         if params is None:
             eps = bayes(cfgs, x[:, None], a[None])[:, 0]
         else:
-            eps = forward({k: v[:, i : i + 1] for k, v in params.items()}, x[:, None])[:, 0]  # [E, n, N, d]
+            eps = denoise(cfgs, {k: v[:, i : i + 1] for k, v in params.items()}, x[:, None])[:, 0]  # [E, n, N, d]
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()  # the x0 estimate at this level
         if i == 0:
             return x0

@@ -4,6 +4,10 @@
 
 Weights W, V [E, G, d, d], a [E, G] (G = len(t_grid)); init W = 0 (uniform attention = the global token mean),
 V = 0, a = 0 (spec 4.4). Inputs X_t [E, G, B, N, d].
+
+The W = 0 control (freeze_attention) keeps W at its zero init, where every score is 0 and the softmax is 1/N: its
+output is a_t x_n + W_V (token mean), computed as such by `forward_uniform` in O(N d) instead of O(N^2 d).
+`denoise` picks it for a frozen ensemble whose W is zero, `forward` otherwise.
 """
 from __future__ import annotations
 
@@ -34,6 +38,22 @@ def forward(params: dict[str, torch.Tensor], X: torch.Tensor, probes: bool = Fal
     Z = A @ X  # sum_m softmax_m(.) x_m                                                           [E, G, B, N, d]
     out = a[:, :, None, None, None] * X + torch.einsum("egbnd,egfd->egbnf", Z, V)  # a x_n + W_V z_n (section 4.4)
     return (out, A) if probes else out
+
+
+def forward_uniform(params: dict[str, torch.Tensor], X: torch.Tensor, probes: bool = False):
+    """forward(params, X, probes) at W = 0: uniform attention, so z_n = (1/N) sum_m x_m for every query n (equal to
+    forward to rounding, tests/studies/diffusion/test_diffusion_speed.py). The probe A is the uniform map."""
+    V, a = params["V"], params["a"]
+    E, G, B, N, d = X.shape
+    Z = X.mean(-2, keepdim=True)  # the global token mean                                  [E, G, B, 1, d]
+    out = a[:, :, None, None, None] * X + torch.einsum("egbnd,egfd->egbnf", Z, V)  # a x_n + W_V z (section 4.4)
+    return (out, torch.full((1,), 1.0 / N, dtype=X.dtype, device=X.device).expand(E, G, B, N, N)) if probes else out
+
+
+def denoise(cfgs: Sequence, params: dict[str, torch.Tensor], X: torch.Tensor, probes: bool = False):
+    """The denoiser of these configs: forward_uniform for the W = 0 control (W frozen and zero), else forward."""
+    uniform = shared_value(cfgs, "freeze_attention") and not bool(params["W"].any())
+    return (forward_uniform if uniform else forward)(params, X, probes)
 
 
 def forward_reference(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:

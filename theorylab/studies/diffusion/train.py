@@ -21,7 +21,7 @@ from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
 from theorylab.core.train import SGD, AdamW, curve_steps
 from theorylab.studies.diffusion.data import bayes, risk, sample
-from theorylab.studies.diffusion.model import forward, init_params, trainable
+from theorylab.studies.diffusion.model import denoise, forward, forward_uniform, init_params, trainable
 
 
 SCORES_FLOATS = 1 << 18  # attention scores per slice of the CPU step (1 MB of float32: about a core's L2)
@@ -38,11 +38,13 @@ def step_loss(cfgs: Sequence, step: int, checkpoints: set[int], device: torch.de
     """(params of models, models) -> {"loss": [e], "excess" at checkpoints}: step `step` for the models `models`
     (a slice of cfgs); their data come from their own generators, so a slice draws its models' numbers."""
     B = shared_value(cfgs, "B")
+    # the W = 0 control: W is not trained and starts at zero, so it stays zero and the attention uniform
+    model = forward_uniform if shared_value(cfgs, "freeze_attention") else forward
 
     def loss_of(p: dict[str, torch.Tensor], models: slice) -> dict[str, torch.Tensor]:
         sub = list(cfgs)[models]
         b = sample(sub, B, "train", step, device=device)
-        per_t = risk(forward(p, b.xt), b.eps)  # [e, G]
+        per_t = risk(model(p, b.xt), b.eps)  # [e, G]
         out = {"loss": per_t.mean(-1)}
         if step in checkpoints:
             with torch.no_grad():
@@ -81,5 +83,5 @@ def test_risks(cfgs: Sequence, params: dict[str, torch.Tensor], device) -> dict[
     """Risks [E, G] on n_test fresh test data points per noise level: the model, the Bayes denoiser and the
     untrained model (eps_hat = 0), all on the same data."""
     b = sample(cfgs, shared_value(cfgs, "n_test"), "test", device=device)
-    return {"model": risk(forward(params, b.xt), b.eps), "bayes": risk(bayes(cfgs, b.xt, b.abar), b.eps),
+    return {"model": risk(denoise(cfgs, params, b.xt), b.eps), "bayes": risk(bayes(cfgs, b.xt, b.abar), b.eps),
             "zero": risk(torch.zeros_like(b.eps), b.eps)}
