@@ -96,6 +96,24 @@ def test_tokens_bias_by_slot_position_and_mask_the_empty_slots():
     assert Tokens(full, "gt").mask is None
 
 
+def test_tokens_of_the_labelled_nodes_only_give_the_same_step_bit_for_bit():
+    """The trainer's Tokens keep the labelled nodes' rows only (a table that stays in cache): the same loss, f and
+    gradients bit for bit as the full tables, and a node that was not kept is refused, not read from a wrong row."""
+    cs, g, p, names = models("gt", {"graph": "er", "k": 3}, torch.float32)
+    kept = g.order[:, :10]
+    nodes = kept[:, [3, 0, 9, 3]]
+    y = take_rows(g.y, nodes)
+    rows = (nodes + torch.arange(3)[:, None] * g.X.shape[1]).flatten()
+    (l1, f1), (l2, f2) = hinge_loss(p, g, rows, y, Tokens(g, "gt")), hinge_loss(p, g, rows, y, Tokens(g, "gt", kept))
+    assert torch.equal(l1, l2) and torch.equal(f1, f2)
+    for k, a, b in zip(names, torch.autograd.grad(l1.sum(), [p[k] for k in names]),
+                       torch.autograd.grad(l2.sum(), [p[k] for k in names])):
+        assert torch.equal(a, b), k
+    other = g.order[:, 10:11].expand(3, 4)
+    with pytest.raises((IndexError, RuntimeError)):
+        hinge_loss(p, g, (other + torch.arange(3)[:, None] * g.X.shape[1]).flatten(), y, Tokens(g, "gt", kept))
+
+
 def test_batch_draws_at_once_equal_one_draw_per_step_bit_for_bit():
     cs = [GraphConfig(**{**TINY, "seed": s, "n_label": 5 + 3 * s}) for s in range(3)]
     g, steps = graphs(cs, CPU), DRAW_STEPS + 9

@@ -5,7 +5,7 @@ per-op cost is most of it: the generic forward (core.nn.attention_query, linear,
 backward ~90 more, with views, expands and reductions that the maths does not need. Here the forward is 14 ops and
 the backward 20, the same algebra as attention_query (u = W_K q / sqrt(d): keys and values never formed):
 
-    q = x_n W_Q + b_Q,   u = q W_K^T / sqrt(d),   a = softmax_s(x_s . u + beta[bucket_s])   (beta: b_z, -inf masked)
+    q = x_n W_Q + b_Q,   u = q W_K^T / sqrt(d),   a = softmax_s(x_s . u + b_dist(s) + mask_s)   (mask: -inf on empty slots)
     o = (a x) W_V + b_V,   h = o W_proj + b_proj,   z = h W_1 + c,   f = a_out . ReLU(z)
     loss = mean_b max(0, 1 - y f)
 
@@ -13,18 +13,19 @@ and the gradient, by hand (dl/df = -y [1 - y f >= 0] / B, as torch's clamp backw
 
     dz = dl/df a_out [z > 0];  dW_1 = h^T dz;  dh = dz W_1^T;  dW_proj = o^T dh;  do = dh W_proj^T
     dW_V = (a x)^T do;  d(a x) = do W_V^T;  da_s = x_s . d(a x);  ds = a (da - sum_s a da)   (softmax backward)
-    dbeta = sum of ds by bucket;  du = sum_s ds_s x_s;  dq = du W_K / sqrt(d);  dW_K = du^T q / sqrt(d);  dW_Q = x_n^T dq
+    db_z = sum of ds over slots at distance z;  du = sum_s ds_s x_s;  dq = du W_K / sqrt(d);  dW_K = du^T q / sqrt(d);  dW_Q = x_n^T dq
 
 The token features come transposed, xt [E, B, d, L] (GraphBatch.x_tok_t): every product over the tokens is then a
 row vector times a contiguous matrix ([1, d] x [d, L] or [1, L] x [L, d]), the form CPU bmm runs 4-6x faster than
 a matrix times a column at these sizes. Same numbers as the autograd path up to float rounding (the order of the
 sums differs): tests/studies/graph/test_graph_fused.py holds loss, gradients and training steps equal to it.
 
-Session 5 (Tokens): a slot's distance is fixed by its position in T^n (the node itself, then k slots per distance),
-so the score bias is beta[slot_dist] [E, L] broadcast over the batch plus a 0 / -inf mask row per node (gathered only
-where some slot is empty), and db_z sums the score gradients over the batch, then over each distance's slots: no
-per-token index gather, no index_add. A projection held
-at I and biases held at 0 (the paper init: not trained, so they stay so) are left out (Held): x I + 0 is x exactly.
+A filled slot's distance is fixed by its position in T^n (the node itself, then k slots per distance: Tokens), so
+the score bias is b[slot_dist] [E, L] broadcast over the batch plus a 0 / -inf row per node (read only where some
+slot is empty), and db_z sums the score gradients over the batch, then over the slots at distance z: no per-token
+distance gather and no per-token index_add (session 5; the same forward bit for bit, db_z rounds differently). A
+projection held at I and biases held at 0 (the paper init: not trained, so they stay so) are left out (`held`):
+x I + 0 is x exactly, so the numbers do not change (tested bit for bit).
 """
 from __future__ import annotations
 
@@ -39,19 +40,31 @@ WEIGHTS = ("attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b", "fc1.w", "f
 
 
 class Tokens:
-    """What the step reads about T^n besides the features, computed once (data): slot_dist [L] long, the distance of
-    each slot (0 for the node itself; a filled slot's distance is its position's, sample_tokens), and mask [E N, L]
-    float (0 kept, -inf empty slot), or None when every slot of every node is filled."""
+    """What the step reads about the nodes it can draw, computed once (data): their token features transposed
+    x_t [R, d L] (GraphBatch.x_tok_t's rows), features X [R, d], and mask [R, L] (0 kept, -inf empty slot; None
+    when every slot is filled), with row_of [E N] mapping a node row e N + n to its row here (-1: not kept); and
+    slot_dist [L] long, the distance of each slot (0 for the node itself; a filled slot's distance is its
+    position's, sample_tokens). nodes [E, n]: the nodes kept (default all). The trainer keeps only the labelled
+    ones: at E = 64 of the quick config the table is then 19 MB instead of 59 MB and stays in the last-level cache,
+    so the step's gather of B token blocks reads it from there (session 5)."""
 
-    def __init__(self, g: GraphBatch, variant: str):
+    def __init__(self, g: GraphBatch, variant: str, nodes: torch.Tensor | None = None):
         E, N, L = g.tok_dist.shape
+        d = g.X.shape[-1]
         kept = torch.where(g.tok_mask, g.tok_dist, -1).amax((0, 1))  # a slot's distance wherever it is filled
         if bool((g.tok_mask & (g.tok_dist != kept)).any()):
             raise ValueError("graph tokens: a filled slot's distance differs from its position's (sample_tokens)")
         self.slot_dist = kept.clamp_min(0)
-        self.mask = None if bool(g.tok_mask.all()) else torch.zeros(E * N, L, dtype=g.X.dtype, device=g.X.device).masked_fill_(
-            ~g.tok_mask.reshape(E * N, L), -math.inf)
         self.variant = variant
+        dev = g.X.device
+        keep = (torch.arange(N, device=dev).expand(E, N) if nodes is None else nodes) + N * torch.arange(E, device=dev)[:, None]
+        keep = keep.flatten()
+        self.row_of = torch.full((E * N,), -1, dtype=torch.long, device=dev)
+        self.row_of[keep] = torch.arange(keep.numel(), device=dev)
+        self.x_t = g.x_tok_t.reshape(E * N, d * L).index_select(0, keep)
+        self.X = g.X.reshape(E * N, d).index_select(0, keep)
+        self.mask = None if bool(g.tok_mask.all()) else torch.zeros(E * N, L, dtype=g.X.dtype, device=dev).masked_fill_(
+            ~g.tok_mask.reshape(E * N, L), -math.inf).index_select(0, keep)
 
 
 def held(params: dict[str, torch.Tensor], trainable) -> frozenset[str]:
@@ -142,13 +155,13 @@ def hinge_loss(params: dict[str, torch.Tensor], g: GraphBatch, rows: torch.Tenso
                held: frozenset[str] = frozenset()) -> tuple[torch.Tensor, torch.Tensor]:
     """(hinge loss [E], f [E, B]) of the nodes with labels y [E, B]: core.losses.hinge of model.forward's, by
     HingeLoss. rows [E B]: the nodes as rows of the flattened node tables (e N + node, model-major), so each table
-    is read by one index_select. tokens: Tokens(g, variant); no_pe reads no b_z (held at 0). held: the weights left
+    is read by one index_select (of Tokens' tables). tokens: Tokens(g, variant[, nodes]); no_pe reads no b_z (held at 0). held: the weights left
     out (held(params, trainable)), none by default."""
     E, B = y.shape
-    N, d = g.X.shape[1:]
-    L = tokens.slot_dist.shape[0]
-    xt = g.x_tok_t.reshape(E * N, d * L).index_select(0, rows).view(E, B, d, L)
+    d, L = g.X.shape[-1], tokens.slot_dist.shape[0]
+    rows = tokens.row_of.index_select(0, rows)  # -1 (a node not kept) fails the gathers below
+    xt = tokens.x_t.index_select(0, rows).view(E, B, d, L)
     mask = None if tokens.mask is None else tokens.mask.index_select(0, rows).view(E, B, L)
     table = params["attn.rel_bias"] if tokens.variant == "gt" else None
-    xn = g.X.reshape(E * N, d).index_select(0, rows).view(E, B, d)
+    xn = tokens.X.index_select(0, rows).view(E, B, d)
     return HingeLoss.apply(table, xt, xn, mask, y, tokens.slot_dist, *(None if k in held else params[k] for k in WEIGHTS))

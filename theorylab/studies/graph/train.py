@@ -111,7 +111,8 @@ def training(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device: torch.device
     variant, B, steps, Z = (shared_value(cfgs, f) for f in ("variant", "B", "steps", "Z"))
     untrained = evaluate(params, g, variant)
     batch = batch_sampler(g, rng, B, steps, at_once=fast)
-    tokens = Tokens(g, variant) if fast and variant != "gcn" else None
+    # the step draws labelled nodes only (the first n_label of each model's order): Tokens keeps their rows
+    tokens = Tokens(g, variant, g.order[:, : int(g.n_label.max())]) if fast and variant != "gcn" else None
     left_out = held(params, trainable(cfgs)) if tokens is not None else frozenset()
 
     def loss_fn(p, step):
