@@ -91,8 +91,10 @@ def test_tokens_bias_by_slot_position_and_mask_the_empty_slots():
     assert torch.equal(g.tok_dist[g.tok_mask], t.slot_dist.expand(E, N, L)[g.tok_mask])
     assert t.slot_dist.tolist() == [0] + [z for z in range(1, cs[0].Z + 1) for _ in range(3)]
     assert t.mask is not None and bool((~g.tok_mask).any())
-    assert torch.equal(t.mask.view(E, N, L) == -torch.inf, ~g.tok_mask) and bool((t.mask.view(E, N, L)[g.tok_mask] == 0).all())
-    full = g.__class__(**{**g.__dict__, "tok_mask": torch.ones_like(g.tok_mask), "tok_dist": t.slot_dist.expand(E, N, L)})
+    mask = t.mask.view(E, N, L)
+    assert torch.equal(mask == -torch.inf, ~g.tok_mask) and bool((mask[g.tok_mask] == 0).all())
+    filled = {"tok_mask": torch.ones_like(g.tok_mask), "tok_dist": t.slot_dist.expand(E, N, L)}
+    full = g.__class__(**{**g.__dict__, **filled})
     assert Tokens(full, "gt").mask is None
 
 

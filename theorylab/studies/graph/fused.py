@@ -5,7 +5,7 @@ per-op cost is most of it: the generic forward (core.nn.attention_query, linear,
 backward ~90 more, with views, expands and reductions that the maths does not need. Here the forward is 14 ops and
 the backward 20, the same algebra as attention_query (u = W_K q / sqrt(d): keys and values never formed):
 
-    q = x_n W_Q + b_Q,   u = q W_K^T / sqrt(d),   a = softmax_s(x_s . u + b_dist(s) + mask_s)   (mask: -inf on empty slots)
+    q = x_n W_Q + b_Q,   u = q W_K^T / sqrt(d),   a = softmax_s(x_s . u + b_dist(s) + mask_s)   (mask: -inf, empty)
     o = (a x) W_V + b_V,   h = o W_proj + b_proj,   z = h W_1 + c,   f = a_out . ReLU(z)
     loss = mean_b max(0, 1 - y f)
 
@@ -57,8 +57,8 @@ class Tokens:
         self.slot_dist = kept.clamp_min(0)
         self.variant = variant
         dev = g.X.device
-        keep = (torch.arange(N, device=dev).expand(E, N) if nodes is None else nodes) + N * torch.arange(E, device=dev)[:, None]
-        keep = keep.flatten()
+        keep = torch.arange(N, device=dev).expand(E, N) if nodes is None else nodes
+        keep = (keep + N * torch.arange(E, device=dev)[:, None]).flatten()
         self.row_of = torch.full((E * N,), -1, dtype=torch.long, device=dev)
         self.row_of[keep] = torch.arange(keep.numel(), device=dev)
         self.x_t = g.x_tok_t.reshape(E * N, d * L).index_select(0, keep)
@@ -79,10 +79,10 @@ def held(params: dict[str, torch.Tensor], trainable) -> frozenset[str]:
 
 
 class HingeLoss(torch.autograd.Function):
-    """(rel_bias [E, Z + 1, 1] or None, xt [E, B, d, L], x_n [E, B, d], mask [E, B, L] or None (Tokens.mask at the nodes), y [E, B],
-    slot_dist [L], qkv.w, qkv.b, proj.w, proj.b, fc1.w, fc1.b, a) -> (loss [E], f [E, B]); f carries no gradient
-    (it is read for the batch error). The weights are [E, ...] as core.nn keeps them; qkv.b, proj.w, proj.b and
-    fc1.b may be None: held at 0 (biases) or I (proj.w), so left out."""
+    """(rel_bias [E, Z + 1, 1] or None, xt [E, B, d, L], x_n [E, B, d], mask [E, B, L] or None (Tokens.mask at the
+    nodes), y [E, B], slot_dist [L], qkv.w, qkv.b, proj.w, proj.b, fc1.w, fc1.b, a) -> (loss [E], f [E, B]); f
+    carries no gradient (it is read for the batch error). The weights are [E, ...] as core.nn keeps them; qkv.b,
+    proj.w, proj.b and fc1.b may be None: held at 0 (biases) or I (proj.w), so left out."""
 
     @staticmethod
     def forward(ctx, table, xt, xn, mask, y, slot_dist, W, qkv_b, proj_w, proj_b, fc1_w, fc1_b, a_out):
@@ -97,7 +97,7 @@ class HingeLoss(torch.autograd.Function):
             s += table[:, :, 0].index_select(1, slot_dist)[:, None, :]  # + b_dist(s)
         att = torch.softmax(s, -1)
         xbar = torch.matmul(att[:, :, None, :], xt.transpose(-1, -2))[:, :, 0]  # a x                  [E, B, d]
-        o = torch.bmm(xbar, Wv) if qkv_b is None else torch.baddbmm(qkv_b[:, None, 2 * d :], xbar, Wv)  # (a x) W_V + b_V
+        o = torch.bmm(xbar, Wv) if qkv_b is None else torch.baddbmm(qkv_b[:, None, 2 * d :], xbar, Wv)  # (a x) W_V
         if proj_w is not None:
             h = torch.bmm(o, proj_w) if proj_b is None else torch.baddbmm(proj_b[:, None], o, proj_w)
         else:
@@ -155,8 +155,8 @@ def hinge_loss(params: dict[str, torch.Tensor], g: GraphBatch, rows: torch.Tenso
                held: frozenset[str] = frozenset()) -> tuple[torch.Tensor, torch.Tensor]:
     """(hinge loss [E], f [E, B]) of the nodes with labels y [E, B]: core.losses.hinge of model.forward's, by
     HingeLoss. rows [E B]: the nodes as rows of the flattened node tables (e N + node, model-major), so each table
-    is read by one index_select (of Tokens' tables). tokens: Tokens(g, variant[, nodes]); no_pe reads no b_z (held at 0). held: the weights left
-    out (held(params, trainable)), none by default."""
+    is read by one index_select (of Tokens' tables). tokens: Tokens(g, variant[, nodes]); no_pe reads no b_z (held
+    at 0). held: the weights left out (held(params, trainable)), none by default."""
     E, B = y.shape
     d, L = g.X.shape[-1], tokens.slot_dist.shape[0]
     rows = tokens.row_of.index_select(0, rows)  # -1 (a node not kept) fails the gathers below
@@ -164,4 +164,5 @@ def hinge_loss(params: dict[str, torch.Tensor], g: GraphBatch, rows: torch.Tenso
     mask = None if tokens.mask is None else tokens.mask.index_select(0, rows).view(E, B, L)
     table = params["attn.rel_bias"] if tokens.variant == "gt" else None
     xn = tokens.X.index_select(0, rows).view(E, B, d)
-    return HingeLoss.apply(table, xt, xn, mask, y, tokens.slot_dist, *(None if k in held else params[k] for k in WEIGHTS))
+    weights = (None if k in held else params[k] for k in WEIGHTS)
+    return HingeLoss.apply(table, xt, xn, mask, y, tokens.slot_dist, *weights)
