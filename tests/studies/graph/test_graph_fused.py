@@ -10,7 +10,7 @@ from theorylab.core.losses import hinge
 from theorylab.core.train import train_ensemble
 from theorylab.studies.graph.config import TINY, GraphConfig
 from theorylab.studies.graph.data import graphs
-from theorylab.studies.graph.fused import hinge_loss, score_buckets
+from theorylab.studies.graph.fused import HingeLoss, Tokens, held, hinge_loss
 from theorylab.studies.graph.model import forward, init_params, trainable
 from theorylab.studies.graph.train import DRAW_STEPS, batch_sampler, training
 
@@ -41,7 +41,7 @@ def test_fused_loss_and_gradients_equal_autograd_through_the_forward(variant, ex
     y = take_rows(g.y, nodes)
     weight = torch.tensor([1.0, 0.0, 2.5], dtype=dtype)  # a frozen model's loss enters with weight 0
     rows = (nodes + torch.arange(3)[:, None] * g.X.shape[1]).flatten()
-    loss, f = hinge_loss(p, g, rows, y, variant, score_buckets(g, variant, cs[0].Z))
+    loss, f = hinge_loss(p, g, rows, y, Tokens(g, variant))
     for reference in (forward(p, g, nodes, variant, fast=False), forward(p, g, nodes, variant)):
         ref_loss = hinge(reference, y)
         torch.testing.assert_close(f, reference.detach(), rtol=tol, atol=tol)
@@ -52,6 +52,68 @@ def test_fused_loss_and_gradients_equal_autograd_through_the_forward(variant, ex
             scale = float(b.abs().max()) or 1.0
             assert float((a - b).abs().max()) <= tol * scale, (k, float((a - b).abs().max()) / scale)
             assert float(a[1].abs().max()) == 0.0, k  # weight 0: no gradient at all
+
+
+@pytest.mark.parametrize("variant,extra", [("gt", {}), ("gt", {"biases": True}), ("no_pe", {})])
+def test_weights_held_at_identity_and_zero_are_left_out_without_changing_a_bit(variant, extra):
+    """The paper init holds proj at I and the biases at 0 (not trained): held() names them, and the step without
+    them gives the same loss, f and gradients bit for bit (x I + 0 = x); trained or moved weights are never held."""
+    cs = [GraphConfig(**{**TINY, "seed": s, "variant": variant, **extra}) for s in range(3)]
+    g = graphs(cs, CPU)
+    names = trainable(cs)
+    p = init_params(cs, rng_for(cs, CPU), CPU)
+    gen = torch.Generator().manual_seed(3)
+    p = {k: (v + 0.3 * torch.randn(v.shape, generator=gen) if k in names else v).requires_grad_(k in names)
+         for k, v in p.items()}
+    left_out = held(p, names)
+    biases = {"attn.qkv.b", "attn.proj.b", "fc1.b"}
+    assert left_out == {"attn.proj.w"} | (set() if extra.get("biases") else biases)
+    assert not left_out & set(names)
+    assert held({**p, "attn.proj.w": p["attn.proj.w"] * 1.5}, names) == left_out - {"attn.proj.w"}
+    nodes = g.order[:, :8]
+    y = take_rows(g.y, nodes)
+    rows = (nodes + torch.arange(3)[:, None] * g.X.shape[1]).flatten()
+    tokens = Tokens(g, variant)
+    (l1, f1), (l2, f2) = hinge_loss(p, g, rows, y, tokens), hinge_loss(p, g, rows, y, tokens, left_out)
+    assert torch.equal(l1, l2) and torch.equal(f1, f2)
+    for k, a, b in zip(names, torch.autograd.grad(l1.sum(), [p[k] for k in names]),
+                       torch.autograd.grad(l2.sum(), [p[k] for k in names])):
+        assert torch.equal(a, b), k
+
+
+def test_tokens_bias_by_slot_position_and_mask_the_empty_slots():
+    """Tokens: each slot's distance is its position's wherever it is filled (the score bias gathers by slot),
+    the mask is -inf exactly on empty slots, and a graph whose slots are all filled has no mask."""
+    cs = [GraphConfig(**{**TINY, "seed": s, "graph": "er", "k": 3}) for s in range(3)]
+    g = graphs(cs, CPU)
+    t = Tokens(g, "gt")
+    E, N, L = g.tok_dist.shape
+    assert torch.equal(g.tok_dist[g.tok_mask], t.slot_dist.expand(E, N, L)[g.tok_mask])
+    assert t.slot_dist.tolist() == [0] + [z for z in range(1, cs[0].Z + 1) for _ in range(3)]
+    assert t.mask is not None and bool((~g.tok_mask).any())
+    mask = t.mask.view(E, N, L)
+    assert torch.equal(mask == -torch.inf, ~g.tok_mask) and bool((mask[g.tok_mask] == 0).all())
+    filled = {"tok_mask": torch.ones_like(g.tok_mask), "tok_dist": t.slot_dist.expand(E, N, L)}
+    full = g.__class__(**{**g.__dict__, **filled})
+    assert Tokens(full, "gt").mask is None
+
+
+def test_tokens_of_the_labelled_nodes_only_give_the_same_step_bit_for_bit():
+    """The trainer's Tokens keep the labelled nodes' rows only (a table that stays in cache): the same loss, f and
+    gradients bit for bit as the full tables, and a node that was not kept is refused, not read from a wrong row."""
+    cs, g, p, names = models("gt", {"graph": "er", "k": 3}, torch.float32)
+    kept = g.order[:, :10]
+    nodes = kept[:, [3, 0, 9, 3]]
+    y = take_rows(g.y, nodes)
+    rows = (nodes + torch.arange(3)[:, None] * g.X.shape[1]).flatten()
+    (l1, f1), (l2, f2) = hinge_loss(p, g, rows, y, Tokens(g, "gt")), hinge_loss(p, g, rows, y, Tokens(g, "gt", kept))
+    assert torch.equal(l1, l2) and torch.equal(f1, f2)
+    for k, a, b in zip(names, torch.autograd.grad(l1.sum(), [p[k] for k in names]),
+                       torch.autograd.grad(l2.sum(), [p[k] for k in names])):
+        assert torch.equal(a, b), k
+    other = g.order[:, 10:11].expand(3, 4)
+    with pytest.raises((IndexError, RuntimeError)):
+        hinge_loss(p, g, (other + torch.arange(3)[:, None] * g.X.shape[1]).flatten(), y, Tokens(g, "gt", kept))
 
 
 def test_batch_draws_at_once_equal_one_draw_per_step_bit_for_bit():
@@ -95,9 +157,9 @@ def test_on_cuda_the_fused_loss_equals_autograd_and_the_cpu(variant, extra):
     nodes = g_cpu.order[:, :8]
     y = take_rows(g_cpu.y, nodes)
     rows = (nodes + torch.arange(3)[:, None] * g_cpu.X.shape[1]).flatten()
-    loss, _ = hinge_loss(p, g, rows.to(cuda), y.to(cuda), variant, score_buckets(g, variant, cs[0].Z))
+    loss, _ = hinge_loss(p, g, rows.to(cuda), y.to(cuda), Tokens(g, variant))
     ref = hinge(forward(p, g, nodes.to(cuda), variant, fast=False), y.to(cuda))
-    cpu_loss, _ = hinge_loss(p_cpu, g_cpu, rows, y, variant, score_buckets(g_cpu, variant, cs[0].Z))
+    cpu_loss, _ = hinge_loss(p_cpu, g_cpu, rows, y, Tokens(g_cpu, variant))
     torch.testing.assert_close(loss, ref, atol=1e-12, rtol=1e-10)
     torch.testing.assert_close(loss.cpu(), cpu_loss, atol=1e-12, rtol=1e-10)
     for k, a, b in zip(names, torch.autograd.grad(loss.sum(), [p[k] for k in names]),

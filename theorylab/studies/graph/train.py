@@ -20,7 +20,7 @@ from theorylab.core.protocol import Training
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.graph.config import GraphConfig
 from theorylab.studies.graph.data import GraphBatch, graphs
-from theorylab.studies.graph.fused import hinge_loss, score_buckets
+from theorylab.studies.graph.fused import Tokens, held, hinge_loss
 from theorylab.studies.graph.model import forward, init_params, trainable
 
 EVAL_NODES = 512  # nodes per evaluation chunk (bounds the [E, n, L, L] attention map)
@@ -111,12 +111,14 @@ def training(cfgs: Sequence[GraphConfig], rng: EnsembleRNG, device: torch.device
     variant, B, steps, Z = (shared_value(cfgs, f) for f in ("variant", "B", "steps", "Z"))
     untrained = evaluate(params, g, variant)
     batch = batch_sampler(g, rng, B, steps, at_once=fast)
-    buckets = score_buckets(g, variant, Z) if fast and variant != "gcn" else None
+    # the step draws labelled nodes only (the first n_label of each model's order): Tokens keeps their rows
+    tokens = Tokens(g, variant, g.order[:, : int(g.n_label.max())]) if fast and variant != "gcn" else None
+    left_out = held(params, trainable(cfgs)) if tokens is not None else frozenset()
 
     def loss_fn(p, step):
         nodes, y, rows = batch(step)
-        if buckets is not None:
-            loss, f = hinge_loss(p, g, rows, y, variant, buckets)
+        if tokens is not None:
+            loss, f = hinge_loss(p, g, rows, y, tokens, left_out)
             return {"loss": loss, "batch_error": sign_error(f, y)}
         f = forward(p, g, nodes, variant)
         return {"loss": hinge(f, y), "batch_error": sign_error(f, y)}
