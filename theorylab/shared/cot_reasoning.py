@@ -394,6 +394,7 @@ class BasisColumns:
     out_w: torch.Tensor  # [E, B, N] d_X + out_id: its output pattern entry
     valid: torch.Tensor  # [E, B, K-1] bool: query-prefix column j is present (j < k-1)
     Q: torch.Tensor  # [E, B, 2 d_X] query column (z_{k-1} + c_{k-1}; 0) = e_{z_{k-1}} + e_{M+k-1}
+    Q_ids: torch.Tensor  # [E, B, 2] its two unit coordinates: z_{k-1}, M + k - 1
     target: torch.Tensor  # [E, B] pattern index of the label z_k
     patterns: torch.Tensor  # [E, M, d_X] the TRR patterns (decoding set)
 
@@ -419,12 +420,12 @@ def training_basis(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *str
     chain = chain.view(E, B, (K + 1) * M)
     N = l * K + K - 1
     step = torch.arange(K, device=dev).repeat(l + 1)[:N]  # column n's step j: examples, then the query's prefix
-    starts = torch.cat([x, xq[..., None]], 2)[..., None].expand(E, B, l + 1, K).reshape(E, B, (l + 1) * K)[..., :N]
+    starts = torch.cat([x, xq[..., None]], 2).repeat_interleave(K, dim=2)[..., :N]  # each column's chain start
     idx = starts + step * M  # C_j(start) sits at j M + start                                         [E, B, N]
     in_w = torch.gather(chain, 2, idx)
     out_w = torch.gather(chain + d_X, 2, idx.add_(M))  # C_{j+1}(start), in w's output half
     valid = torch.arange(K - 1, device=dev) < (k - 1)[..., None]  # [E, B, K-1]
     ends = torch.gather(chain, 2, torch.stack([k - 1, k], -1) * M + xq[..., None])  # z_{k-1}, z_k    [E, B, 2]
-    Q = torch.zeros(E, B, 2 * d_X, device=dev)  # e_{z_{k-1}} + e_{M+k-1}: trr_patterns' row plus positions' row
-    Q.scatter_(2, ends[..., :1], 1.0).scatter_(2, (M - 1 + k)[..., None], 1.0)
-    return BasisColumns(in_w, M + step, out_w, valid, Q, ends[..., 1], trr_patterns(cfgs, dev))
+    Q_ids = torch.stack([ends[..., 0], M - 1 + k], -1)  # e_{z_{k-1}} + e_{M+k-1}: trr_patterns' row + positions' row
+    Q = torch.zeros(E, B, 2 * d_X, device=dev).scatter_(2, Q_ids, 1.0)
+    return BasisColumns(in_w, M + step, out_w, valid, Q, Q_ids, ends[..., 1], trr_patterns(cfgs, dev))
