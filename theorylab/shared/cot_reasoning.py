@@ -394,7 +394,6 @@ class BasisColumns:
     out_w: torch.Tensor  # [E, B, N] d_X + out_id: its output pattern entry
     valid: torch.Tensor  # [E, B, K-1] bool: query-prefix column j is present (j < k-1)
     Q: torch.Tensor  # [E, B, 2 d_X] query column (z_{k-1} + c_{k-1}; 0) = e_{z_{k-1}} + e_{M+k-1}
-    Q_ids: torch.Tensor  # [E, B, 2] its two unit coordinates: z_{k-1}, M + k - 1
     target: torch.Tensor  # [E, B] pattern index of the label z_k
     patterns: torch.Tensor  # [E, M, d_X] the TRR patterns (decoding set)
 
@@ -428,4 +427,4 @@ def training_basis(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *str
     ends = torch.gather(chain, 2, torch.stack([k - 1, k], -1) * M + xq[..., None])  # z_{k-1}, z_k    [E, B, 2]
     Q_ids = torch.stack([ends[..., 0], M - 1 + k], -1)  # e_{z_{k-1}} + e_{M+k-1}: trr_patterns' row + positions' row
     Q = torch.zeros(E, B, 2 * d_X, device=dev).scatter_(2, Q_ids, 1.0)
-    return BasisColumns(in_w, M + step, out_w, valid, Q, Q_ids, ends[..., 1], trr_patterns(cfgs, dev))
+    return BasisColumns(in_w, M + step, out_w, valid, Q, ends[..., 1], trr_patterns(cfgs, dev))

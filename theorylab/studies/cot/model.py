@@ -74,27 +74,6 @@ def forward_columns(params: dict[str, torch.Tensor], cols: ColumnIds) -> torch.T
     return torch.einsum("edi,ebi->ebd", params["W_V"], mixed)  # sum_i W_V p_i attn_i          [E, B, d_X]
 
 
-class _QueryProduct(torch.autograd.Function):
-    """W_Q p_query for a query column with two unit coordinates (Q_ids [E, B, 2]; Q [E, B, n] the column itself): the
-    sum of two columns of W_Q, which is the einsum's value bit for bit (the other terms are exact zeros; a + b is
-    exact-order-free), without the [E, B, n] x [E, n, m] product. The gradient is the einsum's own (the same
-    contraction, so the same rounding as autograd of forward_columns)."""
-
-    @staticmethod
-    def forward(ctx, W_Q: torch.Tensor, Q: torch.Tensor, Q_ids: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(Q)
-        E, m, n = W_Q.shape
-        cols = W_Q.transpose(1, 2).reshape(E * n, m)  # column j of model e's W_Q is row e n + j
-        flat = Q_ids + (torch.arange(E, device=Q_ids.device) * n)[:, None, None]
-        pair = cols.index_select(0, flat.flatten()).view(*Q_ids.shape, m)  # [E, B, 2, m]
-        return pair[:, :, 0] + pair[:, :, 1]
-
-    @staticmethod
-    def backward(ctx, grad_u: torch.Tensor):
-        (Q,) = ctx.saved_tensors
-        return torch.einsum("ebm,ebj->emj", grad_u, Q), None, None
-
-
 def forward_basis(params: dict[str, torch.Tensor], cols: BasisColumns) -> torch.Tensor:
     """forward_columns for the training geometry (patterns mu_j = e_j, positions c_j = e_{M+j}; a batch from
     shared.cot_reasoning.training_basis) with W_V frozen at [0, I]: the tables patterns . w_in, pos . w_in and
@@ -104,7 +83,7 @@ def forward_basis(params: dict[str, torch.Tensor], cols: BasisColumns) -> torch.
     forward and gradient are forward_columns' bit for bit (tests/studies/cot/test_cot_speed.py)."""
     E, M, d_X = cols.patterns.shape
     _, B, N = cols.in_w.shape
-    u = _QueryProduct.apply(params["W_Q"], cols.Q, cols.Q_ids)  # W_Q p_query                  [E, B, m]
+    u = torch.einsum("emj,ebj->ebm", params["W_Q"], cols.Q)  # W_Q p_query                    [E, B, m]
     w = torch.einsum("emi,ebm->ebi", params["W_K"], u)  # W_K^T W_Q p_query                    [E, B, 2 d_X]
     scores = (torch.gather(w, 2, cols.in_w) + torch.gather(w, 2, cols.pos_w.expand(E, B, N))) \
         + torch.gather(w, 2, cols.out_w)  # w_in[in] + w_in[M + step] + w_out[out], forward_columns' order  [E, B, N]
