@@ -138,7 +138,7 @@ def _inputs(rng: EnsembleRNG, alpha: torch.Tensor, M: int, B: int, l: int, *stre
     other = rng.randint(M - 1, (B, l), *stream, "other").to(dev)
     other = other + (other >= xq[..., None]).long()
     n_same = torch.round(alpha * l).long()[:, None, None]  # [E, 1, 1]
-    order = torch.argsort(rng.uniform((B, l), *stream, "order", dtype=torch.float64).to(dev), dim=-1)  # shuffle
+    order = rng.argsort_uniform((B, l), *stream, "order").to(dev)  # shuffle: argsort of the stream's uniforms
     same = order < n_same  # example i shares the query's pattern iff its shuffled rank < n_same
     x = torch.where(same, xq[..., None], other)
     return xq, x
@@ -146,8 +146,7 @@ def _inputs(rng: EnsembleRNG, alpha: torch.Tensor, M: int, B: int, l: int, *stre
 
 def random_tasks(rng: EnsembleRNG, M: int, K: int, B: int, *stream, device=None) -> torch.Tensor:
     """sigma [E, B, K, M]: step k maps pattern j to sigma[..., k, j]; uniform random permutations."""
-    u = rng.uniform((B, K, M), *stream, "sigma", dtype=torch.float64)
-    return torch.argsort(u, dim=-1).to(device or rng.device)
+    return rng.argsort_uniform((B, K, M), *stream, "sigma").to(device or rng.device)  # argsort of uniforms
 
 
 def correct_chain(sigma: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -197,7 +196,7 @@ def transition_matrices(sigma: torch.Tensor, p: torch.Tensor, rho: torch.Tensor,
     dev = sigma.device
     if wrong not in ("scatter", "converge"):
         raise ValueError(f"wrong_targets must be 'scatter' or 'converge' (got {wrong!r})")
-    perm = torch.argsort(rng.uniform((B, M), *stream, "psi", dtype=torch.float64).to(dev), dim=-1)  # [E, B, M]
+    perm = rng.argsort_uniform((B, M), *stream, "psi").to(dev)  # [E, B, M] argsort of the stream's uniforms
     inv = torch.argsort(perm, dim=-1)
     C = correct_chain(sigma, torch.arange(M, device=dev).expand(E, B, M))  # [E, B, M, K+1]: C_k(i)
     w = torch.empty_like(sigma)
