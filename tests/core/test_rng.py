@@ -96,3 +96,16 @@ def test_uniform_streams_equal_one_draw_per_stream_bit_for_bit():
         at_once = r.uniform_streams(streams, 9, dtype)
         assert at_once.shape == (3, len(streams), 9) and at_once.dtype == dtype
         assert torch.equal(at_once, torch.stack([r.uniform((9,), *st, dtype=dtype) for st in streams], 1))
+
+
+def test_argsort_uniform_is_the_argsort_of_the_float64_uniforms_bit_for_bit():
+    r = EnsembleRNG([3, 1 << 40, 12345])
+    for shape in [(10,), (50, 3, 10), (40, 20), (1,)]:
+        got = r.argsort_uniform(shape, "perm", shape)
+        assert got.shape == (3, *shape) and got.dtype == torch.int64
+        assert torch.equal(got, torch.argsort(r.uniform(shape, "perm", shape, dtype=torch.float64), dim=-1))
+        assert torch.equal(got.sort(-1).values, torch.arange(shape[-1]).expand_as(got))  # permutations
+    # the one key the float64 clamp changes: k = 2^53 - 1 sorts as 2^53 - 2 (a tie), as the uniforms do
+    top = torch.tensor([(1 << 53) - 2, (1 << 53) - 1, 5], dtype=torch.int64)
+    u = top.double() * 2.0**-53
+    assert torch.equal(torch.argsort(top.clamp(max=(1 << 53) - 2)), torch.argsort(u.clamp(max=1 - torch.finfo(torch.float64).eps)))

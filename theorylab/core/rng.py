@@ -124,6 +124,17 @@ class EnsembleRNG:
         """[E, *shape] uniform on [0, 1): the top 53 bits over 2^53, rounded to dtype (then kept below 1)."""
         return _unit(self._bits(shape, stream), dtype)
 
+    def argsort_uniform(self, shape: Sequence[int], *stream: object) -> torch.Tensor:
+        """[E, *shape] int64: torch.argsort(uniform(shape, *stream, dtype=torch.float64), dim=-1) (a random permutation
+        per row), the same indices bit for bit (tests/core/test_rng.py), sorted on the 53-bit integers k the uniforms
+        are made of: k -> k 2^-53 is increasing and exact, and uniform's clamp below 1 merges k = 2^53 - 1 into
+        2^53 - 2, done here on the integers. Integer keys skip the float conversion and sort faster (the cot study
+        draws a permutation per prompt: its tasks sigma and example order)."""
+        k = self._bits(shape, stream)
+        k >>= 11
+        k &= (1 << 53) - 1
+        return torch.argsort(k.clamp_(max=(1 << 53) - 2), dim=-1)
+
     def uniform_blocked(self, shape: Sequence[int], *stream: object, block: int = 1 << 15) -> torch.Tensor:
         """uniform(shape, *stream) in float32, the same numbers bit for bit (tests/core/test_rng_blocked.py), computed
         in blocks of `block` counters: the hash's ~18 passes then run over a cache-sized buffer instead of streaming

@@ -138,7 +138,7 @@ def _inputs(rng: EnsembleRNG, alpha: torch.Tensor, M: int, B: int, l: int, *stre
     other = rng.randint(M - 1, (B, l), *stream, "other").to(dev)
     other = other + (other >= xq[..., None]).long()
     n_same = torch.round(alpha * l).long()[:, None, None]  # [E, 1, 1]
-    order = torch.argsort(rng.uniform((B, l), *stream, "order", dtype=torch.float64).to(dev), dim=-1)  # shuffle
+    order = rng.argsort_uniform((B, l), *stream, "order").to(dev)  # shuffle: argsort of the stream's uniforms
     same = order < n_same  # example i shares the query's pattern iff its shuffled rank < n_same
     x = torch.where(same, xq[..., None], other)
     return xq, x
@@ -146,8 +146,7 @@ def _inputs(rng: EnsembleRNG, alpha: torch.Tensor, M: int, B: int, l: int, *stre
 
 def random_tasks(rng: EnsembleRNG, M: int, K: int, B: int, *stream, device=None) -> torch.Tensor:
     """sigma [E, B, K, M]: step k maps pattern j to sigma[..., k, j]; uniform random permutations."""
-    u = rng.uniform((B, K, M), *stream, "sigma", dtype=torch.float64)
-    return torch.argsort(u, dim=-1).to(device or rng.device)
+    return rng.argsort_uniform((B, K, M), *stream, "sigma").to(device or rng.device)  # argsort of uniforms
 
 
 def correct_chain(sigma: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -197,7 +196,7 @@ def transition_matrices(sigma: torch.Tensor, p: torch.Tensor, rho: torch.Tensor,
     dev = sigma.device
     if wrong not in ("scatter", "converge"):
         raise ValueError(f"wrong_targets must be 'scatter' or 'converge' (got {wrong!r})")
-    perm = torch.argsort(rng.uniform((B, M), *stream, "psi", dtype=torch.float64).to(dev), dim=-1)  # [E, B, M]
+    perm = rng.argsort_uniform((B, M), *stream, "psi").to(dev)  # [E, B, M] argsort of the stream's uniforms
     inv = torch.argsort(perm, dim=-1)
     C = correct_chain(sigma, torch.arange(M, device=dev).expand(E, B, M))  # [E, B, M, K+1]: C_k(i)
     w = torch.empty_like(sigma)
@@ -380,3 +379,51 @@ def training_columns(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *s
     ids, qids, patterns = _training_ids(cfgs, rng, B, *stream, alpha=alpha)
     k = rng.randint(shared_value(cfgs, "K"), (B,), *stream, "k").to(rng.device) + 1
     return step_columns(ids, qids, k, patterns, positions(cfgs, rng.device))
+
+
+@dataclass
+class BasisColumns:
+    """A training batch (training_columns' prompts, the same draws) laid out for cot.model.forward_basis: training
+    tokens are the standard basis (mu_j = e_j, c_j = e_{M+j}), so a column's score (W_K p_i)^T w is three entries of
+    w = W_K^T W_Q p_query, at in_id, M + step and d_X + out_id: the batch holds those indices into w, each part
+    contiguous (a gather in a strided layout costs several times a contiguous one). Absent query-prefix columns
+    (valid False) hold indices that are read and then masked."""
+    in_w: torch.Tensor  # [E, B, N] in_id: index of the column's input pattern entry in w
+    pos_w: torch.Tensor  # [N] M + col_step: its position entry
+    out_w: torch.Tensor  # [E, B, N] d_X + out_id: its output pattern entry
+    valid: torch.Tensor  # [E, B, K-1] bool: query-prefix column j is present (j < k-1)
+    Q: torch.Tensor  # [E, B, 2 d_X] query column (z_{k-1} + c_{k-1}; 0) = e_{z_{k-1}} + e_{M+k-1}
+    target: torch.Tensor  # [E, B] pattern index of the label z_k
+    patterns: torch.Tensor  # [E, M, d_X] the TRR patterns (decoding set)
+
+
+def training_basis(cfgs: Sequence[CoTDataConfig], rng: EnsembleRNG, B: int, *stream,
+                   alpha: torch.Tensor | None = None) -> BasisColumns:
+    """training_columns (the same draws, the same prompts: tests/studies/cot/test_cot_speed.py) as BasisColumns.
+    The chains are read from composed-task tables C_j = sigma_j o ... o sigma_1 ([E, B, K+1, M], K small gathers),
+    one gather per part for every column, instead of stacking chains and concatenating columns: the integer work of
+    a batch in a few contiguous passes (the batch was half of the training step)."""
+    dev = rng.device
+    M, K, d_X = (shared_value(cfgs, k) for k in ("M", "K", "d_X"))
+    l = shared_value(cfgs, "l_tr")
+    alpha = scalar_tensor(cfgs, "alpha", dev) if alpha is None else alpha.to(dev)
+    sigma = random_tasks(rng, M, K, B, *stream, device=dev)  # [E, B, K, M]
+    xq, x = _inputs(rng, alpha, M, B, l, *stream)  # [E, B], [E, B, l]
+    k = rng.randint(K, (B,), *stream, "k").to(dev) + 1  # [E, B]
+    E = sigma.shape[0]
+    chain = torch.empty(E, B, K + 1, M, dtype=torch.long, device=dev)  # C_j(v) = sigma_j(C_{j-1}(v)), C_0(v) = v
+    chain[:, :, 0] = torch.arange(M, device=dev)
+    for j in range(K):
+        chain[:, :, j + 1] = torch.gather(sigma[:, :, j], 2, chain[:, :, j])
+    chain = chain.view(E, B, (K + 1) * M)
+    N = l * K + K - 1
+    step = torch.arange(K, device=dev).repeat(l + 1)[:N]  # column n's step j: examples, then the query's prefix
+    starts = torch.cat([x, xq[..., None]], 2).repeat_interleave(K, dim=2)[..., :N]  # each column's chain start
+    idx = starts + step * M  # C_j(start) sits at j M + start                                         [E, B, N]
+    in_w = torch.gather(chain, 2, idx)
+    out_w = torch.gather(chain + d_X, 2, idx.add_(M))  # C_{j+1}(start), in w's output half
+    valid = torch.arange(K - 1, device=dev) < (k - 1)[..., None]  # [E, B, K-1]
+    ends = torch.gather(chain, 2, torch.stack([k - 1, k], -1) * M + xq[..., None])  # z_{k-1}, z_k    [E, B, 2]
+    Q_ids = torch.stack([ends[..., 0], M - 1 + k], -1)  # e_{z_{k-1}} + e_{M+k-1}: trr_patterns' row + positions' row
+    Q = torch.zeros(E, B, 2 * d_X, device=dev).scatter_(2, Q_ids, 1.0)
+    return BasisColumns(in_w, M + step, out_w, valid, Q, ends[..., 1], trr_patterns(cfgs, dev))

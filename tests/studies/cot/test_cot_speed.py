@@ -116,3 +116,56 @@ def test_speed_paths_on_cuda_equal_the_plain_ones_and_the_cpu_noise():
     p2 = step_prompts(r, 2)
     torch.testing.assert_close(forward_step(params, r, 2, r.query_tokens[:, :, :3]), forward(params, p2.C, p2.mask, p2.Q),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{}, {"K": 1}, {"K": 4, "l_tr": 2}, {"K": 2, "l_tr": 1, "M": 5, "d_X": 12}])
+def test_basis_batches_are_the_index_batches_and_forward_basis_is_forward_columns_bit_for_bit(kw):
+    from theorylab.shared.cot_reasoning import training_basis
+    from theorylab.studies.cot.model import forward_basis
+
+    cfgs = [CoTConfig(seed=s, **kw) for s in range(3)]
+    p32 = {k: v.detach() for k, v in _params(cfgs, torch.float32).items()}
+    p32["W_V"] = init_params(cfgs, dev)["W_V"]  # frozen [0, I]: forward_basis's premise
+    rng = rng_for(cfgs, dev)
+    for step in range(2):
+        cols, basis = training_columns(cfgs, rng, 16, "train", step), training_basis(cfgs, rng, 16, "train", step)
+        M, d_X = cols.patterns.shape[1:]
+        n_ex = cols.in_ids.shape[2] - basis.valid.shape[2]
+        assert torch.equal(basis.Q, cols.Q) and torch.equal(basis.target, cols.target)
+        assert torch.equal(basis.patterns, cols.patterns) and torch.equal(basis.pos_w, M + cols.col_step)
+        assert torch.equal(basis.valid, cols.mask[..., n_ex:]) and bool(cols.mask[..., :n_ex].all())
+        present = cols.mask  # absent prefix columns' indices are read and masked, never used
+        assert torch.equal(basis.in_w[present], cols.in_ids[present])
+        assert torch.equal(basis.out_w[present], cols.out_ids[present] + d_X)
+        out = []
+        for fwd, batch in ((forward_columns, cols), (forward_basis, basis)):
+            p = {k: v.clone().requires_grad_(k != "W_V") for k, v in p32.items()}
+            F = fwd(p, batch)
+            loss = half_squared_loss(F, torch.gather(batch.patterns, 1, batch.target[..., None].expand(-1, -1, d_X)))
+            out.append((F, loss, *torch.autograd.grad(loss.sum(), [p["W_Q"], p["W_K"]])))
+        assert out[0][0].abs().max() > 1e-3 and out[0][2].abs().max() > 0
+        for a, b in zip(*out):
+            assert torch.equal(a, b)  # bit for bit: every skipped term is an exact zero
+
+
+def test_training_on_basis_batches_is_training_on_index_batches_bit_for_bit():
+    from theorylab.shared.cot_reasoning import training_basis
+    from theorylab.studies.cot.model import forward_basis
+
+    cfgs = [CoTConfig(seed=s, K=3, l_tr=6) for s in range(2)]
+    params = {k: v.detach() for k, v in _params(cfgs, torch.float32).items()}
+    params["W_V"] = init_params(cfgs, dev)["W_V"]
+
+    def run(batch, fwd):
+        rng = rng_for(cfgs, dev)
+
+        def loss(p, step):
+            cols = batch(cfgs, rng, 8, "train", step)
+            z = torch.gather(cols.patterns, 1, cols.target[..., None].expand(-1, -1, cols.patterns.shape[2]))
+            return {"loss": half_squared_loss(fwd(p, cols), z)}
+        return train_ensemble(params, ["W_Q", "W_K"], loss, torch.full((2,), 1.0), 5, optimizer=SGD(), curve_points=5)
+
+    a, b = run(training_columns, forward_columns), run(training_basis, forward_basis)
+    for k in ("W_Q", "W_K"):
+        assert not torch.equal(a.params[k], params[k]) and torch.equal(b.params[k], a.params[k])
+    assert torch.equal(b.curves["loss"], a.curves["loss"])

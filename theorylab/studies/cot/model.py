@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from theorylab.core.ensemble import scalar_tensor, shared_value
-from theorylab.shared.cot_reasoning import ColumnIds, Reasoning
+from theorylab.shared.cot_reasoning import BasisColumns, ColumnIds, Reasoning
 
 
 def trainable(cfgs: Sequence) -> list[str]:
@@ -72,6 +72,28 @@ def forward_columns(params: dict[str, torch.Tensor], cols: ColumnIds) -> torch.T
     by_step = attn.new_zeros(E, B, pos.shape[0]).index_add(2, cols.col_step, attn)  # ... per position
     mixed = torch.cat([by_in @ P + by_step @ pos, by_out @ P], -1)  # sum_i attn_i p_i               [E, B, 2 d_X]
     return torch.einsum("edi,ebi->ebd", params["W_V"], mixed)  # sum_i W_V p_i attn_i          [E, B, d_X]
+
+
+def forward_basis(params: dict[str, torch.Tensor], cols: BasisColumns) -> torch.Tensor:
+    """forward_columns for the training geometry (patterns mu_j = e_j, positions c_j = e_{M+j}; a batch from
+    shared.cot_reasoning.training_basis) with W_V frozen at [0, I]: the tables patterns . w_in, pos . w_in and
+    patterns . w_out are then entries of w itself (one gather of every column's three), and sum_i W_V p_i attn_i is
+    the attention mass per output pattern, so the [E, B, M] table products, the input and position bins and the W_V
+    product are skipped. Every value skipped is a sum with exact zeros (a one-hot dot product, an empty bin), so
+    forward and gradient are forward_columns' bit for bit (tests/studies/cot/test_cot_speed.py)."""
+    E, M, d_X = cols.patterns.shape
+    _, B, N = cols.in_w.shape
+    u = torch.einsum("emj,ebj->ebm", params["W_Q"], cols.Q)  # W_Q p_query                    [E, B, m]
+    w = torch.einsum("emi,ebm->ebi", params["W_K"], u)  # W_K^T W_Q p_query                    [E, B, 2 d_X]
+    scores = (torch.gather(w, 2, cols.in_w) + torch.gather(w, 2, cols.pos_w.expand(E, B, N))) \
+        + torch.gather(w, 2, cols.out_w)  # w_in[in] + w_in[M + step] + w_out[out], forward_columns' order  [E, B, N]
+    n_ex = N - cols.valid.shape[2]  # example columns: always present; only the query prefix is masked
+    scores[..., n_ex:].masked_fill_(~cols.valid, float("-inf"))
+    attn = torch.softmax(scores, dim=-1)
+    if n_ex == 0:  # no example columns: a prompt may have no column at all (forward gives F = 0 there)
+        attn = torch.where(cols.valid.any(-1, keepdim=True), attn, 0.0)
+    # attention mass per output pattern, binned at d_X + out_id: the upper half is W_V mixed = mixed's output half
+    return attn.new_zeros(E, B, 2 * d_X).scatter_add(2, cols.out_w, attn)[..., d_X:]  #             [E, B, d_X]
 
 
 def forward_step(params: dict[str, torch.Tensor], r: Reasoning, k: int, query_tokens: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,9 @@ from theorylab.core.protocol import Training
 from theorylab.core.train import curve_steps
 from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.cot.config import CoTConfig
-from theorylab.shared.cot_reasoning import eval_reasoning, training_columns
+from theorylab.shared.cot_reasoning import eval_reasoning, training_basis, training_columns
 from theorylab.studies.cot.evaluate import CATEGORIES, attention_by_category, evaluate, wk_wq_blocks
-from theorylab.studies.cot.model import decode, forward_columns, half_squared_loss, init_params, trainable
+from theorylab.studies.cot.model import decode, forward_basis, forward_columns, half_squared_loss, init_params, trainable
 
 PROBE_PROMPTS = 128  # test prompts (l = l_tr examples) on which the attention categories are tracked
 CATEGORY_KEYS = ("attn_ss", "attn_sd", "attn_ds", "attn_dd")  # the CATEGORIES, in order
@@ -26,13 +26,16 @@ def training(cfgs: Sequence[CoTConfig], rng: EnsembleRNG, device: torch.device) 
     steps, B, M, K, l_tr = (shared_value(cfgs, k) for k in ("steps", "B", "M", "K", "l_tr"))
     probe = eval_reasoning(cfgs, rng, PROBE_PROMPTS, l_tr, "probe")  # the default test world (TSR, noisy)
     marks = set(curve_steps(steps, shared_value(cfgs, "curve_points")))
+    # W_V frozen at [0, I] (the default): training_basis + forward_basis, training_columns + forward_columns' numbers
+    # bit for bit in a fraction of the time (tests/studies/cot/test_cot_speed.py; profile in docs/studies/cot.md)
+    batch, fwd = (training_columns, forward_columns) if shared_value(cfgs, "train_W_V") else (training_basis, forward_basis)
 
     def loss_fn(p, step):
-        # the batch as pattern indices (training tokens are clean patterns): forward_columns reads them through
-        # M-long tables; training_prompts + forward build the [E, B, N, 2 d_X] context for the same numbers
-        # (tests/studies/cot/test_cot_speed.py), which took 95% of the step (profile in docs/studies/cot.md)
-        cols = training_columns(cfgs, rng, B, "train", step)
-        F = forward_columns(p, cols)
+        # the batch as pattern indices (training tokens are clean patterns): forward_basis / forward_columns read
+        # them through w or M-long tables; training_prompts + forward build the [E, B, N, 2 d_X] context for the
+        # same numbers (tests/studies/cot/test_cot_speed.py), which took 95% of the step (docs/studies/cot.md)
+        cols = batch(cfgs, rng, B, "train", step)
+        F = fwd(p, cols)
         z = gather_rows(cols.patterns, cols.target)  # z_k                                       [E, B, d_X]
         out = {"loss": half_squared_loss(F, z)}
         if step in marks:  # a curve: computed only where core's trainer records it
