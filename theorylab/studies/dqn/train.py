@@ -178,12 +178,17 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
             return
         # the buffer and the target stay fixed until the next iteration: every step's mini-batch at once
         draws = replay_draws(rng, filled, B, t, n_sgd + 1).to(device).flatten(1)  # [E, (steps + 1) B]
-        y_all = replay.r + gamma * (1 - replay.done) * torch.gather(v_tgt, 1, replay.s2)  # [E, C]
+        # the draws read the filled slots 0 .. filled-1 only: per-slot numbers are computed there (the same ones)
+        r, done, s2 = (x[:, :filled] for x in (replay.r, replay.done, replay.s2))
+        y_all = r + gamma * (1 - done) * torch.gather(v_tgt, 1, s2)  # [E, filled]
         per_step = lambda x: x.view(E, n_sgd + 1, B).unbind(1)  # noqa: E731  [E, B] for each step j
-        a_draw, s_draw = (torch.gather(x, 1, draws).view(E, n_sgd + 1, B) for x in (replay.a, replay.s))
         y_steps = per_step(torch.gather(y_all, 1, draws))
-        s_steps = s_draw.unbind(1)
-        q_steps = (a_draw * mdp.S + s_draw if by_table else a_draw * B + torch.arange(B, device=device)).unbind(1)
+        if by_table:  # each slot's entry a S + s of Q^T, then one gather for the draws
+            q_steps = per_step(torch.gather(replay.a[:, :filled] * mdp.S + replay.s[:, :filled], 1, draws))
+        else:
+            s_steps = per_step(torch.gather(replay.s, 1, draws))
+            a_draw = torch.gather(replay.a, 1, draws).view(E, n_sgd + 1, B)
+            q_steps = (a_draw * B + torch.arange(B, device=device)).unbind(1)  # entry a B + b of the batch's Q^T
 
     def collect_at_once(p, t: int) -> torch.Tensor:
         """The plain loop's K collection steps with its numbers: the draws of the iteration at once (two hashes
