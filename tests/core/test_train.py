@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from theorylab.core.train import curve_steps, train_ensemble
@@ -105,8 +106,12 @@ def test_the_finite_check_flags_nan_and_both_infinities_per_model():
     assert _finite_per_model(torch.zeros(2, 0)).tolist() == [True, True]
 
 
-def test_the_finite_check_over_all_gradients_equals_the_per_gradient_one():
+@pytest.mark.parametrize("one_copy_below", [0, 1 << 15])  # per gradient, and all concatenated
+def test_the_finite_check_over_all_gradients_equals_the_per_gradient_one(one_copy_below, monkeypatch):
+    import theorylab.core.train as train
     from theorylab.core.train import _all_finite_per_model, _finite_per_model
+
+    monkeypatch.setattr(train, "ONE_COPY_BELOW", one_copy_below)
 
     gen = torch.Generator().manual_seed(0)
     grads = [torch.randn(6, 3, 4, generator=gen), torch.randn(6, 5, generator=gen), torch.zeros(6, 0),
