@@ -1,7 +1,8 @@
 """The speed path of the DQN step (issue 26): an iteration's replay indices drawn at once equal the per-step draws
 bit for bit, and training through the fast step (targets per iteration, Q(s, a) from the Q-table) gives the same
 weights, curves and probes as the plain step, on a chain (Q-table path) and a gridworld (more states than a
-mini-batch: the per-sample path); the hand-written loss and gradient (dqn.fused) equal autograd through the network."""
+mini-batch: the per-sample path); the hand-written loss and gradient (dqn.fused) equal autograd through the network,
+and the default step (its gradient by hand, no autograd) equals the fused loss through autograd bit for bit."""
 import pytest
 import torch
 
@@ -82,7 +83,8 @@ def test_fused_bellman_loss_and_gradients_equal_autograd(rows, dtype, tol):
         assert float(x[1].abs().max()) == 0.0, k
 
 
-@pytest.mark.parametrize("env,n,features,B", [("chain", 6, "onehot", 8), ("chain", 6, "random", 8), ("grid", 3, "onehot", 4)])
+@pytest.mark.parametrize("env,n,features,B", [("chain", 6, "onehot", 8), ("chain", 6, "random", 8),
+                                              ("grid", 3, "onehot", 4)])
 def test_training_by_hand_equals_the_fused_loss_through_autograd_bit_for_bit(env, n, features, B):
     """The default step (Training.grad: fused.bellman_loss_and_grad, no autograd; one-hot rows of the whole Q-table
     as the identity) against the same fast step through autograd (grad=None: BellmanLoss's backward): the same
