@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from theorylab.core.train import curve_steps, train_ensemble
@@ -105,8 +106,12 @@ def test_the_finite_check_flags_nan_and_both_infinities_per_model():
     assert _finite_per_model(torch.zeros(2, 0)).tolist() == [True, True]
 
 
-def test_the_finite_check_over_all_gradients_equals_the_per_gradient_one():
+@pytest.mark.parametrize("one_copy_below", [0, 1 << 15])  # per gradient, and all concatenated
+def test_the_finite_check_over_all_gradients_equals_the_per_gradient_one(one_copy_below, monkeypatch):
+    import theorylab.core.train as train
     from theorylab.core.train import _all_finite_per_model, _finite_per_model
+
+    monkeypatch.setattr(train, "ONE_COPY_BELOW", one_copy_below)
 
     gen = torch.Generator().manual_seed(0)
     grads = [torch.randn(6, 3, 4, generator=gen), torch.randn(6, 5, generator=gen), torch.zeros(6, 0),
@@ -141,3 +146,39 @@ def test_sgd_follows_a_new_learning_rate_tensor():
     opt.update(p, g, torch.tensor([1.0, 2.0]), state, 0)
     opt.update(p, g, torch.tensor([0.5, 0.0]), state, 1)  # e.g. model 1 frozen: a new lr tensor
     assert p["w"].tolist() == [[-1.5] * 3, [-2.0] * 3]
+
+
+def test_a_hand_written_gradient_trains_as_autograd_does_bit_for_bit():
+    """grad_fn (the loss and backward(w) by hand) in place of loss_fn and autograd: the same weights, curves and
+    divergence, with both optimizers and a model whose loss turns NaN (frozen by the mask handed to backward)."""
+    from theorylab.core.train import AdamW, SGD
+
+    target = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [3.0, 3.0]])
+    blow_up = torch.tensor([0.0, float("nan"), 0.0])
+
+    def loss_fn(p, step):
+        loss = ((p["w"] - target) ** 2).sum(-1) + p["b"][:, 0] ** 2
+        return {"loss": loss + blow_up * p["b"][:, 0] if step >= 7 else loss, "b": p["b"][:, 0] * 1.0}
+
+    def grad_fn(p, step):
+        diff = p["w"] - target
+        loss = (diff ** 2).sum(-1) + p["b"][:, 0] ** 2
+        if step >= 7:
+            loss = loss + blow_up * p["b"][:, 0]
+
+        def backward(g):  # autograd's sums, in its order: d/dw = g 2 diff, d/db = g 2 b (+ g blow_up after step 7)
+            db = g * (2 * p["b"][:, 0])
+            return [g[:, None] * (2 * diff), (db + g * blow_up if step >= 7 else db)[:, None]]
+        return {"loss": loss, "b": p["b"][:, 0] * 1.0}, backward
+
+    start = {"w": torch.zeros(3, 2), "b": torch.tensor([[0.5], [-0.25], [1.0]])}
+    lr = torch.tensor([0.1, 0.2, 0.05])
+    for opt in (SGD(), AdamW(0.01)):
+        a = train_ensemble(start, ["w", "b"], loss_fn, lr, 20, optimizer=opt, curve_points=5)
+        b = train_ensemble(start, ["w", "b"], None, lr, 20, optimizer=opt, curve_points=5, grad_fn=grad_fn)
+        assert a.diverged_at.tolist() == b.diverged_at.tolist() == [-1, 7, -1]
+        assert all(torch.equal(a.params[k], b.params[k]) for k in a.params)
+        assert a.curves.keys() == b.curves.keys()
+        for k in a.curves:  # NaN where model 1's loss is
+            torch.testing.assert_close(a.curves[k], b.curves[k], rtol=0, atol=0, equal_nan=True)
+        assert not b.params["w"].requires_grad

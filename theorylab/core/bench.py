@@ -46,7 +46,8 @@ def protocol_train_seconds(study: Study, cfgs: Sequence[StudyConfig], device: to
 
     tr = study.train_group.training(cfgs, rng_for(cfgs, device), device)  # type: ignore[attr-defined]
     if compile:
-        tr = dataclasses.replace(tr, loss=torch.compile(tr.loss, dynamic=False))
+        # the loss through autograd, compiled (a gradient by hand, Training.grad, is not what is compiled)
+        tr = dataclasses.replace(tr, loss=torch.compile(tr.loss, dynamic=False), grad=None)
     sync(device)
     t0 = time.perf_counter()
     tr.train(steps, probes=False, curve_points=1)

@@ -18,7 +18,7 @@ from theorylab.core.ensemble import rng_for, untile
 from theorylab.core.progress import Bars
 from theorylab.core.rng import EnsembleRNG
 from theorylab.core.study import GroupResult, TrainGroup, group_result
-from theorylab.core.train import SGD, AdamW, LossFn, ProbeFn, TrainResult, train_ensemble
+from theorylab.core.train import SGD, AdamW, GradFn, LossFn, ProbeFn, TrainResult, train_ensemble
 
 
 @dataclass
@@ -52,6 +52,9 @@ class Training:
     # phases trained inside training() before this one ({"pretrain": TrainResult}): their curves are recorded as
     # "{phase}_step", "{phase}_{k}", their divergence and seconds count for the model
     earlier: dict[str, TrainResult] = field(default_factory=dict)
+    # the loss with its gradient written out by hand (core.train.GradFn): when given, the trainer calls it instead of
+    # `loss` and autograd; `loss` stays the same loss through autograd (what grad is tested equal to)
+    grad: GradFn | None = None
 
     def train(self, steps: int | None = None, *, probes: bool = True, curve_points: int | None = None,
               on_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -61,7 +64,7 @@ class Training:
                               self.steps if steps is None else steps, optimizer=self.optimizer,
                               probe_fn=self.probes if probes else None,
                               curve_points=self.curve_points if curve_points is None else curve_points,
-                              on_step=on_step)
+                              on_step=on_step, grad_fn=self.grad)
 
 
 TrainingFn = Callable[[Sequence[StudyConfig], EnsembleRNG, torch.device], Training]

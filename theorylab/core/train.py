@@ -20,6 +20,12 @@ from theorylab.core.ensemble import expand_to
 LossFn = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 # probe_fn(params, step) -> {name: [E]}: recorded at checkpoints (e.g. attention concentration).
 ProbeFn = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+# grad_fn(params, step) -> (out, backward): what loss_fn returns, and backward(w [E]) -> the gradients of
+# sum_e w_e loss_e with respect to the trainable weights (in their order), which the study computes itself. A study
+# whose gradient is written out by hand gives one and skips autograd: the weights need no requires_grad and no graph
+# is recorded (for a tiny network at E = 64, the engine's own cost per step is a good part of the step).
+Backward = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+GradFn = Callable[[dict[str, torch.Tensor], int], tuple[dict[str, torch.Tensor], Backward]]
 
 
 @dataclass(frozen=True)
@@ -108,17 +114,28 @@ def _all_finite_per_model(grads: Sequence[torch.Tensor], E: int, device) -> torc
     """[E] bool: every entry of model e's slice of every gradient is finite (_finite_per_model of each, and-ed).
     max |g| per gradient, then one check over all of them: 2 k + 3 ops for k gradients instead of 7 k (isfinite
     is four), which is a good part of the trainer's own cost per step for a small model (the same booleans:
-    tests/core/test_train.py). (torch.aminmax would save the |g| copy but is not vectorized on CPU: 10x slower.)"""
-    peaks = [g.flatten(1).abs().amax(1) for g in grads if math.prod(g.shape[1:])]
-    if not peaks:
+    tests/core/test_train.py). (torch.aminmax would save the |g| copy but is not vectorized on CPU: 10x slower.)
+    Tiny gradients are concatenated first (ONE_COPY_BELOW): max |g| over the model's entries of all of them, the
+    same booleans (amax propagates NaN either way)."""
+    sized = [g for g in grads if math.prod(g.shape[1:])]
+    if not sized:
         return torch.ones(E, dtype=torch.bool, device=device)
-    return torch.stack(peaks).amax(0) < math.inf
+    if sum(g.numel() for g in sized) <= ONE_COPY_BELOW:  # tiny gradients: one copy of all, one |.|, one max
+        return torch.cat([g.flatten(1) for g in sized], 1).abs_().amax(1) < math.inf
+    return torch.stack([g.flatten(1).abs().amax(1) for g in sized]).amax(0) < math.inf
+
+
+# Gradients with at most this many entries in all (all models) are checked as one copy: k + 4 ops instead of 2 k + 3,
+# where each op's fixed cost outweighs one more pass over them (the dqn step: 22k entries at E = 64).
+ONE_COPY_BELOW = 1 << 15
 
 
 def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_fn: LossFn,
                    lr: torch.Tensor, steps: int, *, optimizer: SGD | AdamW = SGD(), probe_fn: ProbeFn | None = None,
-                   curve_points: int = 50, on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Trains every model of the ensemble at once; lr is [E]. Returns the final weights and curves."""
+                   curve_points: int = 50, on_step: Callable[[int], None] | None = None,
+                   grad_fn: GradFn | None = None) -> TrainResult:
+    """Trains every model of the ensemble at once; lr is [E]. Returns the final weights and curves. grad_fn: called
+    instead of loss_fn at every step, its backward instead of autograd (the same loss, written out by hand)."""
     t0 = time.perf_counter()
     E = lr.shape[0]
     device = lr.device
@@ -136,9 +153,12 @@ def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_f
             rows.setdefault(k, []).append(v.detach().to(torch.float32, copy=True))
 
     for step in range(steps + 1):
-        for k in trainable:
-            params[k].requires_grad_(step < steps)
-        out = loss_fn(params, step)
+        if grad_fn is None:
+            for k in trainable:
+                params[k].requires_grad_(step < steps)
+            out = loss_fn(params, step)
+        else:
+            out, backward = grad_fn(params, step)
         loss = out["loss"]
         if step in mark_set:
             with torch.no_grad():
@@ -150,7 +170,10 @@ def train_ensemble(params: dict[str, torch.Tensor], trainable: list[str], loss_f
         finite = torch.isfinite(loss)
         # d/dp of sum_e [loss_e finite] loss_e: the mask as the loss's incoming gradient (what where(finite, loss,
         # 0).sum() hands back, bit for bit, without its two ops and their two backward nodes)
-        grads = torch.autograd.grad(loss, [params[k] for k in trainable], grad_outputs=finite.to(loss.dtype))
+        if grad_fn is None:
+            grads = torch.autograd.grad(loss, [params[k] for k in trainable], grad_outputs=finite.to(loss.dtype))
+        else:
+            grads = backward(finite.to(loss.dtype))
         ok = active & finite & _all_finite_per_model(grads, E, device)
         step_lr = lr
         if not bool(ok.all()):  # a model diverged now or before (while none has, this is skipped: same numbers)

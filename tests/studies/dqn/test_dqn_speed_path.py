@@ -1,7 +1,8 @@
 """The speed path of the DQN step (issue 26): an iteration's replay indices drawn at once equal the per-step draws
 bit for bit, and training through the fast step (targets per iteration, Q(s, a) from the Q-table) gives the same
 weights, curves and probes as the plain step, on a chain (Q-table path) and a gridworld (more states than a
-mini-batch: the per-sample path); the hand-written loss and gradient (dqn.fused) equal autograd through the network."""
+mini-batch: the per-sample path); the hand-written loss and gradient (dqn.fused) equal autograd through the network,
+and the default step (its gradient by hand, no autograd) equals the fused loss through autograd bit for bit."""
 import pytest
 import torch
 
@@ -80,3 +81,41 @@ def test_fused_bellman_loss_and_gradients_equal_autograd(rows, dtype, tol):
         scale = float(w.abs().max())
         assert float((x - w).abs().max()) <= tol * scale, (k, float((x - w).abs().max()) / scale)
         assert float(x[1].abs().max()) == 0.0, k
+
+
+@pytest.mark.parametrize("env,n,features,B", [("chain", 6, "onehot", 8), ("chain", 6, "random", 8),
+                                              ("grid", 3, "onehot", 4)])
+def test_training_by_hand_equals_the_fused_loss_through_autograd_bit_for_bit(env, n, features, B):
+    """The default step (Training.grad: fused.bellman_loss_and_grad, no autograd; one-hot rows of the whole Q-table
+    as the identity) against the same fast step through autograd (grad=None: BellmanLoss's backward): the same
+    weights and curves bit for bit, on the identity rows (chain, one-hot), general rows (random features) and a
+    batch's own rows (a gridworld with more states than the mini-batch)."""
+    import dataclasses
+
+    cfgs = [DQNConfig(seed=s, env=env, n=n, B=B, features=features, d_feat=5, T=3, steps=5, fit_steps=20, walkers=3,
+                      collect_steps=3, buffer=30, eps0=0.2 + 0.3 * s) for s in range(3)]
+    by_hand = training(cfgs, rng_for(cfgs, CPU), CPU)
+    assert by_hand.grad is not None
+    runs = [by_hand.train(), dataclasses.replace(training(cfgs, rng_for(cfgs, CPU), CPU), grad=None).train()]
+    for k in runs[1].params:
+        assert torch.equal(runs[0].params[k], runs[1].params[k]), k
+    for k in runs[1].curves:
+        assert torch.equal(runs[0].curves[k], runs[1].curves[k]), k
+
+
+def test_identity_rows_equal_the_batched_product_with_the_identity_bit_for_bit():
+    """bellman_forward / bellman_backward with identity_rows (b1 + W1 for baddbmm(b1, I, W1), dH for I^T dH) give
+    the same loss and gradients bit for bit as the batched products with X = I."""
+    from theorylab.studies.dqn.fused import bellman_backward, bellman_forward
+
+    gen = torch.Generator().manual_seed(5)
+    E, S, m, A, B = 4, 8, 32, 2, 32
+    W1, b1 = torch.randn(E, S, m, generator=gen) * 3, torch.randn(E, m, generator=gen)
+    W2, b2 = torch.randn(E, m, A, generator=gen), torch.randn(E, A, generator=gen)
+    X = torch.eye(S).expand(E, S, S).clone()
+    index, y = torch.randint(A * S, (E, B), generator=gen), torch.randn(E, B, generator=gen)
+    g = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    (loss, saved), (loss_i, saved_i) = (bellman_forward(X, index, y, W1, b1, W2, b2, ident) for ident in (False, True))
+    assert torch.equal(loss, loss_i)
+    for got, want in zip(bellman_backward(saved_i, g, identity_rows=True)[3:], bellman_backward(saved, g)[3:]):
+        assert torch.equal(got, want)

@@ -29,7 +29,7 @@ from theorylab.core.protocol import Graded, Training
 from theorylab.core.rng import EnsembleRNG
 from theorylab.core.train import SGD, AdamW, train_ensemble
 from theorylab.studies.dqn.config import DQNConfig
-from theorylab.studies.dqn.fused import bellman_loss
+from theorylab.studies.dqn.fused import bellman_loss, bellman_loss_and_grad
 from theorylab.studies.dqn.mdp import MDP, features, make_mdp, step, value_iteration
 from theorylab.studies.dqn.model import TRAINABLE, init_params, q_table, q_values
 
@@ -178,12 +178,17 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
             return
         # the buffer and the target stay fixed until the next iteration: every step's mini-batch at once
         draws = replay_draws(rng, filled, B, t, n_sgd + 1).to(device).flatten(1)  # [E, (steps + 1) B]
-        y_all = replay.r + gamma * (1 - replay.done) * torch.gather(v_tgt, 1, replay.s2)  # [E, C]
+        # the draws read the filled slots 0 .. filled-1 only: per-slot numbers are computed there (the same ones)
+        r, done, s2 = (x[:, :filled] for x in (replay.r, replay.done, replay.s2))
+        y_all = r + gamma * (1 - done) * torch.gather(v_tgt, 1, s2)  # [E, filled]
         per_step = lambda x: x.view(E, n_sgd + 1, B).unbind(1)  # noqa: E731  [E, B] for each step j
-        a_draw, s_draw = (torch.gather(x, 1, draws).view(E, n_sgd + 1, B) for x in (replay.a, replay.s))
         y_steps = per_step(torch.gather(y_all, 1, draws))
-        s_steps = s_draw.unbind(1)
-        q_steps = (a_draw * mdp.S + s_draw if by_table else a_draw * B + torch.arange(B, device=device)).unbind(1)
+        if by_table:  # each slot's entry a S + s of Q^T, then one gather for the draws
+            q_steps = per_step(torch.gather(replay.a[:, :filled] * mdp.S + replay.s[:, :filled], 1, draws))
+        else:
+            s_steps = per_step(torch.gather(replay.s, 1, draws))
+            a_draw = torch.gather(replay.a, 1, draws).view(E, n_sgd + 1, B)
+            q_steps = (a_draw * B + torch.arange(B, device=device)).unbind(1)  # entry a B + b of the batch's Q^T
 
     def collect_at_once(p, t: int) -> torch.Tensor:
         """The plain loop's K collection steps with its numbers: the draws of the iteration at once (two hashes
@@ -219,12 +224,17 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
         ptr, filled = (ptr + n) % C, min(filled + n, C)
         return table
 
-    def loss_fn(params, global_step):
+    def batch_at(params, global_step) -> tuple[int, int]:
+        """(t, j): the step's iteration and its SGD step within it; an iteration begins at j = 0."""
         t, j = divmod(global_step, n_sgd)
         if t == T:  # after the last SGD step: a fresh mini-batch of the last iteration (the final loss)
             t, j = T - 1, n_sgd
         if j == 0:
             begin_iteration(params, t)
+        return t, j
+
+    def loss_fn(params, global_step):
+        t, j = batch_at(params, global_step)
         if fast:  # Q of every state (or of the batch's states), its entries (s, a) read: fused.BellmanLoss
             rows = phi if by_table else gather_rows(phi, s_steps[j])  # [E, S or B, d]
             return {"loss": bellman_loss(params, rows, q_steps[j], y_steps[j])}
@@ -232,6 +242,16 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
         y = batch.r + gamma * (1 - batch.done) * torch.gather(v_tgt, 1, batch.s2)  # Bellman target      [E, B]
         q = torch.gather(q_values(params, gather_rows(phi, batch.s)), 2, batch.a[..., None])[..., 0]  # Q(s, a) [E, B]
         return {"loss": ((q - y) ** 2).mean(-1)}  # MSBE on the mini-batch                                [E]
+
+    # one-hot features read by the whole Q-table: the rows X are the identity (fused.bellman_forward)
+    identity_rows = by_table and shared_value(cfgs, "features") == "onehot"
+
+    def grad_fn(params, global_step):
+        """loss_fn's fast step with its gradient by hand, for core's trainer (no autograd: core.train.GradFn)."""
+        _, j = batch_at(params, global_step)
+        rows = phi if by_table else gather_rows(phi, s_steps[j])
+        loss, backward = bellman_loss_and_grad(params, rows, q_steps[j], y_steps[j], identity_rows)
+        return {"loss": loss}, backward
 
     def probes(p, global_step):
         """At iteration boundaries: the errors of omega_t (t = 0 .. T) and the eps_t it collects with (t < T)."""
@@ -249,4 +269,5 @@ def training(cfgs: Sequence[DQNConfig], rng: EnsembleRNG, device: torch.device, 
         return Graded(metrics, {**res.params, **{f"star.{k}": v for k, v in star.items()}})
 
     return Training(p0, TRAINABLE, loss_fn, scalar_tensor(cfgs, "lr", device), T * n_sgd, grade,
-                    what=f"SGD steps ({T} iterations)", optimizer=SGD(), probes=probes, curve_points=T)
+                    what=f"SGD steps ({T} iterations)", optimizer=SGD(), probes=probes, curve_points=T,
+                    grad=grad_fn if fast else None)
