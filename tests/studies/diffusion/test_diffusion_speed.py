@@ -27,6 +27,22 @@ def _train(cfgs, chunk):
     return tr.train(probes=False)
 
 
+def _train_plain(cs):
+    """The plain step: the whole ensemble, the full attention (W = 0 control included), the Bayes excess every step."""
+    B = cs[0].B
+
+    def plain(p, step):
+        b = sample(cs, B, "train", step)
+        per_t = risk(forward(p, b.xt), b.eps)
+        with torch.no_grad():
+            excess = (per_t - risk(bayes(cs, b.xt, b.abar), b.eps)).mean(-1)
+        return {"loss": per_t.mean(-1), "excess": excess}
+
+    tr = training(cs, rng_for(cs, CPU), CPU)
+    return train_ensemble(tr.params, list(tr.trainable), plain, tr.lr, tr.steps, optimizer=tr.optimizer,
+                          curve_points=tr.curve_points)
+
+
 def test_draws_in_place_equal_stacked_draws():
     cs = _cfgs(3)
     for shape in [(3, 4, 5, 6), (7,), (2, 1)]:
@@ -48,18 +64,7 @@ def test_sliced_step_equals_whole_ensemble(over):
 def test_excess_at_checkpoints_equals_excess_every_step():
     """The plain loss (the Bayes excess computed every step) records the same curves."""
     cs = _cfgs(2, steps=7, curve_points=3)
-    B = cs[0].B
-
-    def every_step(p, step):
-        b = sample(cs, B, "train", step)
-        per_t = risk(forward(p, b.xt), b.eps)
-        with torch.no_grad():
-            excess = (per_t - risk(bayes(cs, b.xt, b.abar), b.eps)).mean(-1)
-        return {"loss": per_t.mean(-1), "excess": excess}
-
-    tr = training(cs, rng_for(cs, CPU), CPU)
-    ref = train_ensemble(tr.params, list(tr.trainable), every_step, tr.lr, tr.steps, optimizer=tr.optimizer,
-                         curve_points=tr.curve_points)
+    ref = _train_plain(cs)
     ours = _train(cs, None)
     assert ours.curve_steps == ref.curve_steps
     assert all(torch.equal(ours.curves[k], ref.curves[k]) for k in ref.curves)
@@ -97,18 +102,7 @@ def test_control_trains_as_with_full_attention(optimizer):
     """The W = 0 control trained through forward_uniform equals the same control trained through the full attention
     (six steps: weights and curves within float32 rounding)."""
     cs = _cfgs(3, steps=6, curve_points=3, freeze_attention=True, optimizer=optimizer)
-    B = cs[0].B
-
-    def full_attention(p, step):
-        b = sample(cs, B, "train", step)
-        per_t = risk(forward(p, b.xt), b.eps)
-        with torch.no_grad():
-            excess = (per_t - risk(bayes(cs, b.xt, b.abar), b.eps)).mean(-1)
-        return {"loss": per_t.mean(-1), "excess": excess}
-
-    tr = training(cs, rng_for(cs, CPU), CPU)
-    ref = train_ensemble(tr.params, list(tr.trainable), full_attention, tr.lr, tr.steps, optimizer=tr.optimizer,
-                         curve_points=tr.curve_points)
+    ref = _train_plain(cs)
     ours = _train(cs, None)
     assert torch.equal(ours.params["W"], torch.zeros_like(ours.params["W"]))
     for k in ref.params:
