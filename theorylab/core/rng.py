@@ -45,10 +45,16 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return _mix_(x.clone())
 
 
+def _top53_(bits: torch.Tensor) -> torch.Tensor:
+    """Hashed int64 bits -> their top 53 bits k in [0, 2^53), in place: exact in float64; a uniform is k 2^-53."""
+    bits >>= 11
+    bits &= (1 << 53) - 1
+    return bits
+
+
 def _unit(bits: torch.Tensor, dtype) -> torch.Tensor:
     """Hashed int64 bits -> uniform on [0, 1) in dtype, in place: the top 53 bits over 2^53, kept below 1."""
-    bits >>= 11
-    bits &= (1 << 53) - 1  # 53 random bits, exact in float64
+    bits = _top53_(bits)
     # k < 2^53 is exact in float64, so k -> float32 rounds the same real number once, as k -> float64 ->
     # float32 does; scaling by 2^-53 is exact in both. Narrower types overflow or round twice: via float64.
     u = bits.to(dtype if dtype in (torch.float32, torch.float64) else torch.float64)
@@ -130,9 +136,7 @@ class EnsembleRNG:
         are made of: k -> k 2^-53 is increasing and exact, and uniform's clamp below 1 merges k = 2^53 - 1 into
         2^53 - 2, done here on the integers. Integer keys skip the float conversion and sort faster (the cot study
         draws a permutation per prompt: its tasks sigma and example order)."""
-        k = self._bits(shape, stream)
-        k >>= 11
-        k &= (1 << 53) - 1
+        k = _top53_(self._bits(shape, stream))
         return torch.argsort(k.clamp_(max=(1 << 53) - 2), dim=-1)
 
     def uniform_blocked(self, shape: Sequence[int], *stream: object, block: int = 1 << 15) -> torch.Tensor:
@@ -151,9 +155,7 @@ class EnsembleRNG:
             m = min(block, n - start)
             shift = torch.tensor(start, dtype=torch.int64, device=self.device) * _GOLDEN  # wraps as the counters do
             torch.add(base[:, None], first[:m] + shift, out=x[:, :m])  # key + (start + i + 1) GOLDEN
-            bits = _mix_(x[:, :m])
-            bits >>= 11
-            bits &= (1 << 53) - 1
+            bits = _top53_(_mix_(x[:, :m]))
             u = out[:, start : start + m]
             u.copy_(bits)  # k < 2^53 -> float32: rounded once, as uniform does
             u *= 2.0**-53

@@ -15,7 +15,8 @@ from theorylab.core.rng import EnsembleRNG
 from theorylab.studies.cot.config import CoTConfig
 from theorylab.shared.cot_reasoning import eval_reasoning, training_basis, training_columns
 from theorylab.studies.cot.evaluate import CATEGORIES, attention_by_category, evaluate, wk_wq_blocks
-from theorylab.studies.cot.model import decode, forward_basis, forward_columns, half_squared_loss, init_params, trainable
+from theorylab.studies.cot.model import (decode, forward_basis, forward_columns, half_squared_loss, init_params,
+                                         trainable)
 
 PROBE_PROMPTS = 128  # test prompts (l = l_tr examples) on which the attention categories are tracked
 CATEGORY_KEYS = ("attn_ss", "attn_sd", "attn_ds", "attn_dd")  # the CATEGORIES, in order
@@ -28,7 +29,8 @@ def training(cfgs: Sequence[CoTConfig], rng: EnsembleRNG, device: torch.device) 
     marks = set(curve_steps(steps, shared_value(cfgs, "curve_points")))
     # W_V frozen at [0, I] (the default): training_basis + forward_basis, training_columns + forward_columns' numbers
     # bit for bit in a fraction of the time (tests/studies/cot/test_cot_speed.py; profile in docs/studies/cot.md)
-    batch, fwd = (training_columns, forward_columns) if shared_value(cfgs, "train_W_V") else (training_basis, forward_basis)
+    basis = not shared_value(cfgs, "train_W_V")
+    batch, fwd = (training_basis, forward_basis) if basis else (training_columns, forward_columns)
 
     def loss_fn(p, step):
         # the batch as pattern indices (training tokens are clean patterns): forward_basis / forward_columns read
