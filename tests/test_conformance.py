@@ -194,6 +194,35 @@ def test_every_claim_is_built_from_the_kit(name):
             assert c.hypotheses and c.control is not None, c.id
 
 
+class _NeedsTraining(Exception):
+    pass
+
+
+class _BeforeTraining(ClaimContext):
+    """A claim context that trains and measures nothing: a hypothesis that reads a trained model stops here."""
+
+    def trained(self, cfgs):
+        raise _NeedsTraining
+
+    def reference(self, ref):
+        raise _NeedsTraining
+
+
+@pytest.mark.parametrize("size", ["quick", "full"])
+@pytest.mark.parametrize("name", STUDIES)
+def test_the_default_configs_meet_every_hypothesis_checkable_before_training(name, size):
+    """A default that breaks a theorem's hypothesis is a bug in the default: at each size's defaults, every
+    hypothesis that reads only the configs holds (those that read a trained model are checked by the run)."""
+    s = get_study(name)
+    for c in s.claims:
+        for h in c.hypotheses or ():
+            try:
+                why = h.check(_BeforeTraining(s, size, c.seeds or s.default_seeds.get(size, 5)))
+            except _NeedsTraining:
+                continue
+            assert why is None, f"{name} {size} {c.id}: {h.text}: {why}"
+
+
 @pytest.mark.parametrize("name", STUDIES)
 def test_controls_are_measured_and_criteria_render_themselves(name, tiny_runs):
     for r in tiny_runs[name]:

@@ -32,8 +32,9 @@ def test_sigstop_of_a_lease_owner_the_other_sweep_waits_for_expiry_then_takes_ov
     r = kit.sigstop_lease_owner(tmp_path, lease=lease, renew=renew, poll=0.2)
     assert r["held_by_a_at_stop"] and r["taken"]
     # a stopped process is alive, so its lease is not taken at once (as a dead one's is): the other sweep waits
-    # until the lease, last renewed at most `renew` s before the stop, runs out, and not much longer
-    assert lease - renew - 0.1 <= r["b_took_over_after_s"] <= lease + 10, r["b_took_over_after_s"]
+    # until the lease, last renewed at most `renew` s before the stop, runs out, and not much longer (B may still
+    # be training its own cells when the lease runs out: at load 5-9 on 2 cores it overran an earlier lease + 10 s)
+    assert lease - renew - 0.1 <= r["b_took_over_after_s"] <= lease + 30, r["b_took_over_after_s"]
     assert r["exit_codes"] == [0, 0], r["outputs"]  # the continued sweep finishes too; its late cell is ignored
     assert_every_cell_once(r)
 

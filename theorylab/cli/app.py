@@ -147,9 +147,11 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: list[str] | None, store: Path,
-             claim_ids: list[str] | None = None, yes: bool = False, source: str = "run"):
-    """Validates (and costs) every input before anything trains. source: the command, stored with each row."""
+             claim_ids: list[str] | None = None, yes: bool = False, source: str = "run", say: bool = True):
+    """Validates (and costs) every input before anything trains. source: the command, stored with each row;
+    say: print the claim run's time estimate (when it is long enough to mention)."""
     from theorylab.core.backends import memory_budget
+    from theorylab.core.check_cost import SAY_ABOVE_SECONDS, claim_run_cost
     from theorylab.core.cost import MAX_CELLS, estimate
 
     try:
@@ -162,6 +164,9 @@ def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: l
         select_claims(study, claim_ids)
         dev = resolve_device(device)
         history = Store(store, create=False) if Path(store).exists() else None
+        whole = claim_run_cost(study, size, seeds, claim_ids, overrides, str(dev), history)  # instant: first
+        if whole is not None:
+            whole.guard(yes)
         cost = estimate(study, cfgs, len(cfgs), memory_budget(dev), history, f"{study.name} claims, per trained group",
                         str(dev))
         if study.needs is not None:
@@ -169,6 +174,8 @@ def _prepare(study_name: str, size: str, seeds: int | None, device: str, sets: l
         cost.guard(yes)
     except (ConfigError, KeyError, ValueError) as e:
         fail(message(e))
+    if say and whole is not None and whole.seconds >= SAY_ABOVE_SECONDS:
+        err.print(whole.describe(), soft_wrap=True, highlight=False)
     return study, overrides, n, dev, Store(store, source=source)
 
 
@@ -240,7 +247,7 @@ def check(study: Annotated[Optional[str], typer.Argument(help="a study; all stud
     if claim and not study:
         fail("--claim needs a study: theorylab check STUDY --claim ID")
     for name in names:  # every study's input is checked before any trains
-        _prepare(name, size, seeds, device, set, store, claim, yes, source="check")
+        _prepare(name, size, seeds, device, set, store, claim, yes, source="check", say=False)
     rows = []
     for name in names:
         rows += _run_study(name, size, seeds, device, set, store, claim, progress=not as_json, yes=yes,
