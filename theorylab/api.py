@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from theorylab.core.check_cost import SAY_ABOVE_SECONDS, claim_run_cost
 from theorylab.core.claims import ClaimContext, run_claims, select_claims
 from theorylab.core.config import StudyConfig
 from theorylab.core.ensemble import resolve_device
@@ -43,6 +45,13 @@ def _store(store: str | Path | Store | None, create: bool = True) -> Store:
     return Store(store or DEFAULT_STORE, create=create)
 
 
+def _existing_store(store: str | Path | Store | None) -> Store | None:
+    if isinstance(store, Store):
+        return store
+    path = Path(store or DEFAULT_STORE)
+    return Store(path, create=False) if path.exists() else None
+
+
 def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Path | Store | None = None,
           device: str = "auto", progress: bool = True) -> Trained:
     """Trains the configs as ensembles (skipping any already in the store) and returns their weights.
@@ -65,15 +74,23 @@ def train(study: str, cfgs: StudyConfig | Sequence[StudyConfig], store: str | Pa
 
 def check(study: str, size: str = "quick", seeds: int | None = None, device: str = "auto",
           store: str | Path | Store | None = None, claims: list[str] | None = None, progress: bool = True,
-          **overrides: Any) -> pd.DataFrame:
+          yes: bool = False, **overrides: Any) -> pd.DataFrame:
     """One row per claim: verdict, kind, seeds passed, the key number's interval, the summary and numbers.
-    progress: rich bars on stderr while claims train their models; progress=False is silent."""
+    progress: rich bars on stderr while claims train their models; progress=False is silent. A run the reference
+    machine took over 6 hours for raises CostRefused (a ConfigError) before anything trains, unless yes=True
+    (core.check_cost; `check("diffusion", size="full")` is about 36 h on 2 CPU cores)."""
     st = get_study(study)
     st.config(size, **overrides)  # fail early on bad input
     select_claims(st, claims)
     n = seeds or st.default_seeds.get(size, 5)
+    dev = resolve_device(device)
+    cost = claim_run_cost(st, size, seeds, claims, overrides, str(dev), _existing_store(store))
+    if cost is not None:
+        cost.guard(yes)  # before the store is created
+        if progress and cost.seconds >= SAY_ABOVE_SECONDS:
+            print(cost.describe(), file=sys.stderr)
     with Bars(progress) if progress else QUIET as bars:
-        ctx = ClaimContext(st, size, n, resolve_device(device), _store(store), overrides, bars)
+        ctx = ClaimContext(st, size, n, dev, _store(store), overrides, bars)
         rows = [r.row(st.name) for r in run_claims(ctx, claims, seeds_given=seeds is not None)]
     return pd.DataFrame(rows)
 

@@ -79,3 +79,16 @@ def test_check_refuses_a_run_over_the_limit_in_one_line_before_anything_trains(t
     r = runner.invoke(app, ["check", long[0], "--size", "full", "--device", "cpu", "--store", str(store)])
     assert r.exit_code == 2 and r.output.startswith("error:") and "--yes" in r.output
     assert "Traceback" not in r.output and not store.exists()
+
+
+def test_the_notebook_api_refuses_the_same_run_before_creating_a_store(tmp_path):
+    import theorylab as tl
+
+    ref = reference_checks()["studies"]
+    long = [name for name in study_names() if ref[name]["full"]["seconds"] > MAX_SECONDS]
+    if not long:
+        pytest.skip("no study's full size is over the limit on the reference machine")
+    store = tmp_path / "s.sqlite"
+    with pytest.raises(ConfigError, match="--yes|yes"):
+        tl.check(long[0], size="full", device="cpu", store=store, progress=False)
+    assert not store.exists()

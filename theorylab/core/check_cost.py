@@ -56,7 +56,7 @@ class ClaimRunCost:
         if why and not yes:
             fewer = "" if self.subset else ", run single claims with --claim"
             raise CostRefused(f"{self.describe()}. Refused: {why[0]}. Lower the sizes or the seeds{fewer}, or pass "
-                              f"--yes to run it anyway")
+                              f"--yes (yes=True in Python) to run it anyway")
 
 
 def reference_checks(path: Path | None = None) -> dict[str, Any]:
