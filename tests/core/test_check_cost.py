@@ -70,11 +70,17 @@ def test_a_store_holding_the_default_cells_does_not_refuse_a_rerun(tmp_path):
     assert rerun.reused and rerun.over_limits() == [] and "rerun" in rerun.describe()
 
 
-def test_check_refuses_a_run_over_the_limit_in_one_line_before_anything_trains(tmp_path):
+def _over_the_limit() -> list[str]:
+    """The studies whose full size the reference machine took over the limit for (skips the test if none)."""
     ref = reference_checks()["studies"]
     long = [name for name in study_names() if ref[name]["full"]["seconds"] > MAX_SECONDS]
     if not long:
         pytest.skip("no study's full size is over the limit on the reference machine")
+    return long
+
+
+def test_check_refuses_a_run_over_the_limit_in_one_line_before_anything_trains(tmp_path):
+    long = _over_the_limit()
     store = tmp_path / "s.sqlite"
     r = runner.invoke(app, ["check", long[0], "--size", "full", "--device", "cpu", "--store", str(store)])
     assert r.exit_code == 2 and r.output.startswith("error:") and "--yes" in r.output
@@ -84,10 +90,7 @@ def test_check_refuses_a_run_over_the_limit_in_one_line_before_anything_trains(t
 def test_the_notebook_api_refuses_the_same_run_before_creating_a_store(tmp_path):
     import theorylab as tl
 
-    ref = reference_checks()["studies"]
-    long = [name for name in study_names() if ref[name]["full"]["seconds"] > MAX_SECONDS]
-    if not long:
-        pytest.skip("no study's full size is over the limit on the reference machine")
+    long = _over_the_limit()
     store = tmp_path / "s.sqlite"
     with pytest.raises(ConfigError, match="--yes|yes"):
         tl.check(long[0], size="full", device="cpu", store=store, progress=False)
