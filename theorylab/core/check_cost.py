@@ -23,7 +23,7 @@ SAY_ABOVE_SECONDS = 5 * 60.0  # estimates shorter than this are not printed
 
 @dataclass(frozen=True)
 class ClaimRunCost:
-    what: str  # "diffusion full, 10 seeds"
+    what: str  # "diffusion claims at full size, each claim's default seeds"
     seconds: float  # on the reference machine, scaled to the seeds asked for
     basis: str  # how the reference figure was obtained, and on what
     subset: bool = False  # only some claims: `seconds` is the whole study's, an upper bound
